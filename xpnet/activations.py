@@ -1,0 +1,135 @@
+"""Activation functions as layers: the value and its derivative side by side.
+
+Each keeps what its derivative needs (usually its own output ``y``), so ``backward(dy)`` is one line
+of the chain rule ``dx = dy * f'(x)``.
+"""
+
+from __future__ import annotations
+
+from array_api_compat import array_namespace
+
+from .layers import Layer
+
+# exp(88.7) overflows float32; sigmoid(-80) = 1.8e-35 is already 0 for every purpose, so clamping
+# there keeps exp finite (no overflow warning, no inf) without changing any float32 result that matters.
+_EXP_LIMIT = 80.0
+
+
+class Sigmoid(Layer):
+    """Logistic sigmoid ``y = 1 / (1 + exp(-x))``, ``dy/dx = y (1 - y)``. Finite for any input."""
+
+    def forward(self, x, training=False):
+        xp = array_namespace(x)
+        self._y = 1.0 / (1.0 + xp.exp(-xp.maximum(x, -_EXP_LIMIT)))
+        return self._y
+
+    def backward(self, dy):
+        y = self._y
+        return dy * y * (1.0 - y)
+
+
+class Tanh(Layer):
+    """``y = tanh(x)``, ``dy/dx = 1 - y^2``."""
+
+    def forward(self, x, training=False):
+        self._y = array_namespace(x).tanh(x)
+        return self._y
+
+    def backward(self, dy):
+        return dy * (1.0 - self._y * self._y)
+
+
+class ReLU(Layer):
+    """``y = max(x, 0)``, ``dy/dx = 1 where x > 0 else 0``."""
+
+    def forward(self, x, training=False):
+        y = array_namespace(x).maximum(x, 0.0)
+        self._y = y
+        return y
+
+    def backward(self, dy):
+        xp = array_namespace(dy)
+        # bool * float is not in the standard: cast the mask (faster than where() on NumPy too).
+        return dy * xp.astype(self._y > 0.0, dy.dtype)
+
+
+class LeakyReLU(Layer):
+    """``y = x if x > 0 else alpha * x``, ``dy/dx = 1 or alpha``."""
+
+    def __init__(self, alpha: float = 0.01):
+        super().__init__()
+        if not 0.0 <= alpha < 1.0:
+            raise ValueError(f"LeakyReLU: alpha must be in [0, 1), got {alpha!r}")
+        self.alpha = float(alpha)
+
+    def forward(self, x, training=False):
+        xp = array_namespace(x)
+        self._positive = xp.astype(x > 0.0, x.dtype)
+        return xp.maximum(x, self.alpha * x)
+
+    def backward(self, dy):
+        return dy * (self.alpha + (1.0 - self.alpha) * self._positive)
+
+    def get_config(self):
+        return {"alpha": self.alpha}
+
+
+class Softmax(Layer):
+    """``y_i = exp(x_i) / sum_j exp(x_j)`` over the last axis, shifted by the max so it never overflows.
+
+    ``dx = y * (dy - sum(dy * y))``. For classification prefer logits with
+    :class:`~xpnet.losses.SoftmaxCrossEntropy`, which fuses this with the loss and is more accurate.
+    """
+
+    def forward(self, x, training=False):
+        self._y = softmax(x)
+        return self._y
+
+    def backward(self, dy):
+        xp = array_namespace(dy)
+        y = self._y
+        return y * (dy - xp.sum(dy * y, axis=-1, keepdims=True))
+
+
+class Step(Layer):
+    """Heaviside step ``y = 1 if x >= 0 else 0``: the perceptron's threshold.
+
+    Its true derivative is zero almost everywhere, which would stop all learning. ``backward`` passes
+    ``dy`` straight through instead, so SGD on ``1/2 (t - y)^2`` becomes Rosenblatt's perceptron rule
+    ``w += lr (t - y) x``.
+    """
+
+    def forward(self, x, training=False):
+        xp = array_namespace(x)
+        return xp.astype(x >= 0.0, x.dtype)
+
+    def backward(self, dy):
+        return dy
+
+
+class Identity(Layer):
+    """``y = x`` (a linear output, as in the Wekinator network of the seeds)."""
+
+    def forward(self, x, training=False):
+        return x
+
+    def backward(self, dy):
+        return dy
+
+
+def softmax(x, axis: int = -1):
+    """Numerically stable softmax: ``exp(x - max(x)) / sum(exp(x - max(x)))``."""
+    xp = array_namespace(x)
+    e = xp.exp(x - xp.max(x, axis=axis, keepdims=True))
+    return e / xp.sum(e, axis=axis, keepdims=True)
+
+
+def log_softmax(x, axis: int = -1):
+    """``x - logsumexp(x)``, computed with the max shift (the standard has no logsumexp)."""
+    xp = array_namespace(x)
+    shifted = x - xp.max(x, axis=axis, keepdims=True)
+    return shifted - xp.log(xp.sum(xp.exp(shifted), axis=axis, keepdims=True))
+
+
+ACTIVATIONS = {"sigmoid": Sigmoid, "tanh": Tanh, "relu": ReLU, "leaky_relu": LeakyReLU,
+               "softmax": Softmax, "step": Step, "identity": Identity}

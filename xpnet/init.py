@@ -1,0 +1,45 @@
+"""Weight initializers.
+
+Every random number is drawn on the host by a seeded NumPy ``Generator`` (from
+:func:`xpnet.backend.host_rng`) in float64, cast to the model's dtype on the host, and only then moved
+to the device. So one seed gives bit-identical initial weights on NumPy, CuPy, PyTorch and
+array-api-strict: the standard has no random API, and each library's own generator differs.
+"""
+
+from __future__ import annotations
+
+import math
+
+
+def lecun_normal(shape, rng, device, dtype="float32"):
+    """N(0, 1/fan_in): the seeds' rule, "random, with std the inverse square root of the links into a node"."""
+    return device.asarray(rng.normal(0.0, 1.0 / math.sqrt(shape[0]), size=shape), dtype)
+
+
+def he_normal(shape, rng, device, dtype="float32"):
+    """N(0, 2/fan_in), for ReLU layers (He et al. 2015, https://arxiv.org/abs/1502.01852)."""
+    return device.asarray(rng.normal(0.0, math.sqrt(2.0 / shape[0]), size=shape), dtype)
+
+
+def glorot_uniform(shape, rng, device, dtype="float32"):
+    """U(-a, a) with a = sqrt(6 / (fan_in + fan_out)) (Glorot & Bengio 2010), Keras' default."""
+    limit = math.sqrt(6.0 / (shape[0] + shape[-1]))
+    return device.asarray(rng.uniform(-limit, limit, size=shape), dtype)
+
+
+def zeros(shape, rng, device, dtype="float32"):
+    """All zeros (biases; a perceptron that starts from nothing)."""
+    return device.xp.zeros(shape, dtype=device.dtype(dtype), device=device.native)
+
+
+INITIALIZERS = {f.__name__: f for f in (lecun_normal, he_normal, glorot_uniform, zeros)}
+
+
+def get(init):
+    """An initializer from its name, or the callable itself."""
+    if callable(init):
+        return init
+    try:
+        return INITIALIZERS[init]
+    except KeyError:
+        raise ValueError(f"unknown initializer {init!r}: choose one of {', '.join(INITIALIZERS)}") from None

@@ -1,0 +1,158 @@
+"""Losses: ``forward(pred, target) -> 0-D array`` (mean over the batch) and ``backward() -> dpred``.
+
+The loss value stays on the device as a 0-D array; the training loop reads it back only when it
+reports, so a step never waits for the GPU.
+"""
+
+from __future__ import annotations
+
+from array_api_compat import array_namespace, device
+
+from .activations import log_softmax
+
+
+def _check_rows(name, pred, target):
+    if pred.ndim != 2:
+        raise ValueError(f"{name}: predictions must be 2-D (batch, outputs), got shape {tuple(pred.shape)}")
+    if target.shape[0] != pred.shape[0]:
+        raise ValueError(f"{name}: {target.shape[0]} targets for {pred.shape[0]} predictions "
+                         f"(shapes {tuple(target.shape)} and {tuple(pred.shape)})")
+
+
+def one_hot(labels, n_classes: int, dtype):
+    """``(n,)`` integer labels -> ``(n, n_classes)`` rows of 0 and 1 in ``dtype``, on the labels' device."""
+    xp = array_namespace(labels)
+    classes = xp.arange(n_classes, dtype=labels.dtype, device=device(labels))
+    return xp.astype(xp.reshape(labels, (-1, 1)) == classes, dtype)
+
+
+def as_targets(name, pred, target):
+    """Targets as float rows shaped like ``pred``: integer labels become one-hot rows."""
+    xp = array_namespace(pred)
+    _check_rows(name, pred, target)
+    if xp.isdtype(target.dtype, "integral"):
+        if target.ndim != 1:
+            raise ValueError(f"{name}: integer labels must be 1-D (batch,), got shape {tuple(target.shape)}")
+        return one_hot(target, pred.shape[1], pred.dtype)
+    if target.ndim == 1 and pred.shape[1] == 1:
+        target = xp.reshape(target, (-1, 1))
+    if tuple(target.shape) != tuple(pred.shape):
+        raise ValueError(f"{name}: targets of shape {tuple(target.shape)} do not match predictions "
+                         f"of shape {tuple(pred.shape)}")
+    return target if target.dtype == pred.dtype else xp.astype(target, pred.dtype)
+
+
+class Loss:
+    name = "loss"
+
+    def __call__(self, pred, target):
+        return self.forward(pred, target)
+
+    def get_config(self) -> dict:
+        return {}
+
+    def __repr__(self):
+        return f"{type(self).__name__}()"
+
+
+class MSE(Loss):
+    """The seeds' squared error ``L = mean_batch( sum_outputs 1/2 (t - o)^2 )``; ``dL/do = (o - t) / batch``.
+
+    Summed (not averaged) over the outputs and halved, so its gradient is the seeds' ``-(t - o)``
+    per sample; note this is ``outputs / 2`` times PyTorch's ``MSELoss(reduction="mean")``.
+    Targets may be integer labels (then one-hot) or floats shaped like the predictions.
+    """
+
+    name = "mse"
+
+    def forward(self, pred, target):
+        xp = array_namespace(pred)
+        t = as_targets("MSE", pred, target)
+        self._diff = pred - t
+        return 0.5 * xp.sum(self._diff * self._diff) / pred.shape[0]
+
+    def backward(self):
+        return self._diff / self._diff.shape[0]
+
+
+class SoftmaxCrossEntropy(Loss):
+    """Softmax and cross-entropy fused: ``L = mean_batch( -sum_k t_k log softmax(z)_k )`` on logits ``z``.
+
+    ``dL/dz = (softmax(z) - t) / batch``: the seeds' ``(r - y)`` error term. Targets are integer labels
+    ``(batch,)`` or probability rows ``(batch, classes)`` (one-hot or soft). The log-softmax uses the
+    max shift, so logits of +-1e4 give finite values. Feed it logits, not a Softmax layer's output.
+    """
+
+    name = "softmax_cross_entropy"
+
+    def forward(self, logits, target):
+        xp = array_namespace(logits)
+        t = as_targets("SoftmaxCrossEntropy", logits, target)
+        logp = log_softmax(logits)
+        self._t, self._logp = t, logp
+        return -xp.sum(t * logp) / logits.shape[0]
+
+    def backward(self):
+        xp = array_namespace(self._logp)
+        return (xp.exp(self._logp) - self._t) / self._t.shape[0]
+
+
+class CrossEntropy(Loss):
+    """Cross-entropy on probabilities (a Softmax or Sigmoid output): ``L = mean_batch(-sum t log p)``.
+
+    ``dL/dp = -t / p / batch``; probabilities are clamped to ``[1e-7, 1]`` first. Prefer
+    :class:`SoftmaxCrossEntropy` on logits; this one exists for networks that end in ``Softmax``.
+    """
+
+    name = "cross_entropy"
+    eps = 1e-7
+
+    def forward(self, prob, target):
+        xp = array_namespace(prob)
+        t = as_targets("CrossEntropy", prob, target)
+        self._t, self._p = t, xp.maximum(prob, self.eps)
+        return -xp.sum(t * xp.log(self._p)) / prob.shape[0]
+
+    def backward(self):
+        return -self._t / self._p / self._t.shape[0]
+
+
+class BinaryCrossEntropy(Loss):
+    """Binary cross-entropy on logits ``z`` (like PyTorch's ``BCEWithLogitsLoss``), mean over all elements.
+
+    ``L = mean( max(z, 0) - z t + log(1 + exp(-|z|)) )``, which never overflows;
+    ``dL/dz = (sigmoid(z) - t) / size``. Targets in [0, 1], shaped like ``z`` (or ``(batch,)`` for one
+    output).
+    """
+
+    name = "binary_cross_entropy"
+
+    def forward(self, logits, target):
+        xp = array_namespace(logits)
+        t = as_targets("BinaryCrossEntropy", logits, target)
+        self._z, self._t = logits, t
+        loss = xp.maximum(logits, 0.0) - logits * t + xp.log1p(xp.exp(-xp.abs(logits)))
+        return xp.sum(loss) / (logits.shape[0] * logits.shape[1])
+
+    def backward(self):
+        xp = array_namespace(self._z)
+        z = self._z
+        sig = 1.0 / (1.0 + xp.exp(-xp.maximum(z, -80.0)))
+        return (sig - self._t) / (z.shape[0] * z.shape[1])
+
+
+LOSSES = {"mse": MSE, "softmax_cross_entropy": SoftmaxCrossEntropy, "cross_entropy": CrossEntropy,
+          "binary_cross_entropy": BinaryCrossEntropy}
+
+
+def get(loss):
+    """A loss from its name (``"mse"``, ``"softmax_cross_entropy"``, ...) or the instance itself."""
+    if isinstance(loss, Loss):
+        return loss
+    if isinstance(loss, str):
+        key = loss.lower().replace("-", "_")
+        key = {"xent": "softmax_cross_entropy", "ce": "softmax_cross_entropy", "bce": "binary_cross_entropy",
+               "crossentropy": "softmax_cross_entropy"}.get(key, key)
+        if key in LOSSES:
+            return LOSSES[key]()
+    raise ValueError(f"unknown loss {loss!r}: choose one of {', '.join(LOSSES)} or pass a Loss instance")

@@ -1,0 +1,188 @@
+"""``Sequential``: a stack of layers on one device, with forward, backward, fit, evaluate and predict."""
+
+from __future__ import annotations
+
+from collections.abc import MutableMapping
+
+from . import backend as _backend
+from . import losses as losses_mod
+from .layers import Layer
+
+
+class ParameterDict(MutableMapping):
+    """A flat ``"<layer index>.<name>" -> array`` view of a model's parameters (or gradients).
+
+    Reading and writing go straight to the layers' own dicts, so an optimizer that stores a new array
+    under a key (the path for immutable arrays) updates the layer itself. The key list is built once.
+    """
+
+    def __init__(self, layers, attr: str):
+        self._slots = {f"{i}.{k}": (layer, k) for i, layer in enumerate(layers) for k in layer.params}
+        self._attr = attr
+
+    def __getitem__(self, key):
+        layer, k = self._slots[key]
+        return getattr(layer, self._attr)[k]
+
+    def __setitem__(self, key, value):
+        layer, k = self._slots[key]
+        getattr(layer, self._attr)[k] = value
+
+    def __delitem__(self, key):
+        raise TypeError("parameters cannot be deleted")
+
+    def __iter__(self):
+        return iter(self._slots)
+
+    def __len__(self):
+        return len(self._slots)
+
+
+class Sequential:
+    """Layers applied in order, all on one device; the model of every seed network.
+
+        >>> model = Sequential([Dense(784, 200), Sigmoid(), Dense(200, 10), Sigmoid()],
+        ...                    device="cpu", seed=0)
+        >>> history = model.fit(X, y, loss=MSE(), optimizer=SGD(0.1), epochs=1, batch_size=32)
+        >>> model.evaluate(X_test, y_test)["accuracy"]
+
+    ``device`` is anything :func:`xpnet.device` takes (``"auto"``, ``"cpu"``, ``"cuda:0"``, a
+    ``Device``), ``backend`` picks the array library, ``seed`` makes the initial weights (drawn on the
+    host: identical on every backend), ``dtype`` is ``"float32"`` (default) or ``"float64"``.
+    """
+
+    def __init__(self, layers, device=None, seed=None, dtype: str = "float32", backend: str | None = None):
+        layers = list(layers)
+        for i, layer in enumerate(layers):
+            if not isinstance(layer, Layer):
+                raise TypeError(f"Sequential: layer {i} is {layer!r}, not an xpnet Layer")
+        if dtype not in ("float32", "float64"):
+            raise ValueError(f"Sequential: dtype must be 'float32' or 'float64', got {dtype!r}")
+        self.layers = layers
+        self.dtype = dtype
+        self.seed = seed
+        self.device = _backend.device(device, backend=backend)
+        rng = _backend.host_rng(seed)
+        for layer in layers:
+            layer.build(self.device, rng, dtype)
+        self.rng = rng  # the same stream goes on to shuffle the data in fit
+        self._link()
+        self.loss = None  # set by fit; evaluate uses it by default
+
+    def _link(self):
+        # Layers before the first one with weights need no backward at all, and that one needs no
+        # input gradient: on 784-256-10 this skips a 128x256x784 GEMM per step.
+        trainable = [i for i, layer in enumerate(self.layers) if layer.params]
+        self._first = trainable[0] if trainable else len(self.layers)
+        for i, layer in enumerate(self.layers):
+            layer.input_grad = i > self._first
+        self._params = ParameterDict(self.layers, "params")
+        self._grads = ParameterDict(self.layers, "grads")
+
+    # -- the math -------------------------------------------------------------------------------
+    def forward(self, x, training: bool = False):
+        for layer in self.layers:
+            x = layer.forward(x, training)
+        return x
+
+    __call__ = forward
+
+    def backward(self, dy):
+        """Back-propagate ``dL/doutput`` through every layer, filling each layer's ``grads``."""
+        for layer in reversed(self.layers[self._first:]):
+            dy = layer.backward(dy)
+        return dy
+
+    def parameters(self) -> ParameterDict:
+        """All parameters as a flat mapping ``"<layer>.<name>" -> array`` (write-through)."""
+        return self._params
+
+    def gradients(self) -> ParameterDict:
+        """The gradients of the last ``backward``, keyed like :meth:`parameters`."""
+        return self._grads
+
+    def state_dict(self) -> dict:
+        """The parameters as host NumPy arrays (copies), keyed like :meth:`parameters`."""
+        return {k: _backend.to_numpy(v).copy() for k, v in self._params.items()}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Set the parameters from host (or device) arrays keyed like :meth:`parameters`."""
+        missing = set(self._params) - set(state)
+        extra = set(state) - set(self._params)
+        if missing or extra:
+            raise ValueError(f"load_state_dict: missing keys {sorted(missing)}, unexpected keys {sorted(extra)}")
+        for k, v in state.items():
+            old = self._params[k]
+            if tuple(v.shape) != tuple(old.shape):
+                raise ValueError(f"load_state_dict: {k} has shape {tuple(v.shape)}, "
+                                 f"the model expects {tuple(old.shape)}")
+            self._params[k] = self.device.asarray(v, self.dtype)
+
+    def to(self, device=None, backend: str | None = None) -> "Sequential":
+        """Move every parameter to another device (or backend); returns the model itself."""
+        new = _backend.device(device, backend=backend)
+        for layer in self.layers:
+            for k, v in layer.params.items():
+                layer.params[k] = new.asarray(v, self.dtype)
+            layer.grads.clear()
+        self.device = new
+        return self
+
+    # -- training and inference ----------------------------------------------------------------
+    def fit(self, X, y, loss="mse", optimizer="sgd", epochs: int = 1, batch_size: int = 32,
+            shuffle: bool = True, validation_data=None, verbose="auto", callbacks=(), lr=None):
+        """Train; returns a :class:`~xpnet.training.History` with per-epoch loss and accuracy.
+
+        ``X``/``y`` may be NumPy arrays or arrays of the model's backend. They are moved to the device
+        once; each epoch is shuffled by a permutation drawn on the host (from ``seed``), and batches are
+        gathered on the device. The loss is read back to the host only when it is reported.
+        """
+        from .training import fit
+
+        return fit(self, X, y, loss=loss, optimizer=optimizer, epochs=epochs, batch_size=batch_size,
+                   shuffle=shuffle, validation_data=validation_data, verbose=verbose,
+                   callbacks=callbacks, lr=lr)
+
+    def predict(self, X, batch_size: int = 1024):
+        """The network's output for ``X``, as an array of the model's backend on its device."""
+        from .training import predict
+
+        return predict(self, X, batch_size)
+
+    def evaluate(self, X, y, loss=None, batch_size: int = 1024) -> dict:
+        """``{"loss": float, "accuracy": float}`` on ``(X, y)`` (accuracy for classification targets)."""
+        from .training import evaluate
+
+        return evaluate(self, X, y, losses_mod.get(loss or self.loss or "mse"), batch_size)
+
+    def save(self, path) -> None:
+        """Save architecture and weights to one ``.npz`` file (see :func:`xpnet.save`)."""
+        from .io import save
+
+        save(self, path)
+
+    def summary(self) -> str:
+        lines = [f"Sequential on {self.device}, {self.dtype}"]
+        total = 0
+        for i, layer in enumerate(self.layers):
+            n = sum(int(_size(p)) for p in layer.params.values())
+            total += n
+            lines.append(f"  {i:2d} {layer!r:48s} {n:>10,d} params")
+        lines.append(f"  total {total:,d} parameters")
+        return "\n".join(lines)
+
+    def get_config(self) -> dict:
+        return {"layers": [{"class": type(layer).__name__, "config": layer.get_config()} for layer in self.layers],
+                "dtype": self.dtype}
+
+    def __repr__(self):
+        inner = ", ".join(repr(layer) for layer in self.layers)
+        return f"Sequential([{inner}], device={str(self.device)!r})"
+
+
+def _size(a) -> int:
+    n = 1
+    for d in a.shape:
+        n *= d
+    return n
+

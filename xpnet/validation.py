@@ -1,0 +1,161 @@
+"""Checks at the public edges: bad data gets a clear error here, not a traceback deep in an array library.
+
+Every message says where (``fit``, ``evaluate``, ...), what was given, what was expected and, where
+there is one, what to do.
+"""
+
+from __future__ import annotations
+
+from . import backend
+from .layers import Dense, Flatten
+
+
+def check_positive_int(name: str, value, allow_zero: bool = False) -> None:
+    low = 0 if allow_zero else 1
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
+
+
+def check_batch_size(batch_size) -> None:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
+
+
+def _as_array(a, name: str, where: str):
+    """An Array API array as given, or a NumPy array made from lists/tuples; rejects non-numeric data."""
+    if a is None:
+        raise ValueError(f"{where}: {name} is None")
+    if not backend.is_array(a):
+        try:
+            a = backend.to_numpy(a) if isinstance(a, (list, tuple)) else backend.to_numpy(a.__array__())
+        except Exception as exc:
+            raise TypeError(f"{where}: {name} must be an array or nested lists of numbers, "
+                            f"got {type(a).__name__} ({exc})") from None
+    kind = getattr(a.dtype, "kind", None)  # NumPy dtypes only; other libraries have no object dtype
+    if kind is not None and kind not in "biuf":
+        raise TypeError(f"{where}: {name} has dtype {a.dtype}, not numbers; convert it with "
+                        f"np.asarray({name}, dtype=np.float32) (labels: dtype=np.int64)")
+    return a
+
+
+def _is_integral(a) -> bool:
+    kind = getattr(a.dtype, "kind", None)
+    if kind is not None:
+        return kind in "iub"
+    xp = backend.device_of(a).xp
+    return xp.isdtype(a.dtype, ("integral", "bool"))
+
+
+def _is_floating(a) -> bool:
+    kind = getattr(a.dtype, "kind", None)
+    if kind is not None:
+        return kind == "f"
+    return backend.device_of(a).xp.isdtype(a.dtype, "real floating")
+
+
+def _first_dense(model):
+    """The first Dense layer and whether a Flatten comes before it."""
+    flat = False
+    for layer in model.layers:
+        if isinstance(layer, Flatten):
+            flat = True
+        if isinstance(layer, Dense):
+            return layer, flat
+    return None, flat
+
+
+def _output_width(model):
+    for layer in reversed(model.layers):
+        if isinstance(layer, Dense):
+            return layer.out_features
+    return None
+
+
+def _all_finite(a) -> bool:
+    xp = backend.device_of(a).xp
+    return bool(xp.all(xp.isfinite(a)))
+
+
+def prepare_xy(model, X, y, loss, where: str):
+    """Validate ``(X, y)`` for ``model`` and move them to its device.
+
+    Returns ``(X, y, classify)``: ``X`` in the model's dtype, ``y`` as int64 labels or float targets,
+    both on the model's device (arrays from the host or another device are moved there), and whether
+    accuracy makes sense for these targets.
+    """
+    X = _as_array(X, "X", where)
+    if X.ndim == 0:
+        raise ValueError(f"{where}: X is a scalar; pass a 2-D array (samples, features)")
+    n = X.shape[0]
+    if n == 0:
+        raise ValueError(f"{where}: X is empty (0 samples)")
+    first, flat = _first_dense(model)
+    if first is not None:
+        features = 1
+        for d in X.shape[1:]:
+            features *= d
+        if X.ndim == 1:
+            raise ValueError(f"{where}: X has shape {tuple(X.shape)}, one dimension; the first layer {first!r} "
+                             f"expects (samples, {first.in_features}). For one sample use X.reshape(1, -1)")
+        if (not flat and X.ndim != 2) or features != first.in_features:
+            raise ValueError(f"{where}: X has shape {tuple(X.shape)} but the first layer {first!r} expects "
+                             f"(samples, {first.in_features})" + ("" if flat or X.ndim == 2 else
+                                                                  "; add a Flatten() layer first"))
+    if not _is_floating(X) and not _is_integral(X):
+        raise TypeError(f"{where}: X has dtype {X.dtype}; use float32 data")
+    dev = model.device
+    X = dev.asarray(X, model.dtype)
+    if not _all_finite(X):
+        raise ValueError(f"{where}: X contains NaN or infinite values; clean or impute them first")
+    if y is None:
+        return X, None, False
+
+    y = _as_array(y, "y", where)
+    if y.ndim == 0 or y.shape[0] != n:
+        raise ValueError(f"{where}: X has {n} samples but y has shape {tuple(y.shape)}; "
+                         f"they must have the same length")
+    width = _output_width(model)
+    if _is_integral(y):
+        return X, _labels(y, width, loss, where, dev, model.dtype), True
+    if not _is_floating(y):
+        raise TypeError(f"{where}: y has dtype {y.dtype}; use int64 labels or float targets")
+    if y.ndim == 1 and width not in (None, 1):
+        hint = ("these look like class labels: pass them as integers, y.astype(np.int64)"
+                if _integer_valued(y) else f"the model has {width} outputs")
+        raise ValueError(f"{where}: y has shape {tuple(y.shape)}, floats of one column, but the model "
+                         f"outputs {width} values per sample; {hint}")
+    if y.ndim == 2 and width is not None and y.shape[1] != width:
+        raise ValueError(f"{where}: y has shape {tuple(y.shape)} but the model outputs {width} values "
+                         f"per sample: expected ({n}, {width})")
+    if y.ndim > 2:
+        raise ValueError(f"{where}: y has shape {tuple(y.shape)}; targets must be 1-D labels or 2-D rows")
+    y = dev.asarray(y, model.dtype)
+    if not _all_finite(y):
+        raise ValueError(f"{where}: y contains NaN or infinite values")
+    classify = (y.ndim == 2 and y.shape[1] > 1) or _zero_one(y)
+    return X, y, classify
+
+
+def _integer_valued(y) -> bool:
+    h = backend.to_numpy(y)
+    return bool(((h == h.round()) & (h >= 0)).all())
+
+
+def _zero_one(y) -> bool:
+    h = backend.to_numpy(y)
+    return bool(((h == 0) | (h == 1)).all())
+
+
+def _labels(y, width, loss, where, dev, dev_dtype):
+    if y.ndim != 1:
+        raise ValueError(f"{where}: integer labels must be 1-D (samples,), got shape {tuple(y.shape)}")
+    h = backend.to_numpy(y)
+    low, high = int(h.min()), int(h.max())
+    classes = 2 if width == 1 else width
+    if classes is not None and (low < 0 or high >= classes):
+        raise ValueError(f"{where}: labels must be in 0..{classes - 1} for a model with {width} output(s), "
+                         f"got labels from {low} to {high}")
+    if width == 1:
+        # One output unit: 0/1 labels are its targets, as floats shaped like the output.
+        return dev.asarray(h.reshape(-1, 1), dev_dtype)
+    return dev.asarray(h, "int64")
