@@ -1,8 +1,8 @@
 """Datasets as host NumPy arrays: MNIST, Fashion-MNIST, the tutorial CSV and small synthetic sets.
 
 Every loader returns ``(X_train, y_train), (X_test, y_test)`` with ``X`` float32 of shape
-``(n, features)`` and ``y`` int64 of shape ``(n,)``; move them to a device with the model's
-``to_device``. Files are looked up in :func:`data_dirs`, checked against the SHA-256 sums below
+``(n, features)`` and ``y`` int64 of shape ``(n,)``, on the host; send them to the model's
+device yourself. Files are looked up in :func:`data_dirs`, checked against the SHA-256 sums below
 and, if missing, downloaded into the cache. Every data problem raises :class:`DatasetError`.
 """
 import contextlib
@@ -22,7 +22,7 @@ import numpy as np
 
 DATASETS = ("mnist", "fashion-mnist", "csv", "spirals", "moons")
 
-# Folder name -> {file: SHA-256}; see /work/shared/data/SOURCES.md (they match the official MD5s).
+# Folder name -> {file: SHA-256} of the original distributions (the files match the official MD5s).
 SHA256 = {
     "mnist": {
         "train-images-idx3-ubyte.gz": "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609",
@@ -154,7 +154,7 @@ def _download(folder, name, fetch, dest, tried):
                     f.write(chunk)
             got = digest.hexdigest()
             if got != expected:
-                raise DatasetCorruptError(f"SHA-256 mismatch, expected {expected[:12]}..., got {got[:12]}...")
+                raise DatasetCorruptError(f"SHA-256 mismatch: expected {expected[:12]}.., got {got[:12]}..")
             os.replace(tmp, dest / name)  # atomic: readers never see a partial file
             tmp = None
             _verify(dest / name, expected, got)  # no second read of the file
@@ -291,7 +291,8 @@ def load_mnist(kind="mnist", *, data_dir=None, scale="unit", download=True, limi
     return tuple(out)
 
 
-_CSV_ROW = re.compile(rb"\d{1,9}(?:,\d{1,3}){784}")  # label, then 784 pixels; 3 digits can't overflow
+# label, then 784 pixels; bounded digit counts keep NumPy's int64 parse from overflowing
+_CSV_ROW = re.compile(rb"0*\d{1,9}(?:,0*\d{1,3}){784}")
 
 
 def _bad_csv_row(path, lineno, line):
@@ -335,11 +336,12 @@ def load_csv(path, *, scale="unit", limit=None):
         if not _CSV_ROW.fullmatch(line):
             raise _bad_csv_row(path, lineno, line)
         rows.append(line)
-    if not rows and limit != 0:
-        raise DatasetCorruptError(f"{path}: no rows")
+    if not rows:
+        if limit != 0:
+            raise DatasetCorruptError(f"{path}: no rows")
+        return _scale(np.zeros((0, 784), np.uint8), scale), np.zeros(0, np.int64)
     # rows are validated digits and commas, so NumPy's C parser can take them all at once
-    values = np.fromstring(b",".join(rows).decode("ascii") or "0", dtype=np.int64, sep=",")
-    values = values[:len(rows) * 785].reshape(len(rows), 785)  # the "0" only stands in for zero rows
+    values = np.fromstring(b",".join(rows).decode("ascii"), dtype=np.int64, sep=",").reshape(-1, 785)
     too_big = np.flatnonzero((values[:, 1:] > 255).any(axis=1))
     if too_big.size:
         raise _bad_csv_row(path, int(too_big[0]) + 1, rows[too_big[0]])

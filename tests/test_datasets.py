@@ -1,0 +1,389 @@
+"""Tests for xpnet.datasets: real MNIST files (when $XPNET_DATA is set), downloads against a fake
+fetch and a local HTTP server, corrupt inputs, the tutorial CSV and the synthetic sets. No network."""
+import functools
+import gzip
+import hashlib
+import http.server
+import io
+import os
+import pathlib
+import threading
+import urllib.error
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from xpnet import datasets as ds
+
+DATA = pathlib.Path(os.environ["XPNET_DATA"]) if os.environ.get("XPNET_DATA") else None
+needs_data = pytest.mark.skipif(
+    DATA is None or not (DATA / "mnist").is_dir(),
+    reason="real data absent: set XPNET_DATA to the folder holding mnist/, fashion-mnist/, mnist-csv/")
+MNIST_FILES = list(ds.SHA256["mnist"])
+
+
+@pytest.fixture(autouse=True)
+def isolated(monkeypatch, tmp_path):
+    """Empty cache, no $XPNET_DATA, and the default fetch may only reach 127.0.0.1."""
+    monkeypatch.setenv("XPNET_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("XPNET_DATA", raising=False)
+    real = ds._urlopen
+
+    def local_only(url):
+        assert url.startswith("http://127.0.0.1:"), f"test tried the network: {url}"
+        return real(url)
+    monkeypatch.setattr(ds, "_urlopen", local_only)
+    monkeypatch.setattr(ds, "_VERIFIED", set())
+
+
+@pytest.fixture(scope="module")
+def mnist():
+    """Full MNIST, raw uint8, loaded once for the module."""
+    if DATA is None:
+        pytest.skip("real data absent: set XPNET_DATA")
+    return ds.load_mnist(data_dir=DATA, scale=None, download=False)
+
+
+def idx_bytes(arr, magic):
+    arr = np.asarray(arr, dtype=np.uint8)
+    head = magic.to_bytes(4, "big") + b"".join(d.to_bytes(4, "big") for d in arr.shape)
+    return head + arr.tobytes()
+
+
+@pytest.fixture
+def fake_mnist(monkeypatch):
+    """Four tiny gzipped IDX files (5 train, 3 test images) with the module's sums patched to match."""
+    rng = np.random.default_rng(0)
+    files = {}
+    for split, n in (("train", 5), ("t10k", 3)):
+        files[f"{split}-images-idx3-ubyte.gz"] = gzip.compress(idx_bytes(rng.integers(0, 256, (n, 28, 28)), 0x803))
+        files[f"{split}-labels-idx1-ubyte.gz"] = gzip.compress(idx_bytes(np.arange(n) % 10, 0x801))
+    monkeypatch.setitem(ds.SHA256, "mnist", {k: hashlib.sha256(v).hexdigest() for k, v in files.items()})
+    return files
+
+
+def cache_listing(tmp_path):
+    root = tmp_path / "cache"
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*")) if root.exists() else []
+
+
+# ---- real data ---------------------------------------------------------------------------------
+
+@needs_data
+def test_mnist_shapes_dtypes_labels(mnist):
+    (X, y), (Xt, yt) = mnist
+    assert X.shape == (60000, 784) and Xt.shape == (10000, 784)
+    assert X.dtype == np.uint8 and y.dtype == np.int64 and y.shape == (60000,) and yt.shape == (10000,)
+    assert set(np.unique(y)) == set(range(10)) and set(np.unique(yt)) == set(range(10))
+    assert y[:10].tolist() == [5, 0, 4, 1, 9, 2, 1, 3, 1, 4]
+    assert X.flags.writeable
+
+
+@needs_data
+@pytest.mark.parametrize("scale, lo, hi", [("unit", 0.0, 1.0), ("tutorial", 0.01, 1.0)])
+def test_mnist_scales(mnist, scale, lo, hi):
+    (X, y), (Xt, yt) = ds.load_mnist(data_dir=DATA, scale=scale, download=False, limit=2000)
+    raw = mnist[0][0][:2000]
+    assert X.dtype == np.float32 and X.shape == (2000, 784) and Xt.shape == (2000, 784)
+    assert X.min() == np.float32(lo) and X.max() == np.float32(hi)
+    expect = raw / 255 if scale == "unit" else raw / 255 * 0.99 + 0.01
+    np.testing.assert_allclose(X, expect, rtol=1e-6)
+
+
+@needs_data
+def test_mnist_limit_keeps_the_first_rows(mnist):
+    (X, y), (Xt, yt) = ds.load_mnist(data_dir=DATA, scale=None, download=False, limit=7)
+    assert X.shape == (7, 784) and Xt.shape == (7, 784)
+    np.testing.assert_array_equal(X, mnist[0][0][:7])
+    np.testing.assert_array_equal(yt, mnist[1][1][:7])
+
+
+@needs_data
+def test_env_var_and_dataset_folder_as_data_dir(monkeypatch):
+    monkeypatch.setenv("XPNET_DATA", str(DATA))
+    (X, y), _ = ds.load_mnist(limit=3, download=False)
+    (X2, y2), _ = ds.load_mnist(data_dir=DATA / "mnist", limit=3, download=False)  # the folder itself
+    np.testing.assert_array_equal(X, X2)
+
+
+@needs_data
+def test_fashion_mnist():
+    (X, y), (Xt, yt) = ds.load_mnist("fashion-mnist", data_dir=DATA, download=False)
+    assert X.shape == (60000, 784) and Xt.shape == (10000, 784) and X.dtype == np.float32
+    assert 0.0 <= X.min() and X.max() <= 1.0
+    assert np.bincount(y).tolist() == [6000] * 10 and np.bincount(yt).tolist() == [1000] * 10
+
+
+@needs_data
+def test_tutorial_csv_equals_first_idx_rows(mnist):
+    (X, y), (Xt, yt) = ds.load_tutorial_csv(DATA, scale=None, download=False)
+    assert X.shape == (100, 784) and Xt.shape == (10, 784) and y.dtype == np.int64
+    np.testing.assert_array_equal(X, mnist[0][0][:100])
+    np.testing.assert_array_equal(y, mnist[0][1][:100])
+    np.testing.assert_array_equal(Xt, mnist[1][0][:10])
+    np.testing.assert_array_equal(yt, mnist[1][1][:10])
+    (Xs, _), _ = ds.load("csv", data_dir=DATA, scale="tutorial", download=False)
+    assert Xs.dtype == np.float32 and Xs.min() == np.float32(0.01) and Xs.max() == np.float32(1.0)
+
+
+@needs_data
+def test_verification_is_cached(monkeypatch):
+    ds.load_mnist(data_dir=DATA, limit=1, download=False)
+    monkeypatch.setattr(ds, "_sha256_file", lambda path: pytest.fail(f"hashed {path} again"))
+    ds.load_mnist(data_dir=DATA, limit=1, download=False)
+
+
+# ---- lookup and download -----------------------------------------------------------------------
+
+def test_data_dirs_order(monkeypatch, tmp_path):
+    monkeypatch.setenv("XPNET_DATA", os.pathsep.join(["/a", "/b"]))
+    assert ds.data_dirs("/x") == [pathlib.Path(p) for p in ("/x", "/a", "/b", tmp_path / "cache")]
+    monkeypatch.delenv("XPNET_CACHE")
+    assert ds.data_dirs()[-1] == pathlib.Path.home() / ".cache" / "xpnet"
+
+
+def test_download_with_fake_fetch(monkeypatch, tmp_path, fake_mnist):
+    calls = []
+
+    def fetch(url):
+        calls.append(url)
+        if url.startswith("https://first/"):
+            raise urllib.error.URLError("unreachable")
+        return io.BytesIO(fake_mnist[url.rsplit("/", 1)[1]])  # a stream, as urllib gives
+    monkeypatch.setitem(ds.MIRRORS, "mnist", ("https://first/", "https://second/"))
+    (X, y), (Xt, yt) = ds.load_mnist(fetch=fetch, scale=None)
+    assert X.shape == (5, 784) and Xt.shape == (3, 784) and y.tolist() == [0, 1, 2, 3, 4]
+    assert calls[:2] == ["https://first/" + MNIST_FILES[0], "https://second/" + MNIST_FILES[0]]
+    assert cache_listing(tmp_path) == ["mnist"] + sorted(f"mnist/{f}" for f in MNIST_FILES)
+    calls.clear()
+    ds.load_mnist(fetch=fetch)  # now cached: no fetch
+    assert calls == []
+
+
+class QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def http_mirrors(monkeypatch, tmp_path, fake_mnist):
+    """A real HTTP server on 127.0.0.1: /good/ serves the fake files, /bad/ wrong bytes, /none/ 404s."""
+    root = tmp_path / "www"
+    for sub, mangle in (("good", lambda b: b), ("bad", lambda b: b[:-1] + bytes([b[-1] ^ 1]))):
+        (root / sub).mkdir(parents=True)
+        for name, data in fake_mnist.items():
+            (root / sub / name).write_bytes(mangle(data))
+    for var in ("no_proxy", "NO_PROXY"):
+        monkeypatch.setenv(var, "127.0.0.1,localhost")
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(QuietHandler, directory=str(root)))
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/"
+    server.shutdown()
+    server.server_close()
+
+
+def test_download_from_local_http_server(monkeypatch, tmp_path, http_mirrors, fake_mnist):
+    monkeypatch.setitem(ds.MIRRORS, "mnist", (http_mirrors + "none/", http_mirrors + "good/"))
+    (X, y), (Xt, yt) = ds.load_mnist(scale=None)
+    assert X.shape == (5, 784) and yt.tolist() == [0, 1, 2]
+    for name, data in fake_mnist.items():
+        assert (tmp_path / "cache" / "mnist" / name).read_bytes() == data
+    assert cache_listing(tmp_path) == ["mnist"] + sorted(f"mnist/{f}" for f in MNIST_FILES)  # no temp files
+
+
+def test_mirror_with_wrong_bytes_is_rejected(monkeypatch, tmp_path, http_mirrors):
+    monkeypatch.setitem(ds.MIRRORS, "mnist", (http_mirrors + "none/", http_mirrors + "bad/"))
+    with pytest.raises(ds.DatasetNotFoundError) as err:
+        ds.load_mnist()
+    msg = str(err.value)
+    assert "HTTP Error 404" in msg and "SHA-256 mismatch" in msg and http_mirrors + "bad/" in msg
+    assert cache_listing(tmp_path) == ["mnist"]  # neither the bad file nor a temp file landed
+    # a good mirror after the bad one still works
+    monkeypatch.setitem(ds.MIRRORS, "mnist", (http_mirrors + "bad/", http_mirrors + "good/"))
+    assert ds.load_mnist(limit=2)[0][0].shape == (2, 784)
+    assert cache_listing(tmp_path) == ["mnist"] + sorted(f"mnist/{f}" for f in MNIST_FILES)
+
+
+def test_offline_error_names_files_folders_and_fix(monkeypatch, tmp_path):
+    def offline(url):
+        raise urllib.error.URLError("no route to host")
+    with pytest.raises(ds.DatasetNotFoundError) as err:
+        ds.load_mnist(data_dir=tmp_path / "mine", fetch=offline)
+    msg = str(err.value)
+    for text in MNIST_FILES + [str(tmp_path / "mine" / "mnist"), str(tmp_path / "mine"),
+                               str(tmp_path / "cache" / "mnist"), "XPNET_DATA", "--data-dir",
+                               "no route to host"] + [m + MNIST_FILES[0] for m in ds.MIRRORS["mnist"]]:
+        assert text in msg
+    assert msg.count("no route to host") == len(ds.MIRRORS["mnist"])  # stops after the first file
+
+
+def test_no_download_means_no_fetch(tmp_path):
+    with pytest.raises(ds.DatasetNotFoundError, match="download=False") as err:
+        ds.load_mnist("fashion-mnist", download=False, fetch=lambda url: pytest.fail("fetched"))
+    assert "fashion-mnist" in str(err.value) and "XPNET_DATA" in str(err.value)
+
+
+def test_local_checksum_mismatch(tmp_path, fake_mnist):
+    folder = tmp_path / "data" / "mnist"
+    folder.mkdir(parents=True)
+    for name, data in fake_mnist.items():
+        (folder / name).write_bytes(data)
+    (folder / MNIST_FILES[1]).write_bytes(fake_mnist[MNIST_FILES[3]])  # a swapped file
+    with pytest.raises(ds.DatasetCorruptError) as err:
+        ds.load_mnist(data_dir=tmp_path / "data")
+    msg = str(err.value)
+    assert MNIST_FILES[1] in msg and "SHA-256 checksum mismatch" in msg
+    assert ds.SHA256["mnist"][MNIST_FILES[1]] in msg and hashlib.sha256(fake_mnist[MNIST_FILES[3]]).hexdigest() in msg
+
+
+# ---- corrupt files -----------------------------------------------------------------------------
+
+def test_read_idx_roundtrip(tmp_path):
+    arr = np.arange(24, dtype=np.uint8).reshape(2, 3, 4)
+    (tmp_path / "a.gz").write_bytes(gzip.compress(idx_bytes(arr, 0x803)))
+    np.testing.assert_array_equal(ds.read_idx(tmp_path / "a.gz"), arr)
+    np.testing.assert_array_equal(ds.read_idx(idx_bytes([7, 8], 0x801)), [7, 8])
+
+
+@pytest.mark.parametrize("data, fragment", [
+    (gzip.compress(idx_bytes(np.arange(7840).reshape(10, 28, 28) % 251, 0x803))[:-9], "bad gzip"),
+    (b"\x00\x00\x08\x02" + bytes(12), "bad IDX magic 00000802"),
+    (b"\x00\x00\x0d\x03" + bytes(12), "bad IDX magic"),
+    (b"<html>", "bad IDX magic"),
+    (b"", "empty file"),
+    (b"\x00\x00\x08\x03\x00\x00", "header truncated"),
+    (b"\x00\x00\x08\x03" + b"\xff" * 12 + bytes(10), "need 79228162458924105385300197375 payload bytes"),
+    (idx_bytes(np.zeros((3, 28, 28)), 0x803)[:-1], "(truncated)"),
+    (idx_bytes(np.zeros(5), 0x801) + b"x", "(trailing bytes)"),
+], ids=["truncated-gzip", "magic-ndim", "magic-dtype", "html", "empty", "short-header", "huge-dims",
+        "truncated", "trailing"])
+def test_read_idx_rejects(data, fragment):
+    with pytest.raises(ds.DatasetCorruptError) as err:
+        ds.read_idx(data, name="x.idx")
+    assert "x.idx" in str(err.value) and fragment in str(err.value)
+
+
+def test_read_idx_gz_path_that_is_not_gzip(tmp_path):
+    (tmp_path / "t.gz").write_bytes(b"<html>404</html>")
+    with pytest.raises(ds.DatasetCorruptError, match="not gzip data"):
+        ds.read_idx(tmp_path / "t.gz")
+    with pytest.raises(ds.DatasetNotFoundError, match="cannot read"):
+        ds.read_idx(tmp_path / "missing.gz")
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.one_of(st.binary(max_size=64),
+                 st.binary(max_size=40).map(lambda b: b"\x00\x00\x08" + b),
+                 st.binary(max_size=40).map(gzip.compress),
+                 st.binary(max_size=40).map(lambda b: gzip.compress(b)[:len(b)])))
+def test_read_idx_fuzz(data):
+    try:
+        ds.read_idx(data)
+    except ds.DatasetError:
+        pass
+
+
+# ---- CSV ---------------------------------------------------------------------------------------
+
+def csv_row(label, pixels):
+    return ",".join(map(str, [label, *pixels]))
+
+
+def test_csv_crlf_and_trailing_newlines(tmp_path):
+    rows = [csv_row(3, [0] * 783 + ["000255"]), csv_row("07", [1] * 784)]
+    (tmp_path / "a.csv").write_bytes(("\r\n".join(rows) + "\r\n\n").encode())
+    X, y = ds.load_csv(tmp_path / "a.csv")
+    assert X.shape == (2, 784) and X.dtype == np.float32 and y.tolist() == [3, 7] and y.dtype == np.int64
+    assert X[0, -1] == 1.0 and X[1, 0] == np.float32(1 / 255)
+    assert ds.load_csv(tmp_path / "a.csv", limit=1)[0].shape == (1, 784)
+    assert ds.load_csv(tmp_path / "a.csv", scale="tutorial")[0].min() == np.float32(0.01)
+
+
+@pytest.mark.parametrize("bad, fragment", [
+    (csv_row(1, [0] * 783), "expected 785 comma-separated values"),
+    (csv_row(1, [0] * 783 + ["x"]), "pixel 783 b'x' is not a non-negative integer"),
+    (csv_row(1, [0] * 10 + [256] + [0] * 773), "pixel 10 is 256, outside 0..255"),
+    (csv_row(1, [0] * 10 + [1000] + [0] * 773), "pixel 10 is 1000, outside 0..255"),
+    (csv_row(1, [0] * 10 + ["0000256"] + [0] * 773), "pixel 10 is 256, outside 0..255"),
+    (csv_row("12345678901", [0] * 784), "label b'12345678901' is too large"),
+    (csv_row("3.5", [0] * 784), "label b'3.5' is not a non-negative integer"),
+    (csv_row(-1, [0] * 784), "label b'-1'"),
+    ("", "empty line"),
+])
+def test_csv_bad_row(tmp_path, bad, fragment):
+    good = csv_row(5, [0] * 784)
+    path = tmp_path / "bad.csv"
+    path.write_text("\n".join([good, bad, good]) + "\n")
+    with pytest.raises(ds.DatasetCorruptError) as err:
+        ds.load_csv(path)
+    assert f"{path}, line 2" in str(err.value) and fragment in str(err.value)
+
+
+def test_csv_empty_file(tmp_path):
+    (tmp_path / "e.csv").write_bytes(b"\n")
+    with pytest.raises(ds.DatasetCorruptError, match="no rows"):
+        ds.load_csv(tmp_path / "e.csv")
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.one_of(st.binary(max_size=200),
+                 st.lists(st.sampled_from([b"0", b"255", b"256", b"9" * 30, b",", b"\n", b"\r", b" ", b"\xff", b"-"]),
+                          max_size=60).map(b"".join),
+                 st.binary(max_size=20).map(lambda b: (csv_row(1, [0] * 784) + "\n").encode() + b)))
+def test_load_csv_fuzz(tmp_path, data):
+    (tmp_path / "f.csv").write_bytes(data)
+    try:
+        ds.load_csv(tmp_path / "f.csv")
+    except ds.DatasetError:
+        pass
+
+
+# ---- synthetic sets and dispatch ---------------------------------------------------------------
+
+@pytest.mark.parametrize("make, kwargs, n, classes", [
+    (ds.make_spirals, {}, 300, 3), (ds.make_spirals, {"n_samples": 100, "n_classes": 4}, 100, 4),
+    (ds.make_moons, {}, 200, 2), (ds.make_moons, {"n_samples": 51}, 51, 2),
+])
+def test_synthetic(make, kwargs, n, classes):
+    X, y = make(**kwargs)
+    assert X.shape == (n, 2) and X.dtype == np.float32 and y.shape == (n,) and y.dtype == np.int64
+    assert sorted(set(y.tolist())) == list(range(classes)) and np.bincount(y).max() - np.bincount(y).min() <= 1
+    np.testing.assert_array_equal(make(**kwargs)[0], X)  # same seed, same data
+    assert not np.array_equal(make(**kwargs, seed=1)[0], X)
+
+
+def test_xor():
+    X, y = ds.make_xor()
+    assert X.dtype == np.float32 and y.dtype == np.int64
+    assert X.tolist() == [[0, 0], [0, 1], [1, 0], [1, 1]] and y.tolist() == [0, 1, 1, 0]
+
+
+@pytest.mark.parametrize("name", ["spirals", "moons"])
+def test_load_synthetic_split(name):
+    (X, y), (Xt, yt) = ds.load(name, seed=3)
+    n = len(y) + len(yt)
+    assert len(yt) == n // 5 and X.dtype == np.float32 and y.dtype == np.int64
+    make = ds.make_spirals if name == "spirals" else ds.make_moons
+    assert sorted(np.concatenate([X, Xt]).tolist()) == sorted(make(seed=3)[0].tolist())  # a permutation
+    np.testing.assert_array_equal(ds.load(name, seed=3)[1][0], Xt)
+    assert ds.load(name, limit=10)[0][0].shape == (10, 2)
+
+
+def test_load_dispatch_and_bad_arguments(monkeypatch, fake_mnist):
+    monkeypatch.setitem(ds.MIRRORS, "mnist", ("https://only/",))
+    (X, _), _ = ds.load_mnist(fetch=lambda url: fake_mnist[url.rsplit("/", 1)[1]], limit=2)  # plain bytes
+    assert X.shape == (2, 784)
+    assert ds.load("mnist", limit=2)[0][0].shape == (2, 784)  # now from the cache
+    assert set(ds.DATASETS) == {"mnist", "fashion-mnist", "csv", "spirals", "moons"}
+    with pytest.raises(ValueError, match="unknown dataset"):
+        ds.load("cifar")
+    with pytest.raises(ValueError, match="scale"):
+        ds.load_mnist(scale="minmax")
+    with pytest.raises(ValueError, match="limit"):
+        ds.load("moons", limit=-1)
+    with pytest.raises(ValueError, match="kind"):
+        ds.load_mnist("kmnist")
+    assert issubclass(ds.DatasetNotFoundError, ds.DatasetError) and issubclass(ds.DatasetError, RuntimeError)
