@@ -219,6 +219,15 @@ def _make(kind: str, index: int, backend: str) -> Device:
         except ImportError:
             raise DeviceUnavailableError(
                 "backend 'array-api-strict' is not installed. Fix: pip install array-api-strict") from None
+    if kind == "cuda":
+        # Ask whether CUDA can be had before importing the namespace, which fails without CuPy.
+        count, why = _torch_cuda_status() if backend == "torch" else _cuda_status()
+        if count == 0:
+            raise DeviceUnavailableError(f"cuda:{index} was requested but {why}. {_CUDA_FIX}")
+        if index >= count:
+            raise DeviceUnavailableError(
+                f"cuda:{index} was requested but this machine has {count} CUDA device(s), "
+                f"numbered 0 to {count - 1}. Fix: pass --device cuda:0 ... cuda:{count - 1}, or --device cpu.")
     xp = _namespace(backend)
     if kind == "cpu":
         if backend == "torch":
@@ -227,14 +236,6 @@ def _make(kind: str, index: int, backend: str) -> Device:
             native = xp.__array_namespace_info__().default_device()
             return Device("cpu", 0, backend, xp, native)
         return Device("cpu", 0, backend, xp, "cpu")
-
-    count, why = _torch_cuda_status() if backend == "torch" else _cuda_status()
-    if count == 0:
-        raise DeviceUnavailableError(f"cuda:{index} was requested but {why}. {_CUDA_FIX}")
-    if index >= count:
-        raise DeviceUnavailableError(
-            f"cuda:{index} was requested but this machine has {count} CUDA device(s), "
-            f"numbered 0 to {count - 1}. Fix: pass --device cuda:0 ... cuda:{count - 1}, or --device cpu.")
     if backend == "torch":
         return Device("cuda", index, backend, xp, torch.device("cuda", index))
     import cupy
@@ -258,7 +259,9 @@ def device_of(x) -> Device:
         return Device(kind, native.index or 0, "torch", xp, native)
     if array_api_compat.is_array_api_strict_namespace(xp):
         default = xp.__array_namespace_info__().default_device()
-        return Device("cpu", 0, "array-api-strict", xp, native, "" if native == default else str(native.name))
+        # Its devices print as Device('device1'): keep the name, which tells them apart.
+        name = "" if native == default else repr(native).split("'")[1]
+        return Device("cpu", 0, "array-api-strict", xp, native, name)
     raise TypeError(f"xpnet does not support arrays of type {type(x).__module__}.{type(x).__name__}")
 
 

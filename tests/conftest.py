@@ -1,0 +1,83 @@
+"""Shared fixtures: every backend present on this machine, with readable ids.
+
+``dev`` runs a test once per backend/device: NumPy and array-api-strict always (strict on its default
+device and on its second device ``device1``, which catches any array made without ``device=`` and any
+hidden conversion to NumPy), PyTorch when installed, CuPy under the ``gpu`` marker (skipped cleanly
+when no CUDA GPU can be used).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+
+import pytest
+
+import xpnet
+from xpnet import backend
+
+
+@functools.cache
+def cuda_available() -> bool:
+    try:
+        import cupy
+    except Exception:
+        return False
+    # getDeviceCount() raises without a driver; is_available() wraps it and answers False.
+    return bool(cupy.cuda.is_available())
+
+
+def _strict_device(index: int) -> xpnet.Device:
+    import array_api_strict as xp
+
+    native = xp.__array_namespace_info__().devices()[index]
+    return backend.device_of(xp.asarray(0.0, device=native))
+
+
+def _have(module: str) -> bool:
+    try:
+        __import__(module)
+        return True
+    except ImportError:
+        return False
+
+
+def backend_params():
+    """(id, factory) pairs for every backend; used by the ``dev`` fixture and by tests that loop."""
+    out = [pytest.param(lambda: xpnet.device("cpu"), id="numpy-cpu-float32")]
+    if _have("array_api_strict"):
+        out.append(pytest.param(lambda: xpnet.device("cpu", backend="array-api-strict"),
+                                id="array-api-strict-cpu-float32"))
+        out.append(pytest.param(lambda: _strict_device(1), id="array-api-strict-device1-float32"))
+    if _have("torch"):
+        out.append(pytest.param(lambda: xpnet.device("cpu", backend="torch"), id="torch-cpu-float32"))
+    out.append(pytest.param(lambda: xpnet.device("cuda"), id="cupy-cuda0-float32", marks=pytest.mark.gpu))
+    return out
+
+
+@pytest.fixture(params=backend_params())
+def dev(request) -> xpnet.Device:
+    return request.param()
+
+
+@pytest.fixture
+def dtype() -> str:
+    return "float32"
+
+
+def pytest_collection_modifyitems(config, items):
+    if cuda_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU with CuPy (cupy.cuda.is_available() is False here)")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def data_dir():
+    """The folder with mnist/, fashion-mnist/, mnist-csv/ (from $XPNET_DATA), or skip."""
+    path = os.environ.get("XPNET_DATA", "")
+    if not path or not os.path.isdir(os.path.join(path, "mnist")):
+        pytest.skip("real data not found: set XPNET_DATA to a folder holding mnist/ (CI uses ../shared/data)")
+    return path

@@ -1,0 +1,217 @@
+"""One harness that every layer, activation and loss goes through, on every backend.
+
+For each case: the forward pass against a NumPy reference, the backward pass against float64 central
+differences computed on the same backend, and the output invariants (same namespace, device and dtype
+as the input; gradients too).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from array_api_compat import array_namespace, device
+
+import xpnet
+from xpnet import (MSE, BinaryCrossEntropy, CrossEntropy, Dense, Flatten, Identity, LeakyReLU, ReLU, Sigmoid,
+                   Softmax, SoftmaxCrossEntropy, Step, Tanh, to_numpy)
+
+
+def _softmax(z):
+    e = np.exp(z - z.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+# id -> (make layer, input shape, NumPy reference forward(x, params), finite-difference check?)
+LAYERS = {
+    "Dense": (lambda: Dense(5, 3), (4, 5), lambda x, p: x @ p["W"] + p["b"], True),
+    "Dense-glorot-nobias": (lambda: Dense(5, 3, init="glorot_uniform", bias=False), (4, 5),
+                            lambda x, p: x @ p["W"], True),
+    "Dense-he": (lambda: Dense(6, 2, init="he_normal"), (3, 6), lambda x, p: x @ p["W"] + p["b"], True),
+    "Flatten": (Flatten, (4, 2, 3), lambda x, p: x.reshape(4, -1), True),
+    "Sigmoid": (Sigmoid, (4, 3), lambda x, p: 1 / (1 + np.exp(-x)), True),
+    "Tanh": (Tanh, (4, 3), lambda x, p: np.tanh(x), True),
+    "ReLU": (ReLU, (4, 3), lambda x, p: np.maximum(x, 0), True),
+    "LeakyReLU": (lambda: LeakyReLU(0.1), (4, 3), lambda x, p: np.where(x > 0, x, 0.1 * x), True),
+    "Softmax": (Softmax, (4, 3), lambda x, p: _softmax(x), True),
+    "Identity": (Identity, (4, 3), lambda x, p: x, True),
+    # The step's derivative is 0 almost everywhere; its backward is straight-through by design.
+    "Step": (Step, (4, 3), lambda x, p: (x >= 0).astype(x.dtype), False),
+}
+
+
+def _inputs(shape, seed=0):
+    # Keep inputs away from the kinks of ReLU/LeakyReLU/Step so central differences are exact there.
+    x = np.random.default_rng(seed).normal(size=shape)
+    return np.sign(x) * (np.abs(x) + 0.1)
+
+
+def _build(make, dev, dtype, seed=0):
+    layer = make()
+    layer.build(dev, xpnet.backend.host_rng(seed), dtype)
+    return layer
+
+
+def _assert_like(out, ref, what):
+    """``out`` lives where ``ref`` lives: same namespace, device and dtype."""
+    assert array_namespace(out) is array_namespace(ref), f"{what}: namespace changed"
+    assert device(out) == device(ref), f"{what}: device changed from {device(ref)} to {device(out)}"
+    assert out.dtype == ref.dtype, f"{what}: dtype changed from {ref.dtype} to {out.dtype}"
+
+
+@pytest.mark.parametrize("case", list(LAYERS))
+def test_layer_forward_matches_numpy(case, dev):
+    make, shape, reference, _ = LAYERS[case]
+    layer = _build(make, dev, "float32")
+    x_host = _inputs(shape).astype(np.float32)
+    x = dev.asarray(x_host)
+    y = layer.forward(x)
+    _assert_like(y, x, f"{case}.forward")
+    params = {k: to_numpy(v).astype(np.float64) for k, v in layer.params.items()}
+    np.testing.assert_allclose(to_numpy(y), reference(x_host.astype(np.float64), params), rtol=1e-5, atol=1e-6)
+
+    dx = layer.backward(dev.asarray(np.ones(y.shape)))
+    if dx is not None:
+        _assert_like(dx, x, f"{case}.backward")
+    for k, g in layer.grads.items():
+        _assert_like(g, layer.params[k], f"{case}.grads[{k!r}]")
+
+
+def _central_difference(f, host, eps=1e-6):
+    grad = np.zeros_like(host)
+    for i in np.ndindex(host.shape):
+        old = host[i]
+        host[i] = old + eps
+        plus = f()
+        host[i] = old - eps
+        minus = f()
+        host[i] = old
+        grad[i] = (plus - minus) / (2 * eps)
+    return grad
+
+
+@pytest.mark.parametrize("case", [c for c, v in LAYERS.items() if v[3]])
+def test_layer_backward_matches_central_differences(case, dev):
+    make, shape, _, _ = LAYERS[case]
+    layer = _build(make, dev, "float64")
+    x_host = _inputs(shape)
+    r = np.random.default_rng(1).normal(size=layer.forward(dev.asarray(x_host, "float64")).shape)
+    params_host = {k: to_numpy(v).copy() for k, v in layer.params.items()}
+
+    def objective():
+        for k, v in params_host.items():
+            layer.params[k] = dev.asarray(v, "float64")
+        return float(np.sum(to_numpy(layer.forward(dev.asarray(x_host, "float64"))) * r))
+
+    objective()
+    dx = layer.backward(dev.asarray(r, "float64"))
+    grads = {k: to_numpy(g) for k, g in layer.grads.items()}
+    np.testing.assert_allclose(to_numpy(dx), _central_difference(objective, x_host), rtol=1e-6, atol=1e-8)
+    for k in params_host:
+        np.testing.assert_allclose(grads[k], _central_difference(objective, params_host[k]),
+                                   rtol=1e-6, atol=1e-8, err_msg=f"{case} grads[{k!r}]")
+
+
+def test_step_is_straight_through(dev):
+    layer = Step()
+    dy = dev.asarray([[0.5, -2.0]])
+    layer.forward(dev.asarray([[1.0, -1.0]]))
+    np.testing.assert_array_equal(to_numpy(layer.backward(dy)), [[0.5, -2.0]])
+
+
+def test_first_dense_skips_input_gradient(dev):
+    model = xpnet.Sequential([Flatten(), Dense(6, 3), ReLU(), Dense(3, 2)], device=dev, seed=0)
+    out = model.forward(dev.asarray(np.ones((2, 2, 3))), training=True)
+    assert model.backward(dev.asarray(np.ones(out.shape))) is None
+    assert set(model.gradients()) == {"1.W", "1.b", "3.W", "3.b"}
+
+
+# -- losses ----------------------------------------------------------------------------------------
+def _labels(n, k, seed=2):
+    return np.random.default_rng(seed).integers(0, k, size=n)
+
+
+def _soft_rows(n, k, seed=3):
+    return _softmax(np.random.default_rng(seed).normal(size=(n, k)))
+
+
+def _ref_logsoftmax(z):
+    s = z - z.max(axis=1, keepdims=True)
+    return s - np.log(np.exp(s).sum(axis=1, keepdims=True))
+
+
+# id -> (loss, prediction maker, target maker, NumPy reference(pred, target))
+LOSSES = {
+    "MSE-float": (MSE, lambda: np.random.default_rng(0).normal(size=(4, 3)), lambda: _soft_rows(4, 3),
+                  lambda p, t: 0.5 * ((p - t) ** 2).sum() / p.shape[0]),
+    "MSE-labels": (MSE, lambda: np.random.default_rng(0).normal(size=(4, 3)), lambda: _labels(4, 3),
+                   lambda p, t: 0.5 * ((p - np.eye(3)[t]) ** 2).sum() / p.shape[0]),
+    "SoftmaxCrossEntropy-labels": (
+        SoftmaxCrossEntropy, lambda: 3 * np.random.default_rng(0).normal(size=(5, 4)), lambda: _labels(5, 4),
+        lambda z, t: -_ref_logsoftmax(z)[np.arange(len(t)), t].mean()),
+    "SoftmaxCrossEntropy-soft": (
+        SoftmaxCrossEntropy, lambda: np.random.default_rng(0).normal(size=(5, 4)), lambda: _soft_rows(5, 4),
+        lambda z, t: -(t * _ref_logsoftmax(z)).sum() / z.shape[0]),
+    "CrossEntropy": (CrossEntropy, lambda: _soft_rows(4, 3, seed=5), lambda: _labels(4, 3),
+                     lambda p, t: -np.log(p[np.arange(len(t)), t]).mean()),
+    "BinaryCrossEntropy": (
+        BinaryCrossEntropy, lambda: 2 * np.random.default_rng(0).normal(size=(6, 2)),
+        lambda: np.random.default_rng(4).uniform(size=(6, 2)),
+        lambda z, t: np.mean(-t * np.log(1 / (1 + np.exp(-z))) - (1 - t) * np.log(1 - 1 / (1 + np.exp(-z))))),
+}
+
+
+def _target(dev, t, dtype):
+    return dev.asarray(t, "int64" if t.dtype.kind == "i" else dtype)
+
+
+@pytest.mark.parametrize("case", list(LOSSES))
+def test_loss_forward_matches_numpy(case, dev):
+    make, pred_host, target_host, reference = LOSSES[case]
+    p_host, t_host = pred_host(), target_host()
+    pred = dev.asarray(p_host, "float32")
+    loss = make()
+    value = loss.forward(pred, _target(dev, t_host, "float32"))
+    assert value.dtype == pred.dtype and value.ndim == 0
+    np.testing.assert_allclose(float(to_numpy(value)), reference(p_host.astype(np.float32).astype(np.float64),
+                                                                 t_host), rtol=1e-5)
+    _assert_like(loss.backward(), pred, f"{case}.backward")
+
+
+@pytest.mark.parametrize("case", list(LOSSES))
+def test_loss_backward_matches_central_differences(case, dev):
+    make, pred_host, target_host, _ = LOSSES[case]
+    p_host, t_host = pred_host(), target_host()
+    loss = make()
+    target = _target(dev, t_host, "float64")
+
+    def objective():
+        return float(to_numpy(loss.forward(dev.asarray(p_host, "float64"), target)))
+
+    objective()
+    grad = to_numpy(loss.backward())
+    np.testing.assert_allclose(grad, _central_difference(objective, p_host), rtol=1e-6, atol=1e-9)
+
+
+@pytest.mark.parametrize("layer", [Sigmoid, Softmax, Tanh], ids=lambda c: c.__name__)
+def test_activations_stay_finite_for_huge_inputs(layer, dev):
+    x = dev.asarray([[1e4, -1e4, 0.0], [-1e4, -1e4, 1e4]])
+    act = layer()
+    y = act.forward(x)
+    dx = act.backward(dev.asarray(np.ones((2, 3))))
+    assert np.isfinite(to_numpy(y)).all() and np.isfinite(to_numpy(dx)).all()
+
+
+@pytest.mark.parametrize("loss", [SoftmaxCrossEntropy, BinaryCrossEntropy, MSE], ids=lambda c: c.__name__)
+def test_losses_stay_finite_for_huge_logits(loss, dev):
+    z = dev.asarray([[1e4, -1e4, 0.0], [-1e4, 1e4, 1e4]])
+    fn = loss()
+    target = dev.asarray([0, 2], "int64") if loss is not BinaryCrossEntropy else dev.asarray([[1, 0, 1], [1, 1, 0]])
+    value = fn.forward(z, target)
+    assert np.isfinite(float(to_numpy(value))) and np.isfinite(to_numpy(fn.backward())).all()
+
+
+def test_softmax_cross_entropy_of_huge_logits_is_exact(dev):
+    z = dev.asarray([[1e4, -1e4, 0.0]])
+    fn = SoftmaxCrossEntropy()
+    assert float(to_numpy(fn.forward(z, dev.asarray([1], "int64")))) == pytest.approx(2e4)
+    np.testing.assert_allclose(to_numpy(fn.backward()), [[1.0, -1.0, 0.0]])

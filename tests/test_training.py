@@ -1,0 +1,152 @@
+"""Training end to end: the same numbers on every backend, XOR, MNIST, float32 kept, immutable arrays."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import xpnet
+from xpnet import (MSE, SGD, Adam, BinaryCrossEntropy, Dense, ReLU, Sequential, Sigmoid, SoftmaxCrossEntropy,
+                   Tanh, to_numpy)
+from conftest import backend_params
+
+
+def _mlp(dev, seed=0):
+    return Sequential([Dense(8, 16, init="he_normal"), ReLU(), Dense(16, 8), Tanh(), Dense(8, 3)],
+                      device=dev, seed=seed)
+
+
+def _data(n=64, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.normal(size=(n, 8)).astype(np.float32), rng.integers(0, 3, size=n)
+
+
+def _train_steps(model, X, y, optimizer, steps=20, batch=16):
+    dev, loss, out = model.device, SoftmaxCrossEntropy(), []
+    for step in range(steps):
+        lo = (step * batch) % X.shape[0]
+        xb, yb = dev.asarray(X[lo:lo + batch]), dev.asarray(y[lo:lo + batch], "int64")
+        out.append(loss.forward(model.forward(xb, training=True), yb))
+        model.backward(loss.backward())
+        optimizer.step(model.parameters(), model.gradients())
+    return np.array([float(to_numpy(v)) for v in out])
+
+
+def test_same_seed_same_initial_weights_on_every_backend(dev):
+    ref = _mlp(xpnet.device("cpu")).state_dict()
+    got = _mlp(dev).state_dict()
+    assert list(got) == list(ref)
+    for k in ref:
+        assert got[k].dtype == np.float32
+        np.testing.assert_array_equal(got[k], ref[k], err_msg=k)  # bit-identical
+
+
+@pytest.mark.parametrize("make_opt", [lambda: SGD(0.1), lambda: SGD(0.05, momentum=0.9, nesterov=True),
+                                      lambda: Adam(1e-2)], ids=["sgd", "nesterov", "adam"])
+def test_twenty_steps_give_the_same_losses_as_numpy(dev, make_opt):
+    X, y = _data()
+    ref = _train_steps(_mlp(xpnet.device("cpu")), X, y, make_opt())
+    model = _mlp(dev)
+    got = _train_steps(model, X, y, make_opt())
+    np.testing.assert_allclose(got, ref, rtol=1e-5)
+    assert ref[-1] < ref[0]  # it did learn something
+    for k, p in model.parameters().items():
+        assert p.dtype == dev.xp.float32, f"{k} is {p.dtype} after training"
+        assert xpnet.device_of(p) == dev
+
+
+def test_immutable_arrays_are_updated_by_key(dev, monkeypatch):
+    """The functional path (for libraries whose arrays cannot be written) gives the same result."""
+    X, y = _data()
+    ref = _train_steps(_mlp(dev), X, y, SGD(0.05, momentum=0.9))
+    monkeypatch.setattr(xpnet.optim, "is_writeable_array", lambda a: False)
+    model = _mlp(dev)
+    before = {k: id(v) for k, v in model.parameters().items()}
+    got = _train_steps(model, X, y, SGD(0.05, momentum=0.9))
+    np.testing.assert_allclose(got, ref, rtol=1e-6)
+    assert all(id(v) != before[k] for k, v in model.parameters().items())  # rebound, not mutated
+
+
+XOR_X = np.array([[0, 0], [0, 1], [1, 0], [1, 1]], dtype=np.float32)
+XOR_Y = np.array([0, 1, 1, 0])
+
+
+def test_xor_trains_to_four_of_four(dev):
+    model = Sequential([Dense(2, 4), Sigmoid(), Dense(4, 1), Sigmoid()], device=dev, seed=1)
+    history = model.fit(XOR_X, XOR_Y, loss=MSE(), optimizer=SGD(2.0), epochs=2000, batch_size=4, verbose=0)
+    out = to_numpy(model.predict(XOR_X)).ravel()
+    assert ((out > 0.5) == XOR_Y.astype(bool)).all(), out
+    assert history["accuracy"][-1] == 1.0 and history["loss"][-1] < history["loss"][0]
+
+
+def test_fit_history_validation_and_evaluate(dev):
+    X, y = _data(200)
+    model = _mlp(dev)
+    history = model.fit(X, y, loss="softmax_cross_entropy", optimizer=SGD(0.1), epochs=3, batch_size=32,
+                        validation_data=(X[:50], y[:50]), verbose=0)
+    assert set(history.history) == {"loss", "accuracy", "val_loss", "val_accuracy", "seconds", "samples_per_s"}
+    assert len(history["loss"]) == 3 and history["loss"][2] < history["loss"][0]
+    result = model.evaluate(X[:50], y[:50])
+    assert result["loss"] == pytest.approx(history["val_loss"][-1], rel=1e-5)
+    assert result["accuracy"] == history["val_accuracy"][-1]
+    pred = model.predict(X, batch_size=64)
+    assert xpnet.device_of(pred) == dev and tuple(pred.shape) == (200, 3)
+
+
+def test_fit_epoch_loss_equals_mean_of_batch_losses(dev):
+    X, y = _data(50)  # 50 = 3 full batches of 16 and a last one of 2
+    model = _mlp(dev)
+    ref = _mlp(xpnet.device("cpu"))
+    history = model.fit(X, y, loss=SoftmaxCrossEntropy(), optimizer=SGD(0.1), epochs=1, batch_size=16,
+                        shuffle=False, verbose=0)
+    loss, total = SoftmaxCrossEntropy(), 0.0
+    for lo in range(0, 50, 16):
+        out = ref.forward(X[lo:lo + 16], training=True)
+        total += float(loss.forward(out, y[lo:lo + 16])) * out.shape[0]
+        ref.backward(loss.backward())
+        SGD(0.1).step(ref.parameters(), ref.gradients())
+    assert history["loss"][0] == pytest.approx(total / 50, rel=1e-5)
+
+
+def test_binary_cross_entropy_on_one_output(dev):
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(200, 2)).astype(np.float32)
+    y = (X[:, 0] + X[:, 1] > 0).astype(np.int64)
+    model = Sequential([Dense(2, 1)], device=dev, seed=0)
+    history = model.fit(X, y, loss=BinaryCrossEntropy(), optimizer=SGD(0.5), epochs=20, batch_size=20, verbose=0)
+    assert history["accuracy"][-1] > 0.95
+
+
+def test_model_moves_between_backends():
+    model = _mlp(xpnet.device("cpu"))
+    X, _ = _data(4)
+    ref = to_numpy(model.predict(X))
+    model.to("cpu", backend="array-api-strict")
+    assert model.device.backend == "array-api-strict"
+    np.testing.assert_array_equal(to_numpy(model.predict(X)), ref)
+
+
+@pytest.mark.parametrize("factory", backend_params())
+def test_float64_models_stay_float64(factory):
+    dev = factory()
+    model = Sequential([Dense(3, 2), Sigmoid()], device=dev, seed=0, dtype="float64")
+    model.fit(np.ones((4, 3)), np.ones((4, 2)), loss=MSE(), optimizer=SGD(0.1), epochs=1, batch_size=2, verbose=0)
+    assert all(p.dtype == dev.xp.float64 for p in model.parameters().values())
+
+
+def _mnist(data_dir):
+    from xpnet.datasets import load_mnist
+
+    return load_mnist("mnist", data_dir=data_dir, download=False)
+
+
+def test_mnist_784_256_10_relu_softmax(data_dir):
+    """The issue's recipe: PyTorch reaches 0.911 after 1 epoch and 0.954 after 5 with it on this machine."""
+    (X, y), (Xt, yt) = _mnist(data_dir)
+    model = Sequential([Dense(784, 256), ReLU(), Dense(256, 10)], device="cpu", seed=0)
+    accuracies = []
+    for _ in range(5):
+        model.fit(X, y, loss=SoftmaxCrossEntropy(), optimizer=SGD(0.1), epochs=1, batch_size=128, verbose=0)
+        accuracies.append(model.evaluate(Xt, yt)["accuracy"])
+    print("MNIST test accuracy per epoch:", accuracies)
+    assert accuracies[0] >= 0.90 and accuracies[4] >= 0.95, accuracies
