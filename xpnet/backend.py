@@ -73,7 +73,7 @@ class Device:
         """
         xp = self.xp
         if is_array(data) and not array_api_compat.is_numpy_array(data):
-            if _same_device(array_api_compat.device(data), self):
+            if device_of(data) == self:
                 return data if dtype is None else xp.astype(data, self.dtype(dtype), copy=False)
             data = to_numpy(data)
         host = np.asarray(data)
@@ -89,17 +89,6 @@ class Device:
     def synchronize(self) -> None:
         """Wait until every kernel queued on this device has finished (a no-op on the CPU)."""
         synchronize(self)
-
-
-def _same_device(native, dev: Device) -> bool:
-    # Compare within one library only: torch.device('cpu') == 'cpu' and cupy Device(0) == 0 are False.
-    if dev.backend == "cupy":
-        return getattr(native, "id", native) == dev.index
-    if dev.backend == "torch":
-        return str(native) == str(dev.native)
-    if dev.backend == "numpy":
-        return str(native) == "cpu"
-    return native == dev.native
 
 
 def is_array(x) -> bool:

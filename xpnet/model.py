@@ -139,9 +139,17 @@ class Sequential:
         """
         from .training import fit
 
-        return fit(self, X, y, loss=loss, optimizer=optimizer, epochs=epochs, batch_size=batch_size,
-                   shuffle=shuffle, validation_data=validation_data, verbose=verbose,
-                   callbacks=callbacks, lr=lr)
+        try:
+            return fit(self, X, y, loss=loss, optimizer=optimizer, epochs=epochs, batch_size=batch_size,
+                       shuffle=shuffle, validation_data=validation_data, verbose=verbose,
+                       callbacks=callbacks, lr=lr)
+        except Exception as exc:
+            if not _backend.is_out_of_memory(exc):
+                raise
+            # Give the cached blocks back so the process can go on (with a smaller batch, say).
+            _backend.free_memory_pool(self.device)
+            raise MemoryError(f"out of memory on {self.device} while training with batch_size={batch_size}: "
+                              f"{exc}. Try a smaller batch size (--batch-size) or a smaller network.") from exc
 
     def predict(self, X, batch_size: int = 1024):
         """The network's output for ``X``, as an array of the model's backend on its device."""

@@ -76,7 +76,7 @@ def _all_finite(a) -> bool:
     return bool(xp.all(xp.isfinite(a)))
 
 
-def prepare_xy(model, X, y, loss, where: str):
+def prepare_xy(model, X, y, loss, where: str, targets: bool = True):
     """Validate ``(X, y)`` for ``model`` and move them to its device.
 
     Returns ``(X, y, classify)``: ``X`` in the model's dtype, ``y`` as int64 labels or float targets,
@@ -107,8 +107,10 @@ def prepare_xy(model, X, y, loss, where: str):
     X = dev.asarray(X, model.dtype)
     if not _all_finite(X):
         raise ValueError(f"{where}: X contains NaN or infinite values; clean or impute them first")
-    if y is None:
+    if not targets:
         return X, None, False
+    if y is None:
+        raise ValueError(f"{where}: y is None; pass the targets (labels or rows) for X")
 
     y = _as_array(y, "y", where)
     if y.ndim == 0 or y.shape[0] != n:
@@ -124,11 +126,12 @@ def prepare_xy(model, X, y, loss, where: str):
                 if _integer_valued(y) else f"the model has {width} outputs")
         raise ValueError(f"{where}: y has shape {tuple(y.shape)}, floats of one column, but the model "
                          f"outputs {width} values per sample; {hint}")
+    if y.ndim > 2:
+        raise ValueError(f"{where}: y has shape {tuple(y.shape)}; targets must be 1-D labels ({n},) or "
+                         f"2-D rows: expected ({n}, {width})")
     if y.ndim == 2 and width is not None and y.shape[1] != width:
         raise ValueError(f"{where}: y has shape {tuple(y.shape)} but the model outputs {width} values "
                          f"per sample: expected ({n}, {width})")
-    if y.ndim > 2:
-        raise ValueError(f"{where}: y has shape {tuple(y.shape)}; targets must be 1-D labels or 2-D rows")
     y = dev.asarray(y, model.dtype)
     if not _all_finite(y):
         raise ValueError(f"{where}: y contains NaN or infinite values")

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Install xpnet with its test extras into a virtual environment and run the CPU test suite
+# (NumPy and array-api-strict always; PyTorch when XPNET_TEST_TORCH=1 and a wheel can be had;
+# tests marked `gpu` are reported as skipped). Extra arguments go to pytest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+venv="${XPNET_VENV:-.venv}"
+py="${PYTHON:-python3}"
+[ -x "$venv/bin/python" ] || "$py" -m venv "$venv"
+"$venv/bin/python" -m pip install -q --disable-pip-version-check -e ".[test]"
+if [ "${XPNET_TEST_TORCH:-0}" = 1 ]; then
+    # A CPU build only (torch from PyPI pulls several GB of CUDA libraries): from the index named by
+    # XPNET_TORCH_INDEX (GitHub Actions), or a CPU wheel in the local wheel folder (pip's find-links).
+    wheel=$(ls "${XPNET_WHEELS:-/opt/wheels}"/torch-*+cpu-*.whl 2>/dev/null | head -n1 || true)
+    if [ -n "${XPNET_TORCH_INDEX:-}" ]; then
+        "$venv/bin/python" -m pip install -q --disable-pip-version-check torch --index-url "$XPNET_TORCH_INDEX"
+    elif [ -n "$wheel" ]; then
+        "$venv/bin/python" -m pip install -q --disable-pip-version-check "$wheel"
+    else
+        echo "ci/test.sh: no CPU build of torch at hand; the torch backend tests are skipped"
+    fi
+fi
+if [ -z "${XPNET_DATA:-}" ] && [ -d ../shared/data/mnist ]; then
+    XPNET_DATA="$(cd ../shared/data && pwd)"
+    export XPNET_DATA
+fi
+exec "$venv/bin/python" -m pytest "$@"

@@ -1,0 +1,211 @@
+"""Bad input meets a clear error: the right type, and a message that says what was wrong and where.
+
+Each case is (what is called, the exception type, a fragment of its message). They run on NumPy and
+array-api-strict (the edges must not depend on the backend).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+import xpnet
+from xpnet import (MSE, SGD, Adam, BinaryCrossEntropy, Dense, Flatten, LeakyReLU, ReLU, Sequential, Sigmoid,
+                   SoftmaxCrossEntropy, TrainingDiverged, to_numpy)
+
+BACKENDS = ["numpy", "array-api-strict"]
+
+
+def net(backend="numpy", dtype="float32"):
+    return Sequential([Dense(4, 5), ReLU(), Dense(5, 3)], device="cpu", backend=backend, seed=0, dtype=dtype)
+
+
+X = np.random.default_rng(0).normal(size=(10, 4)).astype(np.float32)
+Y = np.arange(10) % 3
+
+
+def fit(model, X=X, y=Y, **kw):
+    kw.setdefault("loss", SoftmaxCrossEntropy())
+    kw.setdefault("verbose", 0)
+    return model.fit(X, y, **kw)
+
+
+def _with(array, index, value):
+    out = np.array(array, dtype=np.float32)
+    out[index] = value
+    return out
+
+
+# id -> (callable taking the model, exception type, message fragment)
+CASES = {
+    # -- X -------------------------------------------------------------------------------------
+    "X-wrong-feature-count": (lambda m: fit(m, X=np.ones((10, 5))), ValueError,
+                              "X has shape (10, 5) but the first layer Dense(in_features=4"),
+    "X-one-dimensional": (lambda m: fit(m, X=np.ones(4)), ValueError, "X.reshape(1, -1)"),
+    "X-3d-without-Flatten": (lambda m: fit(m, X=np.ones((10, 2, 2))), ValueError, "add a Flatten() layer"),
+    "X-empty": (lambda m: fit(m, X=np.ones((0, 4)), y=np.ones(0, dtype=int)), ValueError, "X is empty"),
+    "X-NaN": (lambda m: fit(m, X=_with(X, (3, 1), np.nan)), ValueError, "X contains NaN or infinite"),
+    "X-inf": (lambda m: fit(m, X=_with(X, (0, 0), -np.inf)), ValueError, "X contains NaN or infinite"),
+    "X-object-dtype": (lambda m: fit(m, X=np.array([[object()] * 4] * 10)), TypeError, "not numbers"),
+    "X-strings": (lambda m: fit(m, X=np.full((10, 4), "a")), TypeError, "has dtype <U1, not numbers"),
+    "X-None": (lambda m: fit(m, X=None), ValueError, "X is None"),
+    "X-dict": (lambda m: fit(m, X={"a": 1}), TypeError, "X must be an array or nested lists"),
+    "X-scalar": (lambda m: fit(m, X=np.float32(3.0)), ValueError, "X is a scalar"),
+    "X-ragged-lists": (lambda m: fit(m, X=[[1.0, 2.0], [3.0]]), TypeError, "X must be an array or nested lists"),
+    # -- y -------------------------------------------------------------------------------------
+    "y-length-mismatch": (lambda m: fit(m, y=Y[:7]), ValueError, "X has 10 samples but y has shape (7,)"),
+    "y-label-too-large": (lambda m: fit(m, y=_int_with(Y, 2, 3)), ValueError, "labels must be in 0..2"),
+    "y-label-negative": (lambda m: fit(m, y=_int_with(Y, 0, -1)), ValueError, "got labels from -1 to 2"),
+    "y-float-labels-for-classes": (lambda m: fit(m, y=Y.astype(np.float32)), ValueError,
+                                   "pass them as integers"),
+    "y-float-column-for-3-outputs": (lambda m: fit(m, y=np.full(10, 0.5)), ValueError,
+                                     "the model outputs 3 values per sample"),
+    "y-2d-integers": (lambda m: fit(m, y=np.zeros((10, 3), dtype=int)), ValueError,
+                      "integer labels must be 1-D"),
+    "y-one-hot-wrong-width": (lambda m: fit(m, y=np.eye(4)[Y % 4]), ValueError, "expected (10, 3)"),
+    "y-NaN": (lambda m: fit(m, y=_with(np.eye(3)[Y], (1, 1), np.nan), loss=MSE()), ValueError,
+              "y contains NaN"),
+    "y-3d": (lambda m: fit(m, y=np.zeros((10, 3, 1))), ValueError, "expected (10, 3)"),
+    "y-strings": (lambda m: fit(m, y=np.array(["cat"] * 10)), TypeError, "y has dtype <U3"),
+    "y-None-in-evaluate": (lambda m: m.evaluate(X, None), ValueError, "y is None"),
+    # -- fit arguments -------------------------------------------------------------------------
+    "batch-size-zero": (lambda m: fit(m, batch_size=0), ValueError, "batch_size must be an int >= 1, got 0"),
+    "batch-size-negative": (lambda m: fit(m, batch_size=-5), ValueError, "got -5"),
+    "batch-size-float": (lambda m: fit(m, batch_size=2.5), ValueError, "got 2.5"),
+    "batch-size-bool": (lambda m: fit(m, batch_size=True), ValueError, "got True"),
+    "epochs-negative": (lambda m: fit(m, epochs=-1), ValueError, "epochs must be an int >= 0"),
+    "validation-not-a-pair": (lambda m: fit(m, validation_data=X), TypeError, "validation_data must be a pair"),
+    "validation-wrong-features": (lambda m: fit(m, validation_data=(np.ones((3, 7)), Y[:3])), ValueError,
+                                  "validation_data: X has shape (3, 7)"),
+    "predict-wrong-features": (lambda m: m.predict(np.ones((2, 3))), ValueError, "predict: X has shape (2, 3)"),
+    "predict-batch-size-zero": (lambda m: m.predict(X, batch_size=0), ValueError, "batch_size must be"),
+    "evaluate-label-out-of-range": (lambda m: m.evaluate(X, _int_with(Y, 0, 9), loss="softmax_cross_entropy"),
+                                    ValueError, "evaluate: labels must be in 0..2"),
+    "unknown-loss": (lambda m: fit(m, loss="hinge"), ValueError, "unknown loss 'hinge'"),
+    "unknown-optimizer": (lambda m: fit(m, optimizer="lbfgs"), ValueError, "unknown optimizer 'lbfgs'"),
+    # -- optimizers ----------------------------------------------------------------------------
+    "lr-negative": (lambda m: SGD(-0.1), ValueError, "lr must be a positive finite number, got -0.1"),
+    "lr-nan": (lambda m: SGD(math.nan), ValueError, "lr must be a positive finite number"),
+    "lr-string": (lambda m: Adam("fast"), ValueError, "lr must be a positive finite number, got 'fast'"),
+    "momentum-above-one": (lambda m: SGD(0.1, momentum=1.5), ValueError, "momentum must be in [0, 1)"),
+    "nesterov-without-momentum": (lambda m: SGD(0.1, nesterov=True), ValueError, "nesterov=True needs a momentum"),
+    "adam-beta-one": (lambda m: Adam(beta1=1.0), ValueError, "beta1 must be in [0, 1)"),
+    # -- building models and layers ------------------------------------------------------------
+    "sequential-non-layer": (lambda m: Sequential([Dense(2, 2), "relu"], device="cpu"), TypeError,
+                             "layer 1 is 'relu', not an xpnet Layer"),
+    "sequential-int-dtype": (lambda m: Sequential([Dense(2, 2)], device="cpu", dtype="int32"), ValueError,
+                             "dtype must be 'float32' or 'float64'"),
+    "dense-zero-width": (lambda m: Dense(0, 3), ValueError, "in_features must be a positive int, got 0"),
+    "dense-float-width": (lambda m: Dense(3, 2.5), ValueError, "out_features must be a positive int, got 2.5"),
+    "unknown-initializer": (lambda m: Dense(3, 2, init="orthogonal"), ValueError, "unknown initializer"),
+    "leaky-relu-alpha": (lambda m: LeakyReLU(alpha=2.0), ValueError, "alpha must be in [0, 1)"),
+    "dense-forward-wrong-shape": (lambda m: m.layers[0].forward(m.device.asarray(np.ones((2, 5)))), ValueError,
+                                  "Dense(4, 5) expects input of shape (batch, 4), got (2, 5)"),
+    "load-state-dict-wrong-shape": (
+        lambda m: m.load_state_dict({**m.state_dict(), "0.W": np.ones((3, 3))}), ValueError,
+        "0.W has shape (3, 3), the model expects (4, 5)"),
+    "load-state-dict-missing-key": (
+        lambda m: m.load_state_dict({k: v for k, v in m.state_dict().items() if k != "2.b"}), ValueError,
+        "missing keys ['2.b']"),
+    # -- losses called directly ----------------------------------------------------------------
+    "loss-batch-mismatch": (lambda m: MSE().forward(m.device.asarray(np.ones((4, 3))),
+                                                    m.device.asarray(np.ones((5, 3)))), ValueError,
+                            "MSE: 5 targets for 4 predictions"),
+    "loss-1d-predictions": (lambda m: SoftmaxCrossEntropy().forward(m.device.asarray(np.ones(3)),
+                                                                    m.device.asarray([0, 1, 2], "int64")),
+                            ValueError, "predictions must be 2-D"),
+    "loss-2d-int-labels": (lambda m: SoftmaxCrossEntropy().forward(m.device.asarray(np.ones((2, 3))),
+                                                                   m.device.asarray(np.zeros((2, 3)), "int64")),
+                           ValueError, "integer labels must be 1-D"),
+    "bce-target-shape": (lambda m: BinaryCrossEntropy().forward(m.device.asarray(np.ones((2, 2))),
+                                                                m.device.asarray(np.ones((2, 3)))),
+                         ValueError, "targets of shape (2, 3) do not match predictions of shape (2, 2)"),
+    # -- devices -------------------------------------------------------------------------------
+    "device-bad-spec": (lambda m: xpnet.device("gpu:x"), ValueError, "use 'auto', 'cpu', 'cuda' or 'cuda:N'"),
+    "device-backend-mismatch": (lambda m: xpnet.device("cuda", backend="numpy"), ValueError,
+                                "backend 'numpy' cannot run on 'cuda'"),
+    "model-on-unknown-backend": (lambda m: Sequential([Dense(2, 2)], device="cpu", backend="tensorflow"),
+                                 ValueError, "unknown backend 'tensorflow'"),
+}
+
+
+def _int_with(labels, index, value):
+    out = np.array(labels, dtype=np.int64)
+    out[index] = value
+    return out
+
+
+def test_at_least_forty_distinct_bad_inputs():
+    assert len(CASES) >= 40
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("case", list(CASES))
+def test_bad_input_gets_a_clear_error(case, backend):
+    call, kind, fragment = CASES[case]
+    with pytest.raises(kind) as info:
+        call(net(backend))
+    assert fragment in str(info.value), f"{case}: message was {str(info.value)!r}"
+
+
+# -- mixed devices: data from the host or another backend is moved to the model (documented) -----
+@pytest.mark.parametrize("source", ["array-api-strict", "torch"])
+def test_arrays_from_another_backend_are_moved_to_the_model(source):
+    if source == "torch":
+        pytest.importorskip("torch")
+    other = xpnet.device("cpu", backend=source)
+    model = net("numpy")
+    history = fit(model, X=other.asarray(X), y=other.asarray(Y, "int64"), epochs=2)
+    assert len(history["loss"]) == 2
+    np.testing.assert_allclose(to_numpy(model.predict(other.asarray(X))), to_numpy(model.predict(X)))
+
+
+def test_host_data_goes_into_a_strict_model_on_its_second_device():
+    import array_api_strict
+
+    device1 = array_api_strict.__array_namespace_info__().devices()[1]
+    dev = xpnet.device_of(array_api_strict.asarray(0.0, device=device1))
+    model = Sequential([Dense(4, 3)], device=dev, seed=0)
+    fit(model, epochs=1)
+    assert xpnet.device_of(model.predict(X)) == dev
+
+
+def test_integer_pixels_are_cast_to_the_model_dtype():
+    model = net()
+    history = fit(model, X=(X * 10).astype(np.int32))
+    assert np.isfinite(history["loss"][0])
+
+
+# -- numeric faults ----------------------------------------------------------------------------
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_divergence_stops_training_and_keeps_finite_weights(backend):
+    model = Sequential([Dense(4, 8), Sigmoid(), Dense(8, 3)], device="cpu", backend=backend, seed=0)
+    big_X = np.random.default_rng(1).normal(scale=1e3, size=(200, 4)).astype(np.float32)
+    targets = np.random.default_rng(2).normal(scale=1e3, size=(200, 3)).astype(np.float32)
+    with pytest.raises(TrainingDiverged) as info:
+        model.fit(big_X, targets, loss=MSE(), optimizer=SGD(1e3), epochs=5, batch_size=10, verbose=0)
+    err = info.value
+    assert "lower learning rate" in str(err) and f"step {err.step + 1}" in str(err)
+    assert not math.isfinite(err.value)
+    for name, p in model.parameters().items():
+        assert np.isfinite(to_numpy(p)).all(), name
+    # and the model still works
+    assert np.isfinite(to_numpy(model.predict(X))).all()
+
+
+def test_divergence_names_the_exact_step():
+    model = Sequential([Dense(1, 1, init="zeros")], device="cpu", seed=0)
+    X1 = np.full((64, 1), 10.0, dtype=np.float32)
+    with pytest.raises(TrainingDiverged) as info:
+        model.fit(X1, np.ones((64, 1), dtype=np.float32), loss=MSE(), optimizer=SGD(1.0), epochs=1, batch_size=1,
+                  shuffle=False, verbose=0)
+    # The residual is multiplied by 1 - lr x^2 = -99 each step: the loss 1/2 99^(2k) overflows float32
+    # (3.4e38) first at k = 10.
+    assert info.value.step == 10 and info.value.epoch == 0
+
+
+def test_float64_model_rejects_nan_too():
+    with pytest.raises(ValueError, match="NaN"):
+        fit(net(dtype="float64"), X=_with(X, (0, 0), np.nan))

@@ -1,0 +1,62 @@
+"""CUDA-only checks (marker ``gpu``; skipped cleanly without a GPU). Every other test also runs on
+CuPy through the ``cupy-cuda0-float32`` entry of the ``dev`` fixture."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import xpnet
+from xpnet import SGD, Dense, ReLU, Sequential, SoftmaxCrossEntropy, to_numpy
+
+pytestmark = pytest.mark.gpu
+
+
+def test_auto_and_explicit_cuda_pick_the_gpu():
+    assert xpnet.device("auto").kind == "cuda"
+    dev = xpnet.device("cuda:0")
+    assert (dev.kind, dev.index, dev.backend) == ("cuda", 0, "cupy")
+
+
+def _fit(dev, X, y):
+    model = Sequential([Dense(20, 32), ReLU(), Dense(32, 4)], device=dev, seed=3)
+    history = model.fit(X, y, loss=SoftmaxCrossEntropy(), optimizer=SGD(0.1), epochs=3, batch_size=16, verbose=0)
+    return model, history
+
+
+def test_cuda_training_matches_numpy():
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(256, 20)).astype(np.float32), rng.integers(0, 4, size=256)
+    cpu_model, cpu_hist = _fit(xpnet.device("cpu"), X, y)
+    gpu_model, gpu_hist = _fit(xpnet.device("cuda"), X, y)
+    np.testing.assert_allclose(gpu_hist["loss"], cpu_hist["loss"], rtol=1e-5)
+    np.testing.assert_allclose(to_numpy(gpu_model.predict(X)), to_numpy(cpu_model.predict(X)), rtol=1e-4, atol=1e-5)
+
+
+def test_model_moves_from_gpu_to_cpu_and_back():
+    model = Sequential([Dense(3, 2)], device="cuda", seed=0)
+    X = np.ones((2, 3), dtype=np.float32)
+    ref = to_numpy(model.predict(X))
+    model.to("cpu")
+    np.testing.assert_array_equal(to_numpy(model.predict(X)), ref)
+    model.to("cuda")
+    assert model.device.kind == "cuda"
+
+
+def test_out_of_memory_suggests_a_smaller_batch_and_frees_the_pool():
+    import cupy
+
+    free, _ = cupy.cuda.runtime.memGetInfo()
+    # Hidden activations of batch x width floats that cannot fit in what is free.
+    width = 4096
+    batch = int(free // (4 * width)) * 2
+    X = np.zeros((1, 8), dtype=np.float32)
+    model = Sequential([Dense(8, width), ReLU(), Dense(width, 2)], device="cuda", seed=0)
+    big = cupy.zeros((batch, 8), dtype=cupy.float32)
+    with pytest.raises(MemoryError, match="smaller batch size"):
+        model.fit(big, np.zeros(batch, dtype=np.int64), loss=SoftmaxCrossEntropy(), epochs=1, batch_size=batch,
+                  verbose=0)
+    del big
+    assert cupy.get_default_memory_pool().total_bytes() < free // 2
+    model.fit(np.repeat(X, 4, axis=0), np.zeros(4, dtype=np.int64), loss=SoftmaxCrossEntropy(), epochs=1,
+              batch_size=4, verbose=0)  # and the process goes on
