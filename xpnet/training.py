@@ -201,7 +201,7 @@ def format_epoch(epoch: int, epochs: int, logs: dict, dev) -> str:
 
 def predict(model, X, batch_size: int = 1024):
     check_batch_size(batch_size)
-    X, _, _ = prepare_xy(model, X, None, None, "predict")
+    X, _, _ = prepare_xy(model, X, None, None, "predict", targets=False)
     xp = model.device.xp
     outs = [model.forward(X[lo:hi, ...]) for lo, hi in _batches(X.shape[0], batch_size)]
     return outs[0] if len(outs) == 1 else xp.concat(outs, axis=0)
