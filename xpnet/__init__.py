@@ -20,3 +20,8 @@ __all__ = [
     "Sequential", "Sigmoid", "Softmax", "SoftmaxCrossEntropy", "Step", "Tanh", "TrainingDiverged",
     "available_backends", "device", "device_of", "synchronize", "to_numpy", "__version__",
 ]
+
+from .io import ModelFormatError, load, save  # noqa: E402  (appended after the original exports)
+from .tutorial import NeuralNetwork  # noqa: E402
+
+__all__ += ["ModelFormatError", "NeuralNetwork", "load", "save"]

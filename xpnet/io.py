@@ -1,0 +1,364 @@
+"""Save and load models: one ``.npz`` file of host arrays plus a JSON header, and nothing that can run code.
+
+File layout (a plain, uncompressed NumPy ``.npz``, i.e. a zip of ``.npy`` files)::
+
+    __xpnet__.npy     uint8 bytes of a UTF-8 JSON header:
+                        {"magic": "xpnet", "format": 1, "xpnet_version": "0.1.0", "dtype": "float32",
+                         "architecture": {"layers": [{"class": "Dense", "config": {...}}, ...]},
+                         "parameters": {"0.W": {"shape": [784, 200], "dtype": "float32"}, ...}}
+    0.W.npy, 0.b.npy  one array per entry of ``model.state_dict()``, in the model's dtype
+
+Loading reads the arrays with ``allow_pickle=False`` and rebuilds every layer by looking its class name
+up in a registry of known layer classes (never ``eval``, never pickle), so a file can describe a network
+but cannot make Python do anything else. Every way a file can be wrong (not a zip, truncated, garbled
+header, wrong magic, a newer format, an object array, an unknown layer, a missing or misshaped array)
+raises :class:`ModelFormatError`; a missing file raises ``FileNotFoundError``.
+
+``save`` writes a temporary file next to the target, flushes and fsyncs it, then renames it over the
+target (``os.replace``, atomic on POSIX and Windows) and fsyncs the folder: a crash or a kill at any
+moment leaves either the old file or the new one, never a mix.
+
+    >>> xpnet.save(model, "mnist.npz")
+    >>> model = xpnet.load("mnist.npz", device="cuda")     # any device or backend, whatever saved it
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import zipfile
+
+import numpy as np
+
+from . import activations as _activations
+from . import init as _init
+from . import layers as _layers
+from .layers import Layer
+
+FORMAT = 1
+"""The file format this xpnet writes; it reads every format up to this one."""
+MAGIC = "xpnet"
+HEADER = "__xpnet__"
+_MAX_HEADER = 1 << 20  # bytes: a real header is a few kB; this bounds what a hostile file makes us parse
+_DTYPES = ("float32", "float64")
+
+
+class ModelFormatError(ValueError):
+    """A file is not an xpnet model this version can read (the message says what is wrong with it)."""
+
+
+# -- the layer registry -------------------------------------------------------------------------
+LAYERS: dict[str, type] = {}
+
+
+def register_layer(cls: type) -> type:
+    """Let :func:`load` rebuild layers of class ``cls`` (by its ``__name__``); usable as a decorator.
+
+    ``cls(**config)`` must rebuild the layer from its ``get_config()``, which must be JSON-serializable.
+    """
+    if not (isinstance(cls, type) and issubclass(cls, Layer)):
+        raise TypeError(f"register_layer: {cls!r} is not a subclass of xpnet.Layer")
+    LAYERS[cls.__name__] = cls
+    return cls
+
+
+for _module in (_layers, _activations):
+    for _obj in vars(_module).values():
+        if isinstance(_obj, type) and issubclass(_obj, Layer) and _obj is not Layer \
+                and _obj.__module__ == _module.__name__:
+            register_layer(_obj)
+
+
+# -- save ---------------------------------------------------------------------------------------
+def _header(model, state, metadata) -> dict:
+    from . import __version__
+
+    config = model.get_config()
+    return {
+        "metadata": metadata,
+        "magic": MAGIC,
+        "format": FORMAT,
+        "xpnet_version": __version__,
+        "dtype": model.dtype,
+        "architecture": {"layers": config["layers"]},
+        "parameters": {k: {"shape": list(v.shape), "dtype": str(v.dtype)} for k, v in state.items()},
+    }
+
+
+def save(model, path, *, metadata: dict | None = None) -> None:
+    """Write ``model`` (architecture and weights) to ``path`` as one ``.npz`` file, atomically.
+
+    The arrays are copied to the host first, so a model on any device or backend can be saved. The
+    file name is used as given (no ``.npz`` is appended). ``metadata`` is a JSON-serializable dict kept
+    in the header (default: ``model.metadata`` if the model has one; the ``xpnet`` command records the
+    dataset and input scaling there); :func:`load` gives it back as ``model.metadata``.
+
+    Raises ``TypeError`` for a layer whose class :func:`load` could not rebuild, ``ValueError`` for a
+    config that is not JSON-serializable, and ``OSError`` when the folder is not writable (the previous
+    file, if any, is left untouched).
+    """
+    for i, layer in enumerate(model.layers):
+        name = type(layer).__name__
+        if LAYERS.get(name) is not type(layer):
+            raise TypeError(f"save: layer {i} is a {type(layer).__module__}.{name}, which load() cannot "
+                            f"rebuild; register it first with xpnet.io.register_layer({name})")
+    state = model.state_dict()
+    if metadata is None:
+        metadata = getattr(model, "metadata", None) or {}
+    if not isinstance(metadata, dict):
+        raise TypeError(f"save: metadata must be a dict, got {type(metadata).__name__}")
+    try:
+        header = json.dumps(_header(model, state, metadata), allow_nan=False, sort_keys=True).encode("utf-8")
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"save: the model's configuration is not JSON-serializable: {exc}") from None
+    arrays = {HEADER: np.frombuffer(header, dtype=np.uint8)}
+    arrays.update({k: np.ascontiguousarray(v) for k, v in state.items()})
+
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(f"save: cannot write {path}: the folder {folder} does not exist")
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, allow_pickle=False, **arrays)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, _file_mode(path))
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    _fsync_dir(folder)
+
+
+def _file_mode(path) -> int:
+    # mkstemp makes the file 0600; give the result the mode a plain open() would have (or the old file's)
+    try:
+        return os.stat(path).st_mode & 0o777
+    except OSError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
+
+
+def _fsync_dir(folder) -> None:
+    # Makes the rename itself durable. Not every platform lets a folder be opened (Windows): skip there.
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+# -- load ---------------------------------------------------------------------------------------
+def load(path, device=None, backend: str | None = None):
+    """Read a model written by :func:`save` onto ``device`` / ``backend`` (what :func:`xpnet.device` takes).
+
+    Returns a :class:`~xpnet.Sequential` whose parameters equal the saved ones bit for bit, in the saved
+    dtype, with the saved ``metadata`` dict as ``model.metadata``. Raises ``FileNotFoundError`` if
+    ``path`` does not exist and :class:`ModelFormatError` if it is not a model file this version of
+    xpnet can read.
+    """
+    from .model import Sequential
+
+    path = os.fspath(path)
+    header, arrays = read(path)
+    layers, inits = _build_layers(path, header, arrays)
+    model = Sequential(layers, device=device, backend=backend, dtype=header["dtype"])
+    for layer, name in inits:
+        # built with zeros (the weights are overwritten just below); keep the saved initializer's name
+        layer.init = name
+        if name in _init.INITIALIZERS and hasattr(layer, "_init"):
+            layer._init = _init.INITIALIZERS[name]
+    params = model.parameters()
+    if set(params) != set(arrays):
+        raise ModelFormatError(f"{path}: the architecture has parameters {sorted(params)} but the file "
+                               f"holds arrays {sorted(arrays)}")
+    for k, v in arrays.items():
+        if tuple(params[k].shape) != v.shape:
+            raise ModelFormatError(f"{path}: array {k!r} has shape {v.shape}, but the layer it belongs to "
+                                   f"needs {tuple(params[k].shape)}")
+    model.load_state_dict(arrays)
+    model.metadata = header.get("metadata") or {}
+    return model
+
+
+def read(path) -> tuple[dict, dict]:
+    """The validated JSON header and the host arrays ``{name: np.ndarray}`` of a model file.
+
+    For tools that want the weights without building a model. Raises like :func:`load`.
+    """
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"no such model file: {path}")
+    if os.path.isdir(path):
+        raise ModelFormatError(f"{path} is a folder, not an xpnet model file")
+    try:
+        with open(path, "rb") as f:
+            return _parse(path, f, os.fstat(f.fileno()).st_size)
+    except (ModelFormatError, PermissionError):
+        raise
+    except Exception as exc:  # any other failure on malformed bytes (zipfile, struct, zlib, NumPy...)
+        raise ModelFormatError(f"{path}: not a readable xpnet model file ({type(exc).__name__}: {exc})") from None
+
+
+def _parse(path, f, size):
+    start = f.read(4)
+    if start[:2] != b"PK":
+        what = "an empty file" if not start else f"it starts with {start!r}"
+        raise ModelFormatError(f"{path}: not an xpnet model file (not a zip/.npz archive: {what})")
+    f.seek(0)
+    try:
+        archive = zipfile.ZipFile(f)
+    except zipfile.BadZipFile as exc:
+        raise ModelFormatError(f"{path}: not an xpnet model file, or truncated (bad zip archive: {exc})") from None
+    with archive:
+        members = {}
+        for info in archive.infolist():
+            if not info.filename.endswith(".npy") or info.is_dir() or info.filename[:-4] in members:
+                raise ModelFormatError(f"{path}: unexpected member {info.filename!r} in the archive")
+            members[info.filename[:-4]] = info
+        if HEADER not in members:
+            raise ModelFormatError(f"{path}: no xpnet header ({HEADER}.npy is missing): not a model "
+                                   f"saved by xpnet.save")
+        header = _read_header(path, _read_member(path, archive, members.pop(HEADER), _MAX_HEADER))
+        arrays = {}
+        for name, info in members.items():
+            arrays[name] = _read_member(path, archive, info, size)
+    _check_arrays(path, header, arrays)
+    return header, arrays
+
+
+def _read_member(path, archive, info, limit):
+    """One ``.npy`` member as a NumPy array, refusing object arrays and sizes the file cannot hold.
+
+    The ``.npy`` header is read first, with the functions ``np.load`` itself uses, so that a header
+    claiming a huge shape is refused before anything is allocated for it."""
+    name = info.filename
+    if info.file_size > limit:
+        raise ModelFormatError(f"{path}: member {name!r} claims {info.file_size} bytes, more than "
+                               f"{'a header may hold' if limit == _MAX_HEADER else 'the file holds'}")
+    with archive.open(info) as f:
+        version = np.lib.format.read_magic(f)
+        if version == (1, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
+        elif version == (2, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
+        else:
+            raise ModelFormatError(f"{path}: member {name!r} has .npy format version {version}, "
+                                   f"which xpnet does not write")
+        if dtype.hasobject:
+            raise ModelFormatError(f"{path}: member {name!r} holds Python objects (a pickle); xpnet model "
+                                   f"files hold only numbers and are never unpickled")
+        if any(d < 0 for d in shape):
+            raise ModelFormatError(f"{path}: member {name!r} has a negative dimension in its shape {shape}")
+        count = 1
+        for d in shape:
+            count *= d
+        if count * dtype.itemsize > info.file_size:
+            raise ModelFormatError(f"{path}: member {name!r} is truncated (its header says {shape} "
+                                   f"{dtype}, more than its {info.file_size} bytes)")
+    # The header is sound and the sizes fit: now the ordinary reader, which never unpickles.
+    with archive.open(info) as f:
+        array = np.load(f, allow_pickle=False)
+        if f.read(1):  # (reading through to the end is also what makes zipfile check the CRC)
+            raise ModelFormatError(f"{path}: member {name!r} has trailing bytes after its array")
+    if array.shape != tuple(shape) or array.dtype != dtype:
+        raise ModelFormatError(f"{path}: member {name!r} changed while it was read")
+    return array
+
+
+def _read_header(path, array) -> dict:
+    if array.dtype != np.uint8 or array.ndim != 1:
+        raise ModelFormatError(f"{path}: garbled xpnet header (a {array.dtype} array of shape {array.shape}, "
+                               f"expected uint8 bytes)")
+    try:
+        header = json.loads(array.tobytes().decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise ModelFormatError(f"{path}: garbled xpnet header (not JSON: {exc})") from None
+    if not isinstance(header, dict) or header.get("magic") != MAGIC:
+        raise ModelFormatError(f"{path}: not an xpnet model file (wrong magic in the header)")
+    fmt, version = header.get("format"), header.get("xpnet_version", "an unknown version")
+    if isinstance(fmt, bool) or not isinstance(fmt, int) or fmt < 1:
+        raise ModelFormatError(f"{path}: garbled xpnet header (format {fmt!r} is not a positive int)")
+    if fmt > FORMAT:
+        from . import __version__
+
+        raise ModelFormatError(f"{path} was written by xpnet {version} with format {fmt}; this xpnet "
+                               f"({__version__}) reads format <= {FORMAT}: upgrade xpnet to load it")
+    if header.get("dtype") not in _DTYPES:
+        raise ModelFormatError(f"{path}: garbled xpnet header (dtype {header.get('dtype')!r}, "
+                               f"expected one of {', '.join(_DTYPES)})")
+    arch = header.get("architecture")
+    if not isinstance(arch, dict) or not isinstance(arch.get("layers"), list):
+        raise ModelFormatError(f"{path}: garbled xpnet header (no architecture.layers list)")
+    for i, spec in enumerate(arch["layers"]):
+        if not (isinstance(spec, dict) and isinstance(spec.get("class"), str)
+                and isinstance(spec.get("config", {}), dict)):
+            raise ModelFormatError(f"{path}: garbled xpnet header (layer {i} is not {{'class', 'config'}})")
+    if not isinstance(header.get("metadata", {}), dict):
+        raise ModelFormatError(f"{path}: garbled xpnet header (metadata is not a dict)")
+    params = header.get("parameters")
+    if not isinstance(params, dict) or not all(
+            isinstance(v, dict) and isinstance(v.get("shape"), list)
+            and all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in v["shape"])
+            for v in params.values()):
+        raise ModelFormatError(f"{path}: garbled xpnet header (bad parameters table)")
+    return header
+
+
+def _check_arrays(path, header, arrays) -> None:
+    table = header["parameters"]
+    missing = sorted(set(table) - set(arrays))
+    if missing:
+        raise ModelFormatError(f"{path}: parameter arrays missing from the file: {', '.join(missing)}")
+    extra = sorted(set(arrays) - set(table))
+    if extra:
+        raise ModelFormatError(f"{path}: arrays not listed in the header: {', '.join(extra)}")
+    for name, a in arrays.items():
+        shape = tuple(table[name]["shape"])
+        if a.shape != shape:
+            raise ModelFormatError(f"{path}: parameter {name!r} has shape {a.shape}, the header says {shape}")
+        if str(a.dtype) != header["dtype"]:
+            raise ModelFormatError(f"{path}: parameter {name!r} is {a.dtype}, the model is {header['dtype']}")
+
+
+def _build_layers(path, header, arrays):
+    """The layers, and ``(Dense layer, initializer name)`` pairs: those are built with zeros."""
+    layers, inits = [], []
+    for i, spec in enumerate(header["architecture"]["layers"]):
+        name, config = spec["class"], dict(spec.get("config", {}))
+        cls = LAYERS.get(name)
+        if cls is None:
+            raise ModelFormatError(f"{path}: layer {i} has unknown class {name!r}; known: "
+                                   f"{', '.join(sorted(LAYERS))} (register custom layers with "
+                                   f"xpnet.io.register_layer)")
+        init = None
+        if cls is _layers.Dense:
+            # Check the sizes against the stored weights before the model allocates anything.
+            w = arrays.get(f"{i}.W")
+            want = (config.get("in_features"), config.get("out_features"))
+            if w is None or w.shape != want:
+                raise ModelFormatError(f"{path}: layer {i} is Dense{want} but its weights "
+                                       f"{'are missing' if w is None else f'have shape {w.shape}'}")
+            # Random initial weights would be overwritten at once: build with zeros, which costs nothing.
+            init, config["init"] = config.get("init", "lecun_normal"), "zeros"
+        try:
+            layer = cls(**config)
+        except (TypeError, ValueError) as exc:
+            raise ModelFormatError(f"{path}: layer {i} ({name}) cannot be rebuilt from its config "
+                                   f"{spec.get('config')!r}: {exc}") from None
+        layers.append(layer)
+        if init is not None:
+            inits.append((layer, init))
+    return layers, inits
