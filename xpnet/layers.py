@@ -11,7 +11,7 @@ The namespace ``xp`` always comes from the arrays, so the same code runs on ever
 
 from __future__ import annotations
 
-from array_api_compat import array_namespace
+from array_api_compat import array_namespace, is_writeable_array
 
 from . import init as initializers
 
@@ -86,11 +86,15 @@ class Dense(Layer):
         self._x = x
         y = x @ self.params["W"]
         if self.bias:
-            y = y + self.params["b"]
+            if is_writeable_array(y):
+                y += self.params["b"]  # y is our fresh product: no second (batch, out) array
+            else:
+                y = y + self.params["b"]
         return y
 
     def backward(self, dy):
         xp = array_namespace(dy)
+        self.grads.clear()  # drop the last step's gradients first: the new ones can reuse their memory
         self.grads["W"] = self._x.T @ dy
         if self.bias:
             self.grads["b"] = xp.sum(dy, axis=0)

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 from array_api_compat import array_namespace, device
 
-from .activations import log_softmax
-
 
 def _check_rows(name, pred, target):
     if pred.ndim != 2:
@@ -19,21 +17,21 @@ def _check_rows(name, pred, target):
                          f"(shapes {tuple(target.shape)} and {tuple(pred.shape)})")
 
 
-def one_hot(labels, n_classes: int, dtype):
+def one_hot(labels, n_classes: int, dtype, xp=None):
     """``(n,)`` integer labels -> ``(n, n_classes)`` rows of 0 and 1 in ``dtype``, on the labels' device."""
-    xp = array_namespace(labels)
+    xp = xp or array_namespace(labels)
     classes = xp.arange(n_classes, dtype=labels.dtype, device=device(labels))
-    return xp.astype(xp.reshape(labels, (-1, 1)) == classes, dtype)
+    return xp.astype(labels[..., None] == classes, dtype)
 
 
-def as_targets(name, pred, target):
+def as_targets(name, pred, target, xp=None):
     """Targets as float rows shaped like ``pred``: integer labels become one-hot rows."""
-    xp = array_namespace(pred)
+    xp = xp or array_namespace(pred)
     _check_rows(name, pred, target)
     if xp.isdtype(target.dtype, "integral"):
         if target.ndim != 1:
             raise ValueError(f"{name}: integer labels must be 1-D (batch,), got shape {tuple(target.shape)}")
-        return one_hot(target, pred.shape[1], pred.dtype)
+        return one_hot(target, pred.shape[1], pred.dtype, xp)
     if target.ndim == 1 and pred.shape[1] == 1:
         target = xp.reshape(target, (-1, 1))
     if tuple(target.shape) != tuple(pred.shape):
@@ -67,7 +65,7 @@ class MSE(Loss):
 
     def forward(self, pred, target):
         xp = array_namespace(pred)
-        t = as_targets("MSE", pred, target)
+        t = as_targets("MSE", pred, target, xp)
         self._diff = pred - t
         return 0.5 * xp.sum(self._diff * self._diff) / pred.shape[0]
 
@@ -87,14 +85,17 @@ class SoftmaxCrossEntropy(Loss):
 
     def forward(self, logits, target):
         xp = array_namespace(logits)
-        t = as_targets("SoftmaxCrossEntropy", logits, target)
-        logp = log_softmax(logits)
-        self._t, self._logp = t, logp
-        return -xp.sum(t * logp) / logits.shape[0]
+        t = as_targets("SoftmaxCrossEntropy", logits, target, xp)
+        # log softmax(z) = s - log(sum exp(s)) with s = z - max(z). exp(s) and its row sums are kept,
+        # so the backward's softmax is one division instead of a second exp over the batch.
+        shifted = logits - xp.max(logits, axis=1, keepdims=True)
+        e = xp.exp(shifted)
+        sum_e = xp.sum(e, axis=1, keepdims=True)
+        self._t, self._e, self._sum_e = t, e, sum_e
+        return -xp.sum(t * (shifted - xp.log(sum_e))) / logits.shape[0]
 
     def backward(self):
-        xp = array_namespace(self._logp)
-        return (xp.exp(self._logp) - self._t) / self._t.shape[0]
+        return (self._e / self._sum_e - self._t) / self._t.shape[0]
 
 
 class CrossEntropy(Loss):
@@ -109,7 +110,7 @@ class CrossEntropy(Loss):
 
     def forward(self, prob, target):
         xp = array_namespace(prob)
-        t = as_targets("CrossEntropy", prob, target)
+        t = as_targets("CrossEntropy", prob, target, xp)
         self._t, self._p = t, xp.maximum(prob, self.eps)
         return -xp.sum(t * xp.log(self._p)) / prob.shape[0]
 
@@ -129,7 +130,7 @@ class BinaryCrossEntropy(Loss):
 
     def forward(self, logits, target):
         xp = array_namespace(logits)
-        t = as_targets("BinaryCrossEntropy", logits, target)
+        t = as_targets("BinaryCrossEntropy", logits, target, xp)
         self._z, self._t = logits, t
         loss = xp.maximum(logits, 0.0) - logits * t + xp.log1p(xp.exp(-xp.abs(logits)))
         return xp.sum(loss) / (logits.shape[0] * logits.shape[1])

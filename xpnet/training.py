@@ -12,7 +12,7 @@ import math
 import sys
 import time
 
-from array_api_compat import array_namespace
+from array_api_compat import array_namespace, is_writeable_array
 
 from . import backend
 from . import losses as losses_mod
@@ -55,9 +55,15 @@ class History:
         return f"History({self.history!r})"
 
 
-def _correct(out, target, threshold: float):
+def _correct(out, target, threshold: float, xp=None):
     """How many rows of ``out`` predict the right class, as a 0-D array on the device (no sync)."""
-    xp = array_namespace(out)
+    xp = xp or array_namespace(out)
+    return xp.sum(xp.astype(_hits(out, target, threshold, xp), out.dtype))
+
+
+def _hits(out, target, threshold: float, xp=None):
+    """Which rows of ``out`` predict the right class: a boolean ``(batch,)`` array on the device."""
+    xp = xp or array_namespace(out)
     if out.shape[1] > 1:
         pred = xp.argmax(out, axis=1)
         true = target if target.ndim == 1 else xp.argmax(target, axis=1)
@@ -67,7 +73,7 @@ def _correct(out, target, threshold: float):
     else:
         pred = xp.reshape(out, (-1,)) > threshold
         hits = pred == (xp.reshape(target, (-1,)) > 0.5)
-    return xp.sum(xp.astype(hits, out.dtype))
+    return hits
 
 
 def _threshold(loss) -> float:
@@ -80,20 +86,30 @@ def _batches(n: int, batch_size: int):
         yield lo, min(n, lo + batch_size)
 
 
-def _take(a, order, lo, hi):
+def _take(xp, a, order, lo, hi):
     if order is None:
         return a[lo:hi, ...]
-    return array_namespace(a).take(a, order[lo:hi], axis=0)
+    return xp.take(a, order[lo:hi], axis=0)
 
 
-def _snapshot(params) -> dict | None:
-    """Copies of the parameters if they are all finite, else ``None``."""
-    copies = {}
-    for k, p in params.items():
+def _snapshot(params, into=None) -> dict | None:
+    """Copies of the parameters if they are all finite, else ``None``.
+
+    ``into`` (an earlier snapshot) is overwritten in place where its arrays are writeable, so there is
+    never a second copy of the weights alive, nor an allocation per window.
+    """
+    for p in params.values():
         xp = array_namespace(p)
         if not bool(xp.all(xp.isfinite(p))):
             return None
-        copies[k] = xp.asarray(p, copy=True)
+    copies = {}
+    for k, p in params.items():
+        old = None if into is None else into.get(k)
+        if old is not None and is_writeable_array(old) and old.shape == p.shape and old.dtype == p.dtype:
+            old[...] = p
+            copies[k] = old
+        else:
+            copies[k] = array_namespace(p).asarray(p, copy=True)
     return copies
 
 
@@ -128,24 +144,25 @@ def fit(model, X, y, *, loss, optimizer, epochs, batch_size, shuffle=True, valid
     n = X.shape[0]
     threshold = _threshold(loss)
     history = History()
+    good = None
 
     for epoch in range(epochs):
         start = time.perf_counter()
         order = dev.asarray(model.rng.permutation(n), "int64") if shuffle else None
         total_loss, total_correct = 0.0, 0.0
         window, hits, counts, window_start = [], [], [], 0
-        good = _snapshot(params)
+        good = _snapshot(params, good)
         bar = _progress(n, epoch, epochs, verbose)
         step_ranges = list(_batches(n, batch_size))
         for step, (lo, hi) in enumerate(step_ranges):
-            xb, yb = _take(X, order, lo, hi), _take(y, order, lo, hi)
+            xb, yb = _take(xp, X, order, lo, hi), _take(xp, y, order, lo, hi)
             out = model.forward(xb, training=True)
             window.append(loss.forward(out, yb))
             model.backward(loss.backward())
             optimizer.step(params, grads)
             counts.append(hi - lo)
             if classify:
-                hits.append(_correct(out, yb, threshold))
+                hits.append(_hits(out, yb, threshold, xp))  # counted once per window, below
             if len(window) == check_every or step == len(step_ranges) - 1:
                 # The one read-back of the window: per-step losses (and hits) in a single transfer.
                 values = backend.to_numpy(xp.stack(window)).astype("float64")
@@ -159,13 +176,13 @@ def fit(model, X, y, *, loss, optimizer, epochs, batch_size, shuffle=True, valid
                     raise TrainingDiverged(epoch, window_start + bad, float(values[bad]), window_start)
                 total_loss += float(values @ backend.to_numpy(counts).astype("float64"))
                 if classify:
-                    total_correct += float(backend.to_numpy(xp.sum(xp.stack(hits))))
+                    total_correct += float(backend.to_numpy(xp.sum(xp.astype(xp.concat(hits), X.dtype))))
                 if bar is not None:
                     bar.update(sum(counts))
                     bar.set_postfix(loss=f"{total_loss / hi:.4f}")
                 window, hits, counts, window_start = [], [], [], step + 1
                 if step < len(step_ranges) - 1:
-                    good = _snapshot(params) or good
+                    good = _snapshot(params, good) or good
         if bar is not None:
             bar.close()
         backend.synchronize(dev)
@@ -220,7 +237,7 @@ def evaluate(model, X, y, loss, batch_size: int = 1024, *, prepared: bool = Fals
         losses.append(loss.forward(out, yb))
         counts.append(hi - lo)
         if classify:
-            hits.append(_correct(out, yb, threshold))
+            hits.append(_correct(out, yb, threshold, xp))
     n = X.shape[0]
     values = backend.to_numpy(xp.stack(losses)).astype("float64")
     result = {"loss": float(values @ backend.to_numpy(counts).astype("float64")) / n}
