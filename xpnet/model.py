@@ -68,6 +68,7 @@ class Sequential:
         self.rng = rng  # the same stream goes on to shuffle the data in fit
         self._link()
         self.loss = None  # set by fit; evaluate uses it by default
+        self.metadata: dict = {}  # free-form, JSON-serializable; saved in the file's header
 
     def _link(self):
         # Layers before the first one with weights need no backward at all, and that one needs no
