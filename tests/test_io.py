@@ -90,15 +90,23 @@ def test_load_takes_device_and_backend_strings(tmp_path):
 
 
 def test_trained_model_round_trip_keeps_training(tmp_path):
+    """A loaded model is the trained one: same outputs, and the same next epoch, step for step."""
     rng = np.random.default_rng(0)
     X, y = rng.random((64, 12)).astype(np.float32), rng.integers(0, 3, 64)
     model = Sequential([Dense(12, 16), ReLU(), Dense(16, 3)], device="cpu", seed=0)
     model.fit(X, y, loss="softmax_cross_entropy", optimizer="adam", epochs=2, batch_size=8, verbose=0)
+    trained = model.state_dict()
     xpnet.save(model, tmp_path / "m.npz")
     loaded = xpnet.load(tmp_path / "m.npz", device="cpu")
     loss = "softmax_cross_entropy"
     assert loaded.evaluate(X, y, loss=loss) == model.evaluate(X, y, loss=loss)
-    loaded.fit(X, y, loss="softmax_cross_entropy", epochs=1, batch_size=8, verbose=0)  # still trainable
+    np.testing.assert_array_equal(xpnet.to_numpy(loaded.predict(X)), xpnet.to_numpy(model.predict(X)))
+    kwargs = dict(loss=loss, epochs=1, batch_size=8, shuffle=False, verbose=0)
+    h1 = model.fit(X, y, optimizer=xpnet.SGD(0.1, momentum=0.9), **kwargs)
+    h2 = loaded.fit(X, y, optimizer=xpnet.SGD(0.1, momentum=0.9), **kwargs)
+    assert h2["loss"] == h1["loss"] and h2["accuracy"] == h1["accuracy"]
+    states_equal(loaded.state_dict(), model.state_dict())
+    assert np.abs(loaded.state_dict()["0.W"] - trained["0.W"]).max() > 1e-4  # it did train further
 
 
 def test_metadata_round_trip(tmp_path):
