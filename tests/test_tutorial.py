@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 import types
 
 import numpy
@@ -328,25 +327,6 @@ def test_lr_stays_a_python_float():
 
 
 # -- speed (issue 4) ---------------------------------------------------------------------------
-def test_train_is_at_least_twice_as_fast_as_the_book_in_float32():
-    """Per-sample train time against the book's class with float32 weights; best of 3 runs each.
-
-    The target is <= 0.5x; the assertion is looser (0.8x) because a shared CI machine makes
-    timings noisy. examples/mnist_tutorial.py prints the real figure."""
-    inputs, targets = samples(300)
-    inputs, targets = inputs.astype(np.float32), targets.astype(np.float32)
-
-    def per_sample(net):
-        best = float("inf")
-        for _ in range(3):
-            start = time.perf_counter()
-            for x, t in zip(inputs, targets):
-                net.train(x, t)
-            best = min(best, (time.perf_counter() - start) / len(inputs))
-        return best
-
-    n = NeuralNetwork(784, 200, 10, 0.1, device="cpu", seed=0)
-    book = book_copy(n)
-    book.wih, book.who = book.wih.astype(np.float32), book.who.astype(np.float32)
-    ours, theirs = per_sample(n), per_sample(book)
-    assert ours <= 0.8 * theirs, f"xpnet {ours * 1e6:.0f} us/sample vs the book's {theirs * 1e6:.0f} us/sample"
+# The per-sample speed against the book's code is measured, not asserted: a timing assertion on a shared
+# machine either flakes or is loosened until it tests nothing (the old test here asserted 0.8x for a 0.5x
+# target). `python benchmarks/bench_tutorial.py` times both interleaved and prints the ratio.
