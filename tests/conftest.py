@@ -66,6 +66,10 @@ def dtype() -> str:
 
 
 def pytest_collection_modifyitems(config, items):
+    # Every test that asks for the real data trains on MNIST: mark it ``slow`` (deselect with -m "not slow").
+    for item in items:
+        if "data_dir" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)
     if cuda_available():
         return
     skip = pytest.mark.skip(reason="needs a CUDA GPU with CuPy (cupy.cuda.is_available() is False here)")
