@@ -25,13 +25,16 @@ def one_hot(labels, n_classes: int, dtype, xp=None):
 
 
 def as_targets(name, pred, target, xp=None):
-    """Targets as float rows shaped like ``pred``: integer labels become one-hot rows."""
+    """Targets as float rows shaped like ``pred``: integer labels become one-hot rows (0/1 for one output)."""
     xp = xp or array_namespace(pred)
     _check_rows(name, pred, target)
     if xp.isdtype(target.dtype, "integral"):
         if target.ndim != 1:
             raise ValueError(f"{name}: integer labels must be 1-D (batch,), got shape {tuple(target.shape)}")
-        return one_hot(target, pred.shape[1], pred.dtype, xp)
+        if pred.shape[1] > 1:
+            return one_hot(target, pred.shape[1], pred.dtype, xp)
+        # One output: 0/1 labels are its targets (a one-hot over a single class would flip them).
+        target = xp.astype(target, pred.dtype)
     if target.ndim == 1 and pred.shape[1] == 1:
         target = xp.reshape(target, (-1, 1))
     if tuple(target.shape) != tuple(pred.shape):
