@@ -1,0 +1,154 @@
+"""The public surface of layers, activations and initializers, beyond their math harness.
+
+What ``test_layers.py`` does not pin down: reprs and configs, ``layer(x)``, default arguments (dtype,
+``alpha``, ``training``), the limits the constructors accept, the bias add on arrays that cannot be
+written in place (the JAX path), the edge values of Step and LeakyReLU, Softmax on a 3-D input and
+``log_softmax``. References are float64 NumPy written here.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+import pytest
+
+import xpnet
+from xpnet import Dense, Flatten, Identity, Layer, LeakyReLU, ReLU, Softmax, Step, to_numpy
+from xpnet import activations, init, layers
+from xpnet.backend import host_rng
+
+
+def test_reprs_show_the_constructor_arguments():
+    assert repr(Dense(3, 2)) == "Dense(in_features=3, out_features=2, init='lecun_normal', bias=True)"
+    assert repr(LeakyReLU(0.2)) == "LeakyReLU(alpha=0.2)"
+    assert repr(ReLU()) == "ReLU()" and repr(Flatten()) == "Flatten()"
+
+
+def test_calling_a_layer_is_its_forward_pass_with_training_off_by_default(dev):
+    class Record(Identity):
+        def forward(self, x, training=False):
+            self.calls = getattr(self, "calls", []) + [(to_numpy(x).tolist(), training)]
+            return x
+
+    layer = Record()
+    x = dev.asarray(np.array([[1.0, -2.0]]))
+    assert layer(x) is x
+    layer(x, training=True)
+    layer(x, True)
+    assert layer.calls == [([[1.0, -2.0]], False), ([[1.0, -2.0]], True), ([[1.0, -2.0]], True)]
+    dense = Dense(2, 3)
+    dense.build(dev, host_rng(0))
+    np.testing.assert_array_equal(to_numpy(dense(x)), to_numpy(dense.forward(x)))
+
+
+def test_the_base_layer_is_abstract():
+    with pytest.raises(NotImplementedError):
+        Layer()(np.zeros((1, 1)))
+    with pytest.raises(NotImplementedError):
+        Layer().backward(np.zeros((1, 1)))
+    layer = Layer()
+    layer.build(xpnet.device("cpu"), host_rng(0))
+    assert layer.params == {} and layer.grads == {} and layer.get_config() == {}
+
+
+def _my_init(shape, rng, device, dtype="float32"):
+    return init.zeros(shape, rng, device, dtype)
+
+
+def test_dense_records_the_initializer_by_name():
+    assert Dense(2, 2, init="he_normal").get_config()["init"] == "he_normal"
+    assert Dense(2, 2, init=_my_init).get_config()["init"] == "_my_init"
+    assert Dense(2, 2, init=functools.partial(_my_init)).get_config()["init"] == "custom"  # no __name__
+    layer = Dense(2, 2, init=_my_init)
+    layer.build(xpnet.device("cpu"), host_rng(0))
+    np.testing.assert_array_equal(layer.params["W"], np.zeros((2, 2)))
+
+
+def test_dense_builds_float32_by_default(dev):
+    layer = Dense(4, 3)
+    layer.build(dev, host_rng(0))
+    assert layer.params["W"].dtype == dev.dtype("float32") and layer.params["b"].dtype == dev.dtype("float32")
+    assert xpnet.device_of(layer.params["W"]) == dev and xpnet.device_of(layer.params["b"]) == dev
+
+
+@pytest.mark.parametrize("name", ["lecun_normal", "he_normal", "glorot_uniform", "zeros"])
+def test_initializers_default_to_float32(dev, name):
+    w = init.get(name)((5, 4), host_rng(0), dev)
+    assert w.dtype == dev.dtype("float32") and tuple(w.shape) == (5, 4) and xpnet.device_of(w) == dev
+
+
+def test_initializer_lookup():
+    assert init.get(_my_init) is _my_init
+    assert init.get("he_normal") is init.he_normal
+    with pytest.raises(ValueError, match=r"^unknown initializer 'normal': choose one of lecun_normal, he_normal, "
+                                         r"glorot_uniform, zeros$"):
+        init.get("normal")
+
+
+def test_dense_bias_add_on_arrays_that_cannot_be_written(dev, monkeypatch):
+    """Libraries without in-place updates (JAX) get ``y = y + b``; the values are the same."""
+    monkeypatch.setattr(layers, "is_writeable_array", lambda a: False)
+    layer = Dense(3, 2)
+    layer.build(dev, host_rng(0), "float32")
+    layer.params["b"] = dev.asarray(np.array([0.5, -2.0]))
+    x = np.array([[1.0, 2.0, 3.0], [-1.0, 0.0, 0.25]])
+    W = to_numpy(layer.params["W"]).astype(np.float64)
+    y = layer(dev.asarray(x))
+    np.testing.assert_allclose(to_numpy(y), x @ W + [0.5, -2.0], rtol=1e-6)
+
+
+def test_flatten_keeps_the_batch_axis(dev):
+    x = np.arange(24.0).reshape(2, 3, 4)
+    layer = Flatten()
+    y = layer(dev.asarray(x))
+    np.testing.assert_array_equal(to_numpy(y), x.reshape(2, 12))
+    dx = layer.backward(dev.asarray(np.ones((2, 12))))
+    assert tuple(dx.shape) == (2, 3, 4)
+
+
+def test_leaky_relu_alpha_limits_and_default(dev):
+    assert LeakyReLU().alpha == 0.01
+    y = LeakyReLU()(dev.asarray(np.array([[-2.0, 3.0]])))
+    np.testing.assert_allclose(to_numpy(y), [[-0.02, 3.0]], rtol=1e-6)
+    zero = LeakyReLU(0.0)  # allowed: it is ReLU
+    np.testing.assert_array_equal(to_numpy(zero(dev.asarray(np.array([[-2.0, 3.0]])))), [[0.0, 3.0]])
+    for bad in (1.0, 1.5, -0.1):
+        with pytest.raises(ValueError, match=r"LeakyReLU: alpha must be in \[0, 1\)"):
+            LeakyReLU(bad)
+
+
+def test_step_is_one_at_exactly_zero(dev):
+    """Heaviside as the perceptron uses it: y = 1 if x >= 0."""
+    y = Step()(dev.asarray(np.array([[-1e-30, 0.0, -0.0, 1e-30, -3.0]])))
+    np.testing.assert_array_equal(to_numpy(y), [[0.0, 1.0, 1.0, 1.0, 0.0]])
+
+
+def _softmax(x, axis=-1):
+    e = np.exp(x - x.max(axis=axis, keepdims=True))
+    return e / e.sum(axis=axis, keepdims=True)
+
+
+def test_softmax_on_a_3d_input_works_over_the_last_axis(dev):
+    """(batch, time, classes): forward and backward over the classes, against the Jacobian product."""
+    rng = np.random.default_rng(0)
+    x, dy = rng.normal(size=(2, 3, 4)), rng.normal(size=(2, 3, 4))
+    layer = Softmax()
+    y = layer(dev.asarray(x), training=True)
+    p = _softmax(x)
+    np.testing.assert_allclose(to_numpy(y), p, rtol=1e-5)
+    dx = to_numpy(layer.backward(dev.asarray(dy))).astype(np.float64)
+    jac = np.einsum("btj,jk->btjk", p, np.eye(4)) - np.einsum("btj,btk->btjk", p, p)
+    np.testing.assert_allclose(dx, np.einsum("btjk,btj->btk", jac, dy), rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("axis", [-1, 0])
+def test_log_softmax(dev, axis):
+    x = np.array([[1.0, 2.0, 3.0], [1e3, 0.0, -1e3]])
+    got = to_numpy(activations.log_softmax(dev.asarray(x), axis=axis)).astype(np.float64)
+    m = x.max(axis=axis, keepdims=True)
+    expected = x - m - np.log(np.exp(x - m).sum(axis=axis, keepdims=True))
+    np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-6)
+    assert np.isfinite(got).all()
+    np.testing.assert_allclose(to_numpy(activations.log_softmax(dev.asarray(x[:1]))), np.log(_softmax(x[:1])),
+                               rtol=1e-6)
