@@ -11,7 +11,9 @@ from __future__ import annotations
 import io
 import re
 import sys
+import threading
 import time
+import types
 
 import numpy as np
 import pytest
@@ -165,9 +167,21 @@ class _Terminal(io.StringIO):
         return True
 
 
-def test_progress_bar_on_a_terminal(dev, monkeypatch, capsys):
+@pytest.fixture
+def terminal(monkeypatch, capsys):  # after capsys, which replaces sys.stderr too
+    """sys.stderr as a terminal; tqdm with a plain thread lock and no monitor thread, so that nothing
+    outlives the test (tqdm's default lock is a multiprocessing semaphore shared with forked children)."""
+    from tqdm.auto import tqdm
+
+    monkeypatch.setattr(tqdm, "_lock", threading.RLock(), raising=False)
+    monkeypatch.setattr(tqdm, "monitor_interval", 0)
     term = _Terminal()
     monkeypatch.setattr(sys, "stderr", term)
+    return term
+
+
+def test_progress_bar_on_a_terminal(dev, terminal, capsys):
+    term = terminal
     _, history = _fit_small(dev, verbose=1)
     bars = term.getvalue()
     for epoch in (1, 2):
@@ -178,9 +192,8 @@ def test_progress_bar_on_a_terminal(dev, monkeypatch, capsys):
     assert len(capsys.readouterr().out.splitlines()) == 2
 
 
-def test_no_progress_bar_when_silent_even_on_a_terminal(dev, monkeypatch, capsys):
-    term = _Terminal()
-    monkeypatch.setattr(sys, "stderr", term)
+def test_no_progress_bar_when_silent_even_on_a_terminal(dev, terminal, monkeypatch, capsys):
+    term = terminal
     monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
     _fit_small(dev, verbose=0)
     assert term.getvalue() == "" and capsys.readouterr().out == ""
@@ -196,7 +209,7 @@ def test_seconds_and_throughput(dev):
 
 
 def test_throughput_of_an_epoch_too_fast_to_time(dev, monkeypatch):
-    monkeypatch.setattr(training.time, "perf_counter", lambda: 100.0)
+    monkeypatch.setattr(training, "time", types.SimpleNamespace(perf_counter=lambda: 100.0))
     _, history = _fit_small(dev, verbose=0)
     assert history["seconds"] == [0.0, 0.0] and history["samples_per_s"] == [float("inf")] * 2
 
