@@ -168,20 +168,25 @@ class _Terminal(io.StringIO):
 
 
 @pytest.fixture
-def terminal(monkeypatch, capsys):  # after capsys, which replaces sys.stderr too
-    """sys.stderr as a terminal; tqdm with a plain thread lock and no monitor thread, so that nothing
-    outlives the test (tqdm's default lock is a multiprocessing semaphore shared with forked children)."""
+def terminal(monkeypatch):
+    """A function that makes sys.stderr a terminal (call it in the test: pytest resets sys.stderr between
+    setup and call); tqdm gets a plain thread lock and no monitor thread, so that nothing outlives the
+    test (its default lock is a multiprocessing semaphore, shared with forked processes)."""
     from tqdm.auto import tqdm
 
     monkeypatch.setattr(tqdm, "_lock", threading.RLock(), raising=False)
     monkeypatch.setattr(tqdm, "monitor_interval", 0)
-    term = _Terminal()
-    monkeypatch.setattr(sys, "stderr", term)
-    return term
+
+    def use():
+        term = _Terminal()
+        monkeypatch.setattr(sys, "stderr", term)
+        return term
+
+    return use
 
 
 def test_progress_bar_on_a_terminal(dev, terminal, capsys):
-    term = terminal
+    term = terminal()
     _, history = _fit_small(dev, verbose=1)
     bars = term.getvalue()
     for epoch in (1, 2):
@@ -193,7 +198,7 @@ def test_progress_bar_on_a_terminal(dev, terminal, capsys):
 
 
 def test_no_progress_bar_when_silent_even_on_a_terminal(dev, terminal, monkeypatch, capsys):
-    term = terminal
+    term = terminal()
     monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
     _fit_small(dev, verbose=0)
     assert term.getvalue() == "" and capsys.readouterr().out == ""
