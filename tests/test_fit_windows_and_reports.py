@@ -252,3 +252,49 @@ def test_fit_errors_say_where():
     for bad in ((X, y, X), [X], X):
         with pytest.raises(TypeError, match=r"^fit: validation_data must be a pair \(X_val, y_val\)$"):
             model.fit(X, y, validation_data=bad, verbose=0)
+
+
+# -- callbacks and accuracy at the edges ------------------------------------------------------------
+def test_callbacks_see_every_epoch_and_only_true_stops(dev):
+    seen = []
+
+    def record(epoch, logs):
+        seen.append((epoch, dict(logs)))
+        return [False, 1, "yes", None][epoch]  # falsy or truthy, but never True: training goes on
+
+    model, history = _fit_small(dev, verbose=0, epochs=4, callbacks=[record])
+    assert [e for e, _ in seen] == [0, 1, 2, 3] and len(history["loss"]) == 4
+    for epoch, logs in seen:
+        assert logs == {k: v[epoch] for k, v in history.history.items()}
+    stops = []
+    model, history = _fit_small(dev, verbose=0, epochs=5,
+                                callbacks=[lambda e, logs: stops.append(e), lambda e, logs: e == 1])
+    assert isinstance(history, History) and len(history["loss"]) == 2 and stops == [0, 1]
+
+
+def _fixed(dev, n_out, last=()):
+    """Dense(n_out, n_out) with W = I, b = 0: the outputs are the inputs."""
+    model = Sequential([Dense(n_out, n_out), *last], device=dev, seed=0)
+    model.load_state_dict({"0.W": np.eye(n_out), "0.b": np.zeros(n_out)})
+    return model
+
+
+def test_two_output_accuracy_is_argmax_against_labels_or_rows(dev):
+    X = np.array([[1.0, 0.0], [0.0, 2.0], [3.0, 1.0], [-1.0, -2.0], [0.5, 0.6]], np.float32)
+    labels = np.array([0, 1, 1, 0, 0])  # argmax of X is 0, 1, 0, 0, 1: 3 of 5 right
+    for y in (labels, np.eye(2, dtype=np.float32)[labels]):
+        model = _fixed(dev, 2)
+        assert model.evaluate(X, y, loss=SoftmaxCrossEntropy(), batch_size=2)["accuracy"] == pytest.approx(0.6)
+        history = model.fit(X, y, loss=SoftmaxCrossEntropy(), optimizer=SGD(1e-9), epochs=1, batch_size=5,
+                            shuffle=False, verbose=0)
+        assert history["accuracy"] == [pytest.approx(0.6)]
+
+
+@pytest.mark.parametrize("loss, last", [("binary_cross_entropy", ()), ("mse", (xpnet.Sigmoid(),))],
+                         ids=["logit-0", "probability-0.5"])
+def test_an_output_exactly_at_the_threshold_is_class_zero(dev, loss, last):
+    """The decision is ``output > threshold`` (like scikit-learn's ``decision_function > 0``)."""
+    X = np.array([[0.0], [0.0], [2.0], [-2.0]], np.float32)
+    model = _fixed(dev, 1, last)
+    assert model.evaluate(X, np.array([0, 0, 1, 0]), loss=loss)["accuracy"] == 1.0
+    assert model.evaluate(X, np.array([1, 1, 1, 0]), loss=loss)["accuracy"] == 0.5

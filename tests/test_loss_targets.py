@@ -35,10 +35,10 @@ def _value(loss, dev, pred, target):
     return float(to_numpy(loss(dev.asarray(pred, "float32"), dev.asarray(target, None))))  # keep int labels
 
 
-@pytest.mark.parametrize("int_dtype", ["uint8", "int32", "int64"])
+@pytest.mark.parametrize("int_dtype", ["uint8", "int32", "int64", "uint64"])
 def test_integer_labels_of_any_integer_dtype(dev, int_dtype):
-    """uint8 is what IDX files hold; comparing them with int64 class indices is a mixed-kind comparison
-    that array-api-strict refuses, so the classes must take the labels' dtype."""
+    """uint8 is what IDX files hold; uint64 and int64 have no common type in the standard (array-api-strict
+    refuses to compare them), so the class indices must take the labels' dtype."""
     labels = dev.asarray(LABELS, int_dtype)
     z = dev.asarray(Z, "float32")
     assert float(to_numpy(SoftmaxCrossEntropy()(z, labels))) == pytest.approx(_sce(Z, LABELS), rel=1e-6)
@@ -91,6 +91,8 @@ def test_target_errors_name_the_loss(cls):
         cls()(pred, np.zeros(3, np.int64))
     with pytest.raises(ValueError, match=rf"^{name}: targets of shape \(4, 2\) do not match"):
         cls()(pred, np.zeros((4, 2), np.float32))
+    with pytest.raises(ValueError, match=rf"^{name}: targets of shape \(4,\) do not match"):
+        cls()(pred, np.zeros(4, np.float32))  # a float vector is a target only for one output
     with pytest.raises(ValueError, match=rf"^{name}: integer labels must be 1-D"):
         cls()(pred, np.zeros((4, 3), np.int64))
     with pytest.raises(ValueError, match=rf"^{name}: predictions must be 2-D"):
