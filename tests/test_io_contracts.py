@@ -274,3 +274,26 @@ def test_an_array_that_changes_while_it_is_read(tmp_path, monkeypatch):
     with pytest.raises(ModelFormatError, match=rf"^{path}: member '(__xpnet__|0\.W|0\.b)\.npy' changed while it "
                                                r"was read$"):
         xpnet.load(path)
+
+
+
+def _npy(a):
+    out = io.BytesIO()
+    np.lib.format.write_array(out, a)
+    return out.getvalue()
+
+
+def test_a_negative_dimension_is_named(tmp_path):
+    header = _header([_dense(3, 2)], {"0.W": (3, 2), "0.b": (2,)})
+    bad = io.BytesIO()
+    np.lib.format.write_array_header_1_0(bad, {"descr": "<f4", "fortran_order": False, "shape": (-3, 2)})
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        z.writestr("__xpnet__.npy", _npy(np.frombuffer(json.dumps(header).encode(), np.uint8)))
+        z.writestr("0.W.npy", bad.getvalue() + bytes(24))
+        z.writestr("0.b.npy", _npy(np.zeros(2, np.float32)))
+    path = tmp_path / "neg.npz"
+    path.write_bytes(buf.getvalue())
+    with pytest.raises(ModelFormatError, match=rf"^{path}: member '0.W.npy' has a negative dimension in its shape "
+                                               r"\(-3, 2\)$"):
+        xpnet.load(path)
