@@ -21,6 +21,7 @@ mode="${1:-fresh}"
 mutmut_version="3.8.1"
 
 [ -x "$venv/bin/python" ] || "$py" -m venv "$venv"
+venv="$(cd "$venv" && pwd)"
 "$venv/bin/python" -m pip install -q --disable-pip-version-check -e ".[test]" "mutmut==$mutmut_version"
 if [ "${MUTATION_TORCH:-0}" = 1 ]; then
     wheel=$(ls "${XPNET_WHEELS:-/opt/wheels}"/torch-*+cpu-*.whl 2>/dev/null | head -n1 || true)
@@ -55,7 +56,7 @@ jobs="${MUTATION_JOBS:-$(nproc)}"  # before OMP_NUM_THREADS is set: GNU nproc ho
 export OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 start=$(date +%s)
 # mutmut exits 0 whatever the verdicts; a non-zero exit means the clean run failed (a broken test).
-PATH="$PWD/$venv/bin:$PATH" mutmut run --max-children "$jobs"
+PATH="$venv/bin:$PATH" mutmut run --max-children "$jobs"
 wall=$(( $(date +%s) - start ))
 echo "$wall" > mutants/wall-seconds
 report ${1:-}
