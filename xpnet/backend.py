@@ -27,8 +27,8 @@ log = logging.getLogger("xpnet")
 BACKENDS = ("numpy", "cupy", "torch", "array-api-strict")
 _DEFAULT_BACKEND = {"cpu": "numpy", "cuda": "cupy"}
 _KINDS = {"numpy": ("cpu",), "cupy": ("cuda",), "torch": ("cpu", "cuda"), "array-api-strict": ("cpu",)}
-_SPEC = re.compile(r"^(cpu|cuda)(?::(\d+))?$")
-_ACCEPTED = "'auto', 'cpu', 'cuda' or 'cuda:N' (N = 0, 1, ...)"
+_SPEC = re.compile(r"^(cpu|cuda|gpu)(?::(\d+))?$")
+_ACCEPTED = "'auto', 'cpu', 'cuda' or 'cuda:N' (N = 0, 1, ...; 'gpu' and 'gpu:N' are accepted too)"
 _CUDA_FIX = ("Fix: install CuPy for your CUDA driver with `pip install 'xpnet[cuda12]'` "
              "(or 'xpnet[cuda13]'), or run on the CPU with `--device cpu` / XPNET_DEVICE=cpu.")
 
@@ -141,7 +141,8 @@ def device(spec: "str | Device | None" = None, backend: str | None = None) -> De
     """Resolve a device spec once, into a :class:`Device`.
 
     ``spec`` is ``"auto"`` (the default, also read from the environment variable ``XPNET_DEVICE``),
-    ``"cpu"``, ``"cuda"`` (= ``"cuda:0"``) or ``"cuda:N"``. ``auto`` takes CUDA when a GPU can be used
+    ``"cpu"``, ``"cuda"`` (= ``"cuda:0"``) or ``"cuda:N"``; ``"gpu"``/``"gpu:N"`` mean the same as
+    ``"cuda"``/``"cuda:N"``. ``auto`` takes CUDA when a GPU can be used
     and otherwise the CPU, and logs one line saying which and why. An explicit CUDA device that cannot
     be had raises :class:`DeviceUnavailableError` naming the cause and the fix; a malformed spec raises
     ``ValueError``.
@@ -154,28 +155,18 @@ def device(spec: "str | Device | None" = None, backend: str | None = None) -> De
         if backend is not None and backend != spec.backend:
             raise ValueError(f"device {spec} uses backend {spec.backend!r}, not {backend!r}")
         return spec
+    spec_from = backend_from = None
     if spec is None:
-        spec = os.environ.get("XPNET_DEVICE", "") or "auto"
+        spec, spec_from = os.environ.get("XPNET_DEVICE", "") or "auto", "$XPNET_DEVICE"
     if backend is None:
-        backend = os.environ.get("XPNET_BACKEND", "") or None
+        backend, backend_from = os.environ.get("XPNET_BACKEND", "") or None, "$XPNET_BACKEND"
     if not isinstance(spec, str):
         raise TypeError(f"device must be a string such as {_ACCEPTED}, or an xpnet.Device; got {spec!r}")
-    text = spec.strip().lower()
-    if backend is not None:
-        backend = backend.strip().lower().replace("_", "-")
-        if backend == "strict":
-            backend = "array-api-strict"
-        if backend not in BACKENDS:
-            raise ValueError(f"unknown backend {backend!r}: choose one of {', '.join(BACKENDS)}")
-
-    if text == "auto":
+    backend = parse_backend(backend, backend_from)
+    parsed = parse_device(spec, spec_from)
+    if parsed is None:
         return _auto(backend)
-    m = _SPEC.match(text)
-    if m is None:
-        raise ValueError(f"bad device {spec!r}: use {_ACCEPTED}")
-    kind, index = m.group(1), int(m.group(2) or 0)
-    if kind == "cpu" and m.group(2) not in (None, "0"):
-        raise ValueError(f"bad device {spec!r}: the CPU takes no index; use {_ACCEPTED}")
+    kind, index = parsed
     backend = backend or _DEFAULT_BACKEND[kind]
     if kind not in _KINDS[backend]:
         able = " or ".join(_KINDS[backend])
@@ -183,7 +174,40 @@ def device(spec: "str | Device | None" = None, backend: str | None = None) -> De
     return _make(kind, index, backend)
 
 
+def parse_device(spec: str, source: str | None = None) -> "tuple[str, int] | None":
+    """``("cpu", 0)`` or ``("cuda", N)`` for a device spec, ``None`` for ``"auto"``; ``ValueError`` if bad.
+
+    ``gpu`` and ``gpu:N`` are spellings of ``cuda`` and ``cuda:N``. ``source`` (a flag or an environment
+    variable) is named in the error, so a user knows where the bad value came from.
+    """
+    where = f" (from {source})" if source else ""
+    text = spec.strip().lower()
+    if text == "auto":
+        return None
+    m = _SPEC.match(text)
+    if m is None:
+        raise ValueError(f"bad device {spec!r}{where}: use {_ACCEPTED}")
+    kind = "cuda" if m.group(1) == "gpu" else m.group(1)
+    if kind == "cpu" and m.group(2) not in (None, "0"):
+        raise ValueError(f"bad device {spec!r}{where}: the CPU takes no index; use {_ACCEPTED}")
+    return kind, int(m.group(2) or 0)
+
+
+def parse_backend(name: str | None, source: str | None = None) -> str | None:
+    """The canonical name of a backend (``"strict"`` -> ``"array-api-strict"``); ``ValueError`` if unknown."""
+    if name is None:
+        return None
+    backend = name.strip().lower().replace("_", "-")
+    backend = {"strict": "array-api-strict", "pytorch": "torch"}.get(backend, backend)
+    if backend not in BACKENDS:
+        where = f" (from {source})" if source else ""
+        raise ValueError(f"unknown backend {name!r}{where}: choose one of {', '.join(BACKENDS)}")
+    return backend
+
+
 def _auto(backend: str | None) -> Device:
+    if backend is not None:
+        _require(backend)
     if backend in (None, "cupy", "torch"):
         count, why = _torch_cuda_status() if backend == "torch" else _cuda_status()
         if count:
@@ -196,18 +220,29 @@ def _auto(backend: str | None) -> Device:
     return _make("cpu", 0, backend or "numpy")
 
 
+_INSTALL = {
+    "torch": "PyTorch is not installed ({exc}). Fix: pip install 'xpnet[torch]', or for a CPU-only build "
+             "(no GBs of CUDA libraries) pip install torch --index-url https://download.pytorch.org/whl/cpu",
+    "array-api-strict": "array-api-strict is not installed ({exc}). Fix: pip install array-api-strict",
+}
+
+
+def _require(backend: str) -> None:
+    """Raise :class:`DeviceUnavailableError` with the fix when ``backend``'s library cannot be imported."""
+    module = {"torch": "torch", "array-api-strict": "array_api_strict"}.get(backend)
+    if module is None:
+        return
+    try:
+        __import__(module)
+    except ImportError as exc:
+        raise DeviceUnavailableError(f"backend {backend!r} cannot be used: "
+                                     + _INSTALL[backend].format(exc=exc)) from None
+
+
 def _make(kind: str, index: int, backend: str) -> Device:
+    _require(backend)
     if backend == "torch":
-        try:
-            import torch
-        except ImportError as exc:
-            raise DeviceUnavailableError(f"backend 'torch' needs PyTorch: {exc}. Fix: pip install torch") from None
-    if backend == "array-api-strict":
-        try:
-            import array_api_strict  # noqa: F401
-        except ImportError:
-            raise DeviceUnavailableError(
-                "backend 'array-api-strict' is not installed. Fix: pip install array-api-strict") from None
+        import torch
     if kind == "cuda":
         # Ask whether CUDA can be had before importing the namespace, which fails without CuPy.
         count, why = _torch_cuda_status() if backend == "torch" else _cuda_status()
