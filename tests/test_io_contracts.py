@@ -8,17 +8,22 @@ described in ``xpnet/io.py``, not by ``xpnet.save``.
 
 from __future__ import annotations
 
+import errno
 import io
 import json
 import math
 import os
+import re
+import sys
+import tempfile
 import zipfile
 
 import numpy as np
 import pytest
 
 import xpnet
-from xpnet import Dense, Layer, ModelFormatError, ReLU, Sequential
+from xpnet import (MSE, BinaryCrossEntropy, CrossEntropy, Dense, Layer, ModelFormatError, ReLU, Sequential,
+                   SoftmaxCrossEntropy)
 from xpnet import io as xio
 from xpnet.backend import host_rng
 
@@ -297,3 +302,306 @@ def test_a_negative_dimension_is_named(tmp_path):
     with pytest.raises(ModelFormatError, match=rf"^{path}: member '0.W.npy' has a negative dimension in its shape "
                                                r"\(-3, 2\)$"):
         xpnet.load(path)
+
+
+def _exactly(message):
+    return f"^{re.escape(message)}$"
+
+
+def _valid(path, **extra):
+    """A hand-written valid model file with ``extra`` header fields (loss, input_range)."""
+    return _write(path, _header([_dense(3, 2)], {"0.W": (3, 2), "0.b": (2,)}, **extra), _weights(3, 2))
+
+
+# -- the loss and the input range travel with the model -----------------------------------------------
+LOSS_CLASSES = [MSE, SoftmaxCrossEntropy, CrossEntropy, BinaryCrossEntropy]
+
+
+def test_every_xpnet_loss_is_known_to_load():
+    assert xio.LOSSES == {cls.__name__: cls for cls in LOSS_CLASSES}
+    assert set(xio.LOSSES.values()) == set(xpnet.losses.LOSSES.values())
+
+
+@pytest.mark.parametrize("cls", LOSS_CLASSES, ids=lambda c: c.__name__)
+def test_the_loss_round_trips(tmp_path, cls):
+    model = Sequential([Dense(2, 2)], device="cpu", seed=0)
+    model.loss = cls()
+    xpnet.save(model, tmp_path / "m.npz")
+    assert xio.read(tmp_path / "m.npz")[0]["loss"] == {"class": cls.__name__, "config": {}}
+    loaded = xpnet.load(tmp_path / "m.npz", device="cpu")
+    assert type(loaded.loss) is cls and loaded.loss.get_config() == model.loss.get_config()
+
+
+def test_no_loss_is_saved_as_null_and_loads_as_none(tmp_path):
+    model = Sequential([Dense(2, 2)], device="cpu", seed=0)
+    model.loss, model.input_range = None, None
+    xpnet.save(model, tmp_path / "m.npz")
+    header, _ = xio.read(tmp_path / "m.npz")
+    assert "loss" in header and header["loss"] is None
+    assert "input_range" in header and header["input_range"] is None
+    loaded = xpnet.load(tmp_path / "m.npz", device="cpu")
+    assert loaded.loss is None and loaded.input_range is None
+    vars(model).pop("loss"), vars(model).pop("input_range")  # a model object that never had them
+    xpnet.save(model, tmp_path / "old.npz")
+    header, _ = xio.read(tmp_path / "old.npz")
+    assert header["loss"] is None and header["input_range"] is None
+
+
+class _HalfMSE(MSE):
+    """A user's own loss: load() has no way to rebuild it."""
+
+
+def test_a_custom_loss_is_saved_as_none_so_the_file_still_loads(tmp_path):
+    model = Sequential([Dense(2, 2)], device="cpu", seed=0)
+    model.loss = _HalfMSE()
+    xpnet.save(model, tmp_path / "m.npz")
+    assert xio.read(tmp_path / "m.npz")[0]["loss"] is None
+    assert xpnet.load(tmp_path / "m.npz", device="cpu").loss is None
+
+
+def test_the_input_range_round_trips_as_python_floats(tmp_path):
+    """fit may record NumPy scalars (not JSON-serializable) or ints; the file holds floats, load gives a tuple."""
+    model = Sequential([Dense(2, 2)], device="cpu", seed=0)
+    model.input_range = (np.float32(0.01), np.float32(1.0))
+    xpnet.save(model, tmp_path / "m.npz")
+    span = xio.read(tmp_path / "m.npz")[0]["input_range"]
+    assert span == [float(np.float32(0.01)), 1.0] and all(type(v) is float for v in span)
+    loaded = xpnet.load(tmp_path / "m.npz", device="cpu")
+    assert loaded.input_range == (float(np.float32(0.01)), 1.0) and type(loaded.input_range) is tuple
+    model.input_range = (0, 255)
+    xpnet.save(model, tmp_path / "m.npz")
+    assert [type(v) for v in xio.read(tmp_path / "m.npz")[0]["input_range"]] == [float, float]
+
+
+@pytest.mark.parametrize("extra, loss, span", [
+    ({}, None, None),  # a file from before the loss and the range were saved
+    ({"loss": {"class": "MSE"}}, MSE, None),  # no config: the class's defaults
+    ({"loss": {"class": "CrossEntropy", "config": {}}, "input_range": [0, 255]}, CrossEntropy, (0.0, 255.0)),
+    ({"input_range": [0.5, 0.5]}, None, (0.5, 0.5)),  # constant inputs: low == high
+    ({"input_range": [-1e300, 1e300]}, None, (-1e300, 1e300)),
+])
+def test_hand_written_loss_and_input_range_that_load(tmp_path, extra, loss, span):
+    model = xpnet.load(_valid(tmp_path / "m.npz", **extra), device="cpu")
+    assert (model.loss is None) if loss is None else (type(model.loss) is loss)
+    assert model.input_range == span
+    if span is not None:
+        assert type(model.input_range) is tuple and all(type(v) is float for v in model.input_range)
+
+
+@pytest.mark.parametrize("loss", [
+    "MSE", ["MSE", {}], 0, {"config": {}}, {"class": 3, "config": {}}, {"class": None},
+    {"class": "MSE", "config": []}, {"class": "MSE", "config": None}, {"class": "MSE", "config": "{}"},
+])
+def test_a_garbled_loss_is_refused(tmp_path, loss):
+    path = _valid(tmp_path / "m.npz", loss=loss)
+    with pytest.raises(ModelFormatError, match=_exactly(f"{path}: garbled xpnet header (loss is not "
+                                                        f"{{'class', 'config'}})")):
+        xpnet.load(path)
+
+
+@pytest.mark.parametrize("span", [
+    "0,1", {"low": 0, "high": 1}, 1.0,  # not a list
+    [], [0.0], [0.0, 1.0, 2.0],  # not two values
+    [0, "1"], ["0", 1], [0, None], [[0], 1],  # not numbers
+    [False, 1], [0, True],  # bools are ints to Python, not numbers to a user
+    [1.0, 0.0], [0.5, 0.4999],  # low > high
+    [float("nan"), 1.0], [0.0, float("nan")], [0.0, float("inf")], [float("-inf"), 0.0],  # not finite
+])
+def test_a_garbled_input_range_is_refused(tmp_path, span):
+    path = _valid(tmp_path / "m.npz", input_range=span)
+    with pytest.raises(ModelFormatError, match=_exactly(f"{path}: garbled xpnet header (input_range is not "
+                                                        f"[low, high])")):
+        xpnet.load(path)
+
+
+@pytest.mark.parametrize("name", ["Loss", "Dense", "one_hot", "os.system", "__class__", "mse", "L1Loss"])
+def test_an_unknown_loss_is_named_with_the_known_ones(tmp_path, name):
+    """Only xpnet's own losses are rebuilt: never the Loss base class, nor any other name in the module."""
+    path = _valid(tmp_path / "m.npz", loss={"class": name, "config": {}})
+    with pytest.raises(ModelFormatError, match=_exactly(
+            f"{path}: unknown loss {name!r} in the header; known: BinaryCrossEntropy, CrossEntropy, MSE, "
+            f"SoftmaxCrossEntropy")):
+        xpnet.load(path)
+
+
+def test_a_loss_config_the_class_cannot_take(tmp_path, monkeypatch):
+    path = _valid(tmp_path / "m.npz", loss={"class": "MSE", "config": {"reduction": "sum"}})
+    with pytest.raises(TypeError) as why:
+        MSE(reduction="sum")
+    with pytest.raises(ModelFormatError, match=_exactly(f"{path}: the loss MSE cannot be rebuilt: {why.value}")):
+        xpnet.load(path)
+
+    class Picky(MSE):  # a loss whose constructor checks its values
+        def __init__(self, **config):
+            raise ValueError(f"bad config {config}")
+
+    monkeypatch.setitem(xio.LOSSES, "MSE", Picky)
+    with pytest.raises(ModelFormatError, match=_exactly(f"{path}: the loss MSE cannot be rebuilt: bad config "
+                                                        f"{{'reduction': 'sum'}}")):
+        xpnet.load(path)
+
+
+# -- check_writable, and what save's errors say --------------------------------------------------------
+def test_check_writable_returns_the_folder_and_leaves_nothing(tmp_path, monkeypatch):
+    made = []
+    real_mkstemp = tempfile.mkstemp
+
+    def mkstemp(**kwargs):
+        made.append(real_mkstemp(**kwargs))
+        return made[-1]
+
+    monkeypatch.setattr(tempfile, "mkstemp", mkstemp)
+    monkeypatch.chdir(tmp_path)
+    assert xio.check_writable("m.npz") == str(tmp_path)  # a relative path: its absolute folder
+    assert xio.check_writable(tmp_path / "sub.npz") == str(tmp_path)
+    assert os.listdir(tmp_path) == []  # the probes are gone
+    for fd, probe in made:  # made where save makes its temporary file, named like it
+        assert os.path.dirname(probe) == str(tmp_path)
+        assert re.fullmatch(r"\.(m|sub)\.npz\.[^.]{8}\.tmp", os.path.basename(probe)), probe
+        with pytest.raises(OSError):  # and closed
+            os.fstat(fd)
+    assert len(made) == 2
+
+
+def test_check_writable_refuses_a_folder(tmp_path):
+    with pytest.raises(IsADirectoryError, match=_exactly(
+            f"cannot save to {tmp_path}: it is a folder; give a file name such as {tmp_path / 'model.npz'}")):
+        xio.check_writable(tmp_path)
+    with pytest.raises(IsADirectoryError, match=_exactly(
+            f"cannot save to {tmp_path}: it is a folder; give a file name such as {tmp_path / 'model.npz'}")):
+        xpnet.save(Sequential([Dense(2, 2)], device="cpu", seed=0), tmp_path)
+    assert os.listdir(tmp_path) == []
+
+
+def test_check_writable_refuses_a_missing_folder(tmp_path, monkeypatch):
+    with pytest.raises(FileNotFoundError, match=_exactly(
+            f"cannot save to {tmp_path / 'nope' / 'm.npz'}: the folder {tmp_path / 'nope'} does not exist")):
+        xio.check_writable(tmp_path / "nope" / "m.npz")
+    monkeypatch.chdir(tmp_path)  # a relative path is named as given, its folder in full
+    with pytest.raises(FileNotFoundError, match=_exactly(
+            f"cannot save to {os.path.join('nope', 'm.npz')}: the folder {tmp_path / 'nope'} does not exist")):
+        xio.check_writable(os.path.join("nope", "m.npz"))
+
+
+def test_check_writable_fails_where_save_would_on_a_long_name(tmp_path):
+    """The probe is named like save's temporary file, so a name that leaves no room for it fails here."""
+    model = Sequential([Dense(2, 2)], device="cpu", seed=0)
+    ok = tmp_path / ("a" * 240)  # ".{name}.XXXXXXXX.tmp" is 254 bytes: fits the usual 255
+    assert xio.check_writable(ok) == str(tmp_path)
+    xpnet.save(model, ok)
+    long = tmp_path / ("b" * 250)  # the name itself fits, save's temporary file does not
+    for attempt in (xio.check_writable, lambda p: xpnet.save(model, p)):
+        with pytest.raises(OSError) as why:
+            attempt(long)
+        assert why.value.errno == errno.ENAMETOOLONG
+        assert str(why.value) == f"[Errno {errno.ENAMETOOLONG}] cannot save to {long}: File name too long"
+    assert os.listdir(tmp_path) == [ok.name]
+
+
+@pytest.mark.skipif(os.name == "nt", reason="POSIX file modes")
+def test_check_writable_refuses_a_read_only_folder(tmp_path):
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    folder.chmod(0o555)
+    try:
+        try:
+            (folder / "x").touch()
+        except PermissionError:
+            pass
+        else:
+            pytest.skip("this user may write into a read-only folder (root)")
+        with pytest.raises(PermissionError, match=_exactly(f"[Errno {errno.EACCES}] cannot save to "
+                                                           f"{folder / 'm.npz'}: Permission denied")):
+            xio.check_writable(folder / "m.npz")
+    finally:
+        folder.chmod(0o755)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux") or not os.path.isdir("/proc/self"),
+                    reason="needs Linux's /proc")
+def test_check_writable_refuses_proc_even_as_root():
+    """/proc takes no new files, whoever asks: the error names the user's path, not the probe."""
+    with pytest.raises(OSError) as why:
+        xio.check_writable("/proc/xpnet-test.npz")
+    code = why.value.errno
+    assert code is not None and type(why.value) is type(OSError(code, ""))
+    assert str(why.value) == f"[Errno {code}] cannot save to /proc/xpnet-test.npz: {os.strerror(code)}"
+    with pytest.raises(type(why.value)) as again:
+        xpnet.save(Sequential([Dense(2, 2)], device="cpu", seed=0), "/proc/xpnet-test.npz")
+    assert str(again.value) == str(why.value)
+
+
+@pytest.mark.parametrize("error", [
+    PermissionError(errno.EACCES, "Permission denied", "/there/.m.npz.abcdefgh.tmp"),
+    OSError(errno.EROFS, "Read-only file system", "/there/.m.npz.abcdefgh.tmp"),
+])
+def test_check_writable_names_the_path_not_the_probe(tmp_path, monkeypatch, error):
+    def mkstemp(**kwargs):
+        raise error
+
+    monkeypatch.setattr(tempfile, "mkstemp", mkstemp)
+    with pytest.raises(OSError) as why:
+        xio.check_writable(tmp_path / "m.npz")
+    assert type(why.value) is type(error) and why.value.errno == error.errno
+    assert str(why.value) == f"[Errno {error.errno}] cannot save to {tmp_path / 'm.npz'}: {error.strerror}"
+    assert why.value.__cause__ is None and why.value.__suppress_context__
+
+
+def _fail_in(monkeypatch, where, error):
+    """Make save fail at ``where`` (its probe still succeeds)."""
+    real = {"mkstemp": tempfile.mkstemp, "os.replace": os.replace, "os.chmod": os.chmod,
+            "os.fsync": os.fsync}.get(where)
+    calls = []
+
+    def fail(*args, **kwargs):
+        calls.append(args)
+        if where == "mkstemp" and len(calls) == 1:  # the first mkstemp is check_writable's probe
+            return real(*args, **kwargs)
+        raise error
+
+    if where == "np.savez":
+        monkeypatch.setattr(np, "savez", fail)
+    elif where == "mkstemp":
+        monkeypatch.setattr(tempfile, "mkstemp", fail)
+    else:
+        monkeypatch.setattr(os, where.split(".")[1], fail)
+
+
+@pytest.mark.parametrize("where", ["mkstemp", "np.savez", "os.fsync", "os.chmod", "os.replace"])
+@pytest.mark.parametrize("error", [
+    OSError(errno.ENOSPC, "No space left on device", "/x/.m.npz.abcdefgh.tmp"),
+    PermissionError(errno.EACCES, "Permission denied", "/x/.m.npz.abcdefgh.tmp", errno.EACCES, "/x/m.npz"),
+], ids=["ENOSPC", "EACCES"])
+def test_save_errors_name_the_path_never_the_temporary_file(tmp_path, monkeypatch, where, error):
+    path = tmp_path / "m.npz"
+    model = Sequential([Dense(2, 2)], device="cpu", seed=0)
+    xpnet.save(model, path)
+    before = path.read_bytes()
+    _fail_in(monkeypatch, where, error)
+    with pytest.raises(OSError) as why:
+        xpnet.save(Sequential([Dense(2, 2)], device="cpu", seed=1), path)
+    monkeypatch.undo()
+    assert type(why.value) is type(error) and why.value.errno == error.errno
+    assert str(why.value) == f"[Errno {error.errno}] cannot save to {path}: {error.strerror}"
+    assert ".tmp" not in str(why.value) and why.value.filename is None
+    assert path.read_bytes() == before and os.listdir(tmp_path) == ["m.npz"]
+
+
+@pytest.mark.parametrize("error", [OSError("the disk went away"), io.UnsupportedOperation("the disk went away")],
+                         ids=["OSError", "UnsupportedOperation"])
+def test_a_save_error_without_errno_reads_plainly(tmp_path, monkeypatch, error):
+    """No "[Errno None]" in the message, and the same class (io.UnsupportedOperation is a ValueError too)."""
+    _fail_in(monkeypatch, "os.replace", error)
+    with pytest.raises(OSError) as why:
+        xpnet.save(Sequential([Dense(2, 2)], device="cpu", seed=0), tmp_path / "m.npz")
+    assert type(why.value) is type(error) and why.value.errno is None
+    assert str(why.value) == f"cannot save to {tmp_path / 'm.npz'}: the disk went away"
+
+
+@pytest.mark.parametrize("error", [ValueError("not an OSError"), KeyboardInterrupt()], ids=["ValueError", "Ctrl-C"])
+def test_other_save_errors_pass_through_unchanged(tmp_path, monkeypatch, error):
+    _fail_in(monkeypatch, "np.savez", error)
+    with pytest.raises(type(error)) as why:
+        xpnet.save(Sequential([Dense(2, 2)], device="cpu", seed=0), tmp_path / "m.npz")
+    assert why.value is error
+    assert os.listdir(tmp_path) == []  # the temporary file is removed all the same

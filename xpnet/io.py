@@ -25,6 +25,7 @@ moment leaves either the old file or the new one, never a mix.
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 import zipfile
@@ -34,6 +35,7 @@ import numpy as np
 from . import activations as _activations
 from . import init as _init
 from . import layers as _layers
+from . import losses as _losses
 from .layers import Layer
 
 FORMAT = 1
@@ -70,13 +72,24 @@ for _module in (_layers, _activations):
             register_layer(_obj)
 
 
+# The losses load() rebuilds, by class name: xpnet's own (not the Loss base class, not a user's subclass).
+LOSSES: dict[str, type] = {cls.__name__: cls for cls in _losses.LOSSES.values()}
+
+
 # -- save ---------------------------------------------------------------------------------------
 def _header(model, state, metadata) -> dict:
     from . import __version__
 
     config = model.get_config()
+    loss = getattr(model, "loss", None)
+    if loss is not None and LOSSES.get(type(loss).__name__) is not type(loss):
+        loss = None  # a custom loss: load() could not rebuild it, and the weights matter more than the loss
+    input_range = getattr(model, "input_range", None)
     return {
         "metadata": metadata,
+        # what evaluate() and predict_proba() need to give the same answers after a load as before it
+        "loss": None if loss is None else {"class": type(loss).__name__, "config": loss.get_config()},
+        "input_range": None if input_range is None else [float(v) for v in input_range],
         "magic": MAGIC,
         "format": FORMAT,
         "xpnet_version": __version__,
@@ -92,7 +105,9 @@ def save(model, path, *, metadata: dict | None = None) -> None:
     The arrays are copied to the host first, so a model on any device or backend can be saved. The
     file name is used as given (no ``.npz`` is appended). ``metadata`` is a JSON-serializable dict kept
     in the header (default: ``model.metadata`` if the model has one; the ``xpnet`` command records the
-    dataset and input scaling there); :func:`load` gives it back as ``model.metadata``.
+    dataset and input scaling there); :func:`load` gives it back as ``model.metadata``. The model's
+    ``loss`` and ``input_range`` (set by ``fit``) are kept too; a loss that is not one of xpnet's own is
+    recorded as none, since :func:`load` could not rebuild it.
 
     Raises ``TypeError`` for a layer whose class :func:`load` could not rebuild, ``ValueError`` for a
     config that is not JSON-serializable, and ``OSError`` when the folder is not writable (the previous
@@ -116,10 +131,11 @@ def save(model, path, *, metadata: dict | None = None) -> None:
     arrays.update({k: np.ascontiguousarray(v) for k, v in state.items()})
 
     path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(folder):
-        raise FileNotFoundError(f"save: cannot write {path}: the folder {folder} does not exist")
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
+    folder = check_writable(path)
+    try:
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
+    except OSError as exc:
+        raise _save_error(path, exc) from None
     try:
         with os.fdopen(fd, "wb") as f:
             np.savez(f, allow_pickle=False, **arrays)
@@ -127,13 +143,45 @@ def save(model, path, *, metadata: dict | None = None) -> None:
             os.fsync(f.fileno())
         os.chmod(tmp, _file_mode(path))
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         try:
             os.unlink(tmp)
         except OSError:
             pass
+        if isinstance(exc, OSError):
+            raise _save_error(path, exc) from None
         raise
     _fsync_dir(folder)
+
+
+def check_writable(path) -> str:
+    """Check that :func:`save` can write ``path``, before hours of training depend on it; returns its folder.
+
+    Raises ``IsADirectoryError``, ``FileNotFoundError`` (no such folder) or ``PermissionError``, each
+    naming ``path``. The check makes and removes a temporary file in the folder, which is what
+    :func:`save` will do, so a read-only or pseudo file system (``/proc``) is caught too.
+    """
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"cannot save to {path}: it is a folder; give a file name such as "
+                                f"{os.path.join(path, 'model.npz')}")
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(f"cannot save to {path}: the folder {folder} does not exist")
+    try:
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise _save_error(path, exc) from None
+    return folder
+
+
+def _save_error(path, exc: OSError) -> OSError:
+    """The same kind of OSError, naming the user's path rather than save's temporary file."""
+    if exc.errno is None:  # OSError("text"): OSError(None, text) would read "[Errno None] text"
+        return type(exc)(f"cannot save to {path}: {exc}")
+    return type(exc)(exc.errno, f"cannot save to {path}: {exc.strerror or exc}")
 
 
 def _file_mode(path) -> int:
@@ -190,7 +238,23 @@ def load(path, device=None, backend: str | None = None):
                                    f"needs {tuple(params[k].shape)}")
     model.load_state_dict(arrays)
     model.metadata = header.get("metadata") or {}
+    model.loss = _loss_from(path, header.get("loss"))
+    span = header.get("input_range")
+    model.input_range = None if span is None else (float(span[0]), float(span[1]))
     return model
+
+
+def _loss_from(path, spec):
+    if spec is None:
+        return None
+    cls = LOSSES.get(spec["class"])
+    if cls is None:
+        raise ModelFormatError(f"{path}: unknown loss {spec['class']!r} in the header; known: "
+                               f"{', '.join(sorted(LOSSES))}")
+    try:
+        return cls(**spec.get("config", {}))
+    except (TypeError, ValueError) as exc:
+        raise ModelFormatError(f"{path}: the loss {spec['class']} cannot be rebuilt: {exc}") from None
 
 
 def read(path) -> tuple[dict, dict]:
@@ -308,6 +372,16 @@ def _read_header(path, array) -> dict:
             raise ModelFormatError(f"{path}: garbled xpnet header (layer {i} is not {{'class', 'config'}})")
     if not isinstance(header.get("metadata", {}), dict):
         raise ModelFormatError(f"{path}: garbled xpnet header (metadata is not a dict)")
+    loss = header.get("loss")
+    if loss is not None and not (isinstance(loss, dict) and isinstance(loss.get("class"), str)
+                                 and isinstance(loss.get("config", {}), dict)):
+        raise ModelFormatError(f"{path}: garbled xpnet header (loss is not {{'class', 'config'}})")
+    span = header.get("input_range")
+    if span is not None and not (isinstance(span, list) and len(span) == 2
+                                 and all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                         and math.isfinite(v) for v in span)
+                                 and span[0] <= span[1]):
+        raise ModelFormatError(f"{path}: garbled xpnet header (input_range is not [low, high])")
     params = header.get("parameters")
     if not isinstance(params, dict) or not all(
             isinstance(v, dict) and isinstance(v.get("shape"), list)
