@@ -210,6 +210,7 @@ def test_mirror_with_wrong_bytes_is_rejected(monkeypatch, tmp_path, http_mirrors
 def test_offline_error_names_files_folders_and_fix(monkeypatch, tmp_path):
     def offline(url):
         raise urllib.error.URLError("no route to host")
+    (tmp_path / "mine").mkdir()
     with pytest.raises(ds.DatasetNotFoundError) as err:
         ds.load_mnist(data_dir=tmp_path / "mine", fetch=offline)
     msg = str(err.value)
@@ -218,6 +219,76 @@ def test_offline_error_names_files_folders_and_fix(monkeypatch, tmp_path):
                                "no route to host"] + [m + MNIST_FILES[0] for m in ds.MIRRORS["mnist"]]:
         assert text in msg
     assert msg.count("no route to host") == len(ds.MIRRORS["mnist"])  # stops after the first file
+
+
+@pytest.fixture
+def fake_csv(monkeypatch):
+    """The two tutorial CSV files, 3 and 2 rows, with the module's sums patched to match."""
+    files = {name: "".join(csv_row(i % 10, [i] * 784) + "\n" for i in range(n)).encode()
+             for name, n in zip(ds.SHA256["mnist-csv"], (3, 2))}
+    monkeypatch.setitem(ds.SHA256, "mnist-csv", {k: hashlib.sha256(v).hexdigest() for k, v in files.items()})
+    return files
+
+
+def _put(folder, files):
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, data in files.items():
+        (folder / name).write_bytes(data)
+
+
+LOADERS = {  # every way to name a data_dir: (call, the dataset folder it reads)
+    "load_mnist": (lambda d: ds.load_mnist(data_dir=d, fetch=lambda url: pytest.fail(f"fetched {url}")), "mnist"),
+    "load_tutorial_csv": (lambda d: ds.load_tutorial_csv(d, fetch=lambda url: pytest.fail(f"fetched {url}")),
+                          "mnist-csv"),
+    "load-mnist": (lambda d: ds.load("mnist", data_dir=d, download=False), "mnist"),
+    "load-csv": (lambda d: ds.load("csv", data_dir=d, download=False), "mnist-csv"),
+}
+
+
+@pytest.mark.parametrize("where", ["XPNET_DATA", "cache"])
+@pytest.mark.parametrize("loader", LOADERS)
+def test_a_data_dir_that_does_not_exist_is_an_error_not_a_fallback(monkeypatch, tmp_path, fake_mnist, fake_csv,
+                                                                    loader, where):
+    """The data is at hand elsewhere, but a mistyped data_dir must not quietly load that (or download)."""
+    call, folder = LOADERS[loader]
+    elsewhere = tmp_path / "env" if where == "XPNET_DATA" else tmp_path / "cache"
+    _put(elsewhere / folder, fake_mnist if folder == "mnist" else fake_csv)
+    monkeypatch.setenv("XPNET_DATA", str(tmp_path / "env"))
+    assert call(None)[0][0].shape[1] == 784  # the fallback works when no data_dir is given
+    missing = tmp_path / "typo"
+    with pytest.raises(ds.DatasetNotFoundError, match=(
+            rf"^data_dir {missing} does not exist: check the path, or leave data_dir \(--data-dir\) unset to "
+            rf"use \$XPNET_DATA and the download cache {tmp_path / 'cache'}$")):
+        call(missing)
+    assert issubclass(ds.DatasetNotFoundError, ds.DatasetError)
+
+
+def test_a_data_dir_that_is_a_file_or_under_home(monkeypatch, tmp_path, fake_mnist):
+    _put(tmp_path / "cache" / "mnist", fake_mnist)
+    (tmp_path / "file").write_text("not a folder")
+    with pytest.raises(ds.DatasetNotFoundError, match=rf"^data_dir {tmp_path / 'file'} is not a folder: check "):
+        ds.load_mnist(data_dir=tmp_path / "file")
+    monkeypatch.setenv("HOME", str(tmp_path))  # "~" is expanded, in the check and in the message
+    with pytest.raises(ds.DatasetNotFoundError, match=rf"^data_dir {tmp_path / 'nope'} does not exist: "):
+        ds.load_mnist(data_dir="~/nope")
+    _put(tmp_path / "mine" / "mnist", fake_mnist)
+    assert ds.load_mnist(data_dir="~/mine", download=False)[0][0].shape == (5, 784)
+
+
+def test_a_missing_xpnet_data_folder_warns_and_is_skipped(monkeypatch, tmp_path, fake_mnist, caplog):
+    """$XPNET_DATA is set once for many runs: a folder it names that is gone is logged, not fatal."""
+    _put(tmp_path / "good" / "mnist", fake_mnist)
+    monkeypatch.setenv("XPNET_DATA", os.pathsep.join([str(tmp_path / "gone"), str(tmp_path / "good")]))
+    with caplog.at_level("WARNING", logger="xpnet"):
+        assert ds.load_mnist(download=False)[0][0].shape == (5, 784)
+    assert [(r.name, r.levelname, r.getMessage()) for r in caplog.records] == [
+        ("xpnet", "WARNING", f"xpnet: $XPNET_DATA names {tmp_path / 'gone'}, which is not a folder: skipped "
+                             f"(check the variable)")]
+    caplog.clear()
+    monkeypatch.setenv("XPNET_DATA", str(tmp_path / "good"))  # all there: nothing to say
+    with caplog.at_level("DEBUG", logger="xpnet"):
+        ds.load_mnist(download=False)
+    assert caplog.records == []
 
 
 def test_no_download_means_no_fetch(tmp_path):

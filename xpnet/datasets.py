@@ -9,6 +9,7 @@ import contextlib
 import gzip
 import hashlib
 import io
+import logging
 import math
 import os
 import pathlib
@@ -63,6 +64,7 @@ _LUT = {  # pixel byte -> float32; one table lookup instead of float temporaries
     "tutorial": (np.arange(256) / 255 * 0.99 + 0.01).astype(np.float32),  # the book's input scaling
 }
 _VERIFIED = set()  # (path, mtime_ns, size, sha256) already hashed in this process
+log = logging.getLogger("xpnet")
 
 
 class DatasetError(RuntimeError):
@@ -87,9 +89,32 @@ def data_dirs(data_dir=None):
     PosixPath('/data')
     """
     dirs = [data_dir] if data_dir is not None else []
-    dirs += [p for p in os.environ.get("XPNET_DATA", "").split(os.pathsep) if p]
+    dirs += _env_dirs()
     dirs.append(_cache_dir())
     return list(dict.fromkeys(pathlib.Path(d).expanduser() for d in dirs))  # dedupe, keep order
+
+
+def _env_dirs():
+    return [p for p in os.environ.get("XPNET_DATA", "").split(os.pathsep) if p]
+
+
+def _check_data_dirs(data_dir):
+    """An explicit ``data_dir`` must be a folder; a ``$XPNET_DATA`` folder that is not one is logged.
+
+    A mistyped ``data_dir`` must not fall through to other data or to a download: it raises. A missing
+    ``$XPNET_DATA`` folder only warns, since the variable is set once for many runs (and may list folders
+    that exist on some machines only); the warning still says why a download starts.
+    """
+    if data_dir is not None:
+        folder = pathlib.Path(data_dir).expanduser()
+        if not folder.is_dir():
+            raise DatasetNotFoundError(
+                f"data_dir {folder} {'is not a folder' if folder.exists() else 'does not exist'}: check the "
+                f"path, or leave data_dir (--data-dir) unset to use $XPNET_DATA and the download cache "
+                f"{_cache_dir()}")
+    for d in _env_dirs():
+        if not pathlib.Path(d).expanduser().is_dir():
+            log.warning("xpnet: $XPNET_DATA names %s, which is not a folder: skipped (check the variable)", d)
 
 
 def _cache_dir():
@@ -169,6 +194,7 @@ def _download(folder, name, fetch, dest, tried):
 
 def _find_files(folder, data_dir, download, fetch, title):
     """Locate (or download) every file of ``SHA256[folder]``, verified; returns {name: Path}."""
+    _check_data_dirs(data_dir)
     names, found, looked, tried = list(SHA256[folder]), {}, [], []
     for i, d in enumerate(data_dirs(data_dir)):
         # users often pass the dataset folder itself as data_dir
@@ -270,6 +296,7 @@ def load_mnist(kind="mnist", *, data_dir=None, scale="unit", download=True, limi
     ``y`` is int64 ``(n,)`` in 0..9; n is 60000/10000, or at most ``limit`` each.
     Files are found under ``<dir>/<kind>/`` for each of :func:`data_dirs` (or directly in
     ``data_dir``), else downloaded to the cache; ``fetch(url) -> bytes | stream`` replaces urllib.
+    A ``data_dir`` that is not a folder raises :class:`DatasetNotFoundError` (it never falls back).
 
     >>> (X, y), (Xt, yt) = load_mnist("fashion-mnist", limit=1000)
     >>> X.shape, y.dtype
