@@ -69,7 +69,7 @@ CASES = {
               "y contains NaN"),
     "y-3d": (lambda m: fit(m, y=np.zeros((10, 3, 1))), ValueError, "expected (10, 3)"),
     "y-strings": (lambda m: fit(m, y=np.array(["cat"] * 10)), TypeError, "y has dtype <U3"),
-    "y-None-in-evaluate": (lambda m: m.evaluate(X, None), ValueError, "y is None"),
+    "y-None-in-evaluate": (lambda m: m.evaluate(X, None, loss="mse"), ValueError, "y is None"),
     # -- fit arguments -------------------------------------------------------------------------
     "batch-size-zero": (lambda m: fit(m, batch_size=0), ValueError, "batch_size must be an int >= 1, got 0"),
     "batch-size-negative": (lambda m: fit(m, batch_size=-5), ValueError, "got -5"),
@@ -200,6 +200,7 @@ class RecordDtype(Identity):
 @pytest.mark.parametrize("model_dtype, data_dtype", [("float32", np.int32), ("float32", np.uint8),
                                                      ("float32", np.int64), ("float32", np.float64),
                                                      ("float64", np.float32), ("float64", np.int16)])
+@pytest.mark.filterwarnings("ignore:fit. X holds integers:UserWarning")  # small integers on purpose
 def test_input_is_cast_to_the_model_dtype(backend, model_dtype, data_dtype):
     """fit, evaluate and predict hand the first layer X in the model's dtype, whatever X's dtype; integer
     pixels give exactly what the same values as floats give."""

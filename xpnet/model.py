@@ -67,7 +67,8 @@ class Sequential:
             layer.build(self.device, rng, dtype)
         self.rng = rng  # the same stream goes on to shuffle the data in fit
         self._link()
-        self.loss = None  # set by fit; evaluate uses it by default
+        self.loss = None  # set by fit (and by load); evaluate and predict_proba go by it
+        self.input_range = None  # (min, max) of the inputs fit has seen; predict warns far outside it
         self.metadata: dict = {}  # free-form, JSON-serializable; saved in the file's header
 
     def _link(self):
@@ -117,7 +118,9 @@ class Sequential:
             if tuple(v.shape) != tuple(old.shape):
                 raise ValueError(f"load_state_dict: {k} has shape {tuple(v.shape)}, "
                                  f"the model expects {tuple(old.shape)}")
-            self._params[k] = self.device.asarray(v, self.dtype)
+            new = self.device.asarray(v, self.dtype)
+            # Never keep the caller's own array: training updates parameters in place.
+            self._params[k] = self.device.xp.asarray(new, copy=True) if new is v else new
 
     def to(self, device=None, backend: str | None = None) -> "Sequential":
         """Move every parameter to another device (or backend); returns the model itself."""
@@ -158,11 +161,39 @@ class Sequential:
 
         return predict(self, X, batch_size)
 
+    def predict_proba(self, X, batch_size: int = 1024):
+        """Class probabilities for ``X``: the softmax (or, for one output, the sigmoid) the loss implies.
+
+        A model trained on logits (``SoftmaxCrossEntropy``, ``BinaryCrossEntropy``) gets the softmax or
+        sigmoid of its output; one that ends in a ``Softmax`` or ``Sigmoid`` layer returns that output.
+        For one output unit the result is ``(n, 1)``: the probability of class 1.
+        """
+        from .training import predict_proba
+
+        return predict_proba(self, X, batch_size)
+
+    def predict_classes(self, X, batch_size: int = 1024):
+        """The predicted class of each row of ``X`` as int64 labels ``(n,)``, on the model's device.
+
+        The argmax of the outputs, or for one output unit the threshold that ``evaluate``'s accuracy
+        uses (0 on the logits of ``BinaryCrossEntropy``, 0.5 on probabilities).
+        """
+        from .training import predict_classes
+
+        return predict_classes(self, X, batch_size)
+
     def evaluate(self, X, y, loss=None, batch_size: int = 1024) -> dict:
-        """``{"loss": float, "accuracy": float}`` on ``(X, y)`` (accuracy for classification targets)."""
+        """``{"loss": float, "accuracy": float}`` on ``(X, y)`` (accuracy for classification targets).
+
+        ``loss`` defaults to the one the model was trained with (``fit`` and ``load`` record it).
+        """
         from .training import evaluate
 
-        return evaluate(self, X, y, losses_mod.get(loss or self.loss or "mse"), batch_size)
+        if loss is None and self.loss is None:
+            raise ValueError("evaluate: no loss given, and this model has none recorded (it was not trained "
+                             "with fit, nor loaded from a file that names its loss): pass loss=..., e.g. "
+                             "loss='softmax_cross_entropy'")
+        return evaluate(self, X, y, losses_mod.get(loss if loss is not None else self.loss), batch_size)
 
     def save(self, path) -> None:
         """Save architecture and weights to one ``.npz`` file (see :func:`xpnet.save`)."""

@@ -17,7 +17,8 @@ from array_api_compat import array_namespace, is_writeable_array
 from . import backend
 from . import losses as losses_mod
 from . import optim
-from .validation import check_batch_size, check_positive_int, prepare_xy
+from .activations import Sigmoid, Softmax, softmax
+from .validation import check_batch_size, check_input_range, check_positive_int, data_range, prepare_xy, warn
 
 
 class TrainingDiverged(FloatingPointError):
@@ -130,8 +131,13 @@ def fit(model, X, y, *, loss, optimizer, epochs, batch_size, shuffle=True, valid
     check_batch_size(batch_size)
     check_positive_int("check_every", check_every)
     if verbose == "auto":
-        verbose = 1 if sys.stdout.isatty() else 0
-    X, y, classify = prepare_xy(model, X, y, loss, "fit")
+        # Keras' rule: epoch lines everywhere (a log file, a notebook, CI), the progress bar on a terminal.
+        verbose = 1
+    _check_output_layer(model, loss)
+    X, y, classify = prepare_xy(model, X, y, loss, "fit", warn_unscaled=True)
+    span = data_range(X)
+    old = model.input_range
+    model.input_range = span if old is None else (min(old[0], span[0]), max(old[1], span[1]))
     val = None
     if validation_data is not None:
         if not (isinstance(validation_data, (tuple, list)) and len(validation_data) == 2):
@@ -203,6 +209,18 @@ def fit(model, X, y, *, loss, optimizer, epochs, batch_size, shuffle=True, valid
     return history
 
 
+def _check_output_layer(model, loss) -> None:
+    last = model.layers[-1] if model.layers else None
+    if isinstance(loss, losses_mod.SoftmaxCrossEntropy) and isinstance(last, Softmax):
+        warn("fit: the model ends in Softmax() and SoftmaxCrossEntropy applies softmax itself (it takes "
+             "logits), so softmax is applied twice and training crawls. Remove the final Softmax() "
+             "(predict_proba gives probabilities), or use loss='cross_entropy', which takes probabilities.")
+    elif isinstance(loss, losses_mod.BinaryCrossEntropy) and isinstance(last, Sigmoid):
+        warn("fit: the model ends in Sigmoid() and BinaryCrossEntropy applies the sigmoid itself (it takes "
+             "logits), so the sigmoid is applied twice. Remove the final Sigmoid() (predict_proba gives "
+             "probabilities).")
+
+
 def format_epoch(epoch: int, epochs: int, logs: dict, dev) -> str:
     """One line per epoch: loss, accuracies, throughput and device."""
     parts = [f"epoch {epoch + 1}/{epochs}", f"loss {logs['loss']:.4f}"]
@@ -216,18 +234,48 @@ def format_epoch(epoch: int, epochs: int, logs: dict, dev) -> str:
     return "  ".join(parts)
 
 
-def predict(model, X, batch_size: int = 1024):
+def predict(model, X, batch_size: int = 1024, where: str = "predict"):
     check_batch_size(batch_size)
-    X, _, _ = prepare_xy(model, X, None, None, "predict", targets=False)
+    X, _, _ = prepare_xy(model, X, None, None, where, targets=False)
+    if model.input_range is not None:
+        check_input_range(model, data_range(X), where)
     xp = model.device.xp
     outs = [model.forward(X[lo:hi, ...]) for lo, hi in _batches(X.shape[0], batch_size)]
     return outs[0] if len(outs) == 1 else xp.concat(outs, axis=0)
+
+
+def predict_proba(model, X, batch_size: int = 1024):
+    out = predict(model, X, batch_size, "predict_proba")
+    last = model.layers[-1] if model.layers else None
+    if isinstance(last, (Softmax, Sigmoid)):
+        return out
+    xp = model.device.xp
+    if isinstance(model.loss, losses_mod.SoftmaxCrossEntropy) and out.shape[1] > 1:
+        return softmax(out, axis=1)
+    if isinstance(model.loss, losses_mod.BinaryCrossEntropy):
+        return 1.0 / (1.0 + xp.exp(-out))
+    raise ValueError(f"predict_proba: the outputs of this model are not probabilities and its loss "
+                     f"({model.loss!r}) does not say how to make them: the model should end in Softmax() or "
+                     f"Sigmoid(), or be trained with SoftmaxCrossEntropy or BinaryCrossEntropy on logits. "
+                     f"Use predict() for the raw outputs.")
+
+
+def predict_classes(model, X, batch_size: int = 1024):
+    out = predict(model, X, batch_size, "predict_classes")
+    xp = model.device.xp
+    if out.shape[1] > 1:
+        return xp.argmax(out, axis=1)
+    last = model.layers[-1] if model.layers else None
+    threshold = 0.5 if isinstance(last, (Softmax, Sigmoid)) else _threshold(model.loss)
+    return xp.astype(xp.reshape(out, (-1,)) > threshold, xp.int64)
 
 
 def evaluate(model, X, y, loss, batch_size: int = 1024, *, prepared: bool = False, classify=None) -> dict:
     check_batch_size(batch_size)
     if not prepared:
         X, y, classify = prepare_xy(model, X, y, loss, "evaluate")
+        if model.input_range is not None:
+            check_input_range(model, data_range(X), "evaluate")
     xp = model.device.xp
     threshold = _threshold(loss)
     losses, hits, counts = [], [], []

@@ -6,8 +6,46 @@ there is one, what to do.
 
 from __future__ import annotations
 
+import os
+import sys
+import warnings
+
 from . import backend
 from .layers import Dense, Flatten
+
+_PACKAGE = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
+def warn(message: str) -> None:
+    """``warnings.warn`` a ``UserWarning`` that points at the user's line, not at xpnet's."""
+    frame, level = sys._getframe(1), 2
+    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, UserWarning, stacklevel=level)
+
+
+def data_range(X) -> tuple[float, float]:
+    """``(min, max)`` of an array on its device, read back in one transfer."""
+    xp = backend.device_of(X).xp
+    lo, hi = backend.to_numpy(xp.stack([xp.min(X), xp.max(X)])).tolist()
+    return float(lo), float(hi)
+
+
+def check_input_range(model, span, where: str) -> None:
+    """Warn when inputs lie far outside what the model was trained on (raw 0..255 pixels for a 0..1 net).
+
+    "Far" is more than half the trained span beyond either end: new data varies, but a net trained on
+    0..1 pixels given 0..255 (or one trained on 0..255 given 0..1) answers nonsense without an error.
+    """
+    trained = getattr(model, "input_range", None)
+    if trained is None:
+        return
+    lo, hi = trained
+    margin = (hi - lo) / 2
+    if span[0] < lo - margin or span[1] > hi + margin:
+        warn(f"{where}: X holds values from {span[0]:g} to {span[1]:g}, but the model was trained on inputs "
+             f"from {lo:g} to {hi:g}; its outputs for these are likely meaningless. Scale X as the training "
+             f"data was (raw 0..255 pixels: X / 255, or X / 255 * 0.99 + 0.01 for the tutorial's scaling).")
 
 
 def check_positive_int(name: str, value, allow_zero: bool = False) -> None:
@@ -80,12 +118,12 @@ def _all_finite(a) -> bool:
     return bool(xp.all(xp.isfinite(a)))
 
 
-def prepare_xy(model, X, y, loss, where: str, targets: bool = True):
+def prepare_xy(model, X, y, loss, where: str, targets: bool = True, warn_unscaled: bool = False):
     """Validate ``(X, y)`` for ``model`` and move them to its device.
 
     Returns ``(X, y, classify)``: ``X`` in the model's dtype, ``y`` as int64 labels or float targets,
     both on the model's device (arrays from the host or another device are moved there), and whether
-    accuracy makes sense for these targets.
+    accuracy makes sense for these targets. ``warn_unscaled`` warns about integer inputs above 1.
     """
     X = _as_array(X, "X", where)
     if X.ndim == 0:
@@ -107,6 +145,11 @@ def prepare_xy(model, X, y, loss, where: str, targets: bool = True):
                                                                   "; add a Flatten() layer first"))
     if not _is_floating(X) and not _is_integral(X):
         raise TypeError(f"{where}: X has dtype {X.dtype}; use float32 data")
+    if warn_unscaled and _is_integral(X) and int(backend.to_numpy(X).max()) > 1:
+        warn(f"{where}: X holds integers up to {int(backend.to_numpy(X).max())} (raw pixels?); the network "
+             f"sees them unscaled, so sigmoid and softmax units saturate and training stalls. Scale them "
+             f"first: X / 255 (or X / 255 * 0.99 + 0.01, the tutorial's scaling), or pass floats to say "
+             f"that the values are meant as they are.")
     dev = model.device
     X = dev.asarray(X, model.dtype)
     if not _all_finite(X):
