@@ -15,12 +15,12 @@ import argparse
 
 import xpnet
 from xpnet import MSE, Dense, Sigmoid
+from xpnet.cli import add_device_options, run_script
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--device", help="auto, cpu, cuda or cuda:N (default: $XPNET_DEVICE, else auto)")
-    parser.add_argument("--backend", default=None, help="numpy, cupy, torch or array-api-strict")
+    add_device_options(parser)
     parser.add_argument("--dtype", default="float64", help="float64 (default) or float32")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--inputs", type=int, default=5)
@@ -76,4 +76,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    run_script(main)

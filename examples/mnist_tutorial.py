@@ -23,6 +23,7 @@ import numpy as np
 
 import xpnet
 from xpnet import MSE, SGD, Dense, Sequential, Sigmoid, datasets
+from xpnet.cli import add_device_options, run_script
 from xpnet.tutorial import NeuralNetwork
 
 
@@ -59,8 +60,7 @@ def save_backquery(n, path):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--device", help="auto, cpu, cuda or cuda:N (default: $XPNET_DEVICE, else auto)")
-    parser.add_argument("--backend", default=None, help="numpy, cupy, torch or array-api-strict")
+    add_device_options(parser)
     parser.add_argument("--data-dir", default=None, help="folder with mnist/ (default: $XPNET_DATA)")
     parser.add_argument("--epochs", type=int, default=1, help="epochs of per-sample training (default 1)")
     parser.add_argument("--lr", type=float, default=0.1, help="the book's learning rate (default 0.1)")
@@ -110,4 +110,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

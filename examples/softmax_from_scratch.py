@@ -17,6 +17,7 @@ import numpy as np
 
 import xpnet
 from xpnet import SGD, Dense, Sequential, Sigmoid, SoftmaxCrossEntropy, datasets
+from xpnet.cli import add_device_options, run_script
 
 DEFAULTS = {  # epochs, batch size, learning rate, hidden units: a few seconds on a laptop CPU
     "mnist": (1, 32, 0.5, 100),
@@ -26,8 +27,7 @@ DEFAULTS = {  # epochs, batch size, learning rate, hidden units: a few seconds o
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--device", help="auto, cpu, cuda or cuda:N (default: $XPNET_DEVICE, else auto)")
-    parser.add_argument("--backend", default=None, help="numpy, cupy, torch or array-api-strict")
+    add_device_options(parser)
     parser.add_argument("--dataset", choices=("mnist", "spirals"), default=None,
                         help="mnist if its files are found, else spirals")
     parser.add_argument("--data-dir", default=None, help="folder with mnist/ (default: $XPNET_DATA)")
@@ -73,4 +73,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

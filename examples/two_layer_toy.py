@@ -18,12 +18,12 @@ import numpy as np
 
 import xpnet
 from xpnet import MSE, SGD, Dense, Sequential, Sigmoid
+from xpnet.cli import add_device_options, run_script
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--device", help="auto, cpu, cuda or cuda:N (default: $XPNET_DEVICE, else auto)")
-    parser.add_argument("--backend", default=None, help="numpy, cupy, torch or array-api-strict")
+    add_device_options(parser)
     parser.add_argument("--epochs", type=int, default=1000, help="full-batch iterations (default 1000)")
     parser.add_argument("--dtype", default="float64", help="float64 (default, as the seed) or float32")
     args = parser.parse_args(argv)
@@ -48,4 +48,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -12,12 +12,12 @@ import numpy as np
 
 import xpnet
 from xpnet import MSE, SGD, Dense, Sequential, Sigmoid
+from xpnet.cli import add_device_options, run_script
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--device", help="auto, cpu, cuda or cuda:N (default: $XPNET_DEVICE, else auto)")
-    parser.add_argument("--backend", default=None, help="numpy, cupy, torch or array-api-strict")
+    add_device_options(parser)
     parser.add_argument("--epochs", type=int, default=3000, help="full-batch steps (default 3000)")
     parser.add_argument("--lr", type=float, default=2.0)
     parser.add_argument("--seed", type=int, default=0)
@@ -39,4 +39,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -84,7 +84,9 @@ def test_debug_shows_the_traceback():
     [],
     ["fly"],
     ["train", "--epochs", "0"],
-    ["train", "--device", "gpu"],
+    ["train", "--device", "tpu"],
+    ["train", "--device", "gpu:x"],
+    ["train", "--backend", "jax"],
     ["train", "--layers", "784,abc,10"],
     ["train", "--layers", "784"],
     ["train", "--dataset", "cifar"],
@@ -179,9 +181,18 @@ def test_save_then_evaluate(spirals_model, capsys):
     expected = model.evaluate(X_test, y_test, loss="softmax_cross_entropy")
     assert out.startswith(f"test loss {expected['loss']:.4f}  accuracy {expected['accuracy']:.4f}  "
                           f"(60 samples of spirals")
-    code, out, _ = run_main(capsys, "evaluate", str(path), "--dataset", "spirals", "--split", "train",
-                            "--backend", "torch", "--device", "cpu")
-    assert code == 0 and out.startswith("train loss") and "cpu (torch)" in out
+
+
+def test_save_then_evaluate_on_torch(spirals_model, capsys):
+    pytest.importorskip("torch", reason="PyTorch is not installed (pip install 'xpnet[torch]')")
+    path, model = spirals_model
+    code, out, err = run_main(capsys, "evaluate", str(path), "--dataset", "spirals", "--split", "train",
+                              "--backend", "torch", "--device", "cpu")
+    assert code == 0, err
+    (X, y), _ = datasets.load("spirals")
+    expected = model.evaluate(X, y, loss="softmax_cross_entropy")
+    assert out.startswith(f"train loss {expected['loss']:.4f}  accuracy {expected['accuracy']:.4f}")
+    assert "cpu (torch)" in out
 
 
 def test_predict_npy_and_csv(spirals_model, tmp_path, capsys):

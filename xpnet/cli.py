@@ -13,11 +13,12 @@ one line ``xpnet: error: <message>`` on stderr; ``--debug`` shows the traceback 
 from __future__ import annotations
 
 import argparse
+import io
 import logging
 import os
 import platform
-import re
 import sys
+import tempfile
 
 import numpy as np
 
@@ -42,10 +43,59 @@ TARGETS = {"mse": (0.01, 0.99), "binary_cross_entropy": (0.0, 1.0)}  # one-hot (
 
 # -- argument types -----------------------------------------------------------------------------
 def _device_arg(text: str) -> str:
-    spec = text.strip().lower()
-    if spec in ("auto", "cpu", "cuda") or re.fullmatch(r"cuda:\d+", spec):
-        return spec
-    raise argparse.ArgumentTypeError(f"invalid device {text!r}: use auto, cpu, cuda or cuda:N")
+    try:
+        _backend.parse_device(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
+def _backend_arg(text: str) -> str:
+    try:
+        return _backend.parse_backend(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def add_device_options(parser: argparse.ArgumentParser) -> None:
+    """Add ``--device`` and ``--backend`` as the ``xpnet`` command has them (for scripts and examples)."""
+    parser.add_argument("--device", type=_device_arg, default=None,
+                        help="auto, cpu, cuda or cuda:N ('gpu' works too; default: $XPNET_DEVICE, else auto: "
+                             "a CUDA GPU when one can be used, else the CPU)")
+    parser.add_argument("--backend", type=_backend_arg, default=None,
+                        help=f"array library: {', '.join(_backend.BACKENDS)} (default: $XPNET_BACKEND, else "
+                             f"numpy on the CPU, cupy on CUDA)")
+
+
+def _check_environment(parser: argparse.ArgumentParser) -> None:
+    # A bad $XPNET_DEVICE / $XPNET_BACKEND is a usage error like a bad flag: exit 2, naming the variable.
+    try:
+        if os.environ.get("XPNET_DEVICE"):
+            _backend.parse_device(os.environ["XPNET_DEVICE"], "$XPNET_DEVICE")
+        if os.environ.get("XPNET_BACKEND"):
+            _backend.parse_backend(os.environ["XPNET_BACKEND"], "$XPNET_BACKEND")
+    except ValueError as exc:
+        parser.error(str(exc))
+
+
+def run_script(main, argv=None) -> None:
+    """Run a script's ``main(argv)`` and exit as the ``xpnet`` command does.
+
+    An expected error (no GPU, missing data, bad input) is printed as one line ``<script>: error: ...``
+    and exits 1, instead of a traceback; ``XPNET_DEBUG=1`` shows the traceback.
+    """
+    prog = os.path.basename(sys.argv[0]) or "xpnet"
+    if os.environ.get("XPNET_DEBUG"):
+        sys.exit(main(argv))
+    try:
+        status = main(argv)
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        sys.exit(130)
+    except _EXPECTED as exc:
+        print(f"{prog}: error: {_one_line(exc)}", file=sys.stderr)
+        sys.exit(1)
+    sys.exit(status)
 
 
 def _layers_arg(text: str) -> list[int]:
@@ -91,11 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
 
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--device", type=_device_arg, default=os.environ.get("XPNET_DEVICE") or "auto",
-                        help="auto, cpu, cuda or cuda:N (default: $XPNET_DEVICE, else auto: a CUDA GPU "
-                             "when one can be used, else the CPU)")
-    common.add_argument("--backend", choices=_backend.BACKENDS, default=os.environ.get("XPNET_BACKEND") or None,
-                        help="array library (default: $XPNET_BACKEND, else numpy on the CPU, cupy on CUDA)")
+    add_device_options(common)
     common.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     def data_options(default):
         data = argparse.ArgumentParser(add_help=False)
@@ -148,19 +194,28 @@ def build_parser() -> argparse.ArgumentParser:
                     "made as they were in training (models saved by 'xpnet train' record both).")
     p.add_argument("model", metavar="MODEL", help="a model file written by 'xpnet train --save' or xpnet.save")
     p.add_argument("--split", choices=("test", "train"), default="test", help="which split (default test)")
+    p.add_argument("--loss", choices=LOSSES,
+                   help="the loss to report (default: the one saved with the model; files that do not record "
+                        "it need this option)")
     p.add_argument("--batch-size", type=_positive_int, default=1024,
                    help="samples per forward pass (default 1024)")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser(
         "predict", parents=[common], help="predict the class of each input row", formatter_class=raw,
-        description="Print the predicted class of each sample in a .npy or .csv file, one per line.")
+        description="Print the predicted class of each sample in a .npy or .csv file, one per line.\n\n"
+                    "Integer input (uint8 pixels 0..255, a CSV of whole numbers) is scaled as the model's\n"
+                    "training data was; float input is taken as already scaled. Input far outside the range\n"
+                    "the model was trained on is an error, not a guess (see --scale).")
     p.add_argument("model", metavar="MODEL", help="a model file written by 'xpnet train --save' or xpnet.save")
     p.add_argument("--input", required=True, metavar="FILE",
                    help="samples as rows: .npy (n, features) or (n, 28, 28), or .csv of comma-separated "
-                        "values (a leading label column, as in the tutorial's CSV, is dropped); pixels are "
-                        "0..255 and scaled as the model was trained")
-    p.add_argument("--raw", action="store_true", help="feed the values unchanged (they are already scaled)")
+                        "values (a leading label column, as in the tutorial's CSV, is dropped)")
+    p.add_argument("--scale", choices=("auto", "tutorial", "unit", "none"), default="auto",
+                   help="auto (default): integers (uint8 pixels, a CSV of whole numbers) are scaled as the "
+                        "model's training data was, floats are taken as already scaled; tutorial (x/255*0.99 "
+                        "+ 0.01) or unit (x/255) scale any input; none feeds the values unchanged")
+    p.add_argument("--raw", dest="scale", action="store_const", const="none", help="the same as --scale none")
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser(
@@ -235,6 +290,8 @@ def _input_width(model) -> int:
 
 # -- the commands -------------------------------------------------------------------------------
 def cmd_train(args) -> int:
+    if args.save:
+        _io.check_writable(args.save)  # before training, not after an hour of it
     dev = _backend.device(args.device, backend=args.backend)
     (X, y), (X_test, y_test) = _load(args, args.scale)
     if X.shape[0] == 0 or X_test.shape[0] == 0:
@@ -264,10 +321,21 @@ def cmd_train(args) -> int:
                           "loss": args.loss, "classes": classes, "layers": layers,
                           "activation": args.activation, "optimizer": args.optimizer, "lr": lr,
                           "epochs": args.epochs, "batch_size": args.batch_size, "seed": args.seed}
-        _io.save(model, args.save)
+        _save_or_rescue(model, args.save)
         if not args.quiet:
             print(f"xpnet: saved the model to {args.save}")
     return 0
+
+
+def _save_or_rescue(model, path) -> None:
+    """Save to ``path``; if that fails now (after it was checked), keep the trained model in a temp file."""
+    try:
+        _io.save(model, path)
+    except OSError as exc:
+        fd, rescue = tempfile.mkstemp(prefix="xpnet-rescued-", suffix=".npz")
+        os.close(fd)
+        _io.save(model, rescue)
+        raise OSError(exc.errno, f"{exc.strerror or exc}; the trained model was saved to {rescue} instead") from None
 
 
 def cmd_evaluate(args) -> int:
@@ -275,7 +343,7 @@ def cmd_evaluate(args) -> int:
     meta = model.metadata
     if args.dataset is None:
         args.dataset = meta.get("dataset") if meta.get("dataset") in _datasets.DATASETS else "mnist"
-    loss_name = meta.get("loss") if meta.get("loss") in LOSSES else "mse"
+    loss_name = args.loss or _loss_name(model, args.model)
     train, test = _load(args, meta.get("scale") or "tutorial")
     X, y = test if args.split == "test" else train
     if X.shape[0] == 0:
@@ -295,8 +363,18 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def _loss_name(model, path) -> str:
+    """The loss a saved model was trained with: from the file's loss field, else its metadata."""
+    if model.loss is not None and model.loss.name in _losses.LOSSES:
+        return model.loss.name
+    if model.metadata.get("loss") in _losses.LOSSES:
+        return model.metadata["loss"]
+    raise ValueError(f"{path} does not record the loss it was trained with: pass --loss "
+                     f"({' or '.join(LOSSES)})")
+
+
 def _read_input(path: str) -> tuple[np.ndarray, bool]:
-    """The samples in ``path`` as float64 rows, and whether it was a CSV (which may carry labels)."""
+    """The samples in ``path`` as rows (integers kept as integers), and whether it was a CSV (labels?)."""
     if not os.path.exists(path):
         raise FileNotFoundError(f"no such input file: {path}")
     lower = path.lower()
@@ -307,17 +385,67 @@ def _read_input(path: str) -> tuple[np.ndarray, bool]:
             raise ValueError(f"{path}: not a readable .npy array ({type(exc).__name__}: {exc})") from None
         csv = False
     elif lower.endswith((".csv", ".txt")):
-        try:
-            a = np.loadtxt(path, delimiter=",", ndmin=2, dtype=np.float64)
-        except ValueError as exc:
-            raise ValueError(f"{path}: not comma-separated numbers ({exc})") from None
+        a = _read_csv(path)
         csv = True
     else:
         raise ValueError(f"{path}: --input must be a .npy or .csv file")
     if a.dtype.kind not in "biuf":
         raise ValueError(f"{path}: holds {a.dtype} values, not numbers")
-    a = a.astype(np.float64)
+    if a.ndim == 0:
+        raise ValueError(f"{path}: holds a single number (a 0-d array); save samples as rows, "
+                         f"shape (n, features)")
+    if a.size == 0:
+        raise ValueError(f"{path}: holds no samples (shape {a.shape})")
     return (a.reshape(1, -1) if a.ndim == 1 else a.reshape(a.shape[0], -1)), csv
+
+
+def _read_csv(path: str) -> np.ndarray:
+    # Whole numbers ("0,255,...", the tutorial's CSV) are pixels to scale; any "0.5" makes it floats.
+    with open(path) as f:
+        text = f.read()
+    if not text.strip():
+        raise ValueError(f"{path}: the file is empty; give one sample per line, values separated by commas")
+    for dtype in (np.int64, np.float64):
+        try:
+            return np.loadtxt(io.StringIO(text), delimiter=",", ndmin=2, dtype=dtype)
+        except (ValueError, OverflowError) as exc:
+            error = exc
+    raise ValueError(f"{path}: not comma-separated numbers ({error})") from None
+
+
+_SCALES = {"tutorial": (0.01, 1.0), "unit": (0.0, 1.0)}
+
+
+def _scaled(X: np.ndarray, args, model) -> np.ndarray:
+    """``X`` as the model's inputs: integers scaled as in training, floats as given (see ``--scale``)."""
+    trained = model.metadata.get("scale") if model.metadata.get("scale") in _SCALES else None
+    scale = args.scale
+    if scale == "auto":
+        if X.dtype.kind in "biu":
+            if trained is None:
+                raise ValueError(f"{args.input} holds integers, but {args.model} does not record how its "
+                                 f"inputs were scaled: pass --scale tutorial (x/255*0.99+0.01), --scale unit "
+                                 f"(x/255) or --scale none")
+            scale = trained
+        else:
+            scale = "none"
+    X = X.astype(np.float64)
+    if scale == "tutorial":
+        X = X / 255.0 * 0.99 + 0.01
+    elif scale == "unit":
+        X = X / 255.0
+    expected = model.input_range or _SCALES.get(trained)
+    if expected is not None:
+        lo, hi = float(X.min()), float(X.max())
+        margin = (expected[1] - expected[0]) / 2
+        if lo < expected[0] - margin or hi > expected[1] + margin:
+            hint = (" They look like raw 0..255 pixels stored as floats: save them as integers (uint8), which "
+                    "are scaled as in training, or pass --scale " + (trained or "unit") + "."
+                    if hi > 2 and scale == "none" else " Check the file, or --scale.")
+            raise ValueError(f"{args.input}: the inputs (after --scale {scale}) range from {lo:g} to {hi:g}, but "
+                             f"{args.model} was trained on inputs from {expected[0]:g} to {expected[1]:g}; "
+                             f"its predictions would be meaningless.{hint}")
+    return X
 
 
 def cmd_predict(args) -> int:
@@ -328,16 +456,9 @@ def cmd_predict(args) -> int:
         X = X[:, 1:]  # the tutorial CSV's rows start with the label
     if X.shape[1] != features:
         raise ValueError(f"{args.input}: rows of {X.shape[1]} values, but the model takes {features} inputs")
-    # models saved by 'xpnet train' record their scaling; others are assumed to be the tutorial's
-    scale = model.metadata["scale"] if "scale" in model.metadata else "tutorial"
-    if not args.raw and scale in ("tutorial", "unit"):
-        X = X / 255.0 * 0.99 + 0.01 if scale == "tutorial" else X / 255.0
-    out = _backend.to_numpy(model.predict(X.astype(model.dtype)))
-    if out.shape[1] == 1:
-        cut = 0.5 if model.metadata.get("loss", "mse") == "mse" else 0.0
-        classes = (out[:, 0] > cut).astype(np.int64)
-    else:
-        classes = out.argmax(axis=1)
+    if model.loss is None and model.metadata.get("loss") in _losses.LOSSES:
+        model.loss = _losses.get(model.metadata["loss"])  # files from before the loss had its own field
+    classes = _backend.to_numpy(model.predict_classes(_scaled(X, args, model).astype(model.dtype)))
     sys.stdout.write("".join(f"{c}\n" for c in classes.tolist()))
     return 0
 
@@ -375,7 +496,8 @@ def cmd_info(args) -> int:
         chosen = str(_backend.device(args.device, backend=args.backend))
     except (_backend.DeviceUnavailableError, ValueError) as exc:
         chosen = f"unavailable: {exc}"
-    print(f"device {args.device}{f' --backend {args.backend}' if args.backend else ''} -> {chosen}")
+    print(f"device {args.device or os.environ.get('XPNET_DEVICE') or 'auto'}"
+          f"{f' --backend {args.backend}' if args.backend else ''} -> {chosen}")
     for var in ("XPNET_DEVICE", "XPNET_BACKEND", "XPNET_DATA", "XPNET_CACHE"):
         print(f"{var}={os.environ.get(var, '')}")
     print(f"data folders searched: {', '.join(map(str, _datasets.data_dirs()))}")
@@ -388,13 +510,33 @@ def _one_line(exc: BaseException) -> str:
     return "; ".join(lines) or type(exc).__name__
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to ``sys.stderr`` as it is at each message: pytest, notebooks and redirections swap it."""
+
+    def __init__(self):
+        super().__init__()
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value):
+        pass
+
+
+_EXPECTED = (_backend.DeviceUnavailableError, _datasets.DatasetError, _io.ModelFormatError, ValueError, OSError,
+             FloatingPointError, TypeError, MemoryError)
+
+
 def main(argv=None) -> int:
     """Run the command line ``argv`` (default ``sys.argv[1:]``); returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    _check_environment(parser)
     log = logging.getLogger("xpnet")
     if not getattr(args, "quiet", False) and not log.handlers:
-        handler = logging.StreamHandler(sys.stderr)
+        handler = _StderrHandler()
         handler.setFormatter(logging.Formatter("%(message)s"))
         log.addHandler(handler)
         log.setLevel(logging.INFO)
@@ -420,8 +562,6 @@ def main(argv=None) -> int:
     except Exception as exc:
         if args.debug:
             raise
-        expected = (_backend.DeviceUnavailableError, _datasets.DatasetError, _io.ModelFormatError, ValueError,
-                    OSError, FloatingPointError, TypeError, MemoryError)
-        hint = "" if isinstance(exc, expected) else f" ({type(exc).__name__}; run with --debug for the traceback)"
+        hint = "" if isinstance(exc, _EXPECTED) else f" ({type(exc).__name__}; run with --debug for the traceback)"
         print(f"xpnet: error: {_one_line(exc)}{hint}", file=sys.stderr)
         return 1
