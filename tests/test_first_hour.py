@@ -140,7 +140,8 @@ def test_fit_warns_about_raw_integer_pixels():
     model = Sequential([Dense(16, 3)], device="cpu", seed=0)
     with pytest.warns(UserWarning, match=r"^fit: X holds integers up to 255 \(raw pixels\?\).*X / 255") as seen:
         model.fit(X, y, loss="softmax_cross_entropy", epochs=1, verbose=0)
-    assert seen[0].filename == __file__  # points at the user's line
+    if "MUTANT_UNDER_TEST" not in os.environ:  # mutmut's trampolines add frames outside xpnet
+        assert seen[0].filename == __file__  # points at the user's line
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         model.fit(tutorial_scale(X), y, loss="softmax_cross_entropy", epochs=1, verbose=0)
