@@ -48,10 +48,13 @@ def check_input_range(model, span, where: str) -> None:
              f"data was (raw 0..255 pixels: X / 255, or X / 255 * 0.99 + 0.01 for the tutorial's scaling).")
 
 
-def check_positive_int(name: str, value, allow_zero: bool = False) -> None:
+def check_positive_int(name: str, value, allow_zero: bool = False) -> int:
+    """``value`` if it is an int >= 1 (>= 0 with ``allow_zero``; ``True`` is not an int here), else a
+    ``ValueError`` naming ``name``."""
     low = 0 if allow_zero else 1
     if isinstance(value, bool) or not isinstance(value, int) or value < low:
         raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
+    return value
 
 
 def check_batch_size(batch_size) -> None:
