@@ -105,7 +105,8 @@ def _first_dense(model):
     return None, flat
 
 
-def _output_width(model):
+def output_width(model):
+    """The number of outputs of the last Dense layer (``None`` without one)."""
     for layer in reversed(model.layers):
         if isinstance(layer, Dense):
             return layer.out_features
@@ -166,7 +167,7 @@ def prepare_xy(model, X, y, loss, where: str, targets: bool = True, warn_unscale
     if y.ndim == 0 or y.shape[0] != n:
         raise ValueError(f"{where}: X has {n} samples but y has shape {tuple(y.shape)}; "
                          f"they must have the same length")
-    width = _output_width(model)
+    width = output_width(model)
     if _is_integral(y):
         return X, _labels(y, width, loss, where, dev, model.dtype), True
     if not _is_floating(y):
