@@ -4,7 +4,8 @@
 ``model.gradients()``. The standard does not promise that ``p -= u`` mutates ``p`` (array API 2024.12,
 gh-895; on an immutable library it only rebinds a local name), so the generic path stores the new
 array back under its key. Where the array is writeable (NumPy, CuPy, PyTorch) it is updated in place
-instead, which saves an allocation per parameter per step. Optimizer state lives on the device.
+instead, which saves an allocation per parameter per step (both through ``_inplace.add_``). Optimizer
+state lives on the device.
 """
 
 from __future__ import annotations

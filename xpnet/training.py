@@ -3,7 +3,8 @@
 One step is ``forward -> loss -> backward -> optimizer.step``, with no host-device transfer and no
 synchronization. Every ``check_every`` steps (and at the end of each epoch) the per-step losses are
 stacked on the device and read back in one transfer: that is where the epoch loss, the accuracy and
-the divergence check come from.
+the divergence check come from. Everything around the loop (the divergence rollback, the progress bar,
+the epoch line, the history, the user's hooks) is a callback, in :mod:`xpnet.callbacks`.
 """
 
 from __future__ import annotations
