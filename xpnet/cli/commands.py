@@ -15,7 +15,7 @@ from .. import __version__, backend, datasets, io, losses, optim
 from ..activations import ACTIVATIONS
 from ..layers import Dense
 from ..model import Sequential
-from ..training import format_epoch
+from ..callbacks import format_epoch
 from ..validation import output_width
 from .parser import DEFAULT_LR, IMAGES, LOSSES, TARGETS
 
