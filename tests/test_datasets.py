@@ -16,6 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from xpnet import datasets as ds
+from xpnet.datasets import files as ds_files
 
 DATA = pathlib.Path(os.environ["XPNET_DATA"]) if os.environ.get("XPNET_DATA") else None
 needs_data = pytest.mark.skipif(
@@ -29,13 +30,13 @@ def isolated(monkeypatch, tmp_path):
     """Empty cache, no $XPNET_DATA, and the default fetch may only reach 127.0.0.1."""
     monkeypatch.setenv("XPNET_CACHE", str(tmp_path / "cache"))
     monkeypatch.delenv("XPNET_DATA", raising=False)
-    real = ds._urlopen
+    real = ds_files._urlopen
 
     def local_only(url):
         assert url.startswith("http://127.0.0.1:"), f"test tried the network: {url}"
         return real(url)
-    monkeypatch.setattr(ds, "_urlopen", local_only)
-    monkeypatch.setattr(ds, "_VERIFIED", set())
+    monkeypatch.setattr(ds_files, "_urlopen", local_only)
+    monkeypatch.setattr(ds_files, "_VERIFIED", set())
 
 
 @pytest.fixture(scope="module")
@@ -131,7 +132,7 @@ def test_tutorial_csv_equals_first_idx_rows(mnist):
 @needs_data
 def test_verification_is_cached(monkeypatch):
     ds.load_mnist(data_dir=DATA, limit=1, download=False)
-    monkeypatch.setattr(ds, "_sha256_file", lambda path: pytest.fail(f"hashed {path} again"))
+    monkeypatch.setattr(ds_files, "_sha256_file", lambda path: pytest.fail(f"hashed {path} again"))
     ds.load_mnist(data_dir=DATA, limit=1, download=False)
 
 

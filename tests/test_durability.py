@@ -11,7 +11,7 @@ import pytest
 
 import xpnet
 from xpnet import Dense, ReLU, Sequential
-from xpnet import datasets as ds
+from xpnet.datasets import files as ds  # the checksum cache lives there
 
 
 @pytest.mark.skipif(os.name == "nt", reason="Windows cannot open a folder to fsync it")

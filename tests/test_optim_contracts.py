@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import xpnet
-from xpnet import SGD, Adam, Optimizer, optim, to_numpy
+from xpnet import SGD, Adam, Optimizer, _inplace, optim, to_numpy
 
 import numpy_reference as ref
 
@@ -39,7 +39,7 @@ def _steps(dev, opt, params, grads):
 ], ids=["sgd", "momentum", "nesterov", "adam"])
 def test_immutable_arrays_get_the_same_steps(dev, monkeypatch, make, reference, kwargs):
     """Where an array cannot be written in place (JAX), the new array is stored under its key."""
-    monkeypatch.setattr(optim, "is_writeable_array", lambda a: False)
+    monkeypatch.setattr(_inplace, "is_writeable_array", lambda a: False)
     params, grads = _problem()
     got = _steps(dev, make(), params, grads)
     expected, state = dict(params), {}

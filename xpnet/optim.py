@@ -4,14 +4,17 @@
 ``model.gradients()``. The standard does not promise that ``p -= u`` mutates ``p`` (array API 2024.12,
 gh-895; on an immutable library it only rebinds a local name), so the generic path stores the new
 array back under its key. Where the array is writeable (NumPy, CuPy, PyTorch) it is updated in place
-instead, which saves an allocation per parameter per step. Optimizer state lives on the device.
+instead, which saves an allocation per parameter per step (both through ``_inplace.add_``). Optimizer
+state lives on the device.
 """
 
 from __future__ import annotations
 
 import math
 
-from array_api_compat import array_namespace, is_writeable_array
+from array_api_compat import array_namespace
+
+from ._inplace import add_
 
 
 class Optimizer:
@@ -53,17 +56,12 @@ class SGD(Optimizer):
             if mu:
                 v = self.state.get(name)
                 if v is None:
-                    v = self.state[name] = g * 1.0  # a copy: g is the layer's buffer, v outlives it
-                elif is_writeable_array(v):
-                    v *= mu
-                    v += g
+                    v = g * 1.0  # a copy: g is the layer's buffer, v outlives it
                 else:
-                    v = self.state[name] = mu * v + g
+                    v = add_(v, g, scale=mu)
+                self.state[name] = v
                 g = g + mu * v if self.nesterov else v
-            if is_writeable_array(p):
-                p -= lr * g
-            else:
-                params[name] = p - lr * g
+            params[name] = add_(p, (-lr) * g)
 
     def get_config(self):
         return {"lr": self.lr, "momentum": self.momentum, "nesterov": self.nesterov}
@@ -98,12 +96,7 @@ class Adam(Optimizer):
             m = b1 * m + (1.0 - b1) * g
             v = b2 * v + (1.0 - b2) * (g * g)
             self.state[name] = (m, v)
-            update = step_size * m / (xp.sqrt(v) + eps)
-            p = params[name]
-            if is_writeable_array(p):
-                p -= update
-            else:
-                params[name] = p - update
+            params[name] = add_(params[name], (-step_size) * m / (xp.sqrt(v) + eps))
 
     def get_config(self):
         return {"lr": self.lr, "beta1": self.beta1, "beta2": self.beta2, "eps": self.eps}

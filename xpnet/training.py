@@ -3,57 +3,21 @@
 One step is ``forward -> loss -> backward -> optimizer.step``, with no host-device transfer and no
 synchronization. Every ``check_every`` steps (and at the end of each epoch) the per-step losses are
 stacked on the device and read back in one transfer: that is where the epoch loss, the accuracy and
-the divergence check come from.
+the divergence check come from. Everything around the loop (the divergence rollback, the progress bar,
+the epoch line, the history, the user's hooks) is a callback, in :mod:`xpnet.callbacks`.
 """
 
 from __future__ import annotations
 
-import math
-import sys
 import time
 
-from array_api_compat import array_namespace, is_writeable_array
+from array_api_compat import array_namespace
 
-from . import backend
-from . import losses as losses_mod
-from . import optim
+from . import backend, losses, optim
+from .callbacks import CallbackList, DivergenceRollback, EpochLine, History, ProgressBar
+from .callbacks import TrainingDiverged, format_epoch  # noqa: F401  (their old home: still importable here)
 from .activations import Sigmoid, Softmax, softmax
 from .validation import check_batch_size, check_input_range, check_positive_int, data_range, prepare_xy, warn
-
-
-class TrainingDiverged(FloatingPointError):
-    """The loss became NaN or infinite; the model was reset to its last finite weights."""
-
-    def __init__(self, epoch: int, step: int, value: float, restored_step: int):
-        self.epoch, self.step, self.value, self.restored_step = epoch, step, value, restored_step
-        super().__init__(
-            f"training diverged: the loss was {value} at epoch {epoch + 1}, step {step + 1}. The model keeps "
-            f"its last finite weights (from before step {restored_step + 1} of that epoch). Try a lower "
-            f"learning rate (e.g. a tenth), a smaller init, or check the data for NaN/inf.")
-
-
-class History:
-    """Per-epoch metrics, like Keras': ``history["loss"]``, ``history["val_accuracy"]``, ...
-
-    Keys: ``loss``, ``accuracy`` (classification only), ``val_loss``, ``val_accuracy`` (with
-    ``validation_data``), ``seconds`` and ``samples_per_s``.
-    """
-
-    def __init__(self):
-        self.history: dict[str, list] = {}
-
-    def append(self, logs: dict) -> None:
-        for k, v in logs.items():
-            self.history.setdefault(k, []).append(v)
-
-    def __getitem__(self, key):
-        return self.history[key]
-
-    def __contains__(self, key):
-        return key in self.history
-
-    def __repr__(self):
-        return f"History({self.history!r})"
 
 
 def _correct(out, target, threshold: float, xp=None):
@@ -79,7 +43,7 @@ def _hits(out, target, threshold: float, xp=None):
 
 def _threshold(loss) -> float:
     # One output unit: logits cross 0 where probabilities cross 0.5.
-    return 0.0 if isinstance(loss, losses_mod.BinaryCrossEntropy) else 0.5
+    return 0.0 if isinstance(loss, losses.BinaryCrossEntropy) else 0.5
 
 
 def _batches(n: int, batch_size: int):
@@ -93,46 +57,90 @@ def _take(xp, a, order, lo, hi):
     return xp.take(a, order[lo:hi], axis=0)
 
 
-def _snapshot(params, into=None) -> dict | None:
-    """Copies of the parameters if they are all finite, else ``None``.
+class _EpochTotals:
+    """The epoch's loss and hits, kept on the device per step and read back once per window."""
 
-    ``into`` (an earlier snapshot) is overwritten in place where its arrays are writeable, so there is
-    never a second copy of the weights alive, nor an allocation per window.
-    """
-    for p in params.values():
-        xp = array_namespace(p)
-        if not bool(xp.all(xp.isfinite(p))):
-            return None
-    copies = {}
-    for k, p in params.items():
-        old = None if into is None else into.get(k)
-        if old is not None and is_writeable_array(old) and old.shape == p.shape and old.dtype == p.dtype:
-            old[...] = p
-            copies[k] = old
-        else:
-            copies[k] = array_namespace(p).asarray(p, copy=True)
-    return copies
+    def __init__(self, xp, classify: bool, threshold: float):
+        self.xp, self.classify, self.threshold = xp, classify, threshold
+        self.loss, self.correct, self.samples = 0.0, 0.0, 0
+        self.losses, self.hits, self.counts = [], [], []
 
+    def add(self, batch_loss, out, target) -> None:
+        self.losses.append(batch_loss)
+        self.counts.append(out.shape[0])
+        self.dtype = out.dtype
+        if self.classify:
+            self.hits.append(_hits(out, target, self.threshold, self.xp))  # counted once per window
 
-def _progress(total: int, epoch: int, epochs: int, verbose: int):
-    if verbose < 1 or not sys.stderr.isatty():
-        return None
-    from tqdm.auto import tqdm
+    def read_back(self) -> dict:
+        """The window's per-step losses in one transfer (and its hits in one more); the running totals."""
+        xp = self.xp
+        values = backend.to_numpy(xp.stack(self.losses)).astype("float64")
+        self.loss += float(values @ backend.to_numpy(self.counts).astype("float64"))
+        if self.classify:
+            self.correct += float(backend.to_numpy(xp.sum(xp.astype(xp.concat(self.hits), self.dtype))))
+        self.samples += sum(self.counts)
+        self.losses, self.hits, self.counts = [], [], []
+        return {"losses": values, "samples": self.samples, **self.logs(self.samples)}
 
-    return tqdm(total=total, desc=f"epoch {epoch + 1}/{epochs}", unit="sample", leave=False,
-                dynamic_ncols=True, file=sys.stderr)
+    def logs(self, n: int) -> dict:
+        return {"loss": self.loss / n, **({"accuracy": self.correct / n} if self.classify else {})}
 
 
 def fit(model, X, y, *, loss, optimizer, epochs, batch_size, shuffle=True, validation_data=None,
         verbose="auto", callbacks=(), lr=None, check_every: int = 50):
-    loss = losses_mod.get(loss)
-    optimizer = optim.get(optimizer, lr)
+    """Train ``model`` on ``(X, y)``; returns the :class:`~xpnet.callbacks.History` (see ``Sequential.fit``).
+
+    Each step is ``forward -> loss -> backward -> optimizer.step`` with nothing read back; every
+    ``check_every`` steps and at each epoch's end the window's losses come back in one transfer and go to
+    the callbacks' ``on_batch_end`` (the divergence rollback first, then the progress bar, then the user's).
+    """
+    loss, optimizer = losses.get(loss), optim.get(optimizer, lr)
+    X, y, classify, val = _prepare(model, X, y, loss, epochs, batch_size, check_every, validation_data)
+    dev, xp, n = model.device, model.device.xp, X.shape[0]
+    params, grads = model.parameters(), model.gradients()
+    steps = list(_batches(n, batch_size))
+    verbose = 1 if verbose == "auto" else verbose  # Keras' rule: epoch lines everywhere, the bar on a terminal
+    history, progress = History(), ProgressBar()
+    cbs = CallbackList([DivergenceRollback(), progress, history, EpochLine(), *callbacks], model, {
+        "epochs": epochs, "steps": len(steps), "samples": n, "check_every": check_every, "verbose": verbose})
+    model.stop_training = False
+    cbs.on_train_begin()
+    try:
+        for epoch in range(epochs):
+            start = time.perf_counter()
+            order = dev.asarray(model.rng.permutation(n), "int64") if shuffle else None
+            cbs.on_epoch_begin(epoch)
+            totals = _EpochTotals(xp, classify, _threshold(loss))
+            for step, (lo, hi) in enumerate(steps):
+                xb, yb = _take(xp, X, order, lo, hi), _take(xp, y, order, lo, hi)
+                out = model.forward(xb, training=True)
+                totals.add(loss.forward(out, yb), out, yb)
+                model.backward(loss.backward())
+                optimizer.step(params, grads)
+                if len(totals.losses) == check_every or step == len(steps) - 1:
+                    cbs.on_batch_end(step, totals.read_back())
+            backend.synchronize(dev)
+            seconds = time.perf_counter() - start
+            logs = totals.logs(n)
+            if val is not None:
+                result = evaluate(model, *val[:2], loss, max(batch_size, 1024), prepared=True, classify=val[2])
+                logs.update({f"val_{k}": v for k, v in result.items()})
+            logs.update(seconds=seconds, samples_per_s=n / seconds if seconds > 0 else float("inf"))
+            cbs.on_epoch_end(epoch, logs)
+            if model.stop_training:
+                break
+    finally:
+        progress.close()  # a diverged or interrupted epoch leaves no bar behind
+    cbs.on_train_end({k: v[-1] for k, v in history.history.items()})
+    return history
+
+
+def _prepare(model, X, y, loss, epochs, batch_size, check_every, validation_data):
+    """Check fit's arguments, move the data to the model's device and record the input range."""
     check_positive_int("epochs", epochs, allow_zero=True)
     check_batch_size(batch_size)
     check_positive_int("check_every", check_every)
-    if verbose == "auto":
-        # Keras' rule: epoch lines everywhere (a log file, a notebook, CI), the progress bar on a terminal.
-        verbose = 1
     _check_output_layer(model, loss)
     X, y, classify = prepare_xy(model, X, y, loss, "fit", warn_unscaled=True)
     span = data_range(X)
@@ -144,94 +152,19 @@ def fit(model, X, y, *, loss, optimizer, epochs, batch_size, shuffle=True, valid
             raise TypeError("fit: validation_data must be a pair (X_val, y_val)")
         val = prepare_xy(model, validation_data[0], validation_data[1], loss, "validation_data")
     model.loss = loss
-    dev = model.device
-    xp = dev.xp
-    params, grads = model.parameters(), model.gradients()
-    n = X.shape[0]
-    threshold = _threshold(loss)
-    history = History()
-    good = None
-
-    for epoch in range(epochs):
-        start = time.perf_counter()
-        order = dev.asarray(model.rng.permutation(n), "int64") if shuffle else None
-        total_loss, total_correct = 0.0, 0.0
-        window, hits, counts, window_start = [], [], [], 0
-        good = _snapshot(params, good)
-        bar = _progress(n, epoch, epochs, verbose)
-        step_ranges = list(_batches(n, batch_size))
-        for step, (lo, hi) in enumerate(step_ranges):
-            xb, yb = _take(xp, X, order, lo, hi), _take(xp, y, order, lo, hi)
-            out = model.forward(xb, training=True)
-            window.append(loss.forward(out, yb))
-            model.backward(loss.backward())
-            optimizer.step(params, grads)
-            counts.append(hi - lo)
-            if classify:
-                hits.append(_hits(out, yb, threshold, xp))  # counted once per window, below
-            if len(window) == check_every or step == len(step_ranges) - 1:
-                # The one read-back of the window: per-step losses (and hits) in a single transfer.
-                values = backend.to_numpy(xp.stack(window)).astype("float64")
-                if not all(math.isfinite(v) for v in values.tolist()):
-                    bad = next(i for i, v in enumerate(values.tolist()) if not math.isfinite(v))
-                    if good is not None:
-                        for k, v in good.items():
-                            params[k] = v
-                    if bar is not None:
-                        bar.close()
-                    raise TrainingDiverged(epoch, window_start + bad, float(values[bad]), window_start)
-                total_loss += float(values @ backend.to_numpy(counts).astype("float64"))
-                if classify:
-                    total_correct += float(backend.to_numpy(xp.sum(xp.astype(xp.concat(hits), X.dtype))))
-                if bar is not None:
-                    bar.update(sum(counts))
-                    bar.set_postfix(loss=f"{total_loss / hi:.4f}")
-                window, hits, counts, window_start = [], [], [], step + 1
-                if step < len(step_ranges) - 1:
-                    good = _snapshot(params, good) or good
-        if bar is not None:
-            bar.close()
-        backend.synchronize(dev)
-        seconds = time.perf_counter() - start
-        logs = {"loss": total_loss / n}
-        if classify:
-            logs["accuracy"] = total_correct / n
-        if val is not None:
-            result = evaluate(model, val[0], val[1], loss, max(batch_size, 1024), prepared=True, classify=val[2])
-            logs.update({f"val_{k}": v for k, v in result.items()})
-        logs["seconds"] = seconds
-        logs["samples_per_s"] = n / seconds if seconds > 0 else float("inf")
-        history.append(logs)
-        if verbose >= 1:
-            print(format_epoch(epoch, epochs, logs, dev), flush=True)
-        if any(cb(epoch, logs) is True for cb in callbacks):
-            break
-    return history
+    return X, y, classify, val
 
 
 def _check_output_layer(model, loss) -> None:
     last = model.layers[-1] if model.layers else None
-    if isinstance(loss, losses_mod.SoftmaxCrossEntropy) and isinstance(last, Softmax):
+    if isinstance(loss, losses.SoftmaxCrossEntropy) and isinstance(last, Softmax):
         warn("fit: the model ends in Softmax() and SoftmaxCrossEntropy applies softmax itself (it takes "
              "logits), so softmax is applied twice and training crawls. Remove the final Softmax() "
              "(predict_proba gives probabilities), or use loss='cross_entropy', which takes probabilities.")
-    elif isinstance(loss, losses_mod.BinaryCrossEntropy) and isinstance(last, Sigmoid):
+    elif isinstance(loss, losses.BinaryCrossEntropy) and isinstance(last, Sigmoid):
         warn("fit: the model ends in Sigmoid() and BinaryCrossEntropy applies the sigmoid itself (it takes "
              "logits), so the sigmoid is applied twice. Remove the final Sigmoid() (predict_proba gives "
              "probabilities).")
-
-
-def format_epoch(epoch: int, epochs: int, logs: dict, dev) -> str:
-    """One line per epoch: loss, accuracies, throughput and device."""
-    parts = [f"epoch {epoch + 1}/{epochs}", f"loss {logs['loss']:.4f}"]
-    if "accuracy" in logs:
-        parts.append(f"train acc {logs['accuracy']:.4f}")
-    if "val_loss" in logs:
-        parts.append(f"test loss {logs['val_loss']:.4f}")
-    if "val_accuracy" in logs:
-        parts.append(f"test acc {logs['val_accuracy']:.4f}")
-    parts += [f"{logs['samples_per_s']:,.0f} samples/s", f"{logs['seconds']:.2f} s", f"{dev}"]
-    return "  ".join(parts)
 
 
 def predict(model, X, batch_size: int = 1024, where: str = "predict"):
@@ -250,9 +183,9 @@ def predict_proba(model, X, batch_size: int = 1024):
     if isinstance(last, (Softmax, Sigmoid)):
         return out
     xp = model.device.xp
-    if isinstance(model.loss, losses_mod.SoftmaxCrossEntropy) and out.shape[1] > 1:
+    if isinstance(model.loss, losses.SoftmaxCrossEntropy) and out.shape[1] > 1:
         return softmax(out, axis=1)
-    if isinstance(model.loss, losses_mod.BinaryCrossEntropy):
+    if isinstance(model.loss, losses.BinaryCrossEntropy):
         return 1.0 / (1.0 + xp.exp(-out))
     raise ValueError(f"predict_proba: the outputs of this model are not probabilities and its loss "
                      f"({model.loss!r}) does not say how to make them: the model should end in Softmax() or "
@@ -278,16 +211,16 @@ def evaluate(model, X, y, loss, batch_size: int = 1024, *, prepared: bool = Fals
             check_input_range(model, data_range(X), "evaluate")
     xp = model.device.xp
     threshold = _threshold(loss)
-    losses, hits, counts = [], [], []
+    batch_losses, hits, counts = [], [], []
     for lo, hi in _batches(X.shape[0], batch_size):
         out = model.forward(X[lo:hi, ...])
         yb = y[lo:hi, ...]
-        losses.append(loss.forward(out, yb))
+        batch_losses.append(loss.forward(out, yb))
         counts.append(hi - lo)
         if classify:
             hits.append(_correct(out, yb, threshold, xp))
     n = X.shape[0]
-    values = backend.to_numpy(xp.stack(losses)).astype("float64")
+    values = backend.to_numpy(xp.stack(batch_losses)).astype("float64")
     result = {"loss": float(values @ backend.to_numpy(counts).astype("float64")) / n}
     if classify:
         result["accuracy"] = float(backend.to_numpy(xp.sum(xp.stack(hits)))) / n

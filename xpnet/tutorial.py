@@ -20,15 +20,8 @@ step is not exactly the gradient of the squared error (``Sequential`` follows th
 the book has it: same weights as the book's code, sample for sample (and ~0.96 MNIST test accuracy after
 one epoch, where the exact gradient at the same learning rate gets ~0.945).
 
-Speed: the ``wih`` update is a rank-1 outer product over the whole 200x784 matrix, and doing it eagerly
-costs two more passes over ``wih`` per sample than the forward ``wih @ x``. Where the weights are
-writeable, ``train`` instead queues each update ``(u = lr e_h * o_h (1 - o_h), x)`` and adds a batch of
-them with matrix products (rank-k GEMMs) every ``defer`` samples. Until then the forward pass adds the
-queued part exactly, ``wih_now @ x = wih @ x + U^T (X_q x)``: ``wih`` and the queued inputs ``X_q``
-share one buffer, so a single matrix-vector product gives both ``wih @ x`` and ``X_q @ x``. The
-arithmetic is the book's (only the rounding order differs); reading ``wih`` applies what is queued.
-On a 2-core CPU this trains 784-200-10 in about 36 us per sample, against 80 us for the book's code
-with float32 weights and 130 us as the book wrote it (float64).
+Speed: ``wih`` takes its updates through a small queue (:class:`_DeferredMatrix`, below) that adds
+them a batch at a time as matrix products; ``train`` itself reads like the book's method.
 """
 
 from __future__ import annotations
@@ -37,7 +30,10 @@ import math
 
 from array_api_compat import is_writeable_array
 
-from . import backend as _backend
+from . import backend as _backend  # the constructor's ``backend`` argument would shadow the module
+from ._inplace import add_
+from .validation import check_positive_int
+
 
 def _sigmoid(xp, z):
     # = 1 / (1 + exp(-z)), as tanh: as many operations, and nothing overflows for any z
@@ -49,6 +45,11 @@ def _logit(xp, y):
     return xp.log(y / (1.0 - y))
 
 
+def _outer(u, v):
+    """``u v^T`` by broadcasting (the standard has no ``outer``)."""
+    return u[:, None] * v[None, :]
+
+
 def _rescale(xp, v):
     """Shift and scale ``v`` into 0.01..0.99, as the book's backquery does between layers."""
     v = v - xp.min(v)
@@ -57,10 +58,81 @@ def _rescale(xp, v):
     return v * 0.98 + 0.01
 
 
-def _positive_int(name, value):
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"NeuralNetwork: {name} must be a positive int, got {value!r}")
-    return value
+class _DeferredMatrix:
+    """A matrix ``W`` ``(rows, cols)`` that takes the rank-1 updates ``W += u x^T`` in batches.
+
+    Why: per sample, the book's ``wih`` update is a rank-1 outer product over the whole 200x784 matrix;
+    done eagerly it costs two more passes over ``wih`` than the forward ``wih @ x``. Instead up to
+    ``defer`` updates ``(u_i, x_i)`` are queued and then added together as matrix products (rank-k
+    GEMMs). Until then :meth:`matvec` adds the queued part exactly,
+    ``W_now @ x = W @ x + U^T (X_q @ x)``: ``W`` and the queued inputs ``X_q`` share one buffer, so a
+    single matrix-vector product gives both ``W @ x`` and ``X_q @ x``. The arithmetic is the eager one;
+    only the rounding order differs. On a 2-core CPU the tutorial trains 784-200-10 in about 36 us per
+    sample this way, against 80 us for the book's code with float32 weights (130 us in float64).
+
+    With ``defer = 0``, or on a library whose arrays cannot be written in place (where a queue would
+    copy the buffer per sample), every update is added at once and this is just the matrix.
+    """
+
+    block_rows = 16  # rows of W per GEMM when the queue is applied
+
+    def __init__(self, w, defer: int, device):
+        self.xp, self.rows, self.queued = device.xp, w.shape[0], 0
+        self.defer = max(0, int(defer)) if is_writeable_array(w) else 0
+        self._buf = self._U = None
+        self._w = w
+        if self.defer:
+            # W on top and the queued inputs X_q below; U holds the queued u_i. Unused rows stay zero.
+            self._buf = self.xp.zeros((self.rows + self.defer, w.shape[1]), dtype=w.dtype, device=device.native)
+            self._buf[:self.rows, ...] = w
+            self._U = self.xp.zeros((self.defer, self.rows), dtype=w.dtype, device=device.native)
+            self._w = self._buf[:self.rows, ...]
+
+    def matvec(self, x):
+        """``W_now @ x``, the queued updates included."""
+        if self._buf is None:
+            return self.xp.matmul(self._w, x)
+        z = self.xp.matmul(self._buf, x)  # [W @ x, X_q @ x]
+        return z[:self.rows] + self.xp.matmul(z[self.rows:], self._U)  # + sum_i u_i (x_i . x)
+
+    def add_outer(self, u, x) -> None:
+        """``W += u x^T``: queued (and the queue applied once full), or at once without a queue."""
+        if self._buf is None:
+            self._w = add_(self._w, _outer(u, x))
+            return
+        k = self.queued
+        self._U[k, ...] = u
+        self._buf[self.rows + k, ...] = x
+        self.queued = k + 1
+        if self.queued == self.defer:
+            self._apply_queue()
+
+    def add(self, step) -> None:
+        """``W += step`` for a whole matrix ``step``, at once (what is queued stays queued: sums commute)."""
+        self._w = add_(self._w, step)
+
+    def array(self):
+        """``W`` with every queued update applied: this empties the queue; the value of ``W`` is unchanged."""
+        self._apply_queue()
+        return self._w
+
+    def _apply_queue(self) -> None:
+        k, h = self.queued, self.rows
+        if not k:
+            return
+        self.queued = 0
+        xp, buf, U = self.xp, self._buf, self._U
+        X = buf[h:, ...]
+        if k < self.defer:
+            U, X = U[:k, ...], X[:k, ...]
+        # The sum of k outer products u_i x_i^T as matrix products (GEMM), a block of rows at a time:
+        # small enough products stay on one BLAS thread, and a threaded rank-32 GEMM measured 3x slower
+        # than a single-threaded one on a 2-core machine with other work running.
+        for lo in range(0, h, self.block_rows):
+            hi = min(lo + self.block_rows, h)
+            buf[lo:hi, ...] += xp.matmul(U[:, lo:hi].T, X)
+        self._U[...] = 0.0
+        buf[h:, ...] = 0.0
 
 
 class NeuralNetwork:
@@ -76,20 +148,18 @@ class NeuralNetwork:
     ``"float64"``. The training error is the seeds' ``1/2 sum (t - o)^2``, descended with step ``lr``.
     """
 
-    defer: int = 32  # queued wih updates per GEMM (see the module docstring); 0 updates every sample
-    block_rows: int = 16  # rows of wih per GEMM when the queue is applied
+    defer: int = 32  # queued wih updates per GEMM (see _DeferredMatrix); 0 updates every sample
 
     def __init__(self, inputnodes, hiddennodes, outputnodes, learningrate, device="auto", seed=None,
                  dtype: str = "float32", backend: str | None = None):
-        self.inodes = _positive_int("inputnodes", inputnodes)
-        self.hnodes = _positive_int("hiddennodes", hiddennodes)
-        self.onodes = _positive_int("outputnodes", outputnodes)
+        self.inodes = check_positive_int("NeuralNetwork: inputnodes", inputnodes)
+        self.hnodes = check_positive_int("NeuralNetwork: hiddennodes", hiddennodes)
+        self.onodes = check_positive_int("NeuralNetwork: outputnodes", outputnodes)
         self.lr = learningrate
         if dtype not in ("float32", "float64"):
             raise ValueError(f"NeuralNetwork: dtype must be 'float32' or 'float64', got {dtype!r}")
         self.dtype = dtype
         self.device = _backend.device(device, backend=backend)
-        self._defer = max(0, int(self.defer))
         rng = _backend.host_rng(seed)
         self.wih = rng.normal(0.0, pow(self.hnodes, -0.5), (self.hnodes, self.inodes))
         self.who = rng.normal(0.0, pow(self.onodes, -0.5), (self.onodes, self.hnodes))
@@ -114,27 +184,14 @@ class NeuralNetwork:
     def wih(self):
         """Input -> hidden weights, ``(hiddennodes, inputnodes)``, on the device.
 
-        Reading applies the queued updates first. Read it again after more training: an array read
-        earlier may not show the updates still queued at that time.
+        Its updates may wait in a queue (:class:`_DeferredMatrix`); reading ``wih`` applies them first.
+        Read it again after more training: an array read earlier may not show updates queued since.
         """
-        if self._buf is None:
-            return self._wih
-        self._apply_queued()
-        return self._buf[:self.hnodes, ...]
+        return self._wih.array()
 
     @wih.setter
     def wih(self, value):
-        a = self._weights(value, (self.hnodes, self.inodes), "wih")
-        self._queued, self._wih, self._buf, self._U = 0, a, None, None
-        if self._defer and is_writeable_array(a):
-            # One buffer, wih on top and the queued inputs X_q below: a single matrix-vector product
-            # then gives both wih @ x and X_q @ x. U holds the queued u_i; its unused rows stay zero.
-            dev, xp, h = self.device, self.device.xp, self.hnodes
-            dt = dev.dtype(self.dtype)
-            self._buf = xp.zeros((h + self._defer, self.inodes), dtype=dt, device=dev.native)
-            self._buf[:h, ...] = a
-            self._U = xp.zeros((self._defer, h), dtype=dt, device=dev.native)
-            self._wih = None
+        self._wih = _DeferredMatrix(self._weights(value, (self.hnodes, self.inodes), "wih"), self.defer, self.device)
 
     @property
     def who(self):
@@ -167,66 +224,19 @@ class NeuralNetwork:
 
     def train(self, inputs_list, targets_list) -> None:
         """One step of the book's rule on one sample: ``inputnodes`` inputs, ``outputnodes`` targets."""
-        xp, h = self.device.xp, self.hnodes
-        x = self._vector(inputs_list, self.inodes, "inputs_list", "train")
-        t = self._vector(targets_list, self.onodes, "targets_list", "train")
-        who, buf = self._who, self._buf
-        if buf is not None:
-            z = xp.matmul(buf, x)  # [wih @ x, X_q @ x]
-            hidden_inputs = z[:h] + xp.matmul(z[h:], self._U)  # + sum_i u_i (x_i . x): the queued steps
-        else:
-            hidden_inputs = xp.matmul(self._wih, x)
-        hidden_outputs = _sigmoid(xp, hidden_inputs)
-        final_outputs = _sigmoid(xp, xp.matmul(who, hidden_outputs))
-        # the book's errors, scaled by lr once, on the small output vector
-        output_errors = (t - final_outputs) * self._lr
-        hidden_errors = xp.matmul(output_errors, who)  # who.T @ output_errors, without the transpose
-        d_out = output_errors * final_outputs * (1.0 - final_outputs)
-        d_hid = hidden_errors * hidden_outputs * (1.0 - hidden_outputs)
-        self._add_who(d_out[:, None] * hidden_outputs[None, :])  # outer product by broadcasting
-        if buf is not None:
-            k = self._queued
-            self._U[k, ...] = d_hid
-            buf[h + k, ...] = x
-            self._queued = k + 1
-            if k + 1 == self._defer:
-                self._apply_queued()
-        else:
-            self._add_wih(d_hid[:, None] * x[None, :])
+        xp = self.device.xp
+        inputs = self._vector(inputs_list, self.inodes, "inputs_list", "train")
+        targets = self._vector(targets_list, self.onodes, "targets_list", "train")
 
-    # In place where the library allows it (NumPy, CuPy, PyTorch), else a new array (array API gh-895).
-    def _add_who(self, step):
-        if is_writeable_array(self._who):
-            self._who += step
-        else:
-            self._who = self._who + step
+        hidden_outputs = _sigmoid(xp, self._wih.matvec(inputs))  # wih @ inputs
+        final_outputs = _sigmoid(xp, xp.matmul(self._who, hidden_outputs))
 
-    def _add_wih(self, step):
-        if self._buf is not None:
-            self._buf[:self.hnodes, ...] += step
-        elif is_writeable_array(self._wih):
-            self._wih += step
-        else:
-            self._wih = self._wih + step
+        # the book's errors, scaled by lr here, once, on the small output vector
+        output_errors = (targets - final_outputs) * self._lr
+        hidden_errors = xp.matmul(output_errors, self._who)  # who.T @ output_errors, without the transpose
 
-    def _apply_queued(self):
-        k, h = self._queued, self.hnodes
-        if not k:
-            return
-        self._queued = 0
-        xp, buf, U = self.device.xp, self._buf, self._U
-        X = buf[h:, ...]
-        if k < self._defer:
-            U, X = U[:k, ...], X[:k, ...]
-        # The sum of k outer products u_i x_i^T as matrix products (GEMM), a block of rows at a time:
-        # small enough products stay on one BLAS thread, and a threaded rank-32 GEMM measured 3x slower
-        # than a single-threaded one on a 2-core machine with other work running.
-        rows = self.block_rows
-        for lo in range(0, h, rows):
-            hi = min(lo + rows, h)
-            buf[lo:hi, ...] += xp.matmul(U[:, lo:hi].T, X)
-        self._U[...] = 0.0
-        buf[h:, ...] = 0.0
+        self._who = add_(self._who, _outer(output_errors * final_outputs * (1.0 - final_outputs), hidden_outputs))
+        self._wih.add_outer(hidden_errors * hidden_outputs * (1.0 - hidden_outputs), inputs)
 
     def train_batch(self, inputs, targets) -> None:
         """One step on a mini-batch: rows of ``inputs`` ``(n, inputnodes)``, ``targets`` ``(n, outputnodes)``.
@@ -240,7 +250,7 @@ class NeuralNetwork:
         T = self._rows(targets, self.onodes, "targets", "train_batch")
         if X.shape[0] != T.shape[0]:
             raise ValueError(f"NeuralNetwork.train_batch: {X.shape[0]} input rows but {T.shape[0]} target rows")
-        wih, who = self.wih, self._who
+        wih, who = self._wih.array(), self._who
         H = _sigmoid(xp, xp.matmul(X, wih.T))
         O = _sigmoid(xp, xp.matmul(H, who.T))
         E_out = T - O
@@ -248,8 +258,8 @@ class NeuralNetwork:
         scale = self._lr / X.shape[0]
         step_who = xp.matmul((E_out * O * (1.0 - O)).T, H) * scale
         step_wih = xp.matmul((E_hid * H * (1.0 - H)).T, X) * scale
-        self._add_who(step_who)
-        self._add_wih(step_wih)
+        self._who = add_(self._who, step_who)
+        self._wih.add(step_wih)
 
     def _rows(self, values, n, name, where):
         a = self.device.asarray(values, self.dtype)

@@ -48,10 +48,13 @@ def check_input_range(model, span, where: str) -> None:
              f"data was (raw 0..255 pixels: X / 255, or X / 255 * 0.99 + 0.01 for the tutorial's scaling).")
 
 
-def check_positive_int(name: str, value, allow_zero: bool = False) -> None:
+def check_positive_int(name: str, value, allow_zero: bool = False) -> int:
+    """``value`` if it is an int >= 1 (>= 0 with ``allow_zero``; ``True`` is not an int here), else a
+    ``ValueError`` naming ``name``."""
     low = 0 if allow_zero else 1
     if isinstance(value, bool) or not isinstance(value, int) or value < low:
         raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
+    return value
 
 
 def check_batch_size(batch_size) -> None:
@@ -102,7 +105,8 @@ def _first_dense(model):
     return None, flat
 
 
-def _output_width(model):
+def output_width(model):
+    """The number of outputs of the last Dense layer (``None`` without one)."""
     for layer in reversed(model.layers):
         if isinstance(layer, Dense):
             return layer.out_features
@@ -163,7 +167,7 @@ def prepare_xy(model, X, y, loss, where: str, targets: bool = True, warn_unscale
     if y.ndim == 0 or y.shape[0] != n:
         raise ValueError(f"{where}: X has {n} samples but y has shape {tuple(y.shape)}; "
                          f"they must have the same length")
-    width = _output_width(model)
+    width = output_width(model)
     if _is_integral(y):
         return X, _labels(y, width, loss, where, dev, model.dtype), True
     if not _is_floating(y):

@@ -1,0 +1,110 @@
+"""The ``xpnet`` command (also ``python -m xpnet``): train, evaluate, predict and info.
+
+    xpnet train                                  # the tutorial's 784-200-10 sigmoid net, MNIST, 1 epoch
+    xpnet train --dataset spirals --loss softmax_cross_entropy --optimizer adam --epochs 50 --batch-size 16
+    xpnet train --epochs 5 --save mnist.npz && xpnet evaluate mnist.npz
+    xpnet predict mnist.npz --input digits.csv   # one predicted class per line
+    xpnet info                                   # versions, backends, CUDA devices (or why none)
+
+Exit status: 0 on success, 2 for usage errors (argparse's), 1 for runtime errors, which are printed as
+one line ``xpnet: error: <message>`` on stderr; ``--debug`` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+import numpy as np
+
+from .. import backend, datasets, io
+from .commands import cmd_evaluate, cmd_info, cmd_predict, cmd_train
+from .parser import _check_environment, add_device_options, build_parser
+
+__all__ = ["add_device_options", "build_parser", "cmd_evaluate", "cmd_info", "cmd_predict", "cmd_train", "main",
+           "run_script"]
+
+
+def run_script(main, argv=None) -> None:
+    """Run a script's ``main(argv)`` and exit as the ``xpnet`` command does.
+
+    An expected error (no GPU, missing data, bad input) is printed as one line ``<script>: error: ...``
+    and exits 1, instead of a traceback; ``XPNET_DEBUG=1`` shows the traceback.
+    """
+    prog = os.path.basename(sys.argv[0]) or "xpnet"
+    if os.environ.get("XPNET_DEBUG"):
+        sys.exit(main(argv))
+    try:
+        status = main(argv)
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        sys.exit(130)
+    except _EXPECTED as exc:
+        print(f"{prog}: error: {_one_line(exc)}", file=sys.stderr)
+        sys.exit(1)
+    sys.exit(status)
+
+
+# -- entry point --------------------------------------------------------------------------------
+def _one_line(exc: BaseException) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return "; ".join(lines) or type(exc).__name__
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Writes to ``sys.stderr`` as it is at each message: pytest, notebooks and redirections swap it."""
+
+    def __init__(self):
+        super().__init__()
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value):
+        pass
+
+
+_EXPECTED = (backend.DeviceUnavailableError, datasets.DatasetError, io.ModelFormatError, ValueError, OSError,
+             FloatingPointError, TypeError, MemoryError)
+
+
+def main(argv=None) -> int:
+    """Run the command line ``argv`` (default ``sys.argv[1:]``); returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _check_environment(parser)
+    log = logging.getLogger("xpnet")
+    if not getattr(args, "quiet", False) and not log.handlers:
+        handler = _StderrHandler()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)
+    command = globals()[f"cmd_{args.command}"]  # looked up at each call: tests and wrappers replace them
+    try:
+        if args.debug:
+            return command(args)
+        # NumPy's overflow/invalid warnings would only repeat, less clearly, what the one-line error
+        # (TrainingDiverged, say) reports; --debug shows them.
+        with np.errstate(all="ignore"):
+            return command(args)
+    except KeyboardInterrupt:
+        if args.debug:
+            raise
+        print("xpnet: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        # the reader went away (xpnet predict ... | head): not an error of ours
+        try:
+            sys.stdout = open(os.devnull, "w")
+        except OSError:
+            pass
+        return 0
+    except Exception as exc:
+        if args.debug:
+            raise
+        hint = "" if isinstance(exc, _EXPECTED) else f" ({type(exc).__name__}; run with --debug for the traceback)"
+        print(f"xpnet: error: {_one_line(exc)}{hint}", file=sys.stderr)
+        return 1

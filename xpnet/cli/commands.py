@@ -1,0 +1,294 @@
+"""The ``xpnet`` commands: ``cmd_train``, ``cmd_evaluate``, ``cmd_predict`` and ``cmd_info``, each taking the
+parsed arguments and returning the exit status."""
+
+from __future__ import annotations
+
+import os
+import platform
+import sys
+import tempfile
+from io import StringIO
+
+import numpy as np
+
+from .. import __version__, backend, datasets, io, losses, optim
+from ..activations import ACTIVATIONS
+from ..layers import Dense
+from ..model import Sequential
+from ..callbacks import format_epoch
+from ..validation import output_width
+from .parser import DEFAULT_LR, IMAGES, LOSSES, TARGETS
+
+
+# -- data helpers -------------------------------------------------------------------------------
+def _load(args, scale):
+    scale = scale if args.dataset in IMAGES else None
+    return datasets.load(args.dataset, data_dir=args.data_dir, scale=scale or "unit", limit=args.limit,
+                          download=not args.no_download, seed=getattr(args, "seed", 0))
+
+
+def _targets(y, loss: str, width: int, dtype: str):
+    """Labels as what ``loss`` trains on: int labels (softmax), 0/1 columns, or one-hot rows (off, on)."""
+    if loss == "softmax_cross_entropy":
+        return y
+    off, on = TARGETS[loss]
+    if width == 1:
+        return np.where(y.reshape(-1, 1) > 0, on, off).astype(dtype)
+    t = np.full((y.shape[0], width), off, dtype=dtype)
+    t[np.arange(y.shape[0]), y] = on
+    return t
+
+
+def _check_widths(layers, features, classes, loss, dataset):
+    if layers[0] != features:
+        raise ValueError(f"--layers starts with {layers[0]} inputs, but {dataset} has {features} features "
+                         f"per sample: use --layers {features},{','.join(map(str, layers[1:]))}")
+    out = layers[-1]
+    if loss == "softmax_cross_entropy" and out < 2:
+        raise ValueError("softmax_cross_entropy needs an output layer of 2 or more units (one per class)")
+    if out == 1 and classes > 2:
+        raise ValueError(f"{dataset} has {classes} classes, but the output layer has 1 unit: "
+                         f"end --layers with {classes}")
+    if out != 1 and out < classes:
+        raise ValueError(f"{dataset} has labels 0..{classes - 1}, but the output layer has only {out} units: "
+                         f"end --layers with {classes}")
+
+
+def tutorial_normal(shape, rng, device, dtype="float32"):
+    """The book's initial weights: normal(0, 1/sqrt(nodes of the receiving layer)), e.g. 200**-0.5 for wih."""
+    return device.asarray(rng.normal(0.0, shape[1] ** -0.5, size=shape), dtype)
+
+
+def _network(layers, activation, loss):
+    # Sigmoid nets start like the book's (with 1/sqrt(fan_in) they reach ~0.939 instead of ~0.946 after
+    # one MNIST epoch); ReLU-family ones with He's init, tanh with LeCun's.
+    inits = {"sigmoid": tutorial_normal, "relu": "he_normal", "leaky_relu": "he_normal"}
+    init = inits.get(activation, "lecun_normal")
+    stack = []
+    for i, (n_in, n_out) in enumerate(zip(layers[:-1], layers[1:])):
+        stack.append(Dense(n_in, n_out, init=init))
+        if i < len(layers) - 2:
+            stack.append(ACTIVATIONS[activation]())
+    if loss == "mse":
+        stack.append(ACTIVATIONS["sigmoid"]())  # the tutorial's output; the other losses take logits
+    return stack
+
+
+def _input_width(model) -> int:
+    return next(layer.in_features for layer in model.layers if isinstance(layer, Dense))
+
+
+# -- the commands -------------------------------------------------------------------------------
+def cmd_train(args) -> int:
+    if args.save:
+        io.check_writable(args.save)  # before training, not after an hour of it
+    dev = backend.device(args.device, backend=args.backend)
+    (X, y), (X_test, y_test) = _load(args, args.scale)
+    if X.shape[0] == 0 or X_test.shape[0] == 0:
+        raise ValueError(f"{args.dataset}: no samples to train or test on")
+    features, classes = X.shape[1], int(max(y.max(), y_test.max())) + 1
+    layers = args.layers or [features, 200, classes]
+    _check_widths(layers, features, classes, args.loss, args.dataset)
+    lr = args.lr if args.lr is not None else DEFAULT_LR[args.optimizer]
+    model = Sequential(_network(layers, args.activation, args.loss), device=dev, seed=args.seed, dtype=args.dtype)
+    loss, optimizer = losses.get(args.loss), optim.get(args.optimizer, lr)
+    width = layers[-1]
+    if not args.quiet:
+        scale = f", inputs scaled {args.scale}" if args.dataset in IMAGES else ""
+        print(f"xpnet: training {'-'.join(map(str, layers))} ({args.activation} hidden, "
+              f"{'sigmoid' if args.loss == 'mse' else 'linear'} output), {args.loss}, {args.optimizer} lr {lr:g}, "
+              f"batch {args.batch_size}, on {args.dataset}: {X.shape[0]} train / {X_test.shape[0]} test "
+              f"samples{scale}, {dev}, {args.dtype}", flush=True)
+    history = model.fit(X, _targets(y, args.loss, width, args.dtype), loss=loss, optimizer=optimizer,
+                        epochs=args.epochs, batch_size=args.batch_size,
+                        validation_data=(X_test, _targets(y_test, args.loss, width, args.dtype)),
+                        verbose=0 if args.quiet else 1)
+    if args.quiet:
+        last = {k: v[-1] for k, v in history.history.items()}
+        print(format_epoch(len(history["loss"]) - 1, args.epochs, last, dev), flush=True)
+    if args.save:
+        model.metadata = {"dataset": args.dataset, "scale": args.scale if args.dataset in IMAGES else None,
+                          "loss": args.loss, "classes": classes, "layers": layers,
+                          "activation": args.activation, "optimizer": args.optimizer, "lr": lr,
+                          "epochs": args.epochs, "batch_size": args.batch_size, "seed": args.seed}
+        _save_or_rescue(model, args.save)
+        if not args.quiet:
+            print(f"xpnet: saved the model to {args.save}")
+    return 0
+
+
+def _save_or_rescue(model, path) -> None:
+    """Save to ``path``; if that fails now (after it was checked), keep the trained model in a temp file."""
+    try:
+        io.save(model, path)
+    except OSError as exc:
+        fd, rescue = tempfile.mkstemp(prefix="xpnet-rescued-", suffix=".npz")
+        os.close(fd)
+        io.save(model, rescue)
+        raise OSError(exc.errno, f"{exc.strerror or exc}; the trained model was saved to {rescue} instead") from None
+
+
+def cmd_evaluate(args) -> int:
+    model = io.load(args.model, device=args.device, backend=args.backend)
+    meta = model.metadata
+    if args.dataset is None:
+        args.dataset = meta.get("dataset") if meta.get("dataset") in datasets.DATASETS else "mnist"
+    loss_name = args.loss or _loss_name(model, args.model)
+    train, test = _load(args, meta.get("scale") or "tutorial")
+    X, y = test if args.split == "test" else train
+    if X.shape[0] == 0:
+        raise ValueError(f"{args.dataset}: the {args.split} split is empty")
+    if X.shape[1] != _input_width(model):
+        raise ValueError(f"{args.model} takes {_input_width(model)} inputs, but {args.dataset} has "
+                         f"{X.shape[1]} features per sample")
+    width = output_width(model)
+    if int(y.max()) >= max(width, 2):
+        raise ValueError(f"{args.dataset} has labels up to {int(y.max())}, but {args.model} has only {width} "
+                         f"outputs")
+    result = model.evaluate(X, _targets(y, loss_name, width, model.dtype), loss=loss_name,
+                            batch_size=args.batch_size)
+    acc = f"  accuracy {result['accuracy']:.4f}" if "accuracy" in result else ""
+    print(f"{args.split} loss {result['loss']:.4f}{acc}  ({X.shape[0]} samples of {args.dataset}, "
+          f"{loss_name}, {model.device})")
+    return 0
+
+
+def _loss_name(model, path) -> str:
+    """The loss a saved model was trained with: from the file's loss field, else its metadata."""
+    if model.loss is not None and model.loss.name in losses.LOSSES:
+        return model.loss.name
+    if model.metadata.get("loss") in losses.LOSSES:
+        return model.metadata["loss"]
+    raise ValueError(f"{path} does not record the loss it was trained with: pass --loss "
+                     f"({' or '.join(LOSSES)})")
+
+
+def _read_input(path: str) -> tuple[np.ndarray, bool]:
+    """The samples in ``path`` as rows (integers kept as integers), and whether it was a CSV (labels?)."""
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"no such input file: {path}")
+    lower = path.lower()
+    if lower.endswith(".npy"):
+        try:
+            a = np.load(path, allow_pickle=False)
+        except Exception as exc:
+            raise ValueError(f"{path}: not a readable .npy array ({type(exc).__name__}: {exc})") from None
+        csv = False
+    elif lower.endswith((".csv", ".txt")):
+        a = _read_csv(path)
+        csv = True
+    else:
+        raise ValueError(f"{path}: --input must be a .npy or .csv file")
+    if a.dtype.kind not in "biuf":
+        raise ValueError(f"{path}: holds {a.dtype} values, not numbers")
+    if a.ndim == 0:
+        raise ValueError(f"{path}: holds a single number (a 0-d array); save samples as rows, "
+                         f"shape (n, features)")
+    if a.size == 0:
+        raise ValueError(f"{path}: holds no samples (shape {a.shape})")
+    return (a.reshape(1, -1) if a.ndim == 1 else a.reshape(a.shape[0], -1)), csv
+
+
+def _read_csv(path: str) -> np.ndarray:
+    # Whole numbers ("0,255,...", the tutorial's CSV) are pixels to scale; any "0.5" makes it floats.
+    with open(path) as f:
+        text = f.read()
+    if not text.strip():
+        raise ValueError(f"{path}: the file is empty; give one sample per line, values separated by commas")
+    for dtype in (np.int64, np.float64):
+        try:
+            return np.loadtxt(StringIO(text), delimiter=",", ndmin=2, dtype=dtype)
+        except (ValueError, OverflowError) as exc:
+            error = exc
+    raise ValueError(f"{path}: not comma-separated numbers ({error})") from None
+
+
+_SCALES = {"tutorial": (0.01, 1.0), "unit": (0.0, 1.0)}
+
+
+def _scaled(X: np.ndarray, args, model) -> np.ndarray:
+    """``X`` as the model's inputs: integers scaled as in training, floats as given (see ``--scale``)."""
+    trained = model.metadata.get("scale") if model.metadata.get("scale") in _SCALES else None
+    scale = args.scale
+    if scale == "auto":
+        if X.dtype.kind in "biu":
+            if trained is None:
+                raise ValueError(f"{args.input} holds integers, but {args.model} does not record how its "
+                                 f"inputs were scaled: pass --scale tutorial (x/255*0.99+0.01), --scale unit "
+                                 f"(x/255) or --scale none")
+            scale = trained
+        else:
+            scale = "none"
+    X = X.astype(np.float64)
+    if scale == "tutorial":
+        X = X / 255.0 * 0.99 + 0.01
+    elif scale == "unit":
+        X = X / 255.0
+    expected = model.input_range or _SCALES.get(trained)
+    if expected is not None:
+        lo, hi = float(X.min()), float(X.max())
+        margin = (expected[1] - expected[0]) / 2
+        if lo < expected[0] - margin or hi > expected[1] + margin:
+            hint = (" They look like raw 0..255 pixels stored as floats: save them as integers (uint8), which "
+                    "are scaled as in training, or pass --scale " + (trained or "unit") + "."
+                    if hi > 2 and scale == "none" else " Check the file, or --scale.")
+            raise ValueError(f"{args.input}: the inputs (after --scale {scale}) range from {lo:g} to {hi:g}, but "
+                             f"{args.model} was trained on inputs from {expected[0]:g} to {expected[1]:g}; "
+                             f"its predictions would be meaningless.{hint}")
+    return X
+
+
+def cmd_predict(args) -> int:
+    model = io.load(args.model, device=args.device, backend=args.backend)
+    X, csv = _read_input(args.input)
+    features = _input_width(model)
+    if csv and X.shape[1] == features + 1:
+        X = X[:, 1:]  # the tutorial CSV's rows start with the label
+    if X.shape[1] != features:
+        raise ValueError(f"{args.input}: rows of {X.shape[1]} values, but the model takes {features} inputs")
+    if model.loss is None and model.metadata.get("loss") in losses.LOSSES:
+        model.loss = losses.get(model.metadata["loss"])  # files from before the loss had its own field
+    classes = backend.to_numpy(model.predict_classes(_scaled(X, args, model).astype(model.dtype)))
+    sys.stdout.write("".join(f"{c}\n" for c in classes.tolist()))
+    return 0
+
+
+def _cuda_devices() -> str:
+    count, why = backend._cuda_status()
+    if count:
+        import cupy
+
+        names = [cupy.cuda.runtime.getDeviceProperties(i)["name"] for i in range(count)]
+        return ", ".join(f"cuda:{i} {n.decode() if isinstance(n, bytes) else n}" for i, n in enumerate(names))
+    reasons = [f"CuPy: {why}"]
+    try:
+        tcount, twhy = backend._torch_cuda_status()
+        if tcount:
+            return f"{tcount} seen by PyTorch only ({why}); use --backend torch"
+        reasons.append(twhy)
+    except ImportError:
+        pass
+    return "none (" + "; ".join(reasons) + ")"
+
+
+def cmd_info(args) -> int:
+    import array_api_compat
+
+    print(f"xpnet {__version__} ({os.path.dirname(os.path.dirname(os.path.abspath(__file__)))})")
+    print(f"python {platform.python_version()} ({sys.executable})")
+    print(f"numpy {np.__version__}")
+    print(f"array-api-compat {array_api_compat.__version__}")
+    print("backends:")
+    for name, status in backend.available_backends().items():
+        print(f"  {name:17s} {status}")
+    print(f"CUDA devices: {_cuda_devices()}")
+    try:
+        chosen = str(backend.device(args.device, backend=args.backend))
+    except (backend.DeviceUnavailableError, ValueError) as exc:
+        chosen = f"unavailable: {exc}"
+    print(f"device {args.device or os.environ.get('XPNET_DEVICE') or 'auto'}"
+          f"{f' --backend {args.backend}' if args.backend else ''} -> {chosen}")
+    for var in ("XPNET_DEVICE", "XPNET_BACKEND", "XPNET_DATA", "XPNET_CACHE"):
+        print(f"{var}={os.environ.get(var, '')}")
+    print(f"data folders searched: {', '.join(map(str, datasets.data_dirs()))}")
+    return 0

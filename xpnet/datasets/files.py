@@ -1,0 +1,216 @@
+"""Where dataset files come from: the data folders, the download cache, the mirrors and the SHA-256 sums.
+
+:func:`_find_files` looks a dataset's files up in :func:`data_dirs`, verifies each against
+:data:`SHA256` (a hash cached per path, mtime and size) and downloads what is missing into the cache,
+trying :data:`MIRRORS` in order. Every problem raises a :class:`DatasetError`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import logging
+import os
+import pathlib
+import sys
+import tempfile
+import urllib.request
+
+# Folder name -> {file: SHA-256} of the original distributions (the files match the official MD5s).
+SHA256 = {
+    "mnist": {
+        "train-images-idx3-ubyte.gz": "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609",
+        "train-labels-idx1-ubyte.gz": "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c",
+        "t10k-images-idx3-ubyte.gz": "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6",
+        "t10k-labels-idx1-ubyte.gz": "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6",
+    },
+    "fashion-mnist": {
+        "train-images-idx3-ubyte.gz": "3aede38d61863908ad78613f6a32ed271626dd12800ba2636569512369268a84",
+        "train-labels-idx1-ubyte.gz": "a04f17134ac03560a47e3764e11b92fc97de4d1bfaf8ba1a3aa29af54cc90845",
+        "t10k-images-idx3-ubyte.gz": "346e55b948d973a97e58d2351dde16a484bd415d4595297633bb08f03db6a073",
+        "t10k-labels-idx1-ubyte.gz": "67da17c76eaffca5446c3361aaab5c3cd6d1c2608764d35dfb1850b086bf8dd5",
+    },
+    "mnist-csv": {
+        "mnist_train_100.csv": "fdd8d89d0c19e0a78ee8f60a7770fa708895ed1c649b9f49a0fa63a9d517cfe2",
+        "mnist_test_10.csv": "36872cba8ad8788b41d8dc391e84e33871ba1bb9d73a5a4c95c0429fd63e96e5",
+    },
+}
+# Tried in order; every mirror serves the files under their original names.
+MIRRORS = {
+    "mnist": (
+        "https://ossci-datasets.s3.amazonaws.com/mnist/",
+        "https://storage.googleapis.com/cvdf-datasets/mnist/",
+        "http://yann.lecun.com/exdb/mnist/",
+    ),
+    "fashion-mnist": (
+        "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
+        "https://storage.googleapis.com/tensorflow/tf-keras-datasets/",
+        "https://raw.githubusercontent.com/zalandoresearch/fashion-mnist/master/data/fashion/",
+    ),
+    "mnist-csv": (
+        "https://raw.githubusercontent.com/makeyourownneuralnetwork/makeyourownneuralnetwork"
+        "/HEAD/mnist_dataset/",
+    ),
+}
+_VERIFIED = set()  # (path, mtime_ns, size, sha256) already hashed in this process
+log = logging.getLogger("xpnet")
+
+
+
+
+class DatasetError(RuntimeError):
+    """A dataset is missing, unreadable, corrupt or malformed."""
+
+
+class DatasetNotFoundError(DatasetError):
+    """The files are in none of the data folders and could not be downloaded."""
+
+
+class DatasetCorruptError(DatasetError):
+    """A file is there but wrong: checksum mismatch, bad gzip, bad IDX header, bad CSV row."""
+
+
+def data_dirs(data_dir=None):
+    """Folders searched for data, in order: ``data_dir``, ``$XPNET_DATA``, the cache.
+
+    ``$XPNET_DATA`` may hold several folders joined by ``os.pathsep``. The cache is
+    ``$XPNET_CACHE`` or ``~/.cache/xpnet``; downloads go there. Returns a list of ``pathlib.Path``.
+
+    >>> data_dirs("/data")[0]
+    PosixPath('/data')
+    """
+    dirs = [data_dir] if data_dir is not None else []
+    dirs += _env_dirs()
+    dirs.append(_cache_dir())
+    return list(dict.fromkeys(pathlib.Path(d).expanduser() for d in dirs))  # dedupe, keep order
+
+
+def _env_dirs():
+    return [p for p in os.environ.get("XPNET_DATA", "").split(os.pathsep) if p]
+
+
+def _check_data_dirs(data_dir):
+    """An explicit ``data_dir`` must be a folder; a ``$XPNET_DATA`` folder that is not one is logged.
+
+    A mistyped ``data_dir`` must not fall through to other data or to a download: it raises. A missing
+    ``$XPNET_DATA`` folder only warns, since the variable is set once for many runs (and may list folders
+    that exist on some machines only); the warning still says why a download starts.
+    """
+    if data_dir is not None:
+        folder = pathlib.Path(data_dir).expanduser()
+        if not folder.is_dir():
+            raise DatasetNotFoundError(
+                f"data_dir {folder} {'is not a folder' if folder.exists() else 'does not exist'}: check the "
+                f"path, or leave data_dir (--data-dir) unset to use $XPNET_DATA and the download cache "
+                f"{_cache_dir()}")
+    for d in _env_dirs():
+        if not pathlib.Path(d).expanduser().is_dir():
+            log.warning("xpnet: $XPNET_DATA names %s, which is not a folder: skipped (check the variable)", d)
+
+
+def _cache_dir():
+    return pathlib.Path(os.environ.get("XPNET_CACHE") or "~/.cache/xpnet").expanduser()
+
+
+def _urlopen(url):
+    """Default ``fetch``: a streaming HTTP response (some mirrors refuse urllib's user agent)."""
+    request = urllib.request.Request(url, headers={"User-Agent": "xpnet"})
+    return urllib.request.urlopen(request, timeout=30)
+
+
+def _short(err):
+    text = f"{type(err).__name__}: {err}"
+    return text if len(text) <= 120 else text[:117] + "..."
+
+
+def _sha256_file(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _verify(path, expected, got=None):
+    """Raise unless ``path`` hashes to ``expected``; pass ``got`` when the hash is already known."""
+    st = path.stat()
+    key = (str(path.resolve()), st.st_mtime_ns, st.st_size, expected)
+    if key in _VERIFIED:
+        return
+    got = got or _sha256_file(path)
+    if got != expected:
+        raise DatasetCorruptError(
+            f"{path}: SHA-256 checksum mismatch (corrupt, truncated or a different file)\n"
+            f"  expected {expected}\n  got      {got}\n"
+            "  delete it (if it lived in the cache it is downloaded again)")
+    _VERIFIED.add(key)
+
+
+def _download(folder, name, fetch, dest, tried):
+    """Try each mirror; the file lands in ``dest`` only whole and verified. Returns the path or None."""
+    expected = SHA256[folder][name]
+    try:
+        dest.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        tried.append(f"cannot create {dest}: {_short(e)}")
+        return None
+    for base in MIRRORS[folder]:
+        url, tmp = base + name, None
+        try:
+            print(f"xpnet: downloading {url}", file=sys.stderr)
+            src = fetch(url)
+            if isinstance(src, (bytes, bytearray, memoryview)):
+                src = io.BytesIO(src)
+            digest = hashlib.sha256()
+            with contextlib.closing(src), tempfile.NamedTemporaryFile(
+                    dir=dest, prefix=f".{name}.", suffix=".part", delete=False) as f:
+                tmp = pathlib.Path(f.name)
+                while chunk := src.read(1 << 20):
+                    digest.update(chunk)
+                    f.write(chunk)
+            got = digest.hexdigest()
+            if got != expected:
+                raise DatasetCorruptError(f"SHA-256 mismatch: expected {expected[:12]}.., got {got[:12]}..")
+            os.replace(tmp, dest / name)  # atomic: readers never see a partial file
+            tmp = None
+            _verify(dest / name, expected, got)  # no second read of the file
+            return dest / name
+        except Exception as e:  # any mirror failure (HTTP, timeout, bad bytes) just moves on to the next
+            tried.append(f"{url}: {_short(e)}")
+        finally:
+            if tmp is not None:
+                tmp.unlink(missing_ok=True)
+    return None
+
+
+def _find_files(folder, data_dir, download, fetch, title):
+    """Locate (or download) every file of ``SHA256[folder]``, verified; returns {name: Path}."""
+    _check_data_dirs(data_dir)
+    names, found, looked, tried = list(SHA256[folder]), {}, [], []
+    for i, d in enumerate(data_dirs(data_dir)):
+        # users often pass the dataset folder itself as data_dir
+        looked += [d / folder, d] if i == 0 and data_dir is not None else [d / folder]
+    looked = list(dict.fromkeys(looked))
+    for name in names:
+        hit = next((s / name for s in looked if (s / name).is_file()), None)
+        if hit is not None:
+            _verify(hit, SHA256[folder][name])  # before any download: a bad local file fails fast
+            found[name] = hit
+    missing = [n for n in names if n not in found]
+    if missing and download:
+        for name in missing:
+            path = _download(folder, name, fetch or _urlopen, _cache_dir() / folder, tried)
+            if path is None:
+                break  # every mirror failed: most likely offline, don't wait out the other files too
+            found[name] = path
+    missing = [n for n in names if n not in found]
+    if missing:
+        how = "".join(f"    {t}\n" for t in tried) if download else "    none: download=False\n"
+        raise DatasetNotFoundError(
+            f"{title} not found: missing {', '.join(missing)}\n"
+            f"  needs the files: {', '.join(names)}\n"
+            f"  looked in: {', '.join(map(str, looked))}\n  mirrors tried:\n{how}"
+            f"  fix: put the files in <dir>/{folder}/ and set XPNET_DATA=<dir> or pass --data-dir <dir>"
+            + (" (or check your network)" if download else ""))
+    return found
