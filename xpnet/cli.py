@@ -28,9 +28,9 @@ from . import datasets as _datasets
 from . import io as _io
 from . import losses as _losses
 from . import optim as _optim
-from .activations import ACTIVATIONS
-from .layers import Dense
-from .model import Sequential
+from . import saving as _saving
+from .layers import ACTIVATIONS, Dense
+from .model import Sequential, load
 from .training import format_epoch
 
 HIDDEN = ("sigmoid", "relu", "tanh", "leaky_relu")
@@ -330,16 +330,16 @@ def cmd_train(args) -> int:
 def _save_or_rescue(model, path) -> None:
     """Save to ``path``; if that fails now (after it was checked), keep the trained model in a temp file."""
     try:
-        _io.save(model, path)
+        _saving.save(model, path)
     except OSError as exc:
         fd, rescue = tempfile.mkstemp(prefix="xpnet-rescued-", suffix=".npz")
         os.close(fd)
-        _io.save(model, rescue)
+        _saving.save(model, rescue)
         raise OSError(exc.errno, f"{exc.strerror or exc}; the trained model was saved to {rescue} instead") from None
 
 
 def cmd_evaluate(args) -> int:
-    model = _io.load(args.model, device=args.device, backend=args.backend)
+    model = load(args.model, device=args.device, backend=args.backend)
     meta = model.metadata
     if args.dataset is None:
         args.dataset = meta.get("dataset") if meta.get("dataset") in _datasets.DATASETS else "mnist"
@@ -449,7 +449,7 @@ def _scaled(X: np.ndarray, args, model) -> np.ndarray:
 
 
 def cmd_predict(args) -> int:
-    model = _io.load(args.model, device=args.device, backend=args.backend)
+    model = load(args.model, device=args.device, backend=args.backend)
     X, csv = _read_input(args.input)
     features = _input_width(model)
     if csv and X.shape[1] == features + 1:

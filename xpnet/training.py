@@ -17,7 +17,7 @@ from array_api_compat import array_namespace, is_writeable_array
 from . import backend
 from . import losses as losses_mod
 from . import optim
-from .activations import Sigmoid, Softmax, softmax
+from .layers import Sigmoid, Softmax, softmax
 from .validation import check_batch_size, check_input_range, check_positive_int, data_range, prepare_xy, warn
 
 
