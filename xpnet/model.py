@@ -3,9 +3,8 @@
 
 from __future__ import annotations
 
-from collections.abc import MutableMapping
-
 import os
+from collections.abc import MutableMapping
 
 from . import backend as _backend
 from . import io
