@@ -65,7 +65,7 @@ def main(argv=None):
     history = model.fit(X, y, loss=SoftmaxCrossEntropy(), optimizer=SGD(lr), epochs=epochs, batch_size=batch,
                         verbose=0)
     result = model.evaluate(X_test, y_test)
-    probs = xpnet.to_numpy(xpnet.activations.softmax(model.predict(X_test[:1])))[0].astype(float)
+    probs = xpnet.to_numpy(xpnet.layers.softmax(model.predict(X_test[:1])))[0].astype(float)
     print(f"train loss {history['loss'][-1]:.4f}, train accuracy {history['accuracy'][-1]:.4f} "
           f"({sum(history['seconds']):.1f} s)")
     print(f"test accuracy {result['accuracy']:.4f} on {len(y_test)} samples")

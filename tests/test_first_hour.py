@@ -18,7 +18,6 @@ import pytest
 import xpnet
 from xpnet import (MSE, SGD, BinaryCrossEntropy, Dense, ReLU, Sequential, Sigmoid, Softmax, SoftmaxCrossEntropy,
                    backend, cli, datasets)
-from xpnet import io as xio
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -57,7 +56,7 @@ def pixel_model(tmp_path):
               batch_size=8, verbose=0)
     model.metadata = {"scale": "tutorial"}
     path = tmp_path / "pixels.npz"
-    xio.save(model, path)
+    xpnet.save(model, path)
     return path, model
 
 
@@ -114,7 +113,7 @@ def test_predict_asks_for_a_scale_when_the_model_records_none(pixel_model, tmp_p
     _, model = pixel_model
     model.metadata = {}
     path = tmp_path / "no-scale.npz"
-    xio.save(model, path)
+    xpnet.save(model, path)
     X, _ = pixels(seed=1)
     np.save(tmp_path / "uint8.npy", X)
     code, _, err = run_main(capsys, "predict", str(path), "--input", str(tmp_path / "uint8.npy"))
@@ -189,14 +188,14 @@ def test_save_to_proc_fails_before_training_and_names_the_path(capsys, monkeypat
 
 def test_a_save_that_fails_after_training_rescues_the_model(tmp_path, capsys, monkeypatch):
     target = tmp_path / "m.npz"
-    real_save = xio.save
+    real_save = xpnet.saving.save
 
     def flaky(model, path, **kw):
         if os.fspath(path) == str(target):
             raise OSError(28, f"cannot save to {path}: No space left on device")
         return real_save(model, path, **kw)
 
-    monkeypatch.setattr(xio, "save", flaky)
+    monkeypatch.setattr(xpnet.saving, "save", flaky)
     code, _, err = run_main(capsys, "train", "--dataset", "spirals", "--device", "cpu", "--epochs", "2",
                             "--save", str(target))
     assert code == 1

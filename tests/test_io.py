@@ -153,7 +153,7 @@ def test_custom_layer_needs_registering(tmp_path, monkeypatch):
     with pytest.raises(TypeError, match="register_layer"):
         xpnet.save(model, tmp_path / "m.npz")
     assert not os.listdir(tmp_path)
-    monkeypatch.setitem(xio.LAYERS, "Scale", Scale)
+    monkeypatch.setitem(xpnet.layers.LAYERS, "Scale", Scale)
     xpnet.save(model, tmp_path / "m.npz")
     assert xpnet.load(tmp_path / "m.npz", device="cpu").layers[1].factor == 3.0
 

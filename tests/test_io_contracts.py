@@ -25,6 +25,8 @@ import xpnet
 from xpnet import (MSE, BinaryCrossEntropy, CrossEntropy, Dense, Layer, ModelFormatError, ReLU, Sequential,
                    SoftmaxCrossEntropy)
 from xpnet import io as xio
+from xpnet import saving
+from xpnet.layers import LAYERS, register_layer
 from xpnet.backend import host_rng
 
 
@@ -100,15 +102,16 @@ class Doubler(Layer):
 
 
 def test_register_layer(tmp_path, monkeypatch):
-    monkeypatch.setattr(xio, "LAYERS", dict(xio.LAYERS))
+    monkeypatch.setitem(LAYERS, "Doubler", None)  # undone after the test: Doubler leaves the registry again
+    del LAYERS["Doubler"]
     model = Sequential([Dense(2, 2), Doubler()], device="cpu", seed=0)
     with pytest.raises(TypeError, match=rf"^save: layer 1 is a {__name__}\.Doubler, which load\(\) cannot rebuild; "
-                                        r"register it first with xpnet\.io\.register_layer\(Doubler\)$"):
+                                        r"register it first with xpnet\.layers\.register_layer\(Doubler\)$"):
         xpnet.save(model, tmp_path / "m.npz")
     for bad in (int, Sequential, "Doubler", Doubler()):
         with pytest.raises(TypeError, match=r"^register_layer: .* is not a subclass of xpnet\.Layer$"):
-            xio.register_layer(bad)
-    assert xio.register_layer(Doubler) is Doubler and xio.LAYERS["Doubler"] is Doubler
+            register_layer(bad)
+    assert register_layer(Doubler) is Doubler and LAYERS["Doubler"] is Doubler
     xpnet.save(model, tmp_path / "m.npz")
     loaded = xpnet.load(tmp_path / "m.npz", device="cpu")
     assert type(loaded.layers[1]) is Doubler
@@ -233,7 +236,7 @@ def test_unknown_dtype_is_named(tmp_path):
 
 def test_unknown_layer_lists_the_known_ones(tmp_path):
     path = _write(tmp_path / "u.npz", _header([{"class": "Conv2D", "config": {}}], {}), {})
-    known = ", ".join(sorted(xio.LAYERS))
+    known = ", ".join(sorted(LAYERS))
     assert known.startswith("Dense, Flatten, Identity, LeakyReLU")
     with pytest.raises(ModelFormatError, match=rf"^{path}: layer 0 has unknown class 'Conv2D'; known: {known} "
                                                r"\(register custom layers"):
@@ -318,8 +321,8 @@ LOSS_CLASSES = [MSE, SoftmaxCrossEntropy, CrossEntropy, BinaryCrossEntropy]
 
 
 def test_every_xpnet_loss_is_known_to_load():
-    assert xio.LOSSES == {cls.__name__: cls for cls in LOSS_CLASSES}
-    assert set(xio.LOSSES.values()) == set(xpnet.losses.LOSSES.values())
+    assert saving.LOSSES == {cls.__name__: cls for cls in LOSS_CLASSES}
+    assert set(saving.LOSSES.values()) == set(xpnet.losses.LOSSES.values())
 
 
 @pytest.mark.parametrize("cls", LOSS_CLASSES, ids=lambda c: c.__name__)
@@ -435,7 +438,7 @@ def test_a_loss_config_the_class_cannot_take(tmp_path, monkeypatch):
         def __init__(self, **config):
             raise ValueError(f"bad config {config}")
 
-    monkeypatch.setitem(xio.LOSSES, "MSE", Picky)
+    monkeypatch.setitem(saving.LOSSES, "MSE", Picky)
     with pytest.raises(ModelFormatError, match=_exactly(f"{path}: the loss MSE cannot be rebuilt: bad config "
                                                         f"{{'reduction': 'sum'}}")):
         xpnet.load(path)

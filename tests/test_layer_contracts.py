@@ -15,7 +15,8 @@ import pytest
 
 import xpnet
 from xpnet import Dense, Flatten, Identity, Layer, LeakyReLU, ReLU, Softmax, Step, to_numpy
-from xpnet import activations, init, layers
+from xpnet import init
+from xpnet.layers import activations, core
 from xpnet.backend import host_rng
 
 
@@ -88,7 +89,7 @@ def test_initializer_lookup():
 
 def test_dense_bias_add_on_arrays_that_cannot_be_written(dev, monkeypatch):
     """Libraries without in-place updates (JAX) get ``y = y + b``; the values are the same."""
-    monkeypatch.setattr(layers, "is_writeable_array", lambda a: False)
+    monkeypatch.setattr(core, "is_writeable_array", lambda a: False)
     layer = Dense(3, 2)
     layer.build(dev, host_rng(0), "float32")
     layer.params["b"] = dev.asarray(np.array([0.5, -2.0]))
@@ -152,3 +153,47 @@ def test_log_softmax(dev, axis):
     assert np.isfinite(got).all()
     np.testing.assert_allclose(to_numpy(activations.log_softmax(dev.asarray(x[:1]))), np.log(_softmax(x[:1])),
                                rtol=1e-6)
+
+
+# -- layers own their weights: build without drawing, shapes before allocation, rebuilt from a config ----
+def test_build_without_init_allocates_zeros_and_draws_nothing(dev):
+    rng = host_rng(0)
+    layer = Dense(3, 2)
+    assert layer.param_shapes() == {"W": (3, 2), "b": (2,)}
+    assert Dense(3, 2, bias=False).param_shapes() == {"W": (3, 2)} and Flatten().param_shapes() == {}
+    layer.build(dev, rng, "float64", init=False)
+    assert {k: tuple(v.shape) for k, v in layer.params.items()} == layer.param_shapes()
+    assert all(not to_numpy(v).any() and v.dtype == dev.dtype("float64") for v in layer.params.values())
+    assert rng.bit_generator.state == host_rng(0).bit_generator.state  # nothing was drawn
+    layer.build(dev, rng)  # init=True (the default) draws
+    assert to_numpy(layer.params["W"]).any()
+
+
+def test_from_config_rebuilds_every_registered_layer():
+    for layer in (Dense(3, 2, init="he_normal", bias=False), LeakyReLU(0.3), Softmax(), Flatten()):
+        again = type(layer).from_config(layer.get_config())
+        assert type(again) is type(layer) and again.get_config() == layer.get_config()
+    assert set(xpnet.layers.LAYERS) == {"Dense", "Flatten", "Identity", "LeakyReLU", "ReLU", "Sigmoid",
+                                        "Softmax", "Step", "Tanh"}
+    assert all(xpnet.layers.LAYERS[name] is getattr(xpnet, name) for name in xpnet.layers.LAYERS)
+
+
+def test_a_custom_initializer_saved_by_name_keeps_the_name_and_refuses_to_draw():
+    layer = Dense.from_config({"in_features": 2, "out_features": 2, "init": "_my_init"})
+    assert layer.get_config()["init"] == "_my_init"
+    layer.build(xpnet.device("cpu"), host_rng(0), init=False)  # loading needs no initializer
+    with pytest.raises(ValueError, match=r"^Dense: the initializer '_my_init' was a custom function, which a "
+                                         r"saved file keeps by name only; make the layer again with init="):
+        layer.build(xpnet.device("cpu"), host_rng(0))
+
+
+def test_one_sigmoid_for_the_layer_and_the_loss(dev):
+    x = np.array([[-1000.0, -80.5, -3.0, 0.0, 2.5, 1000.0]])
+    expected = 1.0 / (1.0 + np.exp(-np.maximum(x, -80.0)))
+    got = activations.sigmoid(dev.asarray(x, "float64"))
+    np.testing.assert_allclose(to_numpy(got), expected, rtol=1e-15)
+    np.testing.assert_array_equal(to_numpy(xpnet.Sigmoid()(dev.asarray(x, "float64"))), to_numpy(got))
+    loss = xpnet.BinaryCrossEntropy()
+    z = dev.asarray(x.T, "float64")
+    loss.forward(z, dev.asarray(np.ones((6, 1)), "float64"))
+    np.testing.assert_allclose(to_numpy(loss.backward()), (expected.T - 1.0) / 6, rtol=1e-15)

@@ -3,26 +3,23 @@
 The same layer math trains on NumPy (CPU), CuPy (CUDA GPUs), PyTorch and array-api-strict.
 """
 
-from .activations import Identity, LeakyReLU, ReLU, Sigmoid, Softmax, Step, Tanh
+from ._version import __version__
 from .backend import (BACKENDS, Device, DeviceUnavailableError, available_backends, device, device_of,
                       synchronize, to_numpy)
 from .callbacks import Callback
-from .layers import Dense, Flatten, Layer
+from .io import ModelFormatError
+from .layers import Dense, Flatten, Identity, Layer, LeakyReLU, ReLU, Sigmoid, Softmax, Step, Tanh
 from .losses import MSE, BinaryCrossEntropy, CrossEntropy, Loss, SoftmaxCrossEntropy
-from .model import Sequential
+from .model import Sequential, load
 from .optim import SGD, Adam, Optimizer
+from .saving import save
 from .training import History, TrainingDiverged
-
-__version__ = "0.1.0"
+from .tutorial import NeuralNetwork
 
 __all__ = [
-    "Adam", "BACKENDS", "BinaryCrossEntropy", "Callback", "CrossEntropy", "Dense", "Device", "DeviceUnavailableError",
-    "Flatten", "History", "Identity", "Layer", "LeakyReLU", "Loss", "MSE", "Optimizer", "ReLU", "SGD",
-    "Sequential", "Sigmoid", "Softmax", "SoftmaxCrossEntropy", "Step", "Tanh", "TrainingDiverged",
-    "available_backends", "device", "device_of", "synchronize", "to_numpy", "__version__",
+    "Adam", "BACKENDS", "BinaryCrossEntropy", "Callback", "CrossEntropy", "Dense", "Device",
+    "DeviceUnavailableError", "Flatten", "History", "Identity", "Layer", "LeakyReLU", "Loss", "MSE",
+    "ModelFormatError", "NeuralNetwork", "Optimizer", "ReLU", "SGD", "Sequential", "Sigmoid", "Softmax",
+    "SoftmaxCrossEntropy", "Step", "Tanh", "TrainingDiverged", "available_backends", "device", "device_of", "load",
+    "save", "synchronize", "to_numpy", "__version__",
 ]
-
-from .io import ModelFormatError, load, save  # noqa: E402  (appended after the original exports)
-from .tutorial import NeuralNetwork  # noqa: E402
-
-__all__ += ["ModelFormatError", "NeuralNetwork", "load", "save"]

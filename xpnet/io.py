@@ -1,4 +1,4 @@
-"""Save and load models: one ``.npz`` file of host arrays plus a JSON header, and nothing that can run code.
+"""The model file format: one ``.npz`` file of host arrays plus a JSON header, and nothing that can run code.
 
 File layout (a plain, uncompressed NumPy ``.npz``, i.e. a zip of ``.npy`` files)::
 
@@ -8,18 +8,18 @@ File layout (a plain, uncompressed NumPy ``.npz``, i.e. a zip of ``.npy`` files)
                          "parameters": {"0.W": {"shape": [784, 200], "dtype": "float32"}, ...}}
     0.W.npy, 0.b.npy  one array per entry of ``model.state_dict()``, in the model's dtype
 
-Loading reads the arrays with ``allow_pickle=False`` and rebuilds every layer by looking its class name
-up in a registry of known layer classes (never ``eval``, never pickle), so a file can describe a network
-but cannot make Python do anything else. Every way a file can be wrong (not a zip, truncated, garbled
-header, wrong magic, a newer format, an object array, an unknown layer, a missing or misshaped array)
+This module knows the file, not the model: :func:`write` writes a header and named arrays, :func:`read`
+gives them back validated. :mod:`xpnet.saving` maps a model to a header and back, and
+:meth:`xpnet.Sequential.save` / :func:`xpnet.load` build on both.
+
+:func:`read` reads the arrays with ``allow_pickle=False`` and never evaluates anything, so a file can
+describe a network but cannot make Python do anything else. Every way a file can be wrong (not a zip,
+truncated, garbled header, wrong magic, a newer format, an object array, a missing or misshaped array)
 raises :class:`ModelFormatError`; a missing file raises ``FileNotFoundError``.
 
-``save`` writes a temporary file next to the target, flushes and fsyncs it, then renames it over the
+:func:`write` writes a temporary file next to the target, flushes and fsyncs it, then renames it over the
 target (``os.replace``, atomic on POSIX and Windows) and fsyncs the folder: a crash or a kill at any
 moment leaves either the old file or the new one, never a mix.
-
-    >>> xpnet.save(model, "mnist.npz")
-    >>> model = xpnet.load("mnist.npz", device="cuda")     # any device or backend, whatever saved it
 """
 
 from __future__ import annotations
@@ -32,11 +32,7 @@ import zipfile
 
 import numpy as np
 
-from . import activations as _activations
-from . import init as _init
-from . import layers as _layers
-from . import losses as _losses
-from .layers import Layer
+from ._version import __version__
 
 FORMAT = 1
 """The file format this xpnet writes; it reads every format up to this one."""
@@ -50,85 +46,23 @@ class ModelFormatError(ValueError):
     """A file is not an xpnet model this version can read (the message says what is wrong with it)."""
 
 
-# -- the layer registry -------------------------------------------------------------------------
-LAYERS: dict[str, type] = {}
+# -- write --------------------------------------------------------------------------------------
+def write(path, header: dict, arrays: dict) -> None:
+    """Write ``header`` and the named host ``arrays`` to ``path`` as one ``.npz`` file, atomically.
 
-
-def register_layer(cls: type) -> type:
-    """Let :func:`load` rebuild layers of class ``cls`` (by its ``__name__``); usable as a decorator.
-
-    ``cls(**config)`` must rebuild the layer from its ``get_config()``, which must be JSON-serializable.
+    ``header`` is a JSON-serializable dict; the magic, the format, the version and the table of the
+    arrays' shapes are added to it. The file name is used as given (no ``.npz`` is appended). Raises
+    ``ValueError`` for a header that is not JSON-serializable and ``OSError`` (naming ``path``) when the
+    file cannot be written; the previous file, if any, is left untouched.
     """
-    if not (isinstance(cls, type) and issubclass(cls, Layer)):
-        raise TypeError(f"register_layer: {cls!r} is not a subclass of xpnet.Layer")
-    LAYERS[cls.__name__] = cls
-    return cls
-
-
-for _module in (_layers, _activations):
-    for _obj in vars(_module).values():
-        if isinstance(_obj, type) and issubclass(_obj, Layer) and _obj is not Layer \
-                and _obj.__module__ == _module.__name__:
-            register_layer(_obj)
-
-
-# The losses load() rebuilds, by class name: xpnet's own (not the Loss base class, not a user's subclass).
-LOSSES: dict[str, type] = {cls.__name__: cls for cls in _losses.LOSSES.values()}
-
-
-# -- save ---------------------------------------------------------------------------------------
-def _header(model, state, metadata) -> dict:
-    from . import __version__
-
-    config = model.get_config()
-    loss = getattr(model, "loss", None)
-    if loss is not None and LOSSES.get(type(loss).__name__) is not type(loss):
-        loss = None  # a custom loss: load() could not rebuild it, and the weights matter more than the loss
-    input_range = getattr(model, "input_range", None)
-    return {
-        "metadata": metadata,
-        # what evaluate() and predict_proba() need to give the same answers after a load as before it
-        "loss": None if loss is None else {"class": type(loss).__name__, "config": loss.get_config()},
-        "input_range": None if input_range is None else [float(v) for v in input_range],
-        "magic": MAGIC,
-        "format": FORMAT,
-        "xpnet_version": __version__,
-        "dtype": model.dtype,
-        "architecture": {"layers": config["layers"]},
-        "parameters": {k: {"shape": list(v.shape), "dtype": str(v.dtype)} for k, v in state.items()},
-    }
-
-
-def save(model, path, *, metadata: dict | None = None) -> None:
-    """Write ``model`` (architecture and weights) to ``path`` as one ``.npz`` file, atomically.
-
-    The arrays are copied to the host first, so a model on any device or backend can be saved. The
-    file name is used as given (no ``.npz`` is appended). ``metadata`` is a JSON-serializable dict kept
-    in the header (default: ``model.metadata`` if the model has one; the ``xpnet`` command records the
-    dataset and input scaling there); :func:`load` gives it back as ``model.metadata``. The model's
-    ``loss`` and ``input_range`` (set by ``fit``) are kept too; a loss that is not one of xpnet's own is
-    recorded as none, since :func:`load` could not rebuild it.
-
-    Raises ``TypeError`` for a layer whose class :func:`load` could not rebuild, ``ValueError`` for a
-    config that is not JSON-serializable, and ``OSError`` when the folder is not writable (the previous
-    file, if any, is left untouched).
-    """
-    for i, layer in enumerate(model.layers):
-        name = type(layer).__name__
-        if LAYERS.get(name) is not type(layer):
-            raise TypeError(f"save: layer {i} is a {type(layer).__module__}.{name}, which load() cannot "
-                            f"rebuild; register it first with xpnet.io.register_layer({name})")
-    state = model.state_dict()
-    if metadata is None:
-        metadata = getattr(model, "metadata", None) or {}
-    if not isinstance(metadata, dict):
-        raise TypeError(f"save: metadata must be a dict, got {type(metadata).__name__}")
+    header = {**header, "magic": MAGIC, "format": FORMAT, "xpnet_version": __version__,
+              "parameters": {k: {"shape": list(v.shape), "dtype": str(v.dtype)} for k, v in arrays.items()}}
     try:
-        header = json.dumps(_header(model, state, metadata), allow_nan=False, sort_keys=True).encode("utf-8")
+        raw = json.dumps(header, allow_nan=False, sort_keys=True).encode("utf-8")
     except (TypeError, ValueError) as exc:
         raise ValueError(f"save: the model's configuration is not JSON-serializable: {exc}") from None
-    arrays = {HEADER: np.frombuffer(header, dtype=np.uint8)}
-    arrays.update({k: np.ascontiguousarray(v) for k, v in state.items()})
+    members = {HEADER: np.frombuffer(raw, dtype=np.uint8)}
+    members.update({k: np.ascontiguousarray(v) for k, v in arrays.items()})
 
     path = os.fspath(path)
     folder = check_writable(path)
@@ -138,7 +72,7 @@ def save(model, path, *, metadata: dict | None = None) -> None:
         raise _save_error(path, exc) from None
     try:
         with os.fdopen(fd, "wb") as f:
-            np.savez(f, allow_pickle=False, **arrays)
+            np.savez(f, allow_pickle=False, **members)
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, _file_mode(path))
@@ -155,11 +89,11 @@ def save(model, path, *, metadata: dict | None = None) -> None:
 
 
 def check_writable(path) -> str:
-    """Check that :func:`save` can write ``path``, before hours of training depend on it; returns its folder.
+    """Check that :func:`write` can write ``path``, before hours of training depend on it; returns its folder.
 
     Raises ``IsADirectoryError``, ``FileNotFoundError`` (no such folder) or ``PermissionError``, each
     naming ``path``. The check makes and removes a temporary file in the folder, which is what
-    :func:`save` will do, so a read-only or pseudo file system (``/proc``) is caught too.
+    :func:`write` will do, so a read-only or pseudo file system (``/proc``) is caught too.
     """
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
@@ -208,59 +142,12 @@ def _fsync_dir(folder) -> None:
         os.close(fd)
 
 
-# -- load ---------------------------------------------------------------------------------------
-def load(path, device=None, backend: str | None = None):
-    """Read a model written by :func:`save` onto ``device`` / ``backend`` (what :func:`xpnet.device` takes).
-
-    Returns a :class:`~xpnet.Sequential` whose parameters equal the saved ones bit for bit, in the saved
-    dtype, with the saved ``metadata`` dict as ``model.metadata``. Raises ``FileNotFoundError`` if
-    ``path`` does not exist and :class:`ModelFormatError` if it is not a model file this version of
-    xpnet can read.
-    """
-    from .model import Sequential
-
-    path = os.fspath(path)
-    header, arrays = read(path)
-    layers, inits = _build_layers(path, header, arrays)
-    model = Sequential(layers, device=device, backend=backend, dtype=header["dtype"])
-    for layer, name in inits:
-        # built with zeros (the weights are overwritten just below); keep the saved initializer's name
-        layer.init = name
-        if name in _init.INITIALIZERS and hasattr(layer, "_init"):
-            layer._init = _init.INITIALIZERS[name]
-    params = model.parameters()
-    if set(params) != set(arrays):
-        raise ModelFormatError(f"{path}: the architecture has parameters {sorted(params)} but the file "
-                               f"holds arrays {sorted(arrays)}")
-    for k, v in arrays.items():
-        if tuple(params[k].shape) != v.shape:
-            raise ModelFormatError(f"{path}: array {k!r} has shape {v.shape}, but the layer it belongs to "
-                                   f"needs {tuple(params[k].shape)}")
-    model.load_state_dict(arrays)
-    model.metadata = header.get("metadata") or {}
-    model.loss = _loss_from(path, header.get("loss"))
-    span = header.get("input_range")
-    model.input_range = None if span is None else (float(span[0]), float(span[1]))
-    return model
-
-
-def _loss_from(path, spec):
-    if spec is None:
-        return None
-    cls = LOSSES.get(spec["class"])
-    if cls is None:
-        raise ModelFormatError(f"{path}: unknown loss {spec['class']!r} in the header; known: "
-                               f"{', '.join(sorted(LOSSES))}")
-    try:
-        return cls(**spec.get("config", {}))
-    except (TypeError, ValueError) as exc:
-        raise ModelFormatError(f"{path}: the loss {spec['class']} cannot be rebuilt: {exc}") from None
-
-
+# -- read ---------------------------------------------------------------------------------------
 def read(path) -> tuple[dict, dict]:
     """The validated JSON header and the host arrays ``{name: np.ndarray}`` of a model file.
 
-    For tools that want the weights without building a model. Raises like :func:`load`.
+    For tools that want the weights without building a model. Raises ``FileNotFoundError`` if ``path``
+    does not exist and :class:`ModelFormatError` if it is not a model file this version of xpnet can read.
     """
     path = os.fspath(path)
     if not os.path.exists(path):
@@ -356,8 +243,6 @@ def _read_header(path, array) -> dict:
     if isinstance(fmt, bool) or not isinstance(fmt, int) or fmt < 1:
         raise ModelFormatError(f"{path}: garbled xpnet header (format {fmt!r} is not a positive int)")
     if fmt > FORMAT:
-        from . import __version__
-
         raise ModelFormatError(f"{path} was written by xpnet {version} with format {fmt}; this xpnet "
                                f"({__version__}) reads format <= {FORMAT}: upgrade xpnet to load it")
     if header.get("dtype") not in _DTYPES:
@@ -405,34 +290,3 @@ def _check_arrays(path, header, arrays) -> None:
             raise ModelFormatError(f"{path}: parameter {name!r} has shape {a.shape}, the header says {shape}")
         if str(a.dtype) != header["dtype"]:
             raise ModelFormatError(f"{path}: parameter {name!r} is {a.dtype}, the model is {header['dtype']}")
-
-
-def _build_layers(path, header, arrays):
-    """The layers, and ``(Dense layer, initializer name)`` pairs: those are built with zeros."""
-    layers, inits = [], []
-    for i, spec in enumerate(header["architecture"]["layers"]):
-        name, config = spec["class"], dict(spec.get("config", {}))
-        cls = LAYERS.get(name)
-        if cls is None:
-            raise ModelFormatError(f"{path}: layer {i} has unknown class {name!r}; known: "
-                                   f"{', '.join(sorted(LAYERS))} (register custom layers with "
-                                   f"xpnet.io.register_layer)")
-        init = None
-        if cls is _layers.Dense:
-            # Check the sizes against the stored weights before the model allocates anything.
-            w = arrays.get(f"{i}.W")
-            want = (config.get("in_features"), config.get("out_features"))
-            if w is None or w.shape != want:
-                raise ModelFormatError(f"{path}: layer {i} is Dense{want} but its weights "
-                                       f"{'are missing' if w is None else f'have shape {w.shape}'}")
-            # Random initial weights would be overwritten at once: build with zeros, which costs nothing.
-            init, config["init"] = config.get("init", "lecun_normal"), "zeros"
-        try:
-            layer = cls(**config)
-        except (TypeError, ValueError) as exc:
-            raise ModelFormatError(f"{path}: layer {i} ({name}) cannot be rebuilt from its config "
-                                   f"{spec.get('config')!r}: {exc}") from None
-        layers.append(layer)
-        if init is not None:
-            inits.append((layer, init))
-    return layers, inits

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from array_api_compat import array_namespace, device
 
+from .layers.activations import sigmoid
+
 
 def _check_rows(name, pred, target):
     if pred.ndim != 2:
@@ -139,10 +141,8 @@ class BinaryCrossEntropy(Loss):
         return xp.sum(loss) / (logits.shape[0] * logits.shape[1])
 
     def backward(self):
-        xp = array_namespace(self._z)
         z = self._z
-        sig = 1.0 / (1.0 + xp.exp(-xp.maximum(z, -80.0)))
-        return (sig - self._t) / (z.shape[0] * z.shape[1])
+        return (sigmoid(z) - self._t) / (z.shape[0] * z.shape[1])
 
 
 LOSSES = {"mse": MSE, "softmax_cross_entropy": SoftmaxCrossEntropy, "cross_entropy": CrossEntropy,

@@ -1,11 +1,16 @@
-"""``Sequential``: a stack of layers on one device, with forward, backward, fit, evaluate and predict."""
+"""``Sequential``: a stack of layers on one device, with forward, backward, fit, evaluate and predict;
+:func:`load` makes one from a file (the format is :mod:`xpnet.io`, the header's meaning :mod:`xpnet.saving`)."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import MutableMapping
 
 from . import backend as _backend
+from . import io
 from . import losses as losses_mod
+from . import saving
+from . import training
 from .layers import Layer
 
 
@@ -49,9 +54,12 @@ class Sequential:
     ``device`` is anything :func:`xpnet.device` takes (``"auto"``, ``"cpu"``, ``"cuda:0"``, a
     ``Device``), ``backend`` picks the array library, ``seed`` makes the initial weights (drawn on the
     host: identical on every backend), ``dtype`` is ``"float32"`` (default) or ``"float64"``.
+    ``init=False`` allocates the weights without drawing them, for a model whose weights are loaded next
+    (:meth:`load_state_dict`), as :func:`xpnet.load` does.
     """
 
-    def __init__(self, layers, device=None, seed=None, dtype: str = "float32", backend: str | None = None):
+    def __init__(self, layers, device=None, seed=None, dtype: str = "float32", backend: str | None = None,
+                 *, init: bool = True):
         layers = list(layers)
         for i, layer in enumerate(layers):
             if not isinstance(layer, Layer):
@@ -64,7 +72,7 @@ class Sequential:
         self.device = _backend.device(device, backend=backend)
         rng = _backend.host_rng(seed)
         for layer in layers:
-            layer.build(self.device, rng, dtype)
+            layer.build(self.device, rng, dtype, init=init)
         self.rng = rng  # the same stream goes on to shuffle the data in fit
         self._link()
         self.loss = None  # set by fit (and by load); evaluate and predict_proba go by it
@@ -141,10 +149,8 @@ class Sequential:
         once; each epoch is shuffled by a permutation drawn on the host (from ``seed``), and batches are
         gathered on the device. The loss is read back to the host only when it is reported.
         """
-        from .training import fit
-
         try:
-            return fit(self, X, y, loss=loss, optimizer=optimizer, epochs=epochs, batch_size=batch_size,
+            return training.fit(self, X, y, loss=loss, optimizer=optimizer, epochs=epochs, batch_size=batch_size,
                        shuffle=shuffle, validation_data=validation_data, verbose=verbose,
                        callbacks=callbacks, lr=lr)
         except Exception as exc:
@@ -157,9 +163,7 @@ class Sequential:
 
     def predict(self, X, batch_size: int = 1024):
         """The network's output for ``X``, as an array of the model's backend on its device."""
-        from .training import predict
-
-        return predict(self, X, batch_size)
+        return training.predict(self, X, batch_size)
 
     def predict_proba(self, X, batch_size: int = 1024):
         """Class probabilities for ``X``: the softmax (or, for one output, the sigmoid) the loss implies.
@@ -168,9 +172,7 @@ class Sequential:
         sigmoid of its output; one that ends in a ``Softmax`` or ``Sigmoid`` layer returns that output.
         For one output unit the result is ``(n, 1)``: the probability of class 1.
         """
-        from .training import predict_proba
-
-        return predict_proba(self, X, batch_size)
+        return training.predict_proba(self, X, batch_size)
 
     def predict_classes(self, X, batch_size: int = 1024):
         """The predicted class of each row of ``X`` as int64 labels ``(n,)``, on the model's device.
@@ -178,28 +180,22 @@ class Sequential:
         The argmax of the outputs, or for one output unit the threshold that ``evaluate``'s accuracy
         uses (0 on the logits of ``BinaryCrossEntropy``, 0.5 on probabilities).
         """
-        from .training import predict_classes
-
-        return predict_classes(self, X, batch_size)
+        return training.predict_classes(self, X, batch_size)
 
     def evaluate(self, X, y, loss=None, batch_size: int = 1024) -> dict:
         """``{"loss": float, "accuracy": float}`` on ``(X, y)`` (accuracy for classification targets).
 
         ``loss`` defaults to the one the model was trained with (``fit`` and ``load`` record it).
         """
-        from .training import evaluate
-
         if loss is None and self.loss is None:
             raise ValueError("evaluate: no loss given, and this model has none recorded (it was not trained "
                              "with fit, nor loaded from a file that names its loss): pass loss=..., e.g. "
                              "loss='softmax_cross_entropy'")
-        return evaluate(self, X, y, losses_mod.get(loss if loss is not None else self.loss), batch_size)
+        return training.evaluate(self, X, y, losses_mod.get(loss if loss is not None else self.loss), batch_size)
 
-    def save(self, path) -> None:
+    def save(self, path, *, metadata: dict | None = None) -> None:
         """Save architecture and weights to one ``.npz`` file (see :func:`xpnet.save`)."""
-        from .io import save
-
-        save(self, path)
+        saving.save(self, path, metadata=metadata)
 
     def summary(self) -> str:
         lines = [f"Sequential on {self.device}, {self.dtype}"]
@@ -218,6 +214,22 @@ class Sequential:
     def __repr__(self):
         inner = ", ".join(repr(layer) for layer in self.layers)
         return f"Sequential([{inner}], device={str(self.device)!r})"
+
+
+def load(path, device=None, backend: str | None = None) -> Sequential:
+    """Read a model written by :func:`xpnet.save` onto ``device`` / ``backend`` (what :func:`xpnet.device` takes).
+
+    Returns a :class:`Sequential` whose parameters equal the saved ones bit for bit, in the saved dtype,
+    with the saved ``metadata`` dict as ``model.metadata``. Raises ``FileNotFoundError`` if ``path`` does
+    not exist and :class:`~xpnet.io.ModelFormatError` if it is not a model file this version of xpnet can read.
+    """
+    path = os.fspath(path)
+    header, arrays = io.read(path)
+    # Built without drawing: the weights are overwritten at once, by the model itself.
+    model = Sequential(saving.layers_from(path, header, arrays), device=device, backend=backend,
+                       dtype=header["dtype"], init=False)
+    saving.restore(path, model, header, arrays)
+    return model
 
 
 def _size(a) -> int:

@@ -16,7 +16,7 @@ from array_api_compat import array_namespace
 from . import backend, losses, optim
 from .callbacks import CallbackList, DivergenceRollback, EpochLine, History, ProgressBar
 from .callbacks import TrainingDiverged, format_epoch  # noqa: F401  (their old home: still importable here)
-from .activations import Sigmoid, Softmax, softmax
+from .layers import Sigmoid, Softmax, softmax
 from .validation import check_batch_size, check_input_range, check_positive_int, data_range, prepare_xy, warn
 
 

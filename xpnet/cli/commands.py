@@ -11,11 +11,11 @@ from io import StringIO
 
 import numpy as np
 
-from .. import __version__, backend, datasets, io, losses, optim
-from ..activations import ACTIVATIONS
-from ..layers import Dense
-from ..model import Sequential
+from .. import backend, datasets, io, losses, optim, saving
+from .._version import __version__
 from ..callbacks import format_epoch
+from ..layers import ACTIVATIONS, Dense
+from ..model import Sequential, load
 from ..validation import output_width
 from .parser import DEFAULT_LR, IMAGES, LOSSES, TARGETS
 
@@ -120,16 +120,16 @@ def cmd_train(args) -> int:
 def _save_or_rescue(model, path) -> None:
     """Save to ``path``; if that fails now (after it was checked), keep the trained model in a temp file."""
     try:
-        io.save(model, path)
+        saving.save(model, path)
     except OSError as exc:
         fd, rescue = tempfile.mkstemp(prefix="xpnet-rescued-", suffix=".npz")
         os.close(fd)
-        io.save(model, rescue)
+        saving.save(model, rescue)
         raise OSError(exc.errno, f"{exc.strerror or exc}; the trained model was saved to {rescue} instead") from None
 
 
 def cmd_evaluate(args) -> int:
-    model = io.load(args.model, device=args.device, backend=args.backend)
+    model = load(args.model, device=args.device, backend=args.backend)
     meta = model.metadata
     if args.dataset is None:
         args.dataset = meta.get("dataset") if meta.get("dataset") in datasets.DATASETS else "mnist"
@@ -239,7 +239,7 @@ def _scaled(X: np.ndarray, args, model) -> np.ndarray:
 
 
 def cmd_predict(args) -> int:
-    model = io.load(args.model, device=args.device, backend=args.backend)
+    model = load(args.model, device=args.device, backend=args.backend)
     X, csv = _read_input(args.input)
     features = _input_width(model)
     if csv and X.shape[1] == features + 1:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import os
 
-from .. import __version__, backend, datasets
+from .. import backend, datasets
+from .._version import __version__
 from ..validation import check_positive_int
 
 HIDDEN = ("sigmoid", "relu", "tanh", "leaky_relu")

@@ -1,4 +1,4 @@
-"""Layers with parameters and shape plumbing: the ``Layer`` protocol, ``Dense`` and ``Flatten``.
+"""Layers with parameters and shape plumbing: ``Dense`` and ``Flatten``.
 
 Each layer keeps what its backward pass needs from its forward pass, so ``forward`` and ``backward``
 sit side by side and read like the equations:
@@ -13,46 +13,11 @@ from __future__ import annotations
 
 from array_api_compat import array_namespace, is_writeable_array
 
-from . import init as initializers
+from .. import init as initializers
+from .base import Layer, register_layer
 
 
-class Layer:
-    """Base class: ``forward(x, training=False) -> y`` and ``backward(dy) -> dx``.
-
-    ``params`` and ``grads`` map names to arrays (empty for layers without weights). ``build`` makes the
-    parameters on a device; ``input_grad`` is turned off by ``Sequential`` for the first layer with
-    weights, whose input gradient nobody needs.
-    """
-
-    params: dict
-    grads: dict
-    input_grad: bool = True
-
-    def __init__(self):
-        self.params = {}
-        self.grads = {}
-
-    def build(self, device, rng, dtype="float32") -> None:
-        """Create the parameters on ``device`` from the host generator ``rng`` (no-op without weights)."""
-
-    def forward(self, x, training: bool = False):
-        raise NotImplementedError
-
-    def backward(self, dy):
-        raise NotImplementedError
-
-    def __call__(self, x, training: bool = False):
-        return self.forward(x, training)
-
-    def get_config(self) -> dict:
-        """The constructor arguments, JSON-serializable (used by ``save``/``load``)."""
-        return {}
-
-    def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
-        return f"{type(self).__name__}({args})"
-
-
+@register_layer
 class Dense(Layer):
     """Fully connected layer ``y = x @ W + b``.
 
@@ -74,8 +39,15 @@ class Dense(Layer):
         self.bias = bias
         self._x = None
 
-    def build(self, device, rng, dtype="float32") -> None:
-        self.params["W"] = self._init((self.in_features, self.out_features), rng, device, dtype)
+    def param_shapes(self):
+        shapes = {"W": (self.in_features, self.out_features)}
+        if self.bias:
+            shapes["b"] = (self.out_features,)
+        return shapes
+
+    def build(self, device, rng, dtype="float32", init=True) -> None:
+        draw = self._init if init else initializers.zeros  # zeros cost no draw and leave rng as it is
+        self.params["W"] = draw((self.in_features, self.out_features), rng, device, dtype)
         if self.bias:
             self.params["b"] = initializers.zeros((self.out_features,), rng, device, dtype)
 
@@ -104,7 +76,17 @@ class Dense(Layer):
         return {"in_features": self.in_features, "out_features": self.out_features,
                 "init": self.init, "bias": self.bias}
 
+    @classmethod
+    def from_config(cls, config):
+        """Like ``Dense(**config)``, except that an initializer saved by name only (a custom function,
+        which a file cannot hold) is kept by that name, and a later ``build(init=True)`` says so."""
+        name = config.get("init", "lecun_normal")
+        if isinstance(name, str) and name not in initializers.INITIALIZERS:
+            config = {**config, "init": _saved_by_name(name)}
+        return cls(**config)
 
+
+@register_layer
 class Flatten(Layer):
     """Reshape any input ``(batch, d1, d2, ...)`` to ``(batch, d1*d2*...)``, like the seeds' ``ravel``."""
 
@@ -115,3 +97,12 @@ class Flatten(Layer):
 
     def backward(self, dy):
         return array_namespace(dy).reshape(dy, self._shape)
+
+
+def _saved_by_name(name: str):
+    def unavailable(shape, rng, device, dtype="float32"):
+        raise ValueError(f"Dense: the initializer {name!r} was a custom function, which a saved file keeps by "
+                         f"name only; make the layer again with init=<that function> to draw new weights")
+
+    unavailable.__name__ = name
+    return unavailable

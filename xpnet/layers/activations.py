@@ -8,19 +8,25 @@ from __future__ import annotations
 
 from array_api_compat import array_namespace
 
-from .layers import Layer
+from .base import Layer, register_layer
 
 # exp(88.7) overflows float32; sigmoid(-80) = 1.8e-35 is already 0 for every purpose, so clamping
 # there keeps exp finite (no overflow warning, no inf) without changing any float32 result that matters.
 _EXP_LIMIT = 80.0
 
 
+def sigmoid(x):
+    """Logistic sigmoid ``1 / (1 + exp(-x))``, finite for any input (the one every xpnet module uses)."""
+    xp = array_namespace(x)
+    return 1.0 / (1.0 + xp.exp(-xp.maximum(x, -_EXP_LIMIT)))
+
+
+@register_layer
 class Sigmoid(Layer):
     """Logistic sigmoid ``y = 1 / (1 + exp(-x))``, ``dy/dx = y (1 - y)``. Finite for any input."""
 
     def forward(self, x, training=False):
-        xp = array_namespace(x)
-        self._y = 1.0 / (1.0 + xp.exp(-xp.maximum(x, -_EXP_LIMIT)))
+        self._y = sigmoid(x)
         return self._y
 
     def backward(self, dy):
@@ -28,6 +34,7 @@ class Sigmoid(Layer):
         return dy * y * (1.0 - y)
 
 
+@register_layer
 class Tanh(Layer):
     """``y = tanh(x)``, ``dy/dx = 1 - y^2``."""
 
@@ -39,6 +46,7 @@ class Tanh(Layer):
         return dy * (1.0 - self._y * self._y)
 
 
+@register_layer
 class ReLU(Layer):
     """``y = max(x, 0) = x * [x > 0]``, ``dy/dx = [x > 0]`` (1 where x > 0, else 0)."""
 
@@ -54,6 +62,7 @@ class ReLU(Layer):
         return dy * self._mask
 
 
+@register_layer
 class LeakyReLU(Layer):
     """``y = x if x > 0 else alpha * x``, ``dy/dx = 1 or alpha``."""
 
@@ -75,6 +84,7 @@ class LeakyReLU(Layer):
         return {"alpha": self.alpha}
 
 
+@register_layer
 class Softmax(Layer):
     """``y_i = exp(x_i) / sum_j exp(x_j)`` over the last axis, shifted by the max so it never overflows.
 
@@ -92,6 +102,7 @@ class Softmax(Layer):
         return y * (dy - xp.sum(dy * y, axis=-1, keepdims=True))
 
 
+@register_layer
 class Step(Layer):
     """Heaviside step ``y = 1 if x >= 0 else 0``: the perceptron's threshold.
 
@@ -108,6 +119,7 @@ class Step(Layer):
         return dy
 
 
+@register_layer
 class Identity(Layer):
     """``y = x`` (a linear output, as in the Wekinator network of the seeds)."""
 

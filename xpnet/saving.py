@@ -1,0 +1,128 @@
+"""A model as a file's header and arrays, and back again, on top of the file format in :mod:`xpnet.io`.
+
+:func:`save` describes a model in a header (its layers' classes and configs, its dtype, loss, input range
+and metadata) and writes it with its ``state_dict()``. Loading (:func:`xpnet.load`, in :mod:`xpnet.model`)
+reads a file with :func:`xpnet.io.read`, rebuilds the layers here by class name from the layer registry
+(:func:`xpnet.layers.register_layer`) and the loss from xpnet's own losses (never ``eval``, never pickle),
+builds the model without drawing weights, and lets it load the saved ones into itself (:func:`restore`).
+
+    >>> xpnet.save(model, "mnist.npz")
+    >>> model = xpnet.load("mnist.npz", device="cuda")     # any device or backend, whatever saved it
+"""
+
+from __future__ import annotations
+
+import os
+
+from . import io
+from . import losses
+from .io import ModelFormatError
+from .layers import LAYERS
+
+# The losses load() rebuilds, by class name: xpnet's own (not the Loss base class, not a user's subclass).
+LOSSES: dict[str, type] = {cls.__name__: cls for cls in losses.LOSSES.values()}
+
+
+# -- save ---------------------------------------------------------------------------------------
+def save(model, path, *, metadata: dict | None = None) -> None:
+    """Write ``model`` (architecture and weights) to ``path`` as one ``.npz`` file, atomically.
+
+    The arrays are copied to the host first, so a model on any device or backend can be saved. The
+    file name is used as given (no ``.npz`` is appended). ``metadata`` is a JSON-serializable dict kept
+    in the header (default: ``model.metadata`` if the model has one; the ``xpnet`` command records the
+    dataset and input scaling there); :func:`xpnet.load` gives it back as ``model.metadata``. The model's
+    ``loss`` and ``input_range`` (set by ``fit``) are kept too; a loss that is not one of xpnet's own is
+    recorded as none, since :func:`xpnet.load` could not rebuild it.
+
+    Raises ``TypeError`` for a layer whose class :func:`xpnet.load` could not rebuild, ``ValueError`` for a
+    config that is not JSON-serializable, and ``OSError`` when the folder is not writable (the previous
+    file, if any, is left untouched).
+    """
+    for i, layer in enumerate(model.layers):
+        name = type(layer).__name__
+        if LAYERS.get(name) is not type(layer):
+            raise TypeError(f"save: layer {i} is a {type(layer).__module__}.{name}, which load() cannot "
+                            f"rebuild; register it first with xpnet.layers.register_layer({name})")
+    state = model.state_dict()
+    if metadata is None:
+        metadata = getattr(model, "metadata", None) or {}
+    if not isinstance(metadata, dict):
+        raise TypeError(f"save: metadata must be a dict, got {type(metadata).__name__}")
+    io.write(path, header(model, metadata), state)
+
+
+def header(model, metadata: dict) -> dict:
+    """What the file says about ``model`` besides its arrays (:func:`xpnet.io.write` adds the rest)."""
+    loss = getattr(model, "loss", None)
+    if loss is not None and LOSSES.get(type(loss).__name__) is not type(loss):
+        loss = None  # a custom loss: load() could not rebuild it, and the weights matter more than the loss
+    input_range = getattr(model, "input_range", None)
+    return {
+        "metadata": metadata,
+        # what evaluate() and predict_proba() need to give the same answers after a load as before it
+        "loss": None if loss is None else {"class": type(loss).__name__, "config": loss.get_config()},
+        "input_range": None if input_range is None else [float(v) for v in input_range],
+        "dtype": model.dtype,
+        "architecture": {"layers": model.get_config()["layers"]},
+    }
+
+
+# -- load ---------------------------------------------------------------------------------------
+def layers_from(path, header: dict, arrays: dict) -> list:
+    """The layers a header describes, unbuilt, each checked against its weights before anything is allocated."""
+    path = os.fspath(path)
+    layers = []
+    for i, spec in enumerate(header["architecture"]["layers"]):
+        name, config = spec["class"], dict(spec.get("config", {}))
+        cls = LAYERS.get(name)
+        if cls is None:
+            raise ModelFormatError(f"{path}: layer {i} has unknown class {name!r}; known: "
+                                   f"{', '.join(sorted(LAYERS))} (register custom layers with "
+                                   f"xpnet.layers.register_layer)")
+        try:
+            layer = cls.from_config(config)
+        except (TypeError, ValueError) as exc:
+            raise ModelFormatError(f"{path}: layer {i} ({name}) cannot be rebuilt from its config "
+                                   f"{spec.get('config')!r}: {exc}") from None
+        # A hostile config can ask for terabytes: the first parameter's shape is what the config sizes, so
+        # check it against the stored array before the model allocates anything (restore checks the rest).
+        shapes = layer.param_shapes()
+        if shapes:
+            key, want = next(iter(shapes.items()))
+            stored = arrays.get(f"{i}.{key}")
+            if stored is None or stored.shape != tuple(want):
+                raise ModelFormatError(f"{path}: layer {i} is {name}{tuple(want)} but its weights "
+                                       f"{'are missing' if stored is None else f'have shape {stored.shape}'}")
+        layers.append(layer)
+    return layers
+
+
+def restore(path, model, header: dict, arrays: dict) -> None:
+    """Load a file's arrays into ``model`` (built from its header) and give it the header's loss and metadata."""
+    path = os.fspath(path)
+    params = model.parameters()
+    if set(params) != set(arrays):
+        raise ModelFormatError(f"{path}: the architecture has parameters {sorted(params)} but the file "
+                               f"holds arrays {sorted(arrays)}")
+    for k, v in arrays.items():
+        if tuple(params[k].shape) != v.shape:
+            raise ModelFormatError(f"{path}: array {k!r} has shape {v.shape}, but the layer it belongs to "
+                                   f"needs {tuple(params[k].shape)}")
+    model.load_state_dict(arrays)
+    model.metadata = header.get("metadata") or {}
+    model.loss = _loss_from(path, header.get("loss"))
+    span = header.get("input_range")
+    model.input_range = None if span is None else (float(span[0]), float(span[1]))
+
+
+def _loss_from(path, spec):
+    if spec is None:
+        return None
+    cls = LOSSES.get(spec["class"])
+    if cls is None:
+        raise ModelFormatError(f"{path}: unknown loss {spec['class']!r} in the header; known: "
+                               f"{', '.join(sorted(LOSSES))}")
+    try:
+        return cls(**spec.get("config", {}))
+    except (TypeError, ValueError) as exc:
+        raise ModelFormatError(f"{path}: the loss {spec['class']} cannot be rebuilt: {exc}") from None
