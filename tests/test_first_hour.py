@@ -370,3 +370,66 @@ def test_load_state_dict_never_keeps_the_callers_arrays():
     model.fit(tutorial_scale(X), y, loss="softmax_cross_entropy", epochs=2, verbose=0)
     for k in state:
         np.testing.assert_array_equal(state[k], before[k])
+
+
+# -- pinned details (each found by the mutation run) --------------------------------------------
+def test_the_double_activation_warnings_word_for_word():
+    X, y = pixels()
+    softmax_net = Sequential([Dense(16, 3), Softmax()], device="cpu", seed=0)
+    with pytest.warns(UserWarning) as seen:
+        softmax_net.fit(tutorial_scale(X), y, loss=SoftmaxCrossEntropy(), verbose=0)
+    assert [str(w.message) for w in seen] == [
+        "fit: the model ends in Softmax() and SoftmaxCrossEntropy applies softmax itself (it takes logits), so "
+        "softmax is applied twice and training crawls. Remove the final Softmax() (predict_proba gives "
+        "probabilities), or use loss='cross_entropy', which takes probabilities."]
+    sigmoid_net = Sequential([Dense(16, 1), Sigmoid()], device="cpu", seed=0)
+    with pytest.warns(UserWarning) as seen:
+        sigmoid_net.fit(tutorial_scale(X), (y > 0).astype(np.int64), loss=BinaryCrossEntropy(), verbose=0)
+    assert [str(w.message) for w in seen] == [
+        "fit: the model ends in Sigmoid() and BinaryCrossEntropy applies the sigmoid itself (it takes logits), so "
+        "the sigmoid is applied twice. Remove the final Sigmoid() (predict_proba gives probabilities)."]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a Sigmoid output with MSE, and a linear one with BCE, are right
+        sigmoid_net.fit(tutorial_scale(X), (y > 0).astype(np.float32).reshape(-1, 1), loss=MSE(), verbose=0)
+        Sequential([Dense(16, 1)], device="cpu", seed=0).fit(tutorial_scale(X), (y > 0).astype(np.int64),
+                                                             loss=BinaryCrossEntropy(), verbose=0)
+        Sequential([], device="cpu").fit(tutorial_scale(X), tutorial_scale(X), loss=MSE(), verbose=0)
+
+
+def test_fit_records_the_union_of_the_ranges_it_has_seen():
+    model = Sequential([Dense(2, 1)], device="cpu", seed=0)
+    t = np.zeros((3, 1), np.float32)
+    model.fit(np.array([[0.2, 0.5], [0.3, 0.4], [0.25, 0.45]], np.float32), t, loss=MSE(), verbose=0)
+    assert model.input_range == pytest.approx((0.2, 0.5))
+    model.fit(np.array([[0.1, 0.3], [0.3, 0.3], [0.3, 0.3]], np.float32), t, loss=MSE(), verbose=0)
+    assert model.input_range == pytest.approx((0.1, 0.5))
+    model.fit(np.array([[0.3, 0.9], [0.4, 0.4], [0.4, 0.4]], np.float32), t, loss=MSE(), verbose=0)
+    assert model.input_range == pytest.approx((0.1, 0.9))
+
+
+@pytest.mark.parametrize("call", ["predict", "predict_proba", "predict_classes", "evaluate"])
+def test_each_entry_point_warns_in_its_own_name_outside_the_trained_range(call):
+    X, y = pixels()
+    model = Sequential([Dense(16, 3)], device="cpu", seed=0)
+    model.fit(tutorial_scale(X), y, loss=SoftmaxCrossEntropy(), verbose=0)
+    args = (X.astype(np.float32), y) if call == "evaluate" else (X.astype(np.float32),)
+    with pytest.warns(UserWarning) as seen:
+        getattr(model, call)(*args)
+    assert [str(w.message).split(" holds")[0] for w in seen] == [f"{call}: X"]
+
+
+def test_class_thresholds_at_exactly_the_cut():
+    """A probability of exactly 0.5 (or a logit of exactly 0) is class 0, as in evaluate's accuracy."""
+    X = np.zeros((3, 4), np.float32)
+    for layers, loss, kind in [([Dense(4, 1, init="zeros"), Sigmoid()], MSE(), "probability"),
+                               ([Dense(4, 1, init="zeros"), Sigmoid()], BinaryCrossEntropy(), "probability"),
+                               ([Dense(4, 1, init="zeros")], BinaryCrossEntropy(), "logit")]:
+        model = Sequential(layers, device="cpu", seed=0)
+        model.loss = loss
+        assert xpnet.to_numpy(model.predict_classes(X)).tolist() == [0, 0, 0], kind
+        model.parameters()["0.b"][...] = 1e-6  # just above the cut
+        assert xpnet.to_numpy(model.predict_classes(X)).tolist() == [1, 1, 1], kind
+    # two outputs are an argmax, not a threshold
+    two = Sequential([Dense(4, 2, init="zeros")], device="cpu", seed=0)
+    two.parameters()["0.b"][...] = np.array([0.2, 0.9], np.float32)
+    assert xpnet.to_numpy(two.predict_classes(X)).tolist() == [1, 1, 1]

@@ -16,7 +16,7 @@ from array_api_compat import array_namespace
 from . import backend, losses, optim
 from .callbacks import CallbackList, DivergenceRollback, EpochLine, History, ProgressBar
 from .callbacks import TrainingDiverged, format_epoch  # noqa: F401  (their old home: still importable here)
-from .layers import Sigmoid, Softmax, softmax
+from .layers import Sigmoid, Softmax, sigmoid, softmax
 from .validation import check_batch_size, check_input_range, check_positive_int, data_range, prepare_xy, warn
 
 
@@ -155,13 +155,16 @@ def _prepare(model, X, y, loss, epochs, batch_size, check_every, validation_data
     return X, y, classify, val
 
 
+def _ends_in(model, kinds) -> bool:
+    return any(isinstance(layer, kinds) for layer in model.layers[-1:])
+
+
 def _check_output_layer(model, loss) -> None:
-    last = model.layers[-1] if model.layers else None
-    if isinstance(loss, losses.SoftmaxCrossEntropy) and isinstance(last, Softmax):
+    if isinstance(loss, losses.SoftmaxCrossEntropy) and _ends_in(model, Softmax):
         warn("fit: the model ends in Softmax() and SoftmaxCrossEntropy applies softmax itself (it takes "
              "logits), so softmax is applied twice and training crawls. Remove the final Softmax() "
              "(predict_proba gives probabilities), or use loss='cross_entropy', which takes probabilities.")
-    elif isinstance(loss, losses.BinaryCrossEntropy) and isinstance(last, Sigmoid):
+    elif isinstance(loss, losses.BinaryCrossEntropy) and _ends_in(model, Sigmoid):
         warn("fit: the model ends in Sigmoid() and BinaryCrossEntropy applies the sigmoid itself (it takes "
              "logits), so the sigmoid is applied twice. Remove the final Sigmoid() (predict_proba gives "
              "probabilities).")
@@ -179,14 +182,12 @@ def predict(model, X, batch_size: int = 1024, where: str = "predict"):
 
 def predict_proba(model, X, batch_size: int = 1024):
     out = predict(model, X, batch_size, "predict_proba")
-    last = model.layers[-1] if model.layers else None
-    if isinstance(last, (Softmax, Sigmoid)):
+    if _ends_in(model, (Softmax, Sigmoid)):
         return out
-    xp = model.device.xp
-    if isinstance(model.loss, losses.SoftmaxCrossEntropy) and out.shape[1] > 1:
-        return softmax(out, axis=1)
+    if isinstance(model.loss, losses.SoftmaxCrossEntropy):
+        return softmax(out)
     if isinstance(model.loss, losses.BinaryCrossEntropy):
-        return 1.0 / (1.0 + xp.exp(-out))
+        return sigmoid(out)
     raise ValueError(f"predict_proba: the outputs of this model are not probabilities and its loss "
                      f"({model.loss!r}) does not say how to make them: the model should end in Softmax() or "
                      f"Sigmoid(), or be trained with SoftmaxCrossEntropy or BinaryCrossEntropy on logits. "
@@ -198,9 +199,9 @@ def predict_classes(model, X, batch_size: int = 1024):
     xp = model.device.xp
     if out.shape[1] > 1:
         return xp.argmax(out, axis=1)
-    last = model.layers[-1] if model.layers else None
-    threshold = 0.5 if isinstance(last, (Softmax, Sigmoid)) else _threshold(model.loss)
-    return xp.astype(xp.reshape(out, (-1,)) > threshold, xp.int64)
+    # one output: a probability (after a Sigmoid layer) crosses 0.5 where a logit crosses 0
+    threshold = 0.5 if _ends_in(model, Sigmoid) else _threshold(model.loss)
+    return xp.astype(out[:, 0] > threshold, xp.int64)
 
 
 def evaluate(model, X, y, loss, batch_size: int = 1024, *, prepared: bool = False, classify=None) -> dict:
