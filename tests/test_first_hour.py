@@ -256,7 +256,7 @@ def test_torch_missing_is_device_unavailable_with_the_fix(monkeypatch, capsys):
     assert "--index-url https://download.pytorch.org/whl/cpu" in err and len(err.splitlines()) == 1
 
 
-@pytest.mark.parametrize("flag, var, value", [("--backend", "XPNET_BACKEND", "jax"),
+@pytest.mark.parametrize("flag, var, value", [("--backend", "XPNET_BACKEND", "mxnet"),
                                                ("--device", "XPNET_DEVICE", "tpu")])
 def test_a_bad_flag_and_a_bad_variable_both_exit_2_naming_their_source(flag, var, value, capsys, monkeypatch):
     with pytest.raises(SystemExit) as exit_flag:
