@@ -71,10 +71,13 @@ class Device:
             dt = getattr(self.xp, name)
         except AttributeError:
             raise ValueError(f"unknown dtype {name!r}: use 'float32' or 'float64'") from None
+        self._check_dtype(name)
+        return dt
+
+    def _check_dtype(self, name: str) -> None:
         check = getattr(_LIBS[self.backend], "check_dtype", None)
         if check is not None:
             check(name)  # JAX without 64-bit mode would silently compute float64 in float32
-        return dt
 
     def asarray(self, data, dtype: str | None = "float32"):
         """Put ``data`` (NumPy array, nested lists, or an array of this backend) on this device.
@@ -90,6 +93,7 @@ class Device:
         host = np.asarray(data)
         if dtype is not None:
             host = host.astype(dtype, copy=False)
+            self._check_dtype(host.dtype.name)
         return _LIBS[self.backend].asarray(xp, host, self.native)
 
     def synchronize(self) -> None:

@@ -55,8 +55,9 @@ def _x64() -> bool:
 
 
 def check_dtype(name: str) -> None:
-    """Refuse a 64-bit dtype that JAX would silently compute in 32 bits."""
-    if name in ("float64", "int64", "uint64", "complex128") and not _x64():
+    """Refuse a 64-bit float type that JAX would silently compute in 32 bits (integer labels are held
+    as int32 by :func:`asarray`, which checks that they fit)."""
+    if name in ("float64", "complex128") and not _x64():
         raise ValueError(f"dtype {name!r} on the jax backend: {X64_FIX}")
 
 
