@@ -148,7 +148,7 @@ def test_bad_input_is_refused_by_xpnet_itself(case):
     with pytest.raises(kind) as info:
         call(net("array-api-strict"))
     innermost = traceback.extract_tb(info.value.__traceback__)[-1].filename
-    package = os.path.dirname(os.path.abspath(xpnet.__file__))
+    package = os.path.dirname(os.path.abspath(xpnet.__file__))  # its subpackages (layers/) count as xpnet
     assert os.path.abspath(innermost).startswith(package + os.sep), f"{case}: raised in {innermost}"
     assert info.value.__cause__ is None, f"{case}: chained from {info.value.__cause__!r}"
 
