@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install xpnet with its test extras into a virtual environment and run the CPU test suite
-# (NumPy and array-api-strict always; PyTorch when XPNET_TEST_TORCH=1 and a wheel can be had;
-# tests marked `gpu` are reported as skipped). Extra arguments go to pytest.
+# (NumPy and array-api-strict always; PyTorch when XPNET_TEST_TORCH=1 and a wheel can be had; JAX's
+# CPU build from PyPI when XPNET_TEST_JAX=1; tests marked `gpu` are reported as skipped). Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 venv="${XPNET_VENV:-.venv}"
@@ -19,6 +19,9 @@ if [ "${XPNET_TEST_TORCH:-0}" = 1 ]; then
     else
         echo "ci/test.sh: no CPU build of torch at hand; the torch backend tests are skipped"
     fi
+fi
+if [ "${XPNET_TEST_JAX:-0}" = 1 ]; then
+    "$venv/bin/python" -m pip install -q --disable-pip-version-check -e ".[jax]"
 fi
 if [ -z "${XPNET_DATA:-}" ] && [ -d ../shared/data/mnist ]; then
     XPNET_DATA="$(cd ../shared/data && pwd)"

@@ -2,7 +2,7 @@
 
 ``dev`` runs a test once per backend/device: NumPy and array-api-strict always (strict on its default
 device and on its second device ``device1``, which catches any array made without ``device=`` and any
-hidden conversion to NumPy), PyTorch when installed, CuPy under the ``gpu`` marker (skipped cleanly
+hidden conversion to NumPy), PyTorch and JAX (immutable arrays) when installed, CuPy under the ``gpu`` marker (skipped cleanly
 when no CUDA GPU can be used).
 """
 
@@ -42,6 +42,23 @@ def _have(module: str) -> bool:
         return False
 
 
+def _jax_with_x64() -> bool:
+    """Whether JAX is here; if so, turn on its 64-bit mode for this test process.
+
+    Without it JAX refuses float64 (xpnet raises rather than compute in float32), and half the harness
+    (the float64 gradient checks, the published-formula references) would skip. The flag is
+    process-wide and must be set before any JAX array exists, so it is set here, at collection.
+    The default mode (float64 refused, int64 labels held as int32) is tested in a fresh interpreter in
+    test_backend.py.
+    """
+    if not _have("jax"):
+        return False
+    import jax
+
+    jax.config.update("jax_enable_x64", True)
+    return True
+
+
 def backend_params():
     """(id, factory) pairs for every backend; used by the ``dev`` fixture and by tests that loop."""
     out = [pytest.param(lambda: xpnet.device("cpu"), id="numpy-cpu-float32")]
@@ -51,6 +68,8 @@ def backend_params():
         out.append(pytest.param(lambda: _strict_device(1), id="array-api-strict-device1-float32"))
     if _have("torch"):
         out.append(pytest.param(lambda: xpnet.device("cpu", backend="torch"), id="torch-cpu-float32"))
+    if _jax_with_x64():
+        out.append(pytest.param(lambda: xpnet.device("cpu", backend="jax"), id="jax-cpu-float32"))
     out.append(pytest.param(lambda: xpnet.device("cuda"), id="cupy-cuda0-float32", marks=pytest.mark.gpu))
     return out
 

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -59,8 +62,8 @@ def test_invalid_backend_device_combinations(spec, name):
 
 
 def test_unknown_backend():
-    with pytest.raises(ValueError, match="unknown backend 'jax'.*numpy, cupy, torch, array-api-strict"):
-        xpnet.device("cpu", backend="jax")
+    with pytest.raises(ValueError, match="unknown backend 'mxnet'.*numpy, cupy, torch, array-api-strict, jax"):
+        xpnet.device("cpu", backend="mxnet")
 
 
 def test_environment_variables_choose_device_and_backend(monkeypatch):
@@ -110,3 +113,82 @@ def test_arrays_from_another_device_are_moved():
 def test_available_backends_reports_each():
     report = xpnet.available_backends()
     assert report["numpy"] == "ok" and set(report) == set(xpnet.BACKENDS)
+
+
+def test_cuda_devices_names_the_cause_without_a_gpu(monkeypatch):
+    monkeypatch.setattr(backend, "_cuda_status", lambda: (0, "no driver here"))
+    assert backend.cuda_devices().startswith("none (CuPy: no driver here")
+
+
+def test_every_backend_has_one_module_with_the_same_surface():
+    """A backend is one file: each holds the probe, the namespace and the transfers for its library."""
+    needed = ("NAME", "KINDS", "missing", "cuda_status", "namespace", "native", "owns", "locate", "asarray",
+              "status")
+    for name, lib in backend._LIBS.items():
+        assert lib.NAME == name and lib.__name__ == f"xpnet.backend._{name.split('-')[-1]}"
+        assert [n for n in needed if not hasattr(lib, n)] == []
+        if "cuda" in lib.KINDS:
+            assert all(hasattr(lib, n) for n in ("synchronize", "memory_pool_bytes", "free_memory_pool"))
+
+
+# -- JAX: immutable arrays, 32 bits unless asked -----------------------------------------------------
+def test_jax_not_installed_names_the_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "jax", None)  # makes `import jax` raise ImportError
+    with pytest.raises(xpnet.DeviceUnavailableError, match=r"backend 'jax' cannot be used: JAX is not installed"
+                                                            r".*pip install 'xpnet\[jax\]'"):
+        xpnet.device("cpu", backend="jax")
+
+
+def test_jax_device_arrays_and_immutability():
+    pytest.importorskip("jax")
+    from array_api_compat import is_writeable_array
+
+    dev = xpnet.device("cpu", backend="jax")
+    assert (dev.kind, dev.backend, str(dev)) == ("cpu", "jax", "cpu (jax)")
+    assert backend.parse_backend("JAX") == backend.parse_backend("jnp") == "jax"
+    x = dev.asarray([[1.0, 2.0]])
+    assert dev.xp.__name__ == "jax.numpy" and xpnet.device_of(x) == dev
+    assert not is_writeable_array(x)  # so optimizers and snapshots rebind instead of writing in place
+    back = xpnet.to_numpy(x)
+    back[0, 0] = 5.0  # a writeable host copy, like every other backend's
+    assert xpnet.to_numpy(x).tolist() == [[1.0, 2.0]]
+
+
+def test_jax_cuda_without_a_gpu_names_the_jax_fix():
+    pytest.importorskip("jax")
+    if backend._LIBS["jax"].cuda_status()[0]:
+        pytest.skip("JAX sees a GPU here")
+    with pytest.raises(xpnet.DeviceUnavailableError, match=r"cuda:0 was requested but JAX .* sees no GPU.*jax\[cuda"):
+        xpnet.device("cuda", backend="jax")
+    assert xpnet.device("auto", backend="jax").kind == "cpu"
+
+
+_DEFAULT_JAX = """
+import warnings, numpy as np, pytest, xpnet
+from xpnet import Dense, ReLU, Sequential, SoftmaxCrossEntropy, SGD
+warnings.simplefilter("error")  # JAX's own truncation warning would be a silent float32
+with pytest.raises(ValueError, match="dtype 'float64' on the jax backend: .*JAX_ENABLE_X64=1"):
+    Sequential([Dense(3, 2)], device="cpu", backend="jax", dtype="float64")
+dev = xpnet.device("cpu", backend="jax")
+with pytest.raises(ValueError, match="JAX_ENABLE_X64=1"):
+    dev.asarray(np.ones(3), dtype=None)
+with pytest.raises(ValueError, match="beyond 32 bits"):
+    dev.asarray(np.array([2**40]), dtype=None)
+rng = np.random.default_rng(0)
+X, y = rng.normal(size=(64, 3)).astype(np.float32), rng.integers(0, 2, 64)  # int64 labels
+model = Sequential([Dense(3, 8), ReLU(), Dense(8, 2)], device=dev, seed=0)
+h = model.fit(X, y, loss=SoftmaxCrossEntropy(), optimizer=SGD(0.5), epochs=5, batch_size=16, verbose=0)
+assert h["loss"][-1] < h["loss"][0]
+assert all(p.dtype == dev.xp.float32 for p in model.parameters().values())
+assert model.evaluate(X, y)["accuracy"] > 0.5
+print("ok")
+"""
+
+
+def test_jax_default_mode_refuses_float64_and_trains_float32():
+    """JAX's default (64-bit mode off; the test process turns it on in conftest): float64 is refused with
+    the fix, never computed in float32; int64 labels become int32 without a warning; float32 trains."""
+    pytest.importorskip("jax")
+    env = {k: v for k, v in os.environ.items() if k not in ("JAX_ENABLE_X64", "XPNET_DEVICE", "XPNET_BACKEND")}
+    proc = subprocess.run([sys.executable, "-c", _DEFAULT_JAX], capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-3000:]

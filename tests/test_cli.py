@@ -86,7 +86,7 @@ def test_debug_shows_the_traceback():
     ["train", "--epochs", "0"],
     ["train", "--device", "tpu"],
     ["train", "--device", "gpu:x"],
-    ["train", "--backend", "jax"],
+    ["train", "--backend", "mxnet"],
     ["train", "--layers", "784,abc,10"],
     ["train", "--layers", "784"],
     ["train", "--dataset", "cifar"],

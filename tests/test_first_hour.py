@@ -68,7 +68,7 @@ def test_ci_runs_the_readme_test_command_verbatim_then_with_torch():
     assert "bash ci/test.sh\n" in readme
     # the first test step is exactly what the README says, with no extra environment
     runs = [line for line in steps if "ci/test.sh" in line]
-    assert runs == ["bash ci/test.sh", "XPNET_TEST_TORCH=1 bash ci/test.sh"]
+    assert runs == ["bash ci/test.sh", "XPNET_TEST_TORCH=1 XPNET_TEST_JAX=1 bash ci/test.sh"]
 
 
 # -- 2. predict's input contract ----------------------------------------------------------------
@@ -256,7 +256,7 @@ def test_torch_missing_is_device_unavailable_with_the_fix(monkeypatch, capsys):
     assert "--index-url https://download.pytorch.org/whl/cpu" in err and len(err.splitlines()) == 1
 
 
-@pytest.mark.parametrize("flag, var, value", [("--backend", "XPNET_BACKEND", "jax"),
+@pytest.mark.parametrize("flag, var, value", [("--backend", "XPNET_BACKEND", "mxnet"),
                                                ("--device", "XPNET_DEVICE", "tpu")])
 def test_a_bad_flag_and_a_bad_variable_both_exit_2_naming_their_source(flag, var, value, capsys, monkeypatch):
     with pytest.raises(SystemExit) as exit_flag:

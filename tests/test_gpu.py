@@ -60,3 +60,16 @@ def test_out_of_memory_suggests_a_smaller_batch_and_frees_the_pool():
     assert cupy.get_default_memory_pool().total_bytes() < free // 2
     model.fit(np.repeat(X, 4, axis=0), np.zeros(4, dtype=np.int64), loss=SoftmaxCrossEntropy(), epochs=1,
               batch_size=4, verbose=0)  # and the process goes on
+
+
+def test_jax_on_cuda_matches_numpy():
+    pytest.importorskip("jax")
+    if not xpnet.backend._LIBS["jax"].cuda_status()[0]:
+        pytest.skip("this jaxlib sees no GPU (a CUDA build is `pip install 'jax[cuda12]'`)")
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(256, 20)).astype(np.float32), rng.integers(0, 4, size=256)
+    _, cpu_hist = _fit(xpnet.device("cpu"), X, y)
+    dev = xpnet.device("cuda", backend="jax")
+    assert (dev.kind, dev.backend) == ("cuda", "jax")
+    _, jax_hist = _fit(dev, X, y)
+    np.testing.assert_allclose(jax_hist["loss"], cpu_hist["loss"], rtol=1e-4)

@@ -1,8 +1,10 @@
 """Devices and array backends.
 
-This is the one module of xpnet that knows array libraries by name. Everything else asks it for a
+This is the one package of xpnet that knows array libraries by name. Everything else asks it for a
 :class:`Device` and then works through the Array API namespace ``device.xp`` (or the namespace of
-the arrays it is handed), so the same math runs on NumPy, CuPy, PyTorch and array-api-strict.
+the arrays it is handed), so the same math runs on NumPy, CuPy, PyTorch, JAX and array-api-strict.
+Each library has one private module here (``_numpy``, ``_cupy``, ``_torch``, ``_strict``, ``_jax``)
+holding all that is specific to it; this file dispatches on the backend's name through ``_LIBS``.
 
     >>> import xpnet
     >>> dev = xpnet.device("auto")        # CUDA when CuPy sees a GPU, else the CPU (and says why)
@@ -22,11 +24,16 @@ from typing import Any
 import array_api_compat
 import numpy as np
 
+from . import _cupy, _jax, _numpy, _strict, _torch
+
 log = logging.getLogger("xpnet")
 
-BACKENDS = ("numpy", "cupy", "torch", "array-api-strict")
+# One module per library, in the order `xpnet info` lists them; each holds all that is specific to it.
+_LIBS = {lib.NAME: lib for lib in (_numpy, _cupy, _torch, _strict, _jax)}
+BACKENDS = tuple(_LIBS)
 _DEFAULT_BACKEND = {"cpu": "numpy", "cuda": "cupy"}
-_KINDS = {"numpy": ("cpu",), "cupy": ("cuda",), "torch": ("cpu", "cuda"), "array-api-strict": ("cpu",)}
+_KINDS = {name: lib.KINDS for name, lib in _LIBS.items()}
+_ALIASES = {"strict": "array-api-strict", "pytorch": "torch", "jax-numpy": "jax", "jnp": "jax"}
 _SPEC = re.compile(r"^(cpu|cuda|gpu)(?::(\d+))?$")
 _ACCEPTED = "'auto', 'cpu', 'cuda' or 'cuda:N' (N = 0, 1, ...; 'gpu' and 'gpu:N' are accepted too)"
 _CUDA_FIX = ("Fix: install CuPy for your CUDA driver with `pip install 'xpnet[cuda12]'` "
@@ -61,9 +68,16 @@ class Device:
     def dtype(self, name: str):
         """The namespace's dtype object for a name such as ``"float32"``."""
         try:
-            return getattr(self.xp, name)
+            dt = getattr(self.xp, name)
         except AttributeError:
             raise ValueError(f"unknown dtype {name!r}: use 'float32' or 'float64'") from None
+        self._check_dtype(name)
+        return dt
+
+    def _check_dtype(self, name: str) -> None:
+        check = getattr(_LIBS[self.backend], "check_dtype", None)
+        if check is not None:
+            check(name)  # JAX without 64-bit mode would silently compute float64 in float32
 
     def asarray(self, data, dtype: str | None = "float32"):
         """Put ``data`` (NumPy array, nested lists, or an array of this backend) on this device.
@@ -79,12 +93,8 @@ class Device:
         host = np.asarray(data)
         if dtype is not None:
             host = host.astype(dtype, copy=False)
-        if self.backend == "numpy":
-            return host  # compat's numpy namespace works on plain ndarrays: no copy
-        if self.backend == "cupy":
-            with self.native:
-                return xp.asarray(host)
-        return xp.asarray(host, device=self.native)
+            self._check_dtype(host.dtype.name)
+        return _LIBS[self.backend].asarray(xp, host, self.native)
 
     def synchronize(self) -> None:
         """Wait until every kernel queued on this device has finished (a no-op on the CPU)."""
@@ -97,44 +107,33 @@ def is_array(x) -> bool:
 
 def _cuda_status() -> tuple[int, str]:
     """Return (number of CUDA devices CuPy can use, why none when it is 0)."""
-    try:
-        import cupy
-    except Exception as exc:  # ImportError, or a broken CuPy/CUDA install raising on import
-        return 0, f"CuPy is not installed ({type(exc).__name__}: {exc})"
-    if cupy.cuda.is_available():
-        return cupy.cuda.runtime.getDeviceCount(), ""
-    # is_available() swallows the driver's error; ask again to be able to show it.
-    try:
-        count = cupy.cuda.runtime.getDeviceCount()
-    except Exception as exc:
-        return 0, f"CuPy is installed but CUDA cannot be used: {exc}"
-    return 0, f"CuPy is installed but sees {count} CUDA devices"
+    return _cupy.cuda_status()
 
 
 def _torch_cuda_status() -> tuple[int, str]:
-    import torch
-
-    if torch.cuda.is_available():
-        return torch.cuda.device_count(), ""
-    return 0, f"PyTorch {torch.__version__} sees no CUDA device (a CPU-only build, or no driver)"
+    return _torch.cuda_status()
 
 
-def _namespace(backend: str):
-    if backend == "numpy":
-        import array_api_compat.numpy as xp
-    elif backend == "cupy":
-        import array_api_compat.cupy as xp
-    elif backend == "torch":
-        import array_api_compat.torch as xp
-    elif backend == "array-api-strict":
-        import array_api_strict as xp
+def _probe(backend: str) -> tuple[int, str]:
+    # Through the two names above for CuPy and torch, which tests monkeypatch (and cli.py calls).
+    probes = {"cupy": _cuda_status, "torch": _torch_cuda_status}
+    return probes.get(backend, _LIBS[backend].cuda_status)()
 
-        # 2024.12 is the first version with scalars in maximum/where and take_along_axis.
-        if xp.get_array_api_strict_flags()["api_version"] < "2024.12":
-            xp.set_array_api_strict_flags(api_version="2024.12")
-    else:
-        raise ValueError(f"unknown backend {backend!r}: choose one of {', '.join(BACKENDS)}")
-    return xp
+
+def cuda_devices() -> str:
+    """One line for ``xpnet info``: the CUDA devices CuPy can use with their names, or why there are none."""
+    count, why = _cuda_status()
+    if count:
+        return ", ".join(f"cuda:{i} {n}" for i, n in enumerate(_cupy.device_names(count)))
+    reasons = [f"CuPy: {why}"]
+    try:
+        tcount, twhy = _torch_cuda_status()
+        if tcount:
+            return f"{tcount} seen by PyTorch only ({why}); use --backend torch"
+        reasons.append(twhy)
+    except ImportError:
+        pass
+    return "none (" + "; ".join(reasons) + ")"
 
 
 def device(spec: "str | Device | None" = None, backend: str | None = None) -> Device:
@@ -149,7 +148,7 @@ def device(spec: "str | Device | None" = None, backend: str | None = None) -> De
 
     ``backend`` (default: ``XPNET_BACKEND``, else NumPy on the CPU and CuPy on CUDA) picks the library:
     ``"numpy"`` (cpu), ``"cupy"`` (cuda), ``"torch"`` (cpu or cuda), ``"array-api-strict"`` (cpu; it
-    checks that code sticks to the standard).
+    checks that code sticks to the standard), ``"jax"`` (cpu, or cuda with a CUDA build of jaxlib).
     """
     if isinstance(spec, Device):
         if backend is not None and backend != spec.backend:
@@ -198,7 +197,7 @@ def parse_backend(name: str | None, source: str | None = None) -> str | None:
     if name is None:
         return None
     backend = name.strip().lower().replace("_", "-")
-    backend = {"strict": "array-api-strict", "pytorch": "torch"}.get(backend, backend)
+    backend = _ALIASES.get(backend, backend)
     if backend not in BACKENDS:
         where = f" (from {source})" if source else ""
         raise ValueError(f"unknown backend {name!r}{where}: choose one of {', '.join(BACKENDS)}")
@@ -208,84 +207,50 @@ def parse_backend(name: str | None, source: str | None = None) -> str | None:
 def _auto(backend: str | None) -> Device:
     if backend is not None:
         _require(backend)
-    if backend in (None, "cupy", "torch"):
-        count, why = _torch_cuda_status() if backend == "torch" else _cuda_status()
+    if backend is None or "cuda" in _KINDS[backend]:
+        count, why = _probe(backend or "cupy")
         if count:
             dev = _make("cuda", 0, backend or "cupy")
             log.info("xpnet: device auto -> %s", dev)
             return dev
-        if backend == "cupy":
-            raise DeviceUnavailableError(f"backend 'cupy' needs a CUDA GPU, but {why}. {_CUDA_FIX}")
+        if backend is not None and "cpu" not in _KINDS[backend]:
+            raise DeviceUnavailableError(f"backend {backend!r} needs a CUDA GPU, but {why}. {_CUDA_FIX}")
         log.info("xpnet: device auto -> cpu, because %s", why)
     return _make("cpu", 0, backend or "numpy")
 
 
-_INSTALL = {
-    "torch": "PyTorch is not installed ({exc}). Fix: pip install 'xpnet[torch]', or for a CPU-only build "
-             "(no GBs of CUDA libraries) pip install torch --index-url https://download.pytorch.org/whl/cpu",
-    "array-api-strict": "array-api-strict is not installed ({exc}). Fix: pip install array-api-strict",
-}
-
-
 def _require(backend: str) -> None:
     """Raise :class:`DeviceUnavailableError` with the fix when ``backend``'s library cannot be imported."""
-    module = {"torch": "torch", "array-api-strict": "array_api_strict"}.get(backend)
-    if module is None:
-        return
-    try:
-        __import__(module)
-    except ImportError as exc:
-        raise DeviceUnavailableError(f"backend {backend!r} cannot be used: "
-                                     + _INSTALL[backend].format(exc=exc)) from None
+    why = _LIBS[backend].missing()
+    if why is not None:
+        raise DeviceUnavailableError(f"backend {backend!r} cannot be used: {why}")
 
 
 def _make(kind: str, index: int, backend: str) -> Device:
     _require(backend)
-    if backend == "torch":
-        import torch
+    lib = _LIBS[backend]
     if kind == "cuda":
         # Ask whether CUDA can be had before importing the namespace, which fails without CuPy.
-        count, why = _torch_cuda_status() if backend == "torch" else _cuda_status()
+        count, why = _probe(backend)
         if count == 0:
-            raise DeviceUnavailableError(f"cuda:{index} was requested but {why}. {_CUDA_FIX}")
+            fix = getattr(lib, "CUDA_FIX", _CUDA_FIX)
+            raise DeviceUnavailableError(f"cuda:{index} was requested but {why}. {fix}")
         if index >= count:
             raise DeviceUnavailableError(
                 f"cuda:{index} was requested but this machine has {count} CUDA device(s), "
                 f"numbered 0 to {count - 1}. Fix: pass --device cuda:0 ... cuda:{count - 1}, or --device cpu.")
-    xp = _namespace(backend)
-    if kind == "cpu":
-        if backend == "torch":
-            return Device("cpu", 0, backend, xp, torch.device("cpu"))
-        if backend == "array-api-strict":
-            native = xp.__array_namespace_info__().default_device()
-            return Device("cpu", 0, backend, xp, native)
-        return Device("cpu", 0, backend, xp, "cpu")
-    if backend == "torch":
-        return Device("cuda", index, backend, xp, torch.device("cuda", index))
-    import cupy
-
-    if index != 0:
-        # array-api-compat's cupy creation functions ignore device= (compat #337): keep the GPU current.
-        cupy.cuda.Device(index).use()
-    return Device("cuda", index, backend, xp, cupy.cuda.Device(index))
+    xp = lib.namespace()
+    return Device(kind, index, backend, xp, lib.native(kind, index, xp))
 
 
 def device_of(x) -> Device:
     """The :class:`Device` an array lives on (the data-follows-the-array direction)."""
     xp = array_api_compat.array_namespace(x)
     native = array_api_compat.device(x)
-    if array_api_compat.is_numpy_namespace(xp):
-        return Device("cpu", 0, "numpy", xp, "cpu")
-    if array_api_compat.is_cupy_namespace(xp):
-        return Device("cuda", getattr(native, "id", 0), "cupy", xp, native)
-    if array_api_compat.is_torch_namespace(xp):
-        kind = "cuda" if native.type == "cuda" else "cpu"
-        return Device(kind, native.index or 0, "torch", xp, native)
-    if array_api_compat.is_array_api_strict_namespace(xp):
-        default = xp.__array_namespace_info__().default_device()
-        # Its devices print as Device('device1'): keep the name, which tells them apart.
-        name = "" if native == default else repr(native).split("'")[1]
-        return Device("cpu", 0, "array-api-strict", xp, native, name)
+    for name, lib in _LIBS.items():
+        if lib.owns(xp):
+            kind, index, label = lib.locate(x, native)
+            return Device(kind, index, name, xp, native, label)
     raise TypeError(f"xpnet does not support arrays of type {type(x).__module__}.{type(x).__name__}")
 
 
@@ -296,23 +261,17 @@ def to_numpy(x) -> np.ndarray:
     if isinstance(x, (np.generic, int, float, bool, list, tuple)):
         # NumPy reductions return NumPy scalars rather than 0-D arrays (numpy #26850).
         return np.asarray(x)
-    if array_api_compat.is_cupy_array(x):
-        return x.get()
-    if array_api_compat.is_torch_array(x):
-        return x.detach().cpu().numpy()
+    for lib in _LIBS.values():
+        if hasattr(lib, "to_numpy") and lib.is_array(x):
+            return lib.to_numpy(x)
     return np.from_dlpack(x, device="cpu")
 
 
 def synchronize(dev: Device) -> None:
-    """Block until ``dev`` has finished its queued work (for honest timings)."""
-    if dev.kind != "cuda":
-        return
-    if dev.backend == "cupy":
-        dev.native.synchronize()
-    elif dev.backend == "torch":
-        import torch
-
-        torch.cuda.synchronize(dev.native)
+    """Block until ``dev`` has finished its queued work (for honest timings; a no-op for NumPy)."""
+    sync = getattr(_LIBS[dev.backend], "synchronize", None)
+    if sync is not None:
+        sync(dev)
 
 
 def host_rng(seed=None) -> np.random.Generator:
@@ -322,50 +281,20 @@ def host_rng(seed=None) -> np.random.Generator:
 
 def available_backends() -> dict[str, str]:
     """Map each backend to ``"ok"`` or the reason it cannot be used here (for ``xpnet info``)."""
-    out = {"numpy": "ok"}
-    count, why = _cuda_status()
-    out["cupy"] = f"ok ({count} CUDA device(s))" if count else why
-    try:
-        import torch
-
-        tcount, twhy = _torch_cuda_status()
-        out["torch"] = f"ok, cpu{f' + {tcount} CUDA device(s)' if tcount else ''} (torch {torch.__version__})"
-    except ImportError:
-        out["torch"] = "not installed"
-    try:
-        import array_api_strict
-
-        out["array-api-strict"] = f"ok (array-api-strict {array_api_strict.__version__})"
-    except ImportError:
-        out["array-api-strict"] = "not installed"
-    return out
+    return {name: lib.status() for name, lib in _LIBS.items()}
 
 
 def memory_pool_bytes(dev: Device) -> int | None:
     """Peak bytes held by the GPU memory pool of ``dev`` (``None`` on the CPU)."""
     if dev.kind != "cuda":
         return None
-    if dev.backend == "cupy":
-        import cupy
-
-        return cupy.get_default_memory_pool().total_bytes()
-    import torch
-
-    return torch.cuda.max_memory_allocated(dev.native)
+    return _LIBS[dev.backend].memory_pool_bytes(dev)
 
 
 def free_memory_pool(dev: Device) -> None:
     """Give cached GPU memory back to the driver (after an out-of-memory error, say)."""
-    if dev.kind != "cuda":
-        return
-    if dev.backend == "cupy":
-        import cupy
-
-        cupy.get_default_memory_pool().free_all_blocks()
-    else:
-        import torch
-
-        torch.cuda.empty_cache()
+    if dev.kind == "cuda":
+        _LIBS[dev.backend].free_memory_pool(dev)
 
 
 def is_out_of_memory(exc: BaseException) -> bool:

@@ -1,0 +1,96 @@
+"""CuPy: CUDA GPUs. The probe, the memory pool and (later) fused kernels and NCCL live here.
+
+array-api-compat's CuPy creation functions ignore ``device=`` (compat #337): the current CUDA device
+decides where CuPy allocates, so ``asarray`` runs under ``with native:``.
+"""
+
+from __future__ import annotations
+
+import array_api_compat
+
+NAME = "cupy"
+KINDS = ("cuda",)
+
+
+def missing() -> str | None:
+    return None  # its absence is reported by cuda_status(), with the fix for the user's CUDA
+
+
+def cuda_status() -> tuple[int, str]:
+    """Return (number of CUDA devices CuPy can use, why none when it is 0)."""
+    try:
+        import cupy
+    except Exception as exc:  # ImportError, or a broken CuPy/CUDA install raising on import
+        return 0, f"CuPy is not installed ({type(exc).__name__}: {exc})"
+    if cupy.cuda.is_available():
+        return cupy.cuda.runtime.getDeviceCount(), ""
+    # is_available() swallows the driver's error; ask again to be able to show it.
+    try:
+        count = cupy.cuda.runtime.getDeviceCount()
+    except Exception as exc:
+        return 0, f"CuPy is installed but CUDA cannot be used: {exc}"
+    return 0, f"CuPy is installed but sees {count} CUDA devices"
+
+
+def device_names(count: int) -> list[str]:
+    import cupy
+
+    names = [cupy.cuda.runtime.getDeviceProperties(i)["name"] for i in range(count)]
+    return [n.decode() if isinstance(n, bytes) else n for n in names]
+
+
+def namespace():
+    import array_api_compat.cupy as xp
+
+    return xp
+
+
+def native(kind: str, index: int, xp):
+    import cupy
+
+    if index != 0:
+        # Creation functions ignore device= (compat #337): keep the GPU current.
+        cupy.cuda.Device(index).use()
+    return cupy.cuda.Device(index)
+
+
+def owns(xp) -> bool:
+    return array_api_compat.is_cupy_namespace(xp)
+
+
+def locate(x, native) -> tuple[str, int, str]:
+    return "cuda", getattr(native, "id", 0), ""
+
+
+def asarray(xp, host, native):
+    with native:
+        return xp.asarray(host)
+
+
+def is_array(x) -> bool:
+    return array_api_compat.is_cupy_array(x)
+
+
+def to_numpy(x):
+    return x.get()
+
+
+def synchronize(dev) -> None:
+    dev.native.synchronize()
+
+
+def memory_pool_bytes(dev) -> int:
+    import cupy
+
+    return cupy.get_default_memory_pool().total_bytes()
+
+
+def free_memory_pool(dev) -> None:
+    import cupy
+
+    cupy.get_default_memory_pool().free_all_blocks()
+
+
+def status() -> str:
+    count, why = cuda_status()
+    return f"ok ({count} CUDA device(s))" if count else why

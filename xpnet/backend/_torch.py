@@ -1,0 +1,85 @@
+"""PyTorch: CPU, and CUDA where its build and the driver allow. Also the tests' gradient oracle."""
+
+from __future__ import annotations
+
+import array_api_compat
+
+NAME = "torch"
+KINDS = ("cpu", "cuda")
+
+
+def missing() -> str | None:
+    try:
+        import torch  # noqa: F401
+    except ImportError as exc:
+        return (f"PyTorch is not installed ({exc}). Fix: pip install 'xpnet[torch]', or for a CPU-only build "
+                "(no GBs of CUDA libraries) pip install torch --index-url https://download.pytorch.org/whl/cpu")
+    return None
+
+
+def cuda_status() -> tuple[int, str]:
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.cuda.device_count(), ""
+    return 0, f"PyTorch {torch.__version__} sees no CUDA device (a CPU-only build, or no driver)"
+
+
+def namespace():
+    import array_api_compat.torch as xp
+
+    return xp
+
+
+def native(kind: str, index: int, xp):
+    import torch
+
+    return torch.device("cpu") if kind == "cpu" else torch.device("cuda", index)
+
+
+def owns(xp) -> bool:
+    return array_api_compat.is_torch_namespace(xp)
+
+
+def locate(x, native) -> tuple[str, int, str]:
+    return ("cuda", native.index or 0, "") if native.type == "cuda" else ("cpu", 0, "")
+
+
+def asarray(xp, host, native):
+    return xp.asarray(host, device=native)
+
+
+def is_array(x) -> bool:
+    return array_api_compat.is_torch_array(x)
+
+
+def to_numpy(x):
+    return x.detach().cpu().numpy()
+
+
+def synchronize(dev) -> None:
+    if dev.kind == "cuda":
+        import torch
+
+        torch.cuda.synchronize(dev.native)
+
+
+def memory_pool_bytes(dev) -> int:
+    import torch
+
+    return torch.cuda.max_memory_allocated(dev.native)
+
+
+def free_memory_pool(dev) -> None:
+    import torch
+
+    torch.cuda.empty_cache()
+
+
+def status() -> str:
+    try:
+        import torch
+    except ImportError:
+        return "not installed"
+    tcount, _ = cuda_status()
+    return f"ok, cpu{f' + {tcount} CUDA device(s)' if tcount else ''} (torch {torch.__version__})"
