@@ -253,24 +253,6 @@ def cmd_predict(args) -> int:
     return 0
 
 
-def _cuda_devices() -> str:
-    count, why = backend._cuda_status()
-    if count:
-        import cupy
-
-        names = [cupy.cuda.runtime.getDeviceProperties(i)["name"] for i in range(count)]
-        return ", ".join(f"cuda:{i} {n.decode() if isinstance(n, bytes) else n}" for i, n in enumerate(names))
-    reasons = [f"CuPy: {why}"]
-    try:
-        tcount, twhy = backend._torch_cuda_status()
-        if tcount:
-            return f"{tcount} seen by PyTorch only ({why}); use --backend torch"
-        reasons.append(twhy)
-    except ImportError:
-        pass
-    return "none (" + "; ".join(reasons) + ")"
-
-
 def cmd_info(args) -> int:
     import array_api_compat
 
@@ -281,7 +263,7 @@ def cmd_info(args) -> int:
     print("backends:")
     for name, status in backend.available_backends().items():
         print(f"  {name:17s} {status}")
-    print(f"CUDA devices: {_cuda_devices()}")
+    print(f"CUDA devices: {backend.cuda_devices()}")
     try:
         chosen = str(backend.device(args.device, backend=args.backend))
     except (backend.DeviceUnavailableError, ValueError) as exc:
