@@ -433,3 +433,14 @@ def test_class_thresholds_at_exactly_the_cut():
     two = Sequential([Dense(4, 2, init="zeros")], device="cpu", seed=0)
     two.parameters()["0.b"][...] = np.array([0.2, 0.9], np.float32)
     assert xpnet.to_numpy(two.predict_classes(X)).tolist() == [1, 1, 1]
+
+
+def test_only_the_last_layer_counts_as_a_double_activation():
+    X, y = pixels()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for inner in (Softmax(), Sigmoid()):  # an activation inside the network is no mistake
+            Sequential([Dense(16, 4), inner, Dense(4, 3)], device="cpu", seed=0).fit(
+                tutorial_scale(X), y, loss=SoftmaxCrossEntropy(), verbose=0)
+            Sequential([Dense(16, 4), inner, Dense(4, 1)], device="cpu", seed=0).fit(
+                tutorial_scale(X), (y > 0).astype(np.int64), loss=BinaryCrossEntropy(), verbose=0)

@@ -299,3 +299,14 @@ def test_an_output_exactly_at_the_threshold_is_class_zero(dev, loss, last):
     model = _fixed(dev, 1, last)
     assert model.evaluate(X, np.array([0, 0, 1, 0]), loss=loss)["accuracy"] == 1.0
     assert model.evaluate(X, np.array([1, 1, 1, 0]), loss=loss)["accuracy"] == 0.5
+
+
+def test_progress_bar_counts_each_window_once(terminal):
+    """One update per read-back window, by the samples that window added: 8, 16, 22 of 22, never more."""
+    term = terminal()
+    X, y = _data()
+    model = Sequential([Dense(FEATURES, CLASSES)], device="cpu", seed=0)
+    training.fit(model, X, y, loss=SoftmaxCrossEntropy(), optimizer=SGD(0.1), epochs=1, batch_size=8,
+                 check_every=1, verbose=1)
+    counts = [int(n) for n in re.findall(r"\| (\d+)/22 \[", term.getvalue())]
+    assert counts and set(counts) <= {0, 8, 16, 22} and counts[-1] == 22, term.getvalue()
