@@ -36,7 +36,10 @@ from .validation import check_positive_int
 
 
 def _sigmoid(xp, z):
-    # = 1 / (1 + exp(-z)), as tanh: as many operations, and nothing overflows for any z
+    # = 1 / (1 + exp(-z)), as tanh, and nothing overflows for any z. Not layers.sigmoid on purpose: on the
+    # per-sample path this form takes 2.2 us per 200-vector against 3.8 us (about 9% of a sample's time),
+    # while its relative error in float32 grows in the tails (2e-4 at z = -10); the layers and losses keep
+    # the accurate exp form, the book's class keeps the fast one.
     return 0.5 * xp.tanh(0.5 * z) + 0.5
 
 
