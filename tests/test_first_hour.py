@@ -361,9 +361,10 @@ def test_predict_proba_and_predict_classes(dev):
 
 
 # -- found on the way ---------------------------------------------------------------------------
-def test_load_state_dict_never_keeps_the_callers_arrays():
+def test_load_state_dict_never_keeps_the_callers_arrays(dev):
+    """Not the array itself (NumPy), nor its memory (torch.asarray and array-api-strict share NumPy's)."""
     X, y = pixels()
-    model = Sequential([Dense(16, 3)], device="cpu", seed=0)
+    model = Sequential([Dense(16, 3)], device=dev, seed=0)
     state = model.state_dict()
     before = {k: v.copy() for k, v in state.items()}
     model.load_state_dict(state)

@@ -126,9 +126,9 @@ class Sequential:
             if tuple(v.shape) != tuple(old.shape):
                 raise ValueError(f"load_state_dict: {k} has shape {tuple(v.shape)}, "
                                  f"the model expects {tuple(old.shape)}")
-            new = self.device.asarray(v, self.dtype)
-            # Never keep the caller's own array: training updates parameters in place.
-            self._params[k] = self.device.xp.asarray(new, copy=True) if new is v else new
+            # Always a copy of its own: training updates parameters in place, and the array asarray gives
+            # may be the caller's (NumPy) or share its memory (torch.asarray, array-api-strict on NumPy data).
+            self._params[k] = self.device.xp.asarray(self.device.asarray(v, self.dtype), copy=True)
 
     def to(self, device=None, backend: str | None = None) -> "Sequential":
         """Move every parameter to another device (or backend); returns the model itself."""
