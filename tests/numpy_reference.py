@@ -10,26 +10,51 @@ import numpy as np
 
 
 # -- optimizers (one step on a dict of float64 arrays; ``state`` is a dict the caller keeps) ----------
-def sgd_step(params, grads, state, lr, momentum=0.0, nesterov=False):
-    """torch.optim.SGD (dampening 0): ``v = mu v + g`` (``v = g`` at the first step), then
+def clip(grads, max_norm):
+    """torch.nn.utils.clip_grad_norm_: every gradient times min(1, max_norm / (global L2 norm + 1e-6))."""
+    norm = np.sqrt(sum((g ** 2).sum() for g in grads.values()))
+    return {k: g * min(1.0, max_norm / (norm + 1e-6)) for k, g in grads.items()}
+
+
+def sgd_step(params, grads, state, lr, momentum=0.0, nesterov=False, weight_decay=0.0):
+    """torch.optim.SGD (dampening 0): ``g += wd p``; ``v = mu v + g`` (``v = g`` at the first step), then
     ``p -= lr v``, or ``p -= lr (g + mu v)`` with Nesterov. Plain SGD: ``p -= lr g``."""
     for k, g in grads.items():
+        g = g + weight_decay * params[k]
         if momentum:
             v = state[k] = g.copy() if k not in state else momentum * state[k] + g
             g = g + momentum * v if nesterov else v
         params[k] = params[k] - lr * g
 
 
-def adam_step(params, grads, state, lr, beta1=0.9, beta2=0.999, eps=1e-8):
-    """Kingma & Ba 2015, Algorithm 1: bias-corrected moments, ``p -= lr m_hat / (sqrt(v_hat) + eps)``."""
+def adam_step(params, grads, state, lr, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0, decoupled=False):
+    """Kingma & Ba 2015, Algorithm 1: bias-corrected moments, ``p -= lr m_hat / (sqrt(v_hat) + eps)``.
+    ``weight_decay``: L2 added to the gradient (torch.optim.Adam), or with ``decoupled`` (AdamW, Loshchilov
+    & Hutter 2019, as torch.optim.AdamW) ``p *= 1 - lr wd`` before the step."""
     t = state["t"] = state.get("t", 0) + 1
     for k, g in grads.items():
+        if decoupled:
+            params[k] = params[k] * (1 - lr * weight_decay)
+        else:
+            g = g + weight_decay * params[k]
         m, v = state.get(k, (np.zeros_like(g), np.zeros_like(g)))
         m = beta1 * m + (1 - beta1) * g
         v = beta2 * v + (1 - beta2) * g * g
         state[k] = (m, v)
         m_hat, v_hat = m / (1 - beta1 ** t), v / (1 - beta2 ** t)
         params[k] = params[k] - lr * m_hat / (np.sqrt(v_hat) + eps)
+
+
+def rmsprop_step(params, grads, state, lr, alpha=0.99, eps=1e-8, momentum=0.0, weight_decay=0.0):
+    """torch.optim.RMSprop (not centered): ``s = alpha s + (1 - alpha) g^2``; ``d = g / (sqrt(s) + eps)``;
+    with momentum ``b = mu b + d`` and ``p -= lr b``, else ``p -= lr d``."""
+    for k, g in grads.items():
+        g = g + weight_decay * params[k]
+        s = state[k] = alpha * state.get(k, np.zeros_like(g)) + (1 - alpha) * g * g
+        d = g / (np.sqrt(s) + eps)
+        if momentum:
+            d = state[("b", k)] = momentum * state.get(("b", k), np.zeros_like(g)) + d
+        params[k] = params[k] - lr * d
 
 
 # -- a multilayer perceptron: ("dense", W, b) / ("relu",) / ("tanh",) / ("sigmoid",) ------------------

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import xpnet
-from xpnet import SGD, Adam, Optimizer, _inplace, optim, to_numpy
+from xpnet import SGD, Adam, AdamW, Optimizer, RMSprop, _inplace, optim, to_numpy
 
 import numpy_reference as ref
 
@@ -86,16 +86,22 @@ def test_adam_with_beta1_zero_and_the_bias_correction(dev):
 
 
 def test_defaults():
-    assert SGD().get_config() == {"lr": 0.1, "momentum": 0.0, "nesterov": False}
-    assert Adam().get_config() == {"lr": 1e-3, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8}
+    assert SGD().get_config() == {"lr": 0.1, "momentum": 0.0, "nesterov": False, "weight_decay": 0.0,
+                                  "clip_norm": None}
+    assert Adam().get_config() == {"lr": 1e-3, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8, "weight_decay": 0.0,
+                                   "clip_norm": None}
+    assert AdamW().get_config()["weight_decay"] == 0.01
+    assert RMSprop().get_config() == {"lr": 0.01, "alpha": 0.99, "eps": 1e-8, "momentum": 0.0, "weight_decay": 0.0,
+                                      "clip_norm": None}
     assert Adam().t == 0
-    assert repr(SGD(0.5, momentum=0.25, nesterov=True)) == "SGD(lr=0.5, momentum=0.25, nesterov=True)"
-    assert repr(Adam()) == "Adam(lr=0.001, beta1=0.9, beta2=0.999, eps=1e-08)"
+    assert repr(SGD(0.5, momentum=0.25, nesterov=True)) == "SGD(lr=0.5, momentum=0.25, nesterov=True, weight_decay=0.0, clip_norm=None)"
+    assert repr(Adam()) == "Adam(lr=0.001, beta1=0.9, beta2=0.999, eps=1e-08, weight_decay=0.0, clip_norm=None)"
 
 
 def test_the_base_optimizer():
     opt = Optimizer(0.5)
-    assert opt.get_config() == {"lr": 0.5} and repr(opt) == "Optimizer(lr=0.5)"
+    assert opt.get_config() == {"lr": 0.5, "weight_decay": 0.0, "clip_norm": None}
+    assert repr(opt) == "Optimizer(lr=0.5, weight_decay=0.0, clip_norm=None)"
     with pytest.raises(NotImplementedError):
         opt.step({}, {})
 
@@ -121,14 +127,15 @@ def test_constructor_limits():
 
 
 def test_optimizers_by_name():
-    assert repr(optim.get("sgd")) == "SGD(lr=0.1, momentum=0.0, nesterov=False)"
-    assert repr(optim.get("SGD", lr=0.3)) == "SGD(lr=0.3, momentum=0.0, nesterov=False)"
-    assert repr(optim.get("Momentum")) == "SGD(lr=0.1, momentum=0.9, nesterov=False)"
-    assert repr(optim.get("adam", 0.02)) == "Adam(lr=0.02, beta1=0.9, beta2=0.999, eps=1e-08)"
+    assert repr(optim.get("sgd")) == "SGD(lr=0.1, momentum=0.0, nesterov=False, weight_decay=0.0, clip_norm=None)"
+    assert repr(optim.get("SGD", lr=0.3)) == "SGD(lr=0.3, momentum=0.0, nesterov=False, weight_decay=0.0, clip_norm=None)"
+    assert repr(optim.get("Momentum")) == "SGD(lr=0.1, momentum=0.9, nesterov=False, weight_decay=0.0, clip_norm=None)"
+    assert repr(optim.get("adam", 0.02)) == "Adam(lr=0.02, beta1=0.9, beta2=0.999, eps=1e-08, weight_decay=0.0, clip_norm=None)"
     opt = Adam()
     assert optim.get(opt) is opt and optim.get(opt, lr=5.0) is opt
-    with pytest.raises(ValueError, match=r"^unknown optimizer 'rmsprop': choose sgd, momentum or adam"):
-        optim.get("rmsprop")
+    with pytest.raises(ValueError, match=r"^unknown optimizer 'lbfgs': choose sgd, momentum, adam, adamw or rmsprop"):
+        optim.get("lbfgs")
+    assert type(optim.get("adamw")).__name__ == "AdamW" and type(optim.get("RMSprop")).__name__ == "RMSprop"
 
 
 def test_fit_takes_an_optimizer_by_name_with_lr(dev):

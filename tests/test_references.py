@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import xpnet
-from xpnet import (MSE, SGD, Adam, BinaryCrossEntropy, Dense, LeakyReLU, ReLU, Sequential, Sigmoid,
+from xpnet import (MSE, SGD, Adam, AdamW, RMSprop, BinaryCrossEntropy, Dense, LeakyReLU, ReLU, Sequential, Sigmoid,
                    SoftmaxCrossEntropy, Tanh, to_numpy)
 from xpnet.backend import host_rng
 
@@ -46,6 +46,21 @@ OPTIMIZERS = {  # id -> (xpnet factory, reference step, reference kwargs, torch 
     "adam-eps": (lambda: Adam(0.1, beta1=0.5, beta2=0.9, eps=0.3), ref.adam_step,
                  {"lr": 0.1, "beta1": 0.5, "beta2": 0.9, "eps": 0.3},
                  lambda t, p: t.optim.Adam(p, lr=0.1, betas=(0.5, 0.9), eps=0.3)),
+    "sgd-decay": (lambda: SGD(0.1, momentum=0.9, weight_decay=0.05), ref.sgd_step,
+                  {"lr": 0.1, "momentum": 0.9, "weight_decay": 0.05},
+                  lambda t, p: t.optim.SGD(p, lr=0.1, momentum=0.9, weight_decay=0.05)),
+    "adam-decay": (lambda: Adam(0.01, weight_decay=0.1), ref.adam_step, {"lr": 0.01, "weight_decay": 0.1},
+                   lambda t, p: t.optim.Adam(p, lr=0.01, weight_decay=0.1)),
+    "adamw": (lambda: AdamW(0.05, weight_decay=0.2), ref.adam_step,
+              {"lr": 0.05, "weight_decay": 0.2, "decoupled": True},
+              lambda t, p: t.optim.AdamW(p, lr=0.05, weight_decay=0.2)),
+    "rmsprop": (lambda: RMSprop(0.01), ref.rmsprop_step, {"lr": 0.01},
+                lambda t, p: t.optim.RMSprop(p, lr=0.01)),
+    "rmsprop-momentum": (lambda: RMSprop(0.02, alpha=0.9, eps=0.1, momentum=0.5, weight_decay=0.01),
+                         ref.rmsprop_step, {"lr": 0.02, "alpha": 0.9, "eps": 0.1, "momentum": 0.5,
+                                            "weight_decay": 0.01},
+                         lambda t, p: t.optim.RMSprop(p, lr=0.02, alpha=0.9, eps=0.1, momentum=0.5,
+                                                      weight_decay=0.01)),
 }
 
 
@@ -260,3 +275,38 @@ def test_evaluate_binary_cross_entropy_with_a_partial_batch(dev):
     result = model.evaluate(X, t.ravel().astype(np.int64), loss=BinaryCrossEntropy(), batch_size=10)
     assert result["loss"] == pytest.approx(per_sample.mean(), rel=1e-5)
     assert result["accuracy"] == pytest.approx(((z > 0) == (t > 0.5)).mean(), abs=1e-12)
+
+
+@pytest.mark.parametrize("max_norm", [0.5, 1e3])  # clipped, and left alone
+def test_clipping_by_global_norm_matches_torch_and_the_formula(dev, max_norm):
+    params, grads = _start(2)
+    pristine = [{k: v.copy() for k, v in g.items()} for g in grads]  # clipping writes in place where it can
+    got = _run_xpnet(dev, "float64", lambda: SGD(0.1, momentum=0.9, clip_norm=max_norm), params, grads)
+    grads = pristine
+    expected, state = dict(params), {}
+    for g in grads:
+        ref.sgd_step(expected, ref.clip(g, max_norm), state, lr=0.1, momentum=0.9)
+    for k in expected:
+        np.testing.assert_allclose(got[-1][k], expected[k], rtol=1e-12, err_msg=k)
+    torch = pytest.importorskip("torch", reason="torch's clip_grad_norm_ is the second reference")
+    tensors = [torch.tensor(v, dtype=torch.float64, requires_grad=True) for v in params.values()]
+    for p, g in zip(tensors, grads[0].values()):
+        p.grad = torch.tensor(g, dtype=torch.float64)
+    norm = torch.nn.utils.clip_grad_norm_(tensors, max_norm)
+    mine = {k: dev.asarray(v.copy(), "float64") for k, v in grads[0].items()}
+    my_norm = xpnet.clip_grad_norm(mine, max_norm)
+    assert float(to_numpy(my_norm)) == pytest.approx(float(norm), rel=1e-12)
+    for p, k in zip(tensors, mine):
+        np.testing.assert_allclose(to_numpy(mine[k]), p.grad.numpy(), rtol=1e-12, err_msg=k)
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda: SGD(weight_decay=-0.1), r"^SGD: weight_decay must be a finite number >= 0, got -0.1$"),
+    (lambda: Adam(clip_norm=0), r"^Adam: clip_norm must be a positive number or None, got 0$"),
+    (lambda: RMSprop(alpha=1.0), r"^RMSprop: alpha must be a finite number \[0, 1\), got 1.0$"),
+    (lambda: RMSprop(momentum=float("nan")), r"^RMSprop: momentum must be a finite number \[0, 1\), got nan$"),
+    (lambda: AdamW(beta2=1.0), r"^AdamW: beta2 must be in \[0, 1\), got 1.0$"),
+])
+def test_optimizer_arguments_are_checked(make, message):
+    with pytest.raises(ValueError, match=message):
+        make()

@@ -11,15 +11,15 @@ from .io import ModelFormatError
 from .layers import Dense, Flatten, Identity, Layer, LeakyReLU, ReLU, Sigmoid, Softmax, Step, Tanh
 from .losses import MSE, BinaryCrossEntropy, CrossEntropy, Loss, SoftmaxCrossEntropy
 from .model import Sequential, load
-from .optim import SGD, Adam, Optimizer
+from .optim import SGD, Adam, AdamW, Optimizer, RMSprop, clip_grad_norm
 from .saving import save
 from .training import History, TrainingDiverged
 from .tutorial import NeuralNetwork
 
 __all__ = [
-    "Adam", "BACKENDS", "BinaryCrossEntropy", "Callback", "CrossEntropy", "Dense", "Device",
+    "Adam", "AdamW", "BACKENDS", "BinaryCrossEntropy", "Callback", "CrossEntropy", "Dense", "Device",
     "DeviceUnavailableError", "Flatten", "History", "Identity", "Layer", "LeakyReLU", "Loss", "MSE",
-    "ModelFormatError", "NeuralNetwork", "Optimizer", "ReLU", "SGD", "Sequential", "Sigmoid", "Softmax",
-    "SoftmaxCrossEntropy", "Step", "Tanh", "TrainingDiverged", "available_backends", "device", "device_of", "load",
+    "ModelFormatError", "NeuralNetwork", "Optimizer", "RMSprop", "ReLU", "SGD", "Sequential", "Sigmoid", "Softmax",
+    "SoftmaxCrossEntropy", "Step", "Tanh", "TrainingDiverged", "available_backends", "clip_grad_norm", "device", "device_of", "load",
     "save", "synchronize", "to_numpy", "__version__",
 ]

@@ -17,18 +17,60 @@ from array_api_compat import array_namespace
 from ._inplace import add_
 
 
+def clip_grad_norm(grads, max_norm: float):
+    """Scale every gradient by ``min(1, max_norm / (norm + 1e-6))``, ``norm`` their global L2 norm.
+
+    As ``torch.nn.utils.clip_grad_norm_``: one norm over all gradients together, so their directions
+    keep their ratios. Returns the norm before clipping as a 0-D array on the device: nothing is read
+    back, so clipping costs no synchronization.
+    """
+    names = list(grads)
+    if not names:
+        return None
+    xp = array_namespace(grads[names[0]])
+    total = xp.sqrt(sum(xp.sum(grads[k] * grads[k]) for k in names))
+    scale = xp.minimum(max_norm / (total + 1e-6), xp.ones_like(total))
+    for k in names:
+        g = grads[k]
+        grads[k] = add_(g, 0.0, scale=scale)
+    return total
+
+
+def _check(name: str, owner: str, value, low: float = 0.0, high: float | None = None) -> float:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value >= low
+    if not ok or (high is not None and value >= high):
+        span = f"[{low:g}, {high:g})" if high is not None else f">= {low:g}"
+        raise ValueError(f"{owner}: {name} must be a finite number {span}, got {value!r}")
+    return float(value)
+
+
 class Optimizer:
-    def __init__(self, lr: float):
+    """Base class: ``step(params, grads)``; ``clip_norm`` clips the gradients' global norm first."""
+
+    def __init__(self, lr: float, weight_decay: float = 0.0, clip_norm: float | None = None):
         if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
             raise ValueError(f"{type(self).__name__}: lr must be a positive finite number, got {lr!r}")
         self.lr = float(lr)
+        self.weight_decay = _check("weight_decay", type(self).__name__, weight_decay)
+        if clip_norm is not None and not (isinstance(clip_norm, (int, float)) and 0 < clip_norm < math.inf):
+            raise ValueError(f"{type(self).__name__}: clip_norm must be a positive number or None, got {clip_norm!r}")
+        self.clip_norm = None if clip_norm is None else float(clip_norm)
         self.state: dict = {}
 
     def step(self, params, grads) -> None:
         raise NotImplementedError
 
+    def _gradients(self, params, grads):
+        """The gradients to step with: clipped, and with the L2 term ``weight_decay * p`` added (PyTorch's
+        ``weight_decay`` for SGD, Adam and RMSprop; AdamW decays the weights instead)."""
+        if self.clip_norm is not None:
+            clip_grad_norm(grads, self.clip_norm)
+        if not self.weight_decay:
+            return dict(grads.items())
+        return {k: g + self.weight_decay * params[k] for k, g in grads.items()}
+
     def get_config(self) -> dict:
-        return {"lr": self.lr}
+        return {"lr": self.lr, "weight_decay": self.weight_decay, "clip_norm": self.clip_norm}
 
     def __repr__(self):
         return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in self.get_config().items())})"
@@ -41,8 +83,9 @@ class SGD(Optimizer):
     ``W -= lr (g + mu v)``.
     """
 
-    def __init__(self, lr: float = 0.1, momentum: float = 0.0, nesterov: bool = False):
-        super().__init__(lr)
+    def __init__(self, lr: float = 0.1, momentum: float = 0.0, nesterov: bool = False, weight_decay: float = 0.0,
+                 clip_norm: float | None = None):
+        super().__init__(lr, weight_decay, clip_norm)
         if not 0.0 <= momentum < 1.0:
             raise ValueError(f"SGD: momentum must be in [0, 1), got {momentum!r}")
         if nesterov and momentum == 0.0:
@@ -51,7 +94,7 @@ class SGD(Optimizer):
 
     def step(self, params, grads):
         lr, mu = self.lr, self.momentum
-        for name, g in grads.items():
+        for name, g in self._gradients(params, grads).items():
             p = params[name]
             if mu:
                 v = self.state.get(name)
@@ -64,7 +107,8 @@ class SGD(Optimizer):
             params[name] = add_(p, (-lr) * g)
 
     def get_config(self):
-        return {"lr": self.lr, "momentum": self.momentum, "nesterov": self.nesterov}
+        return {"lr": self.lr, "momentum": self.momentum, "nesterov": self.nesterov,
+                "weight_decay": self.weight_decay, "clip_norm": self.clip_norm}
 
 
 class Adam(Optimizer):
@@ -74,11 +118,14 @@ class Adam(Optimizer):
     ``W -= lr * (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps)``.
     """
 
-    def __init__(self, lr: float = 1e-3, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8):
-        super().__init__(lr)
+    decoupled = False  # AdamW: the weights decay directly, not through the gradient
+
+    def __init__(self, lr: float = 1e-3, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8,
+                 weight_decay: float = 0.0, clip_norm: float | None = None):
+        super().__init__(lr, weight_decay, clip_norm)
         for name, b in (("beta1", beta1), ("beta2", beta2)):
             if not 0.0 <= b < 1.0:
-                raise ValueError(f"Adam: {name} must be in [0, 1), got {b!r}")
+                raise ValueError(f"{type(self).__name__}: {name} must be in [0, 1), got {b!r}")
         self.beta1, self.beta2, self.eps = float(beta1), float(beta2), float(eps)
         self.t = 0
 
@@ -88,7 +135,15 @@ class Adam(Optimizer):
         # Bias corrections are host floats: folding them into the step size costs no device work.
         step_size = self.lr * math.sqrt(1.0 - b2 ** self.t) / (1.0 - b1 ** self.t)
         eps = self.eps * math.sqrt(1.0 - b2 ** self.t)
-        for name, g in grads.items():
+        if self.decoupled:
+            if self.clip_norm is not None:
+                clip_grad_norm(grads, self.clip_norm)
+            steps = dict(grads.items())
+            for name in steps:  # p *= 1 - lr * wd, before the Adam step (torch.optim.AdamW)
+                params[name] = add_(params[name], 0.0, scale=1.0 - self.lr * self.weight_decay)
+        else:
+            steps = self._gradients(params, grads)
+        for name, g in steps.items():
             xp = array_namespace(g)
             if name not in self.state:
                 self.state[name] = (xp.zeros_like(g), xp.zeros_like(g))
@@ -99,10 +154,54 @@ class Adam(Optimizer):
             params[name] = add_(params[name], (-step_size) * m / (xp.sqrt(v) + eps))
 
     def get_config(self):
-        return {"lr": self.lr, "beta1": self.beta1, "beta2": self.beta2, "eps": self.eps}
+        return {"lr": self.lr, "beta1": self.beta1, "beta2": self.beta2, "eps": self.eps,
+                "weight_decay": self.weight_decay, "clip_norm": self.clip_norm}
 
 
-OPTIMIZERS = {"sgd": SGD, "adam": Adam}
+class AdamW(Adam):
+    """Adam with decoupled weight decay (Loshchilov & Hutter 2019), as ``torch.optim.AdamW``:
+    ``W *= 1 - lr * weight_decay``, then the Adam step on the plain gradient."""
+
+    decoupled = True
+
+    def __init__(self, lr: float = 1e-3, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8,
+                 weight_decay: float = 0.01, clip_norm: float | None = None):
+        super().__init__(lr, beta1, beta2, eps, weight_decay, clip_norm)
+
+
+class RMSprop(Optimizer):
+    """RMSprop (Hinton's lecture 6e), as ``torch.optim.RMSprop`` (not centered):
+    ``s = alpha s + (1 - alpha) g^2``; ``W -= lr g / (sqrt(s) + eps)``, or with momentum ``mu``:
+    ``b = mu b + g / (sqrt(s) + eps)``, ``W -= lr b``."""
+
+    def __init__(self, lr: float = 0.01, alpha: float = 0.99, eps: float = 1e-8, momentum: float = 0.0,
+                 weight_decay: float = 0.0, clip_norm: float | None = None):
+        super().__init__(lr, weight_decay, clip_norm)
+        self.alpha = _check("alpha", "RMSprop", alpha, 0.0, 1.0)
+        self.eps = _check("eps", "RMSprop", eps)
+        self.momentum = _check("momentum", "RMSprop", momentum, 0.0, 1.0)
+
+    def step(self, params, grads):
+        a, mu = self.alpha, self.momentum
+        for name, g in self._gradients(params, grads).items():
+            xp = array_namespace(g)
+            s = self.state.get(name)
+            s = (1.0 - a) * (g * g) if s is None else add_(s, (1.0 - a) * (g * g), scale=a)
+            self.state[name] = s
+            direction = g / (xp.sqrt(s) + self.eps)
+            if mu:
+                b = self.state.get(("buf", name))
+                b = direction if b is None else add_(b, direction, scale=mu)
+                self.state[("buf", name)] = b
+                direction = b
+            params[name] = add_(params[name], (-self.lr) * direction)
+
+    def get_config(self):
+        return {"lr": self.lr, "alpha": self.alpha, "eps": self.eps, "momentum": self.momentum,
+                "weight_decay": self.weight_decay, "clip_norm": self.clip_norm}
+
+
+OPTIMIZERS = {"sgd": SGD, "adam": Adam, "adamw": AdamW, "rmsprop": RMSprop}
 
 
 def get(optimizer, lr: float | None = None):
@@ -115,4 +214,5 @@ def get(optimizer, lr: float | None = None):
         return SGD(momentum=0.9, **kwargs)
     if key in OPTIMIZERS:
         return OPTIMIZERS[key](**kwargs)
-    raise ValueError(f"unknown optimizer {optimizer!r}: choose sgd, momentum or adam, or pass an Optimizer")
+    raise ValueError(f"unknown optimizer {optimizer!r}: choose sgd, momentum, adam, adamw or rmsprop, or pass "
+                     f"an Optimizer")

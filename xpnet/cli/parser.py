@@ -11,8 +11,8 @@ from ..validation import check_positive_int
 
 HIDDEN = ("sigmoid", "relu", "tanh", "leaky_relu")
 LOSSES = ("mse", "softmax_cross_entropy", "binary_cross_entropy")
-OPTIMIZERS = ("sgd", "momentum", "adam")
-DEFAULT_LR = {"sgd": 0.1, "momentum": 0.01, "adam": 0.001}
+OPTIMIZERS = ("sgd", "momentum", "adam", "adamw", "rmsprop")
+DEFAULT_LR = {"sgd": 0.1, "momentum": 0.01, "adam": 0.001, "adamw": 0.001, "rmsprop": 0.01}
 IMAGES = ("mnist", "fashion-mnist", "csv")  # datasets of 0..255 pixels, where --scale applies
 TARGETS = {"mse": (0.01, 0.99), "binary_cross_entropy": (0.0, 1.0)}  # one-hot (off, on) per loss
 
@@ -125,9 +125,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--loss", choices=LOSSES, default="mse",
                    help="mse (default; sigmoid output, targets 0.01/0.99), softmax_cross_entropy or "
                         "binary_cross_entropy (both on a linear output: logits)")
-    p.add_argument("--optimizer", choices=OPTIMIZERS, default="sgd", help="sgd (default), momentum (0.9) or adam")
+    p.add_argument("--optimizer", choices=OPTIMIZERS, default="sgd", help="sgd (default), momentum (0.9), adam, adamw (weight decay 0.01) or rmsprop")
     p.add_argument("--lr", type=_positive_float,
-                   help="learning rate (default: 0.1 for sgd, 0.01 for momentum, 0.001 for adam)")
+                   help="learning rate (default: 0.1 for sgd, 0.01 for momentum and rmsprop, 0.001 for adam "
+                        "and adamw)")
     p.add_argument("--epochs", type=_positive_int, default=1, help="passes over the training set (default 1)")
     p.add_argument("--batch-size", type=_positive_int, default=1,
                    help="samples per step (default 1, the tutorial's)")
