@@ -66,7 +66,7 @@ class Optimizer:
         if self.clip_norm is not None:
             clip_grad_norm(grads, self.clip_norm)
         if not self.weight_decay:
-            return dict(grads.items())
+            return grads
         return {k: g + self.weight_decay * params[k] for k, g in grads.items()}
 
     def get_config(self) -> dict:
@@ -138,7 +138,7 @@ class Adam(Optimizer):
         if self.decoupled:
             if self.clip_norm is not None:
                 clip_grad_norm(grads, self.clip_norm)
-            steps = dict(grads.items())
+            steps = grads
             for name in steps:  # p *= 1 - lr * wd, before the Adam step (torch.optim.AdamW)
                 params[name] = add_(params[name], 0.0, scale=1.0 - self.lr * self.weight_decay)
         else:
