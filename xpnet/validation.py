@@ -79,6 +79,10 @@ def _as_array(a, name: str, where: str):
     return a
 
 
+def _xp(a):
+    return backend.device_of(a).xp
+
+
 def _is_integral(a) -> bool:
     kind = getattr(a.dtype, "kind", None)
     if kind is not None:
@@ -149,8 +153,10 @@ def prepare_xy(model, X, y, loss, where: str, targets: bool = True, warn_unscale
                                                                   "; add a Flatten() layer first"))
     if not _is_floating(X) and not _is_integral(X):
         raise TypeError(f"{where}: X has dtype {X.dtype}; use float32 data")
-    if warn_unscaled and _is_integral(X) and int(backend.to_numpy(X).max()) > 1:
-        warn(f"{where}: X holds integers up to {int(backend.to_numpy(X).max())} (raw pixels?); the network "
+    # the max on X's own device, one scalar read back (not a host copy of X)
+    top = int(backend.to_numpy(_xp(X).max(X))) if warn_unscaled and _is_integral(X) else 0
+    if top > 1:
+        warn(f"{where}: X holds integers up to {top} (raw pixels?); the network "
              f"sees them unscaled, so sigmoid and softmax units saturate and training stalls. Scale them "
              f"first: X / 255 (or X / 255 * 0.99 + 0.01, the tutorial's scaling), or pass floats to say "
              f"that the values are meant as they are.")
