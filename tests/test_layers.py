@@ -26,6 +26,8 @@ LAYERS = {
     "Dense": (lambda: Dense(5, 3), (4, 5), lambda x, p: x @ p["W"] + p["b"], True),
     "Dense-glorot-nobias": (lambda: Dense(5, 3, init="glorot_uniform", bias=False), (4, 5),
                             lambda x, p: x @ p["W"], True),
+    # one sample: dW = x^T dy takes the outer-product path
+    "Dense-one-sample": (lambda: Dense(5, 3), (1, 5), lambda x, p: x @ p["W"] + p["b"], True),
     "Dense-he": (lambda: Dense(6, 2, init="he_normal"), (3, 6), lambda x, p: x @ p["W"] + p["b"], True),
     "Flatten": (Flatten, (4, 2, 3), lambda x, p: x.reshape(4, -1), True),
     "Sigmoid": (Sigmoid, (4, 3), lambda x, p: 1 / (1 + np.exp(-x)), True),
