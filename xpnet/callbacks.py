@@ -153,7 +153,8 @@ class History(Callback):
             ax.set_ylabel(name)
             ax.set_title(name)
             ax.grid(True, alpha=0.3)
-            ax.legend()
+            if len(ax.get_lines()) > 1:
+                ax.legend()
             ax.xaxis.get_major_locator().set_params(integer=True)
         if path is not None:
             fig.savefig(os.fspath(path), dpi=100)
