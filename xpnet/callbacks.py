@@ -259,6 +259,9 @@ def format_epoch(epoch: int, epochs: int, logs: dict, dev) -> str:
         parts.append(f"test loss {logs['val_loss']:.4f}")
     if "val_accuracy" in logs:
         parts.append(f"test acc {logs['val_accuracy']:.4f}")
+    for key in logs:  # fit's other metrics (top-k), after the ones the CLI's readers parse
+        if key.startswith(("top_", "val_top_")):
+            parts.append(f"{key.replace('val_', 'test ').replace('_', ' ')} {logs[key]:.4f}")
     parts += [f"{logs['samples_per_s']:,.0f} samples/s", f"{logs['seconds']:.2f} s", f"{dev}"]
     return "  ".join(parts)
 
