@@ -14,9 +14,9 @@ import re
 from array_api_compat import array_namespace
 
 
-def _labels(out, target, xp):
-    true = target if target.ndim == 1 else xp.argmax(target, axis=1)
-    return true
+def _labels(target, xp):
+    """Class labels from integer labels or one-hot rows."""
+    return target if target.ndim == 1 else xp.argmax(target, axis=1)
 
 
 class Accuracy:
@@ -30,7 +30,7 @@ class Accuracy:
         xp = array_namespace(out)
         if out.shape[1] > 1:
             pred = xp.argmax(out, axis=1)
-            true = _labels(out, target, xp)
+            true = _labels(target, xp)
             if true.dtype != pred.dtype:
                 true = xp.astype(true, pred.dtype)
             return pred == true
@@ -60,7 +60,7 @@ class TopKAccuracy:
         if out.shape[1] < 2:
             raise ValueError(f"{self.name}: the model has one output unit, so there is no ranking of classes; use "
                              f"'accuracy' for a binary classifier")
-        true = _labels(out, target, xp)
+        true = _labels(target, xp)
         if true.dtype != xp.int64:
             true = xp.astype(true, xp.int64)
         score = xp.take_along_axis(out, xp.reshape(true, (-1, 1)), axis=1)
