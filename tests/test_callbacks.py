@@ -45,7 +45,7 @@ def test_hooks_run_in_order_once_per_read_back_window():
     model, _ = _fit([rec], check_every=3)  # 4 steps per epoch (3+3+3+1 samples): windows end at steps 2 and 3
     epoch = [("batch_end", 2, 3, 9), ("batch_end", 3, 1, 10)]
     assert rec.events == [("train_begin",), ("epoch_begin", 0), *epoch, ("epoch_end", 0), ("epoch_begin", 1),
-                          *epoch, ("epoch_end", 1), ("train_end", ["loss", "samples_per_s", "seconds"])]
+                          *epoch, ("epoch_end", 1), ("train_end", ["loss", "lr", "samples_per_s", "seconds"])]
     assert rec.model is model and rec.params == {"epochs": 2, "steps": 4, "samples": 10, "check_every": 3,
                                                  "verbose": 0}
 

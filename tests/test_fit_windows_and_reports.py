@@ -130,6 +130,9 @@ def test_format_epoch_with_and_without_validation():
                                                "test acc 0.7500  12,346 samples/s  1.23 s  cpu")
     short = {"loss": 2.0, "samples_per_s": 10.0, "seconds": 0.5}
     assert format_epoch(4, 5, short, "dev") == "epoch 5/5  loss 2.0000  10 samples/s  0.50 s  dev"
+    top = {"loss": 2.0, "top_5_accuracy": 0.5, "val_top_5_accuracy": 0.25, "samples_per_s": 10, "seconds": 0.5}
+    assert format_epoch(0, 1, top, "dev") == ("epoch 1/1  loss 2.0000  top 5 accuracy 0.5000  test top 5 accuracy "
+                                              "0.2500  10 samples/s  0.50 s  dev")
 
 
 def _fit_small(dev, **kwargs):

@@ -111,7 +111,7 @@ def test_fit_history_validation_and_evaluate(dev):
     model = _mlp(dev)
     history = model.fit(X, y, loss="softmax_cross_entropy", optimizer=SGD(0.1), epochs=3, batch_size=32,
                         validation_data=(X[:50], y[:50]), verbose=0)
-    assert set(history.history) == {"loss", "accuracy", "val_loss", "val_accuracy", "seconds", "samples_per_s"}
+    assert set(history.history) == {"loss", "accuracy", "val_loss", "val_accuracy", "seconds", "samples_per_s", "lr"}
     assert len(history["loss"]) == 3 and history["loss"][2] < history["loss"][0]
     result = model.evaluate(X[:50], y[:50])
     assert result["loss"] == pytest.approx(history["val_loss"][-1], rel=1e-5)

@@ -6,10 +6,13 @@ The same layer math trains on NumPy (CPU), CuPy (CUDA GPUs), PyTorch and array-a
 from ._version import __version__
 from .backend import (BACKENDS, Device, DeviceUnavailableError, available_backends, device, device_of,
                       synchronize, to_numpy)
-from .callbacks import Callback
+from . import metrics, schedules
+from .callbacks import (Callback, CSVLogger, EarlyStopping, LambdaCallback, LearningRateScheduler,
+                        ModelCheckpoint)
 from .io import ModelFormatError
 from .layers import Dense, Flatten, Identity, Layer, LeakyReLU, ReLU, Sigmoid, Softmax, Step, Tanh
 from .losses import MSE, BinaryCrossEntropy, CrossEntropy, Loss, SoftmaxCrossEntropy
+from .metrics import TopKAccuracy
 from .model import Sequential, load
 from .optim import SGD, Adam, AdamW, Optimizer, RMSprop, clip_grad_norm
 from .saving import save
@@ -17,9 +20,9 @@ from .training import History, TrainingDiverged
 from .tutorial import NeuralNetwork
 
 __all__ = [
-    "Adam", "AdamW", "BACKENDS", "BinaryCrossEntropy", "Callback", "CrossEntropy", "Dense", "Device",
-    "DeviceUnavailableError", "Flatten", "History", "Identity", "Layer", "LeakyReLU", "Loss", "MSE",
-    "ModelFormatError", "NeuralNetwork", "Optimizer", "RMSprop", "ReLU", "SGD", "Sequential", "Sigmoid", "Softmax",
-    "SoftmaxCrossEntropy", "Step", "Tanh", "TrainingDiverged", "available_backends", "clip_grad_norm", "device", "device_of", "load",
-    "save", "synchronize", "to_numpy", "__version__",
+    "Adam", "AdamW", "BACKENDS", "BinaryCrossEntropy", "CSVLogger", "Callback", "CrossEntropy", "Dense", "Device",
+    "DeviceUnavailableError", "EarlyStopping", "Flatten", "History", "Identity", "LambdaCallback", "Layer", "LearningRateScheduler", "LeakyReLU", "Loss", "MSE",
+    "ModelCheckpoint", "ModelFormatError", "NeuralNetwork", "Optimizer", "RMSprop", "ReLU", "SGD", "Sequential", "Sigmoid", "Softmax",
+    "SoftmaxCrossEntropy", "Step", "Tanh", "TopKAccuracy", "TrainingDiverged", "available_backends", "clip_grad_norm", "device", "device_of", "load", "metrics",
+    "save", "schedules", "synchronize", "to_numpy", "__version__",
 ]

@@ -142,17 +142,27 @@ class Sequential:
 
     # -- training and inference ----------------------------------------------------------------
     def fit(self, X, y, loss="mse", optimizer="sgd", epochs: int = 1, batch_size: int = 32,
-            shuffle: bool = True, validation_data=None, verbose="auto", callbacks=(), lr=None):
+            shuffle: bool = True, validation_data=None, verbose="auto", callbacks=(), lr=None, *,
+            validation_split: float = 0.0, metrics=None, schedule=None):
         """Train; returns a :class:`~xpnet.training.History` with per-epoch loss and accuracy.
 
         ``X``/``y`` may be NumPy arrays or arrays of the model's backend. They are moved to the device
         once; each epoch is shuffled by a permutation drawn on the host (from ``seed``), and batches are
         gathered on the device. The loss is read back to the host only when it is reported.
+
+        ``validation_split`` holds out the last fraction of the rows (before shuffling, as Keras) and
+        reports ``val_`` metrics on them; ``validation_data=(X_val, y_val)`` gives them instead.
+        ``metrics`` lists what to report besides the loss: ``"accuracy"``, ``"top_5_accuracy"`` (any k),
+        :class:`~xpnet.metrics.TopKAccuracy` (default: accuracy for class targets). ``schedule`` (a name
+        or a :mod:`xpnet.schedules` object) sets the optimizer's ``lr`` per epoch or per step.
+        ``callbacks`` take :mod:`xpnet.callbacks` objects (``EarlyStopping``, ``ModelCheckpoint``, ...)
+        or plain functions ``f(epoch, logs)``.
         """
         try:
             return training.fit(self, X, y, loss=loss, optimizer=optimizer, epochs=epochs, batch_size=batch_size,
                        shuffle=shuffle, validation_data=validation_data, verbose=verbose,
-                       callbacks=callbacks, lr=lr)
+                       callbacks=callbacks, lr=lr, validation_split=validation_split, metrics=metrics,
+                       schedule=schedule)
         except Exception as exc:
             if not _backend.is_out_of_memory(exc):
                 raise
@@ -182,16 +192,17 @@ class Sequential:
         """
         return training.predict_classes(self, X, batch_size)
 
-    def evaluate(self, X, y, loss=None, batch_size: int = 1024) -> dict:
+    def evaluate(self, X, y, loss=None, batch_size: int = 1024, *, metrics=None) -> dict:
         """``{"loss": float, "accuracy": float}`` on ``(X, y)`` (accuracy for classification targets).
 
-        ``loss`` defaults to the one the model was trained with (``fit`` and ``load`` record it).
+        ``metrics`` as in :meth:`fit` (e.g. ``["accuracy", "top_5_accuracy"]``). ``loss`` defaults to the one the model was trained with (``fit`` and ``load`` record it).
         """
         if loss is None and self.loss is None:
             raise ValueError("evaluate: no loss given, and this model has none recorded (it was not trained "
                              "with fit, nor loaded from a file that names its loss): pass loss=..., e.g. "
                              "loss='softmax_cross_entropy'")
-        return training.evaluate(self, X, y, losses_mod.get(loss if loss is not None else self.loss), batch_size)
+        return training.evaluate(self, X, y, losses_mod.get(loss if loss is not None else self.loss), batch_size,
+                                 metrics=metrics)
 
     def save(self, path, *, metadata: dict | None = None) -> None:
         """Save architecture and weights to one ``.npz`` file (see :func:`xpnet.save`)."""

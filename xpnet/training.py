@@ -9,36 +9,14 @@ the epoch line, the history, the user's hooks) is a callback, in :mod:`xpnet.cal
 
 from __future__ import annotations
 
+import math
 import time
 
-from array_api_compat import array_namespace
-
-from . import backend, losses, optim
-from .callbacks import CallbackList, DivergenceRollback, EpochLine, History, ProgressBar
+from . import backend, losses, metrics as metrics_mod, optim, schedules
+from .callbacks import CallbackList, DivergenceRollback, EpochLine, History, LearningRateScheduler, ProgressBar
 from .callbacks import TrainingDiverged, format_epoch  # noqa: F401  (their old home: still importable here)
 from .layers import Sigmoid, Softmax, sigmoid, softmax
 from .validation import check_batch_size, check_input_range, check_positive_int, data_range, prepare_xy, warn
-
-
-def _correct(out, target, threshold: float, xp=None):
-    """How many rows of ``out`` predict the right class, as a 0-D array on the device (no sync)."""
-    xp = xp or array_namespace(out)
-    return xp.sum(xp.astype(_hits(out, target, threshold, xp), out.dtype))
-
-
-def _hits(out, target, threshold: float, xp=None):
-    """Which rows of ``out`` predict the right class: a boolean ``(batch,)`` array on the device."""
-    xp = xp or array_namespace(out)
-    if out.shape[1] > 1:
-        pred = xp.argmax(out, axis=1)
-        true = target if target.ndim == 1 else xp.argmax(target, axis=1)
-        if true.dtype != pred.dtype:
-            true = xp.astype(true, pred.dtype)
-        hits = pred == true
-    else:
-        pred = xp.reshape(out, (-1,)) > threshold
-        hits = pred == (xp.reshape(target, (-1,)) > 0.5)
-    return hits
 
 
 def _threshold(loss) -> float:
@@ -57,62 +35,86 @@ def _take(xp, a, order, lo, hi):
     return xp.take(a, order[lo:hi], axis=0)
 
 
-class _EpochTotals:
-    """The epoch's loss and hits, kept on the device per step and read back once per window."""
+def _read_back(xp, batch_losses, hit_counts):
+    """Per-batch losses and per-metric hit counts (0-D device arrays) in one transfer, as host float64."""
+    values = xp.stack(batch_losses)
+    if hit_counts:
+        values = xp.concat([values, xp.astype(xp.stack(hit_counts), values.dtype)])
+    values = backend.to_numpy(values).astype("float64")
+    return values[:len(batch_losses)], values[len(batch_losses):].tolist()
 
-    def __init__(self, xp, classify: bool, threshold: float):
-        self.xp, self.classify, self.threshold = xp, classify, threshold
-        self.loss, self.correct, self.samples = 0.0, 0.0, 0
-        self.losses, self.hits, self.counts = [], [], []
+
+class _EpochTotals:
+    """The epoch's loss and metric hits, kept on the device per step and read back once per window."""
+
+    def __init__(self, xp, metrics: list, threshold: float):
+        self.xp, self.metrics, self.threshold = xp, metrics, threshold
+        self.loss, self.samples = 0.0, 0
+        self.correct = [0.0] * len(metrics)
+        self.losses, self.counts = [], []
+        self.hits = [[] for _ in metrics]
 
     def add(self, batch_loss, out, target) -> None:
         self.losses.append(batch_loss)
         self.counts.append(out.shape[0])
         self.dtype = out.dtype
-        if self.classify:
-            self.hits.append(_hits(out, target, self.threshold, self.xp))  # counted once per window
+        for hits, metric in zip(self.hits, self.metrics):
+            hits.append(metric.hits(out, target, self.threshold))  # summed once per window
 
     def read_back(self) -> dict:
-        """The window's per-step losses in one transfer (and its hits in one more); the running totals."""
+        """The window's per-step losses and hit counts in one transfer; the running totals."""
         xp = self.xp
-        values = backend.to_numpy(xp.stack(self.losses)).astype("float64")
+        sums = [xp.sum(xp.astype(xp.concat(h), self.dtype)) for h in self.hits]
+        values, correct = _read_back(xp, self.losses, sums)
         self.loss += float(values @ backend.to_numpy(self.counts).astype("float64"))
-        if self.classify:
-            self.correct += float(backend.to_numpy(xp.sum(xp.astype(xp.concat(self.hits), self.dtype))))
+        self.correct = [a + b for a, b in zip(self.correct, correct)]
         self.samples += sum(self.counts)
-        self.losses, self.hits, self.counts = [], [], []
+        self.losses, self.counts = [], []
+        self.hits = [[] for _ in self.metrics]
         return {"losses": values, "samples": self.samples, **self.logs(self.samples)}
 
     def logs(self, n: int) -> dict:
-        return {"loss": self.loss / n, **({"accuracy": self.correct / n} if self.classify else {})}
+        return {"loss": self.loss / n, **{m.name: c / n for m, c in zip(self.metrics, self.correct)}}
 
 
 def fit(model, X, y, *, loss, optimizer, epochs, batch_size, shuffle=True, validation_data=None,
-        verbose="auto", callbacks=(), lr=None, check_every: int = 50):
+        validation_split=0.0, metrics=None, schedule=None, verbose="auto", callbacks=(), lr=None,
+        check_every: int = 50):
     """Train ``model`` on ``(X, y)``; returns the :class:`~xpnet.callbacks.History` (see ``Sequential.fit``).
 
     Each step is ``forward -> loss -> backward -> optimizer.step`` with nothing read back; every
-    ``check_every`` steps and at each epoch's end the window's losses come back in one transfer and go to
-    the callbacks' ``on_batch_end`` (the divergence rollback first, then the progress bar, then the user's).
+    ``check_every`` steps and at each epoch's end the window's losses (and metric counts) come back in
+    one transfer and go to the callbacks' ``on_batch_end`` (the divergence rollback first, then the
+    progress bar, then the user's). A ``schedule`` sets ``optimizer.lr`` (a host float) before each
+    epoch or each step, from the epoch or the global step ``epoch * steps_per_epoch + step``.
     """
     loss, optimizer = losses.get(loss), optim.get(optimizer, lr)
-    X, y, classify, val = _prepare(model, X, y, loss, epochs, batch_size, check_every, validation_data)
+    X, y, classify, val = _prepare(model, X, y, loss, epochs, batch_size, check_every, validation_data,
+                                   validation_split)
+    found = metrics_mod.get_all(metrics, classify, "fit")
     dev, xp, n = model.device, model.device.xp, X.shape[0]
     params, grads = model.parameters(), model.gradients()
     steps = list(_batches(n, batch_size))
+    schedule = _bind_schedule(schedule, optimizer, epochs, len(steps), callbacks)
+    per_step = schedule is not None and schedule.per == "step"
     verbose = 1 if verbose == "auto" else verbose  # Keras' rule: epoch lines everywhere, the bar on a terminal
     history, progress = History(), ProgressBar()
     cbs = CallbackList([DivergenceRollback(), progress, history, EpochLine(), *callbacks], model, {
-        "epochs": epochs, "steps": len(steps), "samples": n, "check_every": check_every, "verbose": verbose})
+        "epochs": epochs, "steps": len(steps), "samples": n, "check_every": check_every, "verbose": verbose},
+        optimizer)
     model.stop_training = False
     cbs.on_train_begin()
     try:
         for epoch in range(epochs):
             start = time.perf_counter()
             order = dev.asarray(model.rng.permutation(n), "int64") if shuffle else None
+            if schedule is not None and not per_step:
+                optimizer.lr = schedule(epoch)
             cbs.on_epoch_begin(epoch)
-            totals = _EpochTotals(xp, classify, _threshold(loss))
+            totals = _EpochTotals(xp, found, _threshold(loss))
             for step, (lo, hi) in enumerate(steps):
+                if per_step:
+                    optimizer.lr = schedule(epoch * len(steps) + step)
                 xb, yb = _take(xp, X, order, lo, hi), _take(xp, y, order, lo, hi)
                 out = model.forward(xb, training=True)
                 totals.add(loss.forward(out, yb), out, yb)
@@ -124,9 +126,11 @@ def fit(model, X, y, *, loss, optimizer, epochs, batch_size, shuffle=True, valid
             seconds = time.perf_counter() - start
             logs = totals.logs(n)
             if val is not None:
-                result = evaluate(model, *val[:2], loss, max(batch_size, 1024), prepared=True, classify=val[2])
+                result = evaluate(model, *val[:2], loss, max(batch_size, 1024), metrics=found, prepared=True,
+                                  classify=val[2])
                 logs.update({f"val_{k}": v for k, v in result.items()})
-            logs.update(seconds=seconds, samples_per_s=n / seconds if seconds > 0 else float("inf"))
+            logs.update(seconds=seconds, samples_per_s=n / seconds if seconds > 0 else float("inf"),
+                        lr=float(optimizer.lr))
             cbs.on_epoch_end(epoch, logs)
             if model.stop_training:
                 break
@@ -136,17 +140,49 @@ def fit(model, X, y, *, loss, optimizer, epochs, batch_size, shuffle=True, valid
     return history
 
 
-def _prepare(model, X, y, loss, epochs, batch_size, check_every, validation_data):
+def _bind_schedule(schedule, optimizer, epochs: int, steps_per_epoch: int, callbacks):
+    """fit's schedule with its base lr (the optimizer's, unless given) and its total length filled in."""
+    if schedule is None:
+        return None
+    if any(isinstance(cb, LearningRateScheduler) for cb in callbacks):
+        raise ValueError("fit: schedule= and a LearningRateScheduler callback would both set the learning rate; "
+                         "use one of them")
+    schedule = schedules.get(schedule)
+    total = epochs * steps_per_epoch if schedule.per == "step" else epochs
+    return schedule.bind(lr=optimizer.lr, total=max(total, 1))
+
+
+def _split(X, y, validation_split):
+    """Keras' ``validation_split``: the last ``ceil``-rounded fraction of the rows, before any shuffling."""
+    ok = isinstance(validation_split, (int, float)) and not isinstance(validation_split, bool)
+    if not (ok and 0.0 < validation_split < 1.0):
+        raise ValueError(f"fit: validation_split must be a number in (0, 1), the fraction of rows held out, got "
+                         f"{validation_split!r}")
+    n = X.shape[0]
+    split_at = int(math.ceil(n * (1.0 - validation_split)))
+    if split_at in (0, n):
+        raise ValueError(f"fit: validation_split={validation_split} of {n} rows leaves "
+                         f"{'no training' if split_at == 0 else 'no validation'} rows; use a fraction that "
+                         f"leaves at least one row on each side, or pass validation_data")
+    return X[:split_at, ...], y[:split_at, ...], X[split_at:, ...], y[split_at:, ...]
+
+
+def _prepare(model, X, y, loss, epochs, batch_size, check_every, validation_data, validation_split=0.0):
     """Check fit's arguments, move the data to the model's device and record the input range."""
     check_positive_int("epochs", epochs, allow_zero=True)
     check_batch_size(batch_size)
     check_positive_int("check_every", check_every)
+    if validation_split and validation_data is not None:
+        raise ValueError("fit: validation_data and validation_split were both given; pass one of them")
     _check_output_layer(model, loss)
     X, y, classify = prepare_xy(model, X, y, loss, "fit", warn_unscaled=True)
+    val = None
+    if validation_split:
+        X, y, X_val, y_val = _split(X, y, validation_split)
+        val = (X_val, y_val, classify)
     span = data_range(X)
     old = model.input_range
     model.input_range = span if old is None else (min(old[0], span[0]), max(old[1], span[1]))
-    val = None
     if validation_data is not None:
         if not (isinstance(validation_data, (tuple, list)) and len(validation_data) == 2):
             raise TypeError("fit: validation_data must be a pair (X_val, y_val)")
@@ -204,25 +240,31 @@ def predict_classes(model, X, batch_size: int = 1024):
     return xp.astype(out[:, 0] > threshold, xp.int64)
 
 
-def evaluate(model, X, y, loss, batch_size: int = 1024, *, prepared: bool = False, classify=None) -> dict:
+def evaluate(model, X, y, loss, batch_size: int = 1024, *, metrics=None, prepared: bool = False,
+             classify=None) -> dict:
+    """``{"loss": ..., <metric name>: ...}`` over ``(X, y)``; metrics default to accuracy for class targets.
+
+    Every batch's loss and hit counts stay on the device; they come back together in one transfer."""
     check_batch_size(batch_size)
     if not prepared:
         X, y, classify = prepare_xy(model, X, y, loss, "evaluate")
         if model.input_range is not None:
             check_input_range(model, data_range(X), "evaluate")
+    found = metrics_mod.get_all(metrics, classify, "evaluate")
     xp = model.device.xp
     threshold = _threshold(loss)
-    batch_losses, hits, counts = [], [], []
+    batch_losses, counts = [], []
+    hits = [None] * len(found)
     for lo, hi in _batches(X.shape[0], batch_size):
         out = model.forward(X[lo:hi, ...])
         yb = y[lo:hi, ...]
         batch_losses.append(loss.forward(out, yb))
         counts.append(hi - lo)
-        if classify:
-            hits.append(_correct(out, yb, threshold, xp))
+        for i, metric in enumerate(found):
+            count = xp.sum(xp.astype(metric.hits(out, yb, threshold), out.dtype))
+            hits[i] = count if hits[i] is None else hits[i] + count
     n = X.shape[0]
-    values = backend.to_numpy(xp.stack(batch_losses)).astype("float64")
+    values, correct = _read_back(xp, batch_losses, hits)
     result = {"loss": float(values @ backend.to_numpy(counts).astype("float64")) / n}
-    if classify:
-        result["accuracy"] = float(backend.to_numpy(xp.sum(xp.stack(hits)))) / n
+    result.update({m.name: c / n for m, c in zip(found, correct)})
     return result
