@@ -1,7 +1,7 @@
 """A model as a file's header and arrays, and back again, on top of the file format in :mod:`xpnet.io`.
 
 :func:`save` describes a model in a header (its layers' classes and configs, its dtype, loss, input range
-and metadata) and writes it with its ``state_dict()``. Loading (:func:`xpnet.load`, in :mod:`xpnet.model`)
+and metadata) and writes it with its ``state_dict()`` (parameters and buffers). Loading (:func:`xpnet.load`, in :mod:`xpnet.model`)
 reads a file with :func:`xpnet.io.read`, rebuilds the layers here by class name from the layer registry
 (:func:`xpnet.layers.register_layer`) and the loss from xpnet's own losses (never ``eval``, never pickle),
 builds the model without drawing weights, and lets it load the saved ones into itself (:func:`restore`).
@@ -100,14 +100,16 @@ def layers_from(path, header: dict, arrays: dict) -> list:
 def restore(path, model, header: dict, arrays: dict) -> None:
     """Load a file's arrays into ``model`` (built from its header) and give it the header's loss and metadata."""
     path = os.fspath(path)
-    params = model.parameters()
-    if set(params) != set(arrays):
-        raise ModelFormatError(f"{path}: the architecture has parameters {sorted(params)} but the file "
-                               f"holds arrays {sorted(arrays)}")
+    # the parameters and the buffers (running statistics); a file from before buffers has none, and
+    # neither has a model of the layers such a file can name
+    state = {**model.parameters(), **model.buffers()}
+    if set(state) != set(arrays):
+        raise ModelFormatError(f"{path}: the architecture has parameters and buffers {sorted(state)} but "
+                               f"the file holds arrays {sorted(arrays)}")
     for k, v in arrays.items():
-        if tuple(params[k].shape) != v.shape:
+        if tuple(state[k].shape) != v.shape:
             raise ModelFormatError(f"{path}: array {k!r} has shape {v.shape}, but the layer it belongs to "
-                                   f"needs {tuple(params[k].shape)}")
+                                   f"needs {tuple(state[k].shape)}")
     model.load_state_dict(arrays)
     model.metadata = header.get("metadata") or {}
     model.loss = _loss_from(path, header.get("loss"))
