@@ -8,7 +8,8 @@ from .backend import (BACKENDS, Device, DeviceUnavailableError, available_backen
                       synchronize, to_numpy)
 from .callbacks import Callback
 from .io import ModelFormatError
-from .layers import Dense, Flatten, Identity, Layer, LeakyReLU, ReLU, Sigmoid, Softmax, Step, Tanh
+from .layers import (BatchNorm1d, Dense, Dropout, Flatten, Identity, Layer, LeakyReLU, ReLU, Sigmoid, Softmax, Step,
+                     Tanh)
 from .losses import MSE, BinaryCrossEntropy, CrossEntropy, Loss, SoftmaxCrossEntropy
 from .model import Sequential, load
 from .optim import SGD, Adam, AdamW, Optimizer, RMSprop, clip_grad_norm
@@ -17,9 +18,9 @@ from .training import History, TrainingDiverged
 from .tutorial import NeuralNetwork
 
 __all__ = [
-    "Adam", "AdamW", "BACKENDS", "BinaryCrossEntropy", "Callback", "CrossEntropy", "Dense", "Device",
-    "DeviceUnavailableError", "Flatten", "History", "Identity", "Layer", "LeakyReLU", "Loss", "MSE",
-    "ModelFormatError", "NeuralNetwork", "Optimizer", "RMSprop", "ReLU", "SGD", "Sequential", "Sigmoid", "Softmax",
+    "Adam", "AdamW", "BACKENDS", "BatchNorm1d", "BinaryCrossEntropy", "Callback", "CrossEntropy", "Dense",
+    "Device", "DeviceUnavailableError", "Dropout", "Flatten", "History", "Identity", "Layer", "LeakyReLU", "Loss",
+    "MSE", "ModelFormatError", "NeuralNetwork", "Optimizer", "RMSprop", "ReLU", "SGD", "Sequential", "Sigmoid", "Softmax",
     "SoftmaxCrossEntropy", "Step", "Tanh", "TrainingDiverged", "available_backends", "clip_grad_norm", "device", "device_of", "load",
     "save", "synchronize", "to_numpy", "__version__",
 ]
