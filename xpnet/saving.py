@@ -104,8 +104,9 @@ def restore(path, model, header: dict, arrays: dict) -> None:
     # neither has a model of the layers such a file can name
     state = {**model.parameters(), **model.buffers()}
     if set(state) != set(arrays):
-        raise ModelFormatError(f"{path}: the architecture has parameters and buffers {sorted(state)} but "
-                               f"the file holds arrays {sorted(arrays)}")
+        what = "parameters and buffers" if len(model.buffers()) else "parameters"
+        raise ModelFormatError(f"{path}: the architecture has {what} {sorted(state)} but the file holds arrays "
+                               f"{sorted(arrays)}")
     for k, v in arrays.items():
         if tuple(state[k].shape) != v.shape:
             raise ModelFormatError(f"{path}: array {k!r} has shape {v.shape}, but the layer it belongs to "

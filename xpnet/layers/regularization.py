@@ -62,7 +62,8 @@ class Dropout(Layer):
             raise RuntimeError("Dropout: the layer has no random stream yet; build it first "
                                "(layer.build(device, rng)) or put it in a Sequential, which does")
         xp = array_namespace(x)
-        u = backend.random_uniform(backend.device_of(x), self._key, self._counter, x.shape)
+        # float32 whatever x's dtype: the mask needs only the comparison, and both dtypes get the same masks
+        u = backend.random_uniform(backend.device_of(x), self._key, self._counter, x.shape, "float32")
         self._counter += 1
         # The mask keeps its 1/(1-p) so backward is one product; it holds x's dtype and device.
         self._mask = xp.astype(u >= self.p, x.dtype) * (1.0 / (1.0 - self.p))
