@@ -380,6 +380,39 @@ def test_save_and_load_keep_the_buffers_bit_for_bit(dev, tmp_path):
         np.testing.assert_array_equal(to_numpy(loaded.predict(X)), to_numpy(model.predict(X)))
 
 
+def test_a_loaded_model_goes_on_drawing_the_saved_models_masks(dev, tmp_path):
+    """The file keeps where each Dropout's stream has got to, so training goes on as if never saved."""
+    X, y = _data()
+    kwargs = dict(loss="softmax_cross_entropy", batch_size=16, shuffle=False, verbose=0)
+    model = _model(dev, seed=2)
+    model.fit(X, y, optimizer="adam", epochs=1, **kwargs)
+    model.save(tmp_path / "m.npz")
+    loaded = xpnet.load(tmp_path / "m.npz", device=dev)
+    assert loaded.layers[3].rng_state() == model.layers[3].rng_state() == {
+        "key": model.layers[3].rng_state()["key"], "counter": 6}
+    for m in (model, loaded):
+        m.fit(X, y, optimizer=xpnet.SGD(0.05), epochs=1, **kwargs)
+    for k, v in model.state_dict().items():
+        np.testing.assert_array_equal(loaded.state_dict()[k], v, err_msg=k)
+
+
+@pytest.mark.parametrize("streams, match", [
+    ([1, 2], "layer_rng is not a dict"),
+    ({"0": {"key": 1, "counter": 0}}, "layer_rng names layer '0', which draws no random numbers"),
+    ({"9": {"key": 1, "counter": 0}}, "layer_rng names layer '9', which draws no random numbers"),
+    ({"x": {"key": 1, "counter": 0}}, "layer_rng names layer 'x', which draws no random numbers"),
+    ({"3": {"key": -1, "counter": 0}}, r"the random state of layer 3: Dropout.set_rng_state: key must be"),
+    ({"3": "state"}, r"the random state of layer 3: Dropout.set_rng_state: expected a dict"),
+])
+def test_a_garbled_random_state_in_the_file_is_a_format_error(tmp_path, streams, match):
+    _model().save(tmp_path / "m.npz")
+    header, arrays = xpnet.io.read(tmp_path / "m.npz")
+    header["layer_rng"] = streams
+    xpnet.io.write(tmp_path / "bad.npz", {k: v for k, v in header.items() if k != "parameters"}, arrays)
+    with pytest.raises(xpnet.ModelFormatError, match=r"bad.npz: garbled xpnet header \(" + match):
+        xpnet.load(tmp_path / "bad.npz")
+
+
 def test_a_file_without_the_buffers_of_its_batchnorm_is_refused(tmp_path):
     model = _model()
     model.save(tmp_path / "m.npz")
