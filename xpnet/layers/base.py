@@ -19,8 +19,8 @@ class Layer:
     ``params`` and ``grads`` map names to arrays (empty for layers without weights). ``buffers`` maps
     names to state that is saved with the model but not trained (BatchNorm's running statistics): the
     optimizer never sees it, the layer itself updates it in ``forward(x, training=True)``. ``build``
-    makes the parameters and buffers on a device; ``input_grad`` is turned off by ``Sequential`` for the first layer with
-    weights, whose input gradient nobody needs. A layer owns its weights: nothing else writes them but
+    makes the parameters and buffers on a device; ``input_grad`` is turned off by ``Sequential`` for the
+    first layer with weights, whose input gradient nobody needs. A layer owns its weights: nothing else writes them but
     through ``params`` and ``buffers`` (which ``Sequential.load_state_dict`` fills after a
     ``build(..., init=False)``).
 
