@@ -12,8 +12,8 @@ import pytest
 from array_api_compat import array_namespace, device
 
 import xpnet
-from xpnet import (MSE, BinaryCrossEntropy, CrossEntropy, Dense, Flatten, Identity, LeakyReLU, ReLU, Sigmoid,
-                   Softmax, SoftmaxCrossEntropy, Step, Tanh, to_numpy)
+from xpnet import (MSE, BatchNorm1d, BinaryCrossEntropy, CrossEntropy, Dense, Dropout, Flatten, Identity, LeakyReLU,
+                   ReLU, Sigmoid, Softmax, SoftmaxCrossEntropy, Step, Tanh, to_numpy)
 
 
 def _softmax(z):
@@ -38,7 +38,17 @@ LAYERS = {
     "Identity": (Identity, (4, 3), lambda x, p: x, True),
     # The step's derivative is 0 almost everywhere; its backward is straight-through by design.
     "Step": (Step, (4, 3), lambda x, p: (x >= 0).astype(x.dtype), False),
+    # Evaluation mode: the identity, and the running statistics (zeros and ones when built).
+    "Dropout-eval": (lambda: Dropout(0.5), (4, 3), lambda x, p: x, True),
+    "BatchNorm1d-eval": (lambda: BatchNorm1d(3), (4, 3),
+                         lambda x, p: x / np.sqrt(1 + 1e-5) * p["gamma"] + p["beta"], True),
+    # Training mode (in TRAINING below): the batch's own statistics, which depend on x.
+    "BatchNorm1d-train": (lambda: BatchNorm1d(3), (5, 3),
+                          lambda x, p: (x - x.mean(0)) / np.sqrt(x.var(0) + 1e-5) * p["gamma"] + p["beta"], True),
 }
+# Cases run with training=True (the others with the default, False). Dropout's training mode draws a new
+# mask per call, which finite differences cannot follow: tests/test_regularization.py checks it.
+TRAINING = {"BatchNorm1d-train"}
 
 
 def _inputs(shape, seed=0):
@@ -66,7 +76,7 @@ def test_layer_forward_matches_numpy(case, dev):
     layer = _build(make, dev, "float32")
     x_host = _inputs(shape).astype(np.float32)
     x = dev.asarray(x_host)
-    y = layer.forward(x)
+    y = layer.forward(x, training=case in TRAINING)
     _assert_like(y, x, f"{case}.forward")
     params = {k: to_numpy(v).astype(np.float64) for k, v in layer.params.items()}
     np.testing.assert_allclose(to_numpy(y), reference(x_host.astype(np.float64), params), rtol=1e-5, atol=1e-6)
@@ -96,13 +106,14 @@ def test_layer_backward_matches_central_differences(case, dev):
     make, shape, _, _ = LAYERS[case]
     layer = _build(make, dev, "float64")
     x_host = _inputs(shape)
-    r = np.random.default_rng(1).normal(size=layer.forward(dev.asarray(x_host, "float64")).shape)
+    training = case in TRAINING
+    r = np.random.default_rng(1).normal(size=layer.forward(dev.asarray(x_host, "float64"), training).shape)
     params_host = {k: to_numpy(v).copy() for k, v in layer.params.items()}
 
     def objective():
         for k, v in params_host.items():
             layer.params[k] = dev.asarray(v, "float64")
-        return float(np.sum(to_numpy(layer.forward(dev.asarray(x_host, "float64"))) * r))
+        return float(np.sum(to_numpy(layer.forward(dev.asarray(x_host, "float64"), training)) * r))
 
     objective()
     dx = layer.backward(dev.asarray(r, "float64"))

@@ -10,7 +10,8 @@ from . import metrics, schedules
 from .callbacks import (Callback, CSVLogger, EarlyStopping, LambdaCallback, LearningRateScheduler,
                         ModelCheckpoint)
 from .io import ModelFormatError
-from .layers import Dense, Flatten, Identity, Layer, LeakyReLU, ReLU, Sigmoid, Softmax, Step, Tanh
+from .layers import (BatchNorm1d, Dense, Dropout, Flatten, Identity, Layer, LeakyReLU, ReLU, Sigmoid, Softmax, Step,
+                     Tanh)
 from .losses import MSE, BinaryCrossEntropy, CrossEntropy, Loss, SoftmaxCrossEntropy
 from .metrics import TopKAccuracy
 from .model import Sequential, load
@@ -20,9 +21,11 @@ from .training import History, TrainingDiverged
 from .tutorial import NeuralNetwork
 
 __all__ = [
-    "Adam", "AdamW", "BACKENDS", "BinaryCrossEntropy", "CSVLogger", "Callback", "CrossEntropy", "Dense", "Device",
-    "DeviceUnavailableError", "EarlyStopping", "Flatten", "History", "Identity", "LambdaCallback", "Layer", "LearningRateScheduler", "LeakyReLU", "Loss", "MSE",
-    "ModelCheckpoint", "ModelFormatError", "NeuralNetwork", "Optimizer", "RMSprop", "ReLU", "SGD", "Sequential", "Sigmoid", "Softmax",
-    "SoftmaxCrossEntropy", "Step", "Tanh", "TopKAccuracy", "TrainingDiverged", "available_backends", "clip_grad_norm", "device", "device_of", "load", "metrics",
-    "save", "schedules", "synchronize", "to_numpy", "__version__",
+    "Adam", "AdamW", "BACKENDS", "BatchNorm1d", "BinaryCrossEntropy", "CSVLogger", "Callback", "CrossEntropy",
+    "Dense", "Device", "DeviceUnavailableError", "Dropout", "EarlyStopping", "Flatten", "History", "Identity",
+    "LambdaCallback", "Layer", "LearningRateScheduler", "LeakyReLU", "Loss", "MSE", "ModelCheckpoint",
+    "ModelFormatError", "NeuralNetwork", "Optimizer", "RMSprop", "ReLU", "SGD", "Sequential", "Sigmoid",
+    "Softmax", "SoftmaxCrossEntropy", "Step", "Tanh", "TopKAccuracy", "TrainingDiverged", "available_backends",
+    "clip_grad_norm", "device", "device_of", "load", "metrics", "save", "schedules", "synchronize", "to_numpy",
+    "__version__",
 ]

@@ -6,7 +6,8 @@ File layout (a plain, uncompressed NumPy ``.npz``, i.e. a zip of ``.npy`` files)
                         {"magic": "xpnet", "format": 1, "xpnet_version": "0.1.0", "dtype": "float32",
                          "architecture": {"layers": [{"class": "Dense", "config": {...}}, ...]},
                          "parameters": {"0.W": {"shape": [784, 200], "dtype": "float32"}, ...}}
-    0.W.npy, 0.b.npy  one array per entry of ``model.state_dict()``, in the model's dtype
+    0.W.npy, 0.b.npy  one array per entry of ``model.state_dict()``, in the model's dtype: parameters and
+                      buffers (``1.running_mean.npy``) alike; the header's table lists them all
 
 This module knows the file, not the model: :func:`write` writes a header and named arrays, :func:`read`
 gives them back validated. :mod:`xpnet.saving` maps a model to a header and back, and

@@ -15,14 +15,16 @@ from .layers import Layer
 
 
 class ParameterDict(MutableMapping):
-    """A flat ``"<layer index>.<name>" -> array`` view of a model's parameters (or gradients).
+    """A flat ``"<layer index>.<name>" -> array`` view of a model's parameters (or gradients, or buffers).
 
-    Reading and writing go straight to the layers' own dicts, so an optimizer that stores a new array
-    under a key (the path for immutable arrays) updates the layer itself. The key list is built once.
+    Reading and writing go straight to the layers' own dicts (``attr``), so an optimizer that stores a new
+    array under a key (the path for immutable arrays) updates the layer itself. The key list is built
+    once, from the layers' ``keys_from`` dicts (``params`` for the gradients too).
     """
 
-    def __init__(self, layers, attr: str):
-        self._slots = {f"{i}.{k}": (layer, k) for i, layer in enumerate(layers) for k in layer.params}
+    def __init__(self, layers, attr: str, keys_from: str | None = None):
+        self._slots = {f"{i}.{k}": (layer, k) for i, layer in enumerate(layers)
+                       for k in _dict_of(layer, keys_from or attr)}
         self._attr = attr
 
     def __getitem__(self, key):
@@ -34,7 +36,7 @@ class ParameterDict(MutableMapping):
         getattr(layer, self._attr)[k] = value
 
     def __delitem__(self, key):
-        raise TypeError("parameters cannot be deleted")
+        raise TypeError(f"{self._attr} cannot be deleted")
 
     def __iter__(self):
         return iter(self._slots)
@@ -87,7 +89,8 @@ class Sequential:
         for i, layer in enumerate(self.layers):
             layer.input_grad = i > self._first
         self._params = ParameterDict(self.layers, "params")
-        self._grads = ParameterDict(self.layers, "grads")
+        self._grads = ParameterDict(self.layers, "grads", keys_from="params")
+        self._buffers = ParameterDict(self.layers, "buffers")
 
     # -- the math -------------------------------------------------------------------------------
     def forward(self, x, training: bool = False):
@@ -111,31 +114,45 @@ class Sequential:
         """The gradients of the last ``backward``, keyed like :meth:`parameters`."""
         return self._grads
 
+    def buffers(self) -> ParameterDict:
+        """The layers' non-trained state (BatchNorm's running statistics), keyed like :meth:`parameters`
+        (``"1.running_mean"``). Optimizers never see it: it is not in :meth:`parameters`."""
+        return self._buffers
+
+    def _state(self) -> dict:
+        # layer by layer, each layer's parameters before its buffers: the order of PyTorch's state_dict
+        return {f"{i}.{k}": v for i, layer in enumerate(self.layers)
+                for arrays in (layer.params, _dict_of(layer, "buffers")) for k, v in arrays.items()}
+
     def state_dict(self) -> dict:
-        """The parameters as host NumPy arrays (copies), keyed like :meth:`parameters`."""
-        return {k: _backend.to_numpy(v).copy() for k, v in self._params.items()}
+        """The parameters and the buffers as host NumPy arrays (copies), keyed like :meth:`parameters` and
+        :meth:`buffers` (as PyTorch's ``state_dict`` holds both)."""
+        return {k: _backend.to_numpy(v).copy() for k, v in self._state().items()}
 
     def load_state_dict(self, state: dict) -> None:
-        """Set the parameters from host (or device) arrays keyed like :meth:`parameters`."""
-        missing = set(self._params) - set(state)
-        extra = set(state) - set(self._params)
+        """Set the parameters and buffers from host (or device) arrays keyed like :meth:`state_dict`."""
+        own = self._state()
+        missing = set(own) - set(state)
+        extra = set(state) - set(own)
         if missing or extra:
             raise ValueError(f"load_state_dict: missing keys {sorted(missing)}, unexpected keys {sorted(extra)}")
         for k, v in state.items():
-            old = self._params[k]
+            old = own[k]
             if tuple(v.shape) != tuple(old.shape):
                 raise ValueError(f"load_state_dict: {k} has shape {tuple(v.shape)}, "
                                  f"the model expects {tuple(old.shape)}")
             # Always a copy of its own: training updates parameters in place, and the array asarray gives
             # may be the caller's (NumPy) or share its memory (torch.asarray, array-api-strict on NumPy data).
-            self._params[k] = self.device.xp.asarray(self.device.asarray(v, self.dtype), copy=True)
+            into = self._params if k in self._params else self._buffers
+            into[k] = self.device.xp.asarray(self.device.asarray(v, self.dtype), copy=True)
 
     def to(self, device=None, backend: str | None = None) -> "Sequential":
-        """Move every parameter to another device (or backend); returns the model itself."""
+        """Move every parameter and buffer to another device (or backend); returns the model itself."""
         new = _backend.device(device, backend=backend)
         for layer in self.layers:
-            for k, v in layer.params.items():
-                layer.params[k] = new.asarray(v, self.dtype)
+            for arrays in (layer.params, _dict_of(layer, "buffers")):
+                for k, v in arrays.items():
+                    arrays[k] = new.asarray(v, self.dtype)
             layer.grads.clear()
         self.device = new
         return self
@@ -211,11 +228,15 @@ class Sequential:
     def summary(self) -> str:
         lines = [f"Sequential on {self.device}, {self.dtype}"]
         total = 0
+        buffered = 0
         for i, layer in enumerate(self.layers):
             n = sum(int(_size(p)) for p in layer.params.values())
+            b = sum(int(_size(v)) for v in _dict_of(layer, "buffers").values())
             total += n
-            lines.append(f"  {i:2d} {layer!r:48s} {n:>10,d} params")
-        lines.append(f"  total {total:,d} parameters")
+            buffered += b
+            lines.append(f"  {i:2d} {layer!r:48s} {n:>10,d} params" + (f" + {b:,d} buffer values" if b else ""))
+        lines.append(f"  total {total:,d} parameters"
+                     + (f" (trained) + {buffered:,d} buffer values (running statistics)" if buffered else ""))
         return "\n".join(lines)
 
     def get_config(self) -> dict:
@@ -241,6 +262,11 @@ def load(path, device=None, backend: str | None = None) -> Sequential:
                        dtype=header["dtype"], init=False)
     saving.restore(path, model, header, arrays)
     return model
+
+
+def _dict_of(layer, attr: str) -> dict:
+    # A user's layer that skipped Layer.__init__ (or predates buffers) has none.
+    return getattr(layer, attr, None) or {}
 
 
 def _size(a) -> int:

@@ -1,8 +1,9 @@
 """A model as a file's header and arrays, and back again, on top of the file format in :mod:`xpnet.io`.
 
-:func:`save` describes a model in a header (its layers' classes and configs, its dtype, loss, input range
-and metadata) and writes it with its ``state_dict()``. Loading (:func:`xpnet.load`, in :mod:`xpnet.model`)
-reads a file with :func:`xpnet.io.read`, rebuilds the layers here by class name from the layer registry
+:func:`save` describes a model in a header (its layers' classes and configs, its dtype, loss, input range,
+metadata, and where the random streams of its Dropout layers have got to) and writes it with its
+``state_dict()`` (parameters and buffers). Loading (:func:`xpnet.load`, in :mod:`xpnet.model`) reads a file
+with :func:`xpnet.io.read`, rebuilds the layers here by class name from the layer registry
 (:func:`xpnet.layers.register_layer`) and the loss from xpnet's own losses (never ``eval``, never pickle),
 builds the model without drawing weights, and lets it load the saved ones into itself (:func:`restore`).
 
@@ -57,7 +58,12 @@ def header(model, metadata: dict) -> dict:
     if loss is not None and LOSSES.get(type(loss).__name__) is not type(loss):
         loss = None  # a custom loss: load() could not rebuild it, and the weights matter more than the loss
     input_range = getattr(model, "input_range", None)
+    # where the random streams of layers that draw while training (Dropout) have got to: a loaded model
+    # goes on training with the masks the saved one would have drawn next
+    streams = {str(i): layer.rng_state() for i, layer in enumerate(model.layers)
+               if callable(getattr(layer, "rng_state", None))}
     return {
+        **({"layer_rng": streams} if streams else {}),
         "metadata": metadata,
         # what evaluate() and predict_proba() need to give the same answers after a load as before it
         "loss": None if loss is None else {"class": type(loss).__name__, "config": loss.get_config()},
@@ -100,19 +106,43 @@ def layers_from(path, header: dict, arrays: dict) -> list:
 def restore(path, model, header: dict, arrays: dict) -> None:
     """Load a file's arrays into ``model`` (built from its header) and give it the header's loss and metadata."""
     path = os.fspath(path)
-    params = model.parameters()
-    if set(params) != set(arrays):
-        raise ModelFormatError(f"{path}: the architecture has parameters {sorted(params)} but the file "
-                               f"holds arrays {sorted(arrays)}")
+    # the parameters and the buffers (running statistics); a file from before buffers has none, and
+    # neither has a model of the layers such a file can name
+    state = {**model.parameters(), **model.buffers()}
+    if set(state) != set(arrays):
+        what = "parameters and buffers" if len(model.buffers()) else "parameters"
+        raise ModelFormatError(f"{path}: the architecture has {what} {sorted(state)} but the file holds arrays "
+                               f"{sorted(arrays)}")
     for k, v in arrays.items():
-        if tuple(params[k].shape) != v.shape:
+        if tuple(state[k].shape) != v.shape:
             raise ModelFormatError(f"{path}: array {k!r} has shape {v.shape}, but the layer it belongs to "
-                                   f"needs {tuple(params[k].shape)}")
+                                   f"needs {tuple(state[k].shape)}")
     model.load_state_dict(arrays)
+    _restore_streams(path, model, header.get("layer_rng"))
     model.metadata = header.get("metadata") or {}
     model.loss = _loss_from(path, header.get("loss"))
     span = header.get("input_range")
     model.input_range = None if span is None else (float(span[0]), float(span[1]))
+
+
+def _restore_streams(path, model, streams) -> None:
+    """Continue each saved random stream (``layer_rng``: layer index -> ``rng_state()``); files without
+    one (written before it, or of models that draw nothing) keep the streams the model was built with."""
+    if streams is None:
+        return
+    if not isinstance(streams, dict):
+        raise ModelFormatError(f"{path}: garbled xpnet header (layer_rng is not a dict)")
+    for index, state in streams.items():
+        i = int(index) if index.isascii() and index.isdigit() else -1
+        set_state = getattr(model.layers[i], "set_rng_state", None) if 0 <= i < len(model.layers) else None
+        if set_state is None:
+            raise ModelFormatError(f"{path}: garbled xpnet header (layer_rng names layer {index!r}, which "
+                                   f"draws no random numbers)")
+        try:
+            set_state(state)
+        except (TypeError, ValueError) as exc:
+            raise ModelFormatError(f"{path}: garbled xpnet header (the random state of layer {index}: "
+                                   f"{exc})") from None
 
 
 def _loss_from(path, spec):

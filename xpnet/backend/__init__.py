@@ -279,6 +279,23 @@ def host_rng(seed=None) -> np.random.Generator:
     return np.random.default_rng(seed)
 
 
+def random_uniform(dev: Device, key: int, counter: int, shape, dtype: str = "float32"):
+    """Uniform numbers in ``[0, 1)`` of ``shape``, drawn on ``dev`` by its own library's generator.
+
+    Counter-based: draw ``counter`` of the stream ``key`` depends on ``(key, counter)`` alone, so a
+    layer's whole random state is two ints, which a checkpoint saves and restores exactly. The pair is
+    mixed on the host by NumPy's ``SeedSequence`` (a hash, no transfer) into the seed of each library's
+    generator. The same ``(key, counter)`` gives the same numbers on one backend; backends differ (NumPy
+    and array-api-strict agree, since strict draws through NumPy).
+    """
+    for name, value in (("key", key), ("counter", counter)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValueError(f"random_uniform: {name} must be a non-negative int, got {value!r}")
+    dev.dtype(dtype)  # refuses an unknown name, and float64 on JAX without its 64-bit mode
+    seed = np.random.SeedSequence([key, counter])
+    return _LIBS[dev.backend].random_uniform(dev.xp, dev.native, seed, tuple(shape), dtype)
+
+
 def available_backends() -> dict[str, str]:
     """Map each backend to ``"ok"`` or the reason it cannot be used here (for ``xpnet info``)."""
     return {name: lib.status() for name, lib in _LIBS.items()}

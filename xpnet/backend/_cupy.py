@@ -94,3 +94,12 @@ def free_memory_pool(dev) -> None:
 def status() -> str:
     count, why = cuda_status()
     return f"ok ({count} CUDA device(s))" if count else why
+
+
+def random_uniform(xp, native, seed, shape, dtype):
+    import cupy
+    import numpy as np
+
+    # As the numpy backend, with CuPy's generator on the GPU (allocations follow the current device).
+    with native:
+        return cupy.random.default_rng(int(seed.generate_state(1, np.uint64)[0])).random(shape, dtype=dtype)

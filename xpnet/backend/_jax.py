@@ -126,3 +126,12 @@ def status() -> str:
         return "not installed"
     count, _ = cuda_status()
     return f"ok, cpu{f' + {count} GPU(s)' if count else ''} (jax {jax.__version__})"
+
+
+def random_uniform(xp, native, seed, shape, dtype):
+    import jax
+
+    # threefry named explicitly, so a change of JAX's default PRNG cannot change the numbers.
+    key = jax.random.wrap_key_data(seed.generate_state(2, np.uint32), impl="threefry2x32")
+    with jax.default_device(native):
+        return jax.random.uniform(key, shape, dtype=getattr(xp, dtype))

@@ -40,3 +40,9 @@ def asarray(xp, host, native):
 
 def status() -> str:
     return "ok"
+
+
+def random_uniform(xp, native, seed, shape, dtype):
+    import numpy as np
+
+    return np.random.default_rng(seed).random(shape, dtype=dtype)

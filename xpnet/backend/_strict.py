@@ -56,3 +56,11 @@ def status() -> str:
     except ImportError:
         return "not installed"
     return f"ok (array-api-strict {array_api_strict.__version__})"
+
+
+def random_uniform(xp, native, seed, shape, dtype):
+    # The standard has no random API: draw with NumPy (the same numbers as the numpy backend), then move.
+    import numpy as np
+
+    host = np.random.default_rng(seed).random(shape, dtype=dtype)
+    return xp.asarray(host, device=native)

@@ -83,3 +83,14 @@ def status() -> str:
         return "not installed"
     tcount, _ = cuda_status()
     return f"ok, cpu{f' + {tcount} CUDA device(s)' if tcount else ''} (torch {torch.__version__})"
+
+
+def random_uniform(xp, native, seed, shape, dtype):
+    import numpy as np
+    import torch
+
+    # A fresh generator on the tensor's device (Philox on CUDA), seeded from (key, counter): no state
+    # carried from call to call, so nothing but the two ints needs saving.
+    generator = torch.Generator(device=native)
+    generator.manual_seed(int(seed.generate_state(1, np.uint64)[0]))
+    return torch.rand(shape, generator=generator, dtype=getattr(xp, dtype), device=native)

@@ -16,19 +16,27 @@ from __future__ import annotations
 class Layer:
     """Base class: ``forward(x, training=False) -> y`` and ``backward(dy) -> dx``.
 
-    ``params`` and ``grads`` map names to arrays (empty for layers without weights). ``build`` makes the
-    parameters on a device; ``input_grad`` is turned off by ``Sequential`` for the first layer with
-    weights, whose input gradient nobody needs. A layer owns its weights: nothing else writes them but
-    through ``params`` (which ``Sequential.load_state_dict`` fills after a ``build(..., init=False)``).
+    ``params`` and ``grads`` map names to arrays (empty for layers without weights). ``buffers`` maps
+    names to state that is saved with the model but not trained (BatchNorm's running statistics): the
+    optimizer never sees it, the layer itself updates it in ``forward(x, training=True)``. ``build``
+    makes the parameters and buffers on a device; ``input_grad`` is turned off by ``Sequential`` for the
+    first layer with weights, whose input gradient nobody needs. A layer owns its weights: nothing else writes them but
+    through ``params`` and ``buffers`` (which ``Sequential.load_state_dict`` fills after a
+    ``build(..., init=False)``).
+
+    A layer that draws random numbers while training (Dropout) also has ``rng_state() -> dict`` (JSON)
+    and ``set_rng_state(state)``, for checkpoints; layers without randomness do not define them.
     """
 
     params: dict
     grads: dict
+    buffers: dict
     input_grad: bool = True
 
     def __init__(self):
         self.params = {}
         self.grads = {}
+        self.buffers = {}
 
     def param_shapes(self) -> dict:
         """``{name: shape}`` of the parameters ``build`` makes, known before anything is allocated."""

@@ -1,0 +1,197 @@
+"""Layers that regularize training and behave differently in it: ``Dropout`` and ``BatchNorm1d``.
+
+Both follow PyTorch's semantics, so weights and results carry over:
+
+    Dropout(p), training:   y = x * m / (1 - p),   m_ij ~ Bernoulli(1 - p)    (inverted dropout)
+                evaluation: y = x
+    BatchNorm1d, training:  y = gamma * (x - mean_B) / sqrt(var_B + eps) + beta   (batch statistics,
+                            biased variance); running_* <- (1 - momentum) running_* + momentum * batch_*,
+                            with the unbiased variance
+                evaluation: y = gamma * (x - running_mean) / sqrt(running_var + eps) + beta
+
+``training`` comes from the model: ``fit`` passes True, ``predict`` and ``evaluate`` (validation too) False.
+"""
+
+from __future__ import annotations
+
+import math
+
+from array_api_compat import array_namespace
+
+from .. import backend
+from .base import Layer, register_layer
+
+_KEY_LIMIT = 2**63  # keys are 63-bit: a JSON number every reader takes, and an int64 for NumPy
+
+
+@register_layer
+class Dropout(Layer):
+    """Inverted dropout (Srivastava et al. 2014; torch.nn.Dropout): zero each input with probability ``p``
+    while training and scale the rest by ``1 / (1 - p)``, so evaluation is the identity.
+
+    The masks are drawn on the input's device by its own library, from a counter-based stream: draw
+    ``i`` depends only on the layer's ``key`` (63 bits, taken from the model's seed in ``build``) and
+    ``i``. So a seed reproduces a run on one backend, and ``rng_state()`` (two ints) is all a checkpoint
+    needs to replay the masks exactly. Backends draw different masks from the same seed.
+
+        >>> model = Sequential([Dense(784, 512), ReLU(), Dropout(0.2), Dense(512, 10)], seed=0)
+    """
+
+    def __init__(self, p: float = 0.5):
+        super().__init__()
+        # (a NaN fails the range test too)
+        if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= p < 1.0:
+            raise ValueError(f"Dropout: p is the probability of zeroing an input and must be a number with "
+                             f"0 <= p < 1, got {p!r}")
+        self.p = float(p)
+        self._key = None
+        self._counter = 0
+        self._mask = None
+
+    def build(self, device, rng, dtype="float32", init=True) -> None:
+        # Also with init=False: a model built to load weights into draws the same masks as the saved one
+        # did from its start (a checkpoint then sets the counter with set_rng_state).
+        self._key = _stream_key(rng)
+        self._counter = 0
+
+    def forward(self, x, training=False):
+        if not training or self.p == 0.0:
+            self._mask = None
+            return x
+        if self._key is None:
+            raise RuntimeError("Dropout: the layer has no random stream yet; build it first "
+                               "(layer.build(device, rng)) or put it in a Sequential, which does")
+        xp = array_namespace(x)
+        # float32 whatever x's dtype: the mask needs only the comparison, and both dtypes get the same masks
+        u = backend.random_uniform(backend.device_of(x), self._key, self._counter, x.shape, "float32")
+        self._counter += 1
+        # The mask keeps its 1/(1-p) so backward is one product; it holds x's dtype and device.
+        self._mask = xp.astype(u >= self.p, x.dtype) * (1.0 / (1.0 - self.p))
+        return x * self._mask
+
+    def backward(self, dy):
+        if not self.input_grad:
+            return None
+        return dy if self._mask is None else dy * self._mask
+
+    def rng_state(self) -> dict:
+        """``{"key": int, "counter": int}``: the random stream and how many masks it has drawn (JSON)."""
+        return {"key": self._key, "counter": self._counter}
+
+    def set_rng_state(self, state: dict) -> None:
+        """Continue the stream ``state`` (from :meth:`rng_state`): the next masks are the ones it would draw."""
+        if not isinstance(state, dict) or set(state) != {"key", "counter"}:
+            raise ValueError(f"Dropout.set_rng_state: expected a dict with the keys 'key' and 'counter' "
+                             f"(from rng_state()), got {state!r}")
+        key, counter = state["key"], state["counter"]
+        for name, value, limit in (("key", key, _KEY_LIMIT), ("counter", counter, None)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0 or (limit and value >= limit):
+                raise ValueError(f"Dropout.set_rng_state: {name} must be an int "
+                                 f"{'in [0, 2**63)' if limit else '>= 0'}, got {value!r}")
+        self._key, self._counter = key, counter
+
+    def get_config(self):
+        return {"p": self.p}
+
+
+def _stream_key(rng) -> int:
+    """A 63-bit key from the host generator ``rng`` that leaves its stream where it was.
+
+    ``spawn`` takes the next child of the generator's ``SeedSequence`` and draws nothing from ``rng``
+    itself, so adding a Dropout changes neither the weights of the layers built after it nor the
+    shuffling: a model with dropout and one without start from the same weights with the same seed.
+    """
+    try:
+        child = rng.spawn(1)[0]
+    except (TypeError, ValueError, AttributeError):  # a generator made without a seed sequence
+        return int(rng.integers(0, _KEY_LIMIT))
+    return int(child.integers(0, _KEY_LIMIT))
+
+
+@register_layer
+class BatchNorm1d(Layer):
+    """Batch normalization over the batch axis of ``(batch, num_features)`` inputs (Ioffe & Szegedy 2015,
+    https://arxiv.org/abs/1502.03167), with torch.nn.BatchNorm1d's semantics and names.
+
+    Training: ``y = gamma * (x - mean) / sqrt(var + eps) + beta`` with the batch's mean and biased
+    variance, and ``running = (1 - momentum) * running + momentum * batch`` for the mean and the
+    unbiased variance. Evaluation uses ``running_mean`` and ``running_var`` instead.
+
+    ``params``: ``gamma`` (ones) and ``beta`` (zeros), shape ``(num_features,)``. ``buffers``:
+    ``running_mean`` (zeros) and ``running_var`` (ones), saved with the model, never trained.
+
+        >>> model = Sequential([Dense(784, 256), BatchNorm1d(256), ReLU(), Dense(256, 10)], seed=0)
+    """
+
+    def __init__(self, num_features: int, momentum: float = 0.1, eps: float = 1e-5):
+        super().__init__()
+        if isinstance(num_features, bool) or not isinstance(num_features, int) or num_features < 1:
+            raise ValueError(f"BatchNorm1d: num_features must be a positive int (the width of the layer "
+                             f"before it), got {num_features!r}")
+        if isinstance(momentum, bool) or not isinstance(momentum, (int, float)) or not 0.0 <= momentum <= 1.0:
+            raise ValueError(f"BatchNorm1d: momentum must be a number in [0, 1] (PyTorch's default is 0.1), "
+                             f"got {momentum!r}")
+        if (isinstance(eps, bool) or not isinstance(eps, (int, float)) or not math.isfinite(eps)
+                or eps <= 0.0):
+            raise ValueError(f"BatchNorm1d: eps must be a small positive number (default 1e-5), got {eps!r}")
+        self.num_features, self.momentum, self.eps = num_features, float(momentum), float(eps)
+        self._cache = None
+
+    def param_shapes(self):
+        return {"gamma": (self.num_features,), "beta": (self.num_features,)}
+
+    def build(self, device, rng, dtype="float32", init=True) -> None:
+        # Constants, not draws: the same with init=False, and rng is never touched.
+        xp, dt, shape = device.xp, device.dtype(dtype), (self.num_features,)
+        # Four separate arrays: an optimizer that updates gamma in place must not move running_var.
+        self.params["gamma"] = xp.ones(shape, dtype=dt, device=device.native)
+        self.params["beta"] = xp.zeros(shape, dtype=dt, device=device.native)
+        self.buffers["running_mean"] = xp.zeros(shape, dtype=dt, device=device.native)
+        self.buffers["running_var"] = xp.ones(shape, dtype=dt, device=device.native)
+
+    def forward(self, x, training=False):
+        if x.ndim != 2 or x.shape[1] != self.num_features:
+            raise ValueError(f"BatchNorm1d({self.num_features}) expects input of shape (batch, "
+                             f"{self.num_features}), got {tuple(x.shape)}"
+                             + (" (BatchNorm1d takes 2-D input only; flatten first)" if x.ndim != 2 else ""))
+        xp = array_namespace(x)
+        if training:
+            n = x.shape[0]
+            if n < 2:
+                raise ValueError(f"BatchNorm1d: expected more than 1 value per channel when training, got input "
+                                 f"of shape {tuple(x.shape)}: the variance of one row is undefined. In fit, a "
+                                 f"last batch of 1 row comes from n_samples % batch_size == 1: change "
+                                 f"batch_size, or drop a sample")
+            mean = xp.mean(x, axis=0)
+            xc = x - mean
+            var = xp.mean(xc * xc, axis=0)  # biased: what normalizes this batch
+            m = self.momentum
+            self.buffers["running_mean"] = (1.0 - m) * self.buffers["running_mean"] + m * mean
+            # the running estimate is of the population's variance: unbiased, n / (n - 1) (as PyTorch)
+            self.buffers["running_var"] = (1.0 - m) * self.buffers["running_var"] + (m * n / (n - 1)) * var
+        else:
+            xc = x - self.buffers["running_mean"]
+            var = self.buffers["running_var"]
+        inv_std = 1.0 / xp.sqrt(var + self.eps)
+        xhat = xc * inv_std
+        self._cache = (xhat, inv_std, training)
+        return xhat * self.params["gamma"] + self.params["beta"]
+
+    def backward(self, dy):
+        """dbeta = sum dy, dgamma = sum dy * xhat, and with batch statistics (which depend on x)
+        dx = gamma / (N sigma) * (N dy - dbeta - xhat dgamma); with running ones dx = gamma dy / sigma."""
+        xp = array_namespace(dy)
+        xhat, inv_std, batch_statistics = self._cache
+        self.grads.clear()
+        self.grads["gamma"] = xp.sum(dy * xhat, axis=0)
+        self.grads["beta"] = xp.sum(dy, axis=0)
+        if not self.input_grad:
+            return None
+        scale = self.params["gamma"] * inv_std
+        if not batch_statistics:
+            return dy * scale
+        n = float(dy.shape[0])
+        return (scale / n) * (n * dy - self.grads["beta"] - xhat * self.grads["gamma"])
+
+    def get_config(self):
+        return {"num_features": self.num_features, "momentum": self.momentum, "eps": self.eps}
