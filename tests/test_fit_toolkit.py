@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import xpnet
-from xpnet import training
+from xpnet import BatchNorm1d, training
 from xpnet import (SGD, CSVLogger, Dense, EarlyStopping, LearningRateScheduler, ModelCheckpoint,
                    ReLU, Sequential, TopKAccuracy, to_numpy)
 from xpnet.callbacks import Callback, History
@@ -179,6 +179,31 @@ def test_early_stopping_restores_the_best_weights_exactly(dev):
         np.testing.assert_array_equal(restored[k], snapshots[2][k])
     assert any(not np.array_equal(restored[k], snapshots[-1][k]) for k in restored)  # they did move on
     assert xpnet.device_of(next(iter(model.parameters().values()))) == model.device
+
+
+def test_early_stopping_restores_batchnorm_running_statistics_too(dev):
+    X, y = _data(30)
+    model = Sequential([Dense(5, 8), BatchNorm1d(8), ReLU(), Dense(8, 6)], device=dev, seed=3)
+    states = []
+    record = xpnet.LambdaCallback(lambda epoch, logs: states.append(model.state_dict()))
+    stop = EarlyStopping(patience=2, restore_best_weights=True)
+    model.fit(X, y, loss="softmax_cross_entropy", optimizer=SGD(0.3), epochs=10, batch_size=10, verbose=0,
+              callbacks=[Scripted([1.0, 0.9, 0.5, 0.7, 0.6, 0.8]), record, stop])
+    assert stop.best_epoch == 2
+    for k, v in model.state_dict().items():
+        np.testing.assert_array_equal(v, states[2][k], err_msg=k)
+    assert not np.array_equal(states[2]["1.running_mean"], states[-1]["1.running_mean"])
+
+
+def test_divergence_rollback_puts_back_batchnorm_running_statistics(dev):
+    X, y = _data(40)
+    model = Sequential([Dense(5, 8), BatchNorm1d(8), ReLU(), Dense(8, 6)], device=dev, seed=3)
+    with pytest.raises(xpnet.TrainingDiverged):
+        # a rate that overflows float32 within a few steps: the batch statistics go infinite with the weights
+        training.fit(model, X, y, loss="softmax_cross_entropy", optimizer=SGD(1e30), epochs=1, batch_size=10,
+                     verbose=0, shuffle=False, check_every=1)
+    for k, v in model.state_dict().items():
+        assert np.all(np.isfinite(v)), k
 
 
 def test_early_stopping_without_restore_keeps_the_last_weights():

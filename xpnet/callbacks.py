@@ -172,17 +172,30 @@ class TrainingDiverged(FloatingPointError):
             f"learning rate (e.g. a tenth), a smaller init, or check the data for NaN/inf.")
 
 
-def _snapshot(params, into=None) -> dict | None:
-    """Copies of the parameters if they are all finite, else ``None``.
+def _state(model) -> tuple:
+    """What a rollback or a best-weights restore puts back: the parameters and the buffers (BatchNorm's
+    running statistics, which a NaN batch poisons as surely as the weights)."""
+    return model.parameters(), model.buffers()
+
+
+def _snapshot(state, into=None) -> dict | None:
+    """Copies of ``state``'s arrays (keyed ``(i, name)``) if they are all finite, else ``None``.
 
     ``into`` (an earlier snapshot) is overwritten in place where its arrays are writeable, so there is
     never a second copy of the weights alive, nor an allocation per window.
     """
-    for p in params.values():
-        xp = array_namespace(p)
-        if not bool(xp.all(xp.isfinite(p))):
-            return None
-    return {k: copy_(None if into is None else into.get(k), p) for k, p in params.items()}
+    for arrays in state:
+        for p in arrays.values():
+            xp = array_namespace(p)
+            if not bool(xp.all(xp.isfinite(p))):
+                return None
+    old = into or {}
+    return {(i, k): copy_(old.get((i, k)), p) for i, arrays in enumerate(state) for k, p in arrays.items()}
+
+
+def _put_back(state, snapshot: dict, copy: bool = False) -> None:
+    for (i, k), v in snapshot.items():
+        state[i][k] = copy_(state[i][k], v) if copy else v
 
 
 class DivergenceRollback(Callback):
@@ -198,20 +211,18 @@ class DivergenceRollback(Callback):
         self.good, self.epoch, self.window_start = None, 0, 0
 
     def on_epoch_begin(self, epoch, logs=None):
-        self.good = _snapshot(self.model.parameters(), self.good)
+        self.good = _snapshot(_state(self.model), self.good)
         self.epoch, self.window_start = epoch, 0
 
     def on_batch_end(self, step, logs=None):
         values = logs["losses"].tolist()
         bad = next((i for i, v in enumerate(values) if not math.isfinite(v)), None)
         if bad is not None:
-            params = self.model.parameters()
-            for k, v in (self.good or {}).items():
-                params[k] = v
+            _put_back(_state(self.model), self.good or {})
             raise TrainingDiverged(self.epoch, self.window_start + bad, float(values[bad]), self.window_start)
         self.window_start = step + 1
         if step < self.params["steps"] - 1:
-            self.good = _snapshot(self.model.parameters(), self.good) or self.good
+            self.good = _snapshot(_state(self.model), self.good) or self.good
 
 
 class ProgressBar(Callback):
@@ -342,15 +353,14 @@ class EarlyStopping(Callback):
     def _keep(self):
         # Overwrites this run's previous copy in place where it can: one copy of the weights, no allocation.
         old = self.best_weights or {}
-        self.best_weights = {k: copy_(old.get(k), p) for k, p in self.model.parameters().items()}
+        self.best_weights = {(i, k): copy_(old.get((i, k)), p)
+                             for i, arrays in enumerate(_state(self.model)) for k, p in arrays.items()}
 
     def on_train_end(self, logs=None):
         if self.restore_best_weights and self.best_weights is not None:
             if self.verbose > 0:
                 print(f"Restoring the weights of epoch {self.best_epoch + 1}, the best.", flush=True)
-            params = self.model.parameters()
-            for k, v in self.best_weights.items():
-                params[k] = copy_(params[k], v)
+            _put_back(_state(self.model), self.best_weights, copy=True)
 
 
 class ModelCheckpoint(Callback):
