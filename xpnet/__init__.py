@@ -11,6 +11,7 @@ from .io import ModelFormatError
 from .layers import Dense, Flatten, Identity, Layer, LeakyReLU, ReLU, Sigmoid, Softmax, Step, Tanh
 from .losses import MSE, BinaryCrossEntropy, CrossEntropy, Loss, SoftmaxCrossEntropy
 from .model import Sequential, load
+from .onnx import export_onnx
 from .optim import SGD, Adam, AdamW, Optimizer, RMSprop, clip_grad_norm
 from .saving import save
 from .training import History, TrainingDiverged
@@ -20,6 +21,6 @@ __all__ = [
     "Adam", "AdamW", "BACKENDS", "BinaryCrossEntropy", "Callback", "CrossEntropy", "Dense", "Device",
     "DeviceUnavailableError", "Flatten", "History", "Identity", "Layer", "LeakyReLU", "Loss", "MSE",
     "ModelFormatError", "NeuralNetwork", "Optimizer", "RMSprop", "ReLU", "SGD", "Sequential", "Sigmoid", "Softmax",
-    "SoftmaxCrossEntropy", "Step", "Tanh", "TrainingDiverged", "available_backends", "clip_grad_norm", "device", "device_of", "load",
+    "SoftmaxCrossEntropy", "Step", "Tanh", "TrainingDiverged", "available_backends", "clip_grad_norm", "device", "device_of", "export_onnx", "load",
     "save", "synchronize", "to_numpy", "__version__",
 ]
