@@ -7,6 +7,8 @@ import http.server
 import io
 import os
 import pathlib
+import socket
+import sys
 import threading
 import urllib.error
 
@@ -27,15 +29,15 @@ MNIST_FILES = list(ds.SHA256["mnist"])
 
 @pytest.fixture(autouse=True)
 def isolated(monkeypatch, tmp_path):
-    """Empty cache, no $XPNET_DATA, and the default fetch may only reach 127.0.0.1."""
+    """Empty cache, no $XPNET_DATA, and the default (pooch) downloader may only reach 127.0.0.1."""
     monkeypatch.setenv("XPNET_CACHE", str(tmp_path / "cache"))
     monkeypatch.delenv("XPNET_DATA", raising=False)
-    real = ds_files._urlopen
+    real = ds_files._http
 
-    def local_only(url):
+    def local_only(url, *args, **kwargs):
         assert url.startswith("http://127.0.0.1:"), f"test tried the network: {url}"
-        return real(url)
-    monkeypatch.setattr(ds_files, "_urlopen", local_only)
+        return real(url, *args, **kwargs)
+    monkeypatch.setattr(ds_files, "_http", local_only)
     monkeypatch.setattr(ds_files, "_VERIFIED", set())
 
 
@@ -132,7 +134,7 @@ def test_tutorial_csv_equals_first_idx_rows(mnist):
 @needs_data
 def test_verification_is_cached(monkeypatch):
     ds.load_mnist(data_dir=DATA, limit=1, download=False)
-    monkeypatch.setattr(ds_files, "_sha256_file", lambda path: pytest.fail(f"hashed {path} again"))
+    monkeypatch.setattr(ds_files.pooch, "file_hash", lambda path, **kw: pytest.fail(f"hashed {path} again"))
     ds.load_mnist(data_dir=DATA, limit=1, download=False)
 
 
@@ -142,7 +144,10 @@ def test_data_dirs_order(monkeypatch, tmp_path):
     monkeypatch.setenv("XPNET_DATA", os.pathsep.join(["/a", "/b"]))
     assert ds.data_dirs("/x") == [pathlib.Path(p) for p in ("/x", "/a", "/b", tmp_path / "cache")]
     monkeypatch.delenv("XPNET_CACHE")
-    assert ds.data_dirs()[-1] == pathlib.Path.home() / ".cache" / "xpnet"
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+    per_user = {"linux": ".cache/xpnet", "darwin": "Library/Caches/xpnet"}.get(sys.platform)
+    if per_user:
+        assert ds.data_dirs()[-1] == pathlib.Path.home() / per_user
 
 
 def test_download_with_fake_fetch(monkeypatch, tmp_path, fake_mnist):
@@ -220,6 +225,24 @@ def test_offline_error_names_files_folders_and_fix(monkeypatch, tmp_path):
                                "no route to host"] + [m + MNIST_FILES[0] for m in ds.MIRRORS["mnist"]]:
         assert text in msg
     assert msg.count("no route to host") == len(ds.MIRRORS["mnist"])  # stops after the first file
+
+
+def test_refused_connection_through_pooch_names_the_cause(monkeypatch, tmp_path, http_mirrors, capsys):
+    """The real downloader (pooch, requests) against a closed port: the line says "Connection refused",
+    not urllib3's "Max retries exceeded" wrapper; a good mirror after it still delivers, with a progress bar."""
+    with socket.socket() as s:  # a port that was free a moment ago: nothing listens there now
+        s.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{s.getsockname()[1]}/"
+    monkeypatch.setitem(ds.MIRRORS, "mnist", (closed,))
+    with pytest.raises(ds.DatasetNotFoundError) as err:
+        ds.load_mnist()
+    line = next(t for t in str(err.value).splitlines() if closed in t)
+    assert "Connection refused" in line and "Max retries" not in line, line
+    assert "check your network" in str(err.value)
+    monkeypatch.setitem(ds.MIRRORS, "mnist", (closed, http_mirrors + "good/"))
+    capsys.readouterr()
+    assert ds.load_mnist(limit=1)[0][0].shape == (1, 784)
+    assert "100%" in capsys.readouterr().err  # tqdm's bar, through pooch
 
 
 @pytest.fixture

@@ -15,6 +15,7 @@ from .layers import (BatchNorm1d, Dense, Dropout, Flatten, Identity, Layer, Leak
 from .losses import MSE, BinaryCrossEntropy, CrossEntropy, Loss, SoftmaxCrossEntropy
 from .metrics import TopKAccuracy
 from .model import Sequential, load
+from .onnx import export_onnx
 from .optim import SGD, Adam, AdamW, Optimizer, RMSprop, clip_grad_norm
 from .saving import save
 from .training import History, TrainingDiverged
@@ -26,6 +27,6 @@ __all__ = [
     "LambdaCallback", "Layer", "LearningRateScheduler", "LeakyReLU", "Loss", "MSE", "ModelCheckpoint",
     "ModelFormatError", "NeuralNetwork", "Optimizer", "RMSprop", "ReLU", "SGD", "Sequential", "Sigmoid",
     "Softmax", "SoftmaxCrossEntropy", "Step", "Tanh", "TopKAccuracy", "TrainingDiverged", "available_backends",
-    "clip_grad_norm", "device", "device_of", "load", "metrics", "save", "schedules", "synchronize", "to_numpy",
+    "clip_grad_norm", "device", "device_of", "export_onnx", "load", "metrics", "save", "schedules", "synchronize", "to_numpy",
     "__version__",
 ]

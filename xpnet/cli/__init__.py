@@ -5,6 +5,7 @@
     xpnet train --epochs 5 --save mnist.npz && xpnet evaluate mnist.npz
     xpnet predict mnist.npz --input digits.csv   # one predicted class per line
     xpnet info                                   # versions, backends, CUDA devices (or why none)
+    xpnet export mnist.npz --onnx mnist.onnx     # for ONNX Runtime and other ONNX runtimes
 
 Exit status: 0 on success, 2 for usage errors (argparse's), 1 for runtime errors, which are printed as
 one line ``xpnet: error: <message>`` on stderr; ``--debug`` shows the traceback instead.
@@ -20,6 +21,7 @@ import numpy as np
 
 from .. import backend, datasets, io
 from .commands import cmd_evaluate, cmd_info, cmd_predict, cmd_train
+from .export import cmd_export  # noqa: F401 (main looks commands up by name)
 from .parser import _check_environment, add_device_options, build_parser
 
 __all__ = ["add_device_options", "build_parser", "cmd_evaluate", "cmd_info", "cmd_predict", "cmd_train", "main",

@@ -8,6 +8,7 @@ import os
 from .. import backend, datasets
 from .._version import __version__
 from ..validation import check_positive_int
+from .export import add_export_parser
 
 HIDDEN = ("sigmoid", "relu", "tanh", "leaky_relu")
 LOSSES = ("mse", "softmax_cross_entropy", "binary_cross_entropy")
@@ -173,4 +174,5 @@ def build_parser() -> argparse.ArgumentParser:
         "info", parents=[common], help="versions, backends and CUDA devices", formatter_class=raw,
         description="Show versions, usable backends and CUDA devices (or why there are none).\n\n"
                     "Also the device that 'auto' (or --device/--backend) resolves to here, and the data folders.")
+    add_export_parser(sub)
     return parser

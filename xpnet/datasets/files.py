@@ -1,21 +1,22 @@
-"""Where dataset files come from: the data folders, the download cache, the mirrors and the SHA-256 sums.
+"""Where dataset files come from: the data folders, then a download through pooch into the cache.
 
-:func:`_find_files` looks a dataset's files up in :func:`data_dirs`, verifies each against
-:data:`SHA256` (a hash cached per path, mtime and size) and downloads what is missing into the cache,
-trying :data:`MIRRORS` in order. Every problem raises a :class:`DatasetError`.
+:func:`_find_files` looks a dataset's files up in :func:`data_dirs` and verifies each against
+:data:`SHA256`; what is missing it fetches with :func:`pooch.retrieve`, which streams into a temporary
+file beside the target, checks the hash and only then moves it in place (with a progress bar).
+:data:`MIRRORS` are tried in order. Every problem raises a :class:`DatasetError`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import io
 import logging
 import os
 import pathlib
-import sys
-import tempfile
-import urllib.request
+import re
+import shutil
+
+import pooch
 
 # Folder name -> {file: SHA-256} of the original distributions (the files match the official MD5s).
 SHA256 = {
@@ -36,7 +37,8 @@ SHA256 = {
         "mnist_test_10.csv": "36872cba8ad8788b41d8dc391e84e33871ba1bb9d73a5a4c95c0429fd63e96e5",
     },
 }
-# Tried in order; every mirror serves the files under their original names.
+# Tried in order; every mirror serves the files under their original names. (A pooch registry holds
+# one URL per file, so the fallback from one mirror to the next is ours.)
 MIRRORS = {
     "mnist": (
         "https://ossci-datasets.s3.amazonaws.com/mnist/",
@@ -53,10 +55,11 @@ MIRRORS = {
         "/HEAD/mnist_dataset/",
     ),
 }
-_VERIFIED = set()  # (path, mtime_ns, size, sha256) already hashed in this process
+# pooch's HTTP downloader (requests), with a tqdm progress bar on stderr
+_http = pooch.HTTPDownloader(progressbar=True, timeout=30)
+# (path, mtime_ns, size, sha256) already hashed in this process: a second load does not read 55 MB again
+_VERIFIED = set()
 log = logging.getLogger("xpnet")
-
-
 
 
 class DatasetError(RuntimeError):
@@ -74,8 +77,9 @@ class DatasetCorruptError(DatasetError):
 def data_dirs(data_dir=None):
     """Folders searched for data, in order: ``data_dir``, ``$XPNET_DATA``, the cache.
 
-    ``$XPNET_DATA`` may hold several folders joined by ``os.pathsep``. The cache is
-    ``$XPNET_CACHE`` or ``~/.cache/xpnet``; downloads go there. Returns a list of ``pathlib.Path``.
+    ``$XPNET_DATA`` may hold several folders joined by ``os.pathsep``. The cache is ``$XPNET_CACHE``
+    or the per-user cache folder (``pooch.os_cache("xpnet")``: ``~/.cache/xpnet`` on Linux,
+    ``~/Library/Caches/xpnet`` on macOS); downloads go there. Returns a list of ``pathlib.Path``.
 
     >>> data_dirs("/data")[0]
     PosixPath('/data')
@@ -110,35 +114,37 @@ def _check_data_dirs(data_dir):
 
 
 def _cache_dir():
-    return pathlib.Path(os.environ.get("XPNET_CACHE") or "~/.cache/xpnet").expanduser()
-
-
-def _urlopen(url):
-    """Default ``fetch``: a streaming HTTP response (some mirrors refuse urllib's user agent)."""
-    request = urllib.request.Request(url, headers={"User-Agent": "xpnet"})
-    return urllib.request.urlopen(request, timeout=30)
+    return pathlib.Path(os.environ.get("XPNET_CACHE") or pooch.os_cache("xpnet")).expanduser()
 
 
 def _short(err):
-    text = f"{type(err).__name__}: {err}"
+    """One line for an error: an HTTP status as ``HTTP Error 404: Not Found``, pooch's hash mismatch
+    as ``SHA-256 mismatch: expected .., got ..``, anything else as ``Type: message`` up to 120 chars."""
+    status = getattr(getattr(err, "response", None), "status_code", None)
+    if status is not None:
+        return f"HTTP Error {status}: {err.response.reason}"
+    mismatch = re.search(r"expected (?:sha256:)?(\w+) but got (\w+)", str(err))
+    if mismatch:
+        return f"SHA-256 mismatch: expected {mismatch[1][:12]}.., got {mismatch[2][:12]}.."
+    reason = getattr(err.args[0], "reason", None) if err.args else None
+    if reason is not None:  # requests' ConnectionError wraps urllib3's "Max retries exceeded": say its cause
+        err = reason
+    message = re.sub(r"^\w+\(host=[^)]*\): ", "", str(err))  # urllib3 starts with the host: the URL says it
+    text = f"{type(err).__name__}: {message}"
     return text if len(text) <= 120 else text[:117] + "..."
 
 
-def _sha256_file(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def _verify(path, expected, got=None):
-    """Raise unless ``path`` hashes to ``expected``; pass ``got`` when the hash is already known."""
+def _stat_key(path, expected):
     st = path.stat()
-    key = (str(path.resolve()), st.st_mtime_ns, st.st_size, expected)
+    return str(path.resolve()), st.st_mtime_ns, st.st_size, expected
+
+
+def _verify(path, expected):
+    """Raise unless ``path`` hashes to ``expected`` (read once per process while it is unchanged)."""
+    key = _stat_key(path, expected)
     if key in _VERIFIED:
         return
-    got = got or _sha256_file(path)
+    got = pooch.file_hash(str(path), alg="sha256")
     if got != expected:
         raise DatasetCorruptError(
             f"{path}: SHA-256 checksum mismatch (corrupt, truncated or a different file)\n"
@@ -147,40 +153,33 @@ def _verify(path, expected, got=None):
     _VERIFIED.add(key)
 
 
-def _download(folder, name, fetch, dest, tried):
-    """Try each mirror; the file lands in ``dest`` only whole and verified. Returns the path or None."""
-    expected = SHA256[folder][name]
+def _fetcher(fetch):
+    """A pooch downloader around ``fetch(url) -> bytes | stream`` (the loaders' ``fetch=`` argument)."""
+    def download(url, output_file, pooch_, check_only=False):
+        src = fetch(url)
+        if isinstance(src, (bytes, bytearray, memoryview)):
+            src = io.BytesIO(src)
+        with contextlib.closing(src), open(output_file, "wb") as f:
+            shutil.copyfileobj(src, f)
+    return download
+
+
+def _download(folder, name, downloader, dest, tried):
+    """Try each mirror in turn; returns the path, or None (each failure appended to ``tried``)."""
     try:
         dest.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         tried.append(f"cannot create {dest}: {_short(e)}")
         return None
     for base in MIRRORS[folder]:
-        url, tmp = base + name, None
         try:
-            print(f"xpnet: downloading {url}", file=sys.stderr)
-            src = fetch(url)
-            if isinstance(src, (bytes, bytearray, memoryview)):
-                src = io.BytesIO(src)
-            digest = hashlib.sha256()
-            with contextlib.closing(src), tempfile.NamedTemporaryFile(
-                    dir=dest, prefix=f".{name}.", suffix=".part", delete=False) as f:
-                tmp = pathlib.Path(f.name)
-                while chunk := src.read(1 << 20):
-                    digest.update(chunk)
-                    f.write(chunk)
-            got = digest.hexdigest()
-            if got != expected:
-                raise DatasetCorruptError(f"SHA-256 mismatch: expected {expected[:12]}.., got {got[:12]}..")
-            os.replace(tmp, dest / name)  # atomic: readers never see a partial file
-            tmp = None
-            _verify(dest / name, expected, got)  # no second read of the file
-            return dest / name
+            path = pathlib.Path(pooch.retrieve(base + name, known_hash=f"sha256:{SHA256[folder][name]}",
+                                               fname=name, path=dest, downloader=downloader))
         except Exception as e:  # any mirror failure (HTTP, timeout, bad bytes) just moves on to the next
-            tried.append(f"{url}: {_short(e)}")
-        finally:
-            if tmp is not None:
-                tmp.unlink(missing_ok=True)
+            tried.append(f"{base + name}: {_short(e)}")
+            continue
+        _VERIFIED.add(_stat_key(path, SHA256[folder][name]))  # pooch hashed it: no second read
+        return path
     return None
 
 
@@ -199,8 +198,9 @@ def _find_files(folder, data_dir, download, fetch, title):
             found[name] = hit
     missing = [n for n in names if n not in found]
     if missing and download:
+        downloader = _fetcher(fetch) if fetch is not None else _http
         for name in missing:
-            path = _download(folder, name, fetch or _urlopen, _cache_dir() / folder, tried)
+            path = _download(folder, name, downloader, _cache_dir() / folder, tried)
             if path is None:
                 break  # every mirror failed: most likely offline, don't wait out the other files too
             found[name] = path

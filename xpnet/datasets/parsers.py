@@ -93,7 +93,8 @@ def load_mnist(kind="mnist", *, data_dir=None, scale="unit", download=True, limi
     ``"tutorial"`` the book's ``pixels / 255 * 0.99 + 0.01`` in [0.01, 1], ``None`` raw uint8.
     ``y`` is int64 ``(n,)`` in 0..9; n is 60000/10000, or at most ``limit`` each.
     Files are found under ``<dir>/<kind>/`` for each of :func:`data_dirs` (or directly in
-    ``data_dir``), else downloaded to the cache; ``fetch(url) -> bytes | stream`` replaces urllib.
+    ``data_dir``), else downloaded to the cache; ``fetch(url) -> bytes | stream`` replaces pooch's
+    HTTP download (the SHA-256 check still applies).
     A ``data_dir`` that is not a folder raises :class:`DatasetNotFoundError` (it never falls back).
 
     >>> (X, y), (Xt, yt) = load_mnist("fashion-mnist", limit=1000)

@@ -1,0 +1,237 @@
+"""Export a model to ONNX, the file that ONNX Runtime (C++, C#, Java, the browser, phones), TensorRT and
+OpenVINO read: ``xpnet.export_onnx(model, "model.onnx")``.
+
+Each layer becomes the ONNX operators that compute its inference forward pass, from :data:`EXPORTERS`,
+a table keyed by layer class (as skl2onnx keeps its converters by model class)::
+
+    Dense        Gemm(x, W, b) = x W + b      (W is (in, out): no transpose; MatMul without a bias)
+    Sigmoid, Tanh, Relu, LeakyRelu(alpha), Softmax(axis=-1), Identity, Flatten(axis=1)
+    Step         Cast(GreaterOrEqual(x, 0))   (1 where x >= 0, else 0)
+    Dropout      Identity                      (inverted dropout is the identity at inference)
+    BatchNorm1d  BatchNormalization(x, gamma, beta, running_mean, running_var, epsilon)
+
+The batch dimension is symbolic (``"batch"``), so one file serves any batch size. The input scaling the
+model was trained with (``model.metadata["scale"]``, ``model.input_range``) goes into the file's
+``metadata_props``: the runtime sees raw numbers, and whoever feeds it must scale them the same way.
+
+The ``onnx`` package is needed only here, and imported only when a model is exported
+(``pip install "xpnet[onnx]"``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+from . import layers as _layers
+from ._version import __version__
+from .backend import to_numpy
+
+DEFAULT_OPSET = 17  # ONNX Runtime 1.12 (2022) and later run it
+MIN_OPSET = 13  # Softmax over the last axis alone (before 13 it flattened the trailing axes first)
+INPUT, OUTPUT = "input", "output"
+# How the ``xpnet`` command scaled 0..255 pixels (model.metadata["scale"]), as a formula for the reader.
+SCALE_FORMULAS = {"tutorial": "x / 255 * 0.99 + 0.01 (0..255 pixels to 0.01..1)",
+                  "unit": "x / 255 (0..255 pixels to 0..1)"}
+
+EXPORTERS: dict = {}
+"""``{layer class: exporter}``. An exporter ``f(layer, x, graph) -> str`` adds the nodes that compute
+``layer.forward(x)`` at inference to ``graph`` (a :class:`Graph`) and returns the name of their output.
+Only the exact class is looked up: a subclass may compute something else, so it needs its own entry."""
+
+
+def exporter(*names):
+    """Register the decorated function as the exporter of the :mod:`xpnet.layers` classes called ``names``.
+
+    Looked up by name so that an entry for a layer this version of xpnet does not have is skipped, not an
+    error. For a layer of your own, set ``EXPORTERS[MyLayer] = f`` directly.
+    """
+    def register(fn):
+        for name in names:
+            cls = getattr(_layers, name, None)
+            if cls is not None:
+                EXPORTERS[cls] = fn
+        return fn
+    return register
+
+
+class Graph:
+    """The ONNX graph being built: nodes and weights (initializers), every name unique by its prefix.
+
+    ``prefix`` is the layer's index in the model, so the weights keep their state-dict names
+    (``"0.W"``, ``"0.b"``) and each node's name starts with its layer's (``"0_Gemm_0"``).
+    """
+
+    def __init__(self, onnx, dtype: str):
+        self.onnx, self.dtype = onnx, dtype
+        self.elem_type = {"float32": onnx.TensorProto.FLOAT, "float64": onnx.TensorProto.DOUBLE}[dtype]
+        self.nodes, self.initializers = [], []
+        self.prefix = ""
+
+    def weight(self, name: str, array) -> str:
+        """Add ``array`` (any backend, any device) as the initializer ``"<prefix>.<name>"``; returns that name."""
+        full = f"{self.prefix}.{name}"
+        self.initializers.append(self.onnx.numpy_helper.from_array(to_numpy(array).astype(self.dtype), full))
+        return full
+
+    def scalar(self, name: str, value: float) -> str:
+        """A 0-d constant of the model's dtype (broadcasts against any input)."""
+        full = f"{self.prefix}.{name}"
+        self.initializers.append(self.onnx.helper.make_tensor(full, self.elem_type, [], [float(value)]))
+        return full
+
+    def node(self, op: str, inputs, **attributes) -> str:
+        """Add one node ``op(*inputs)`` and return the name of its (single) output."""
+        name = f"{self.prefix}_{op}_{len(self.nodes)}"
+        self.nodes.append(self.onnx.helper.make_node(op, list(inputs), [name], name=name, **attributes))
+        return name
+
+
+# -- the table --------------------------------------------------------------------------------------
+@exporter("Dense")
+def _dense(layer, x, g):
+    if layer.bias:
+        return g.node("Gemm", [x, g.weight("W", layer.params["W"]), g.weight("b", layer.params["b"])])
+    return g.node("MatMul", [x, g.weight("W", layer.params["W"])])
+
+
+@exporter("Sigmoid")
+def _sigmoid(layer, x, g):
+    # xpnet clamps x at -80 first (exp stays finite); that changes only outputs below 1.8e-35.
+    return g.node("Sigmoid", [x])
+
+
+@exporter("Tanh")
+def _tanh(layer, x, g):
+    return g.node("Tanh", [x])
+
+
+@exporter("ReLU")
+def _relu(layer, x, g):
+    return g.node("Relu", [x])
+
+
+@exporter("LeakyReLU")
+def _leaky_relu(layer, x, g):
+    return g.node("LeakyRelu", [x], alpha=layer.alpha)
+
+
+@exporter("Softmax")
+def _softmax(layer, x, g):
+    return g.node("Softmax", [x], axis=-1)
+
+
+@exporter("Step")
+def _step(layer, x, g):
+    return g.node("Cast", [g.node("GreaterOrEqual", [x, g.scalar("zero", 0.0)])], to=g.elem_type)
+
+
+@exporter("Identity", "Dropout")
+def _identity(layer, x, g):
+    return g.node("Identity", [x])
+
+
+@exporter("Flatten")
+def _flatten(layer, x, g):
+    return g.node("Flatten", [x], axis=1)
+
+
+@exporter("BatchNorm1d")
+def _batch_norm(layer, x, g):
+    inputs = [g.weight("gamma", layer.params["gamma"]), g.weight("beta", layer.params["beta"]),
+              g.weight("running_mean", layer.buffers["running_mean"]),
+              g.weight("running_var", layer.buffers["running_var"])]
+    return g.node("BatchNormalization", [x, *inputs], epsilon=layer.eps)
+
+
+# -- export -----------------------------------------------------------------------------------------
+def export_onnx(model, path, *, opset: int = DEFAULT_OPSET, input_shape=None):
+    """Write ``model`` as an ONNX file at ``path`` that computes ``model.predict`` and returns the
+    ``onnx.ModelProto``.
+
+    The graph has one input ``"input"`` of shape ``(batch, *input_shape)`` and one output ``"output"``,
+    in the model's dtype (float32, or float64), with a symbolic batch size. ``input_shape`` is one
+    sample's shape; it defaults to ``(in_features,)`` of the first ``Dense`` (or ``BatchNorm1d``) and
+    must be given when a ``Flatten`` comes first. ``opset`` is the ONNX operator set, from 13 up to the
+    newest the installed ``onnx`` knows. The file's ``metadata_props`` hold ``scale`` and
+    ``input_scaling`` (how raw pixels were scaled for training), ``input_range`` (JSON ``[low, high]``
+    of the inputs ``fit`` saw), ``loss``, ``xpnet_version`` and ``xpnet_metadata`` (all of
+    ``model.metadata``, JSON).
+
+    Raises ``TypeError`` naming the first layer that has no entry in :data:`EXPORTERS`, ``ValueError``
+    for a bad ``opset`` or ``input_shape``, and ``ModuleNotFoundError`` (saying what to install) without
+    the ``onnx`` package. The file is checked with ``onnx.checker`` (shapes included) before it is written.
+
+        >>> xpnet.export_onnx(model, "mnist.onnx")
+    """
+    try:
+        import onnx
+    except ImportError:
+        raise ModuleNotFoundError("export_onnx needs the onnx package: pip install 'xpnet[onnx]' "
+                                  "(or pip install onnx)") from None
+    newest = onnx.defs.onnx_opset_version()
+    if isinstance(opset, bool) or not isinstance(opset, int) or not MIN_OPSET <= opset <= newest:
+        raise ValueError(f"export_onnx: opset must be an int from {MIN_OPSET} to {newest} (the newest this onnx "
+                         f"{onnx.__version__} knows), got {opset!r}; the default is {DEFAULT_OPSET}")
+    for i, layer in enumerate(model.layers):
+        if type(layer) not in EXPORTERS:
+            known = ", ".join(sorted(cls.__name__ for cls in EXPORTERS))
+            raise TypeError(f"export_onnx: layer {i}, {layer!r} ({type(layer).__module__}."
+                            f"{type(layer).__qualname__}), has no ONNX exporter. Exportable layers: {known}. "
+                            f"For a layer of your own add one: xpnet.onnx.EXPORTERS[{type(layer).__name__}] = "
+                            f"f(layer, x, graph) -> output name")
+    h = onnx.helper
+    g = Graph(onnx, model.dtype)
+    x = INPUT
+    for i, layer in enumerate(model.layers):
+        g.prefix = str(i)
+        x = EXPORTERS[type(layer)](layer, x, g)
+    if g.nodes:
+        g.nodes[-1].output[0] = OUTPUT  # the last node writes the graph's output directly
+    else:
+        g.nodes.append(h.make_node("Identity", [INPUT], [OUTPUT], name="identity"))
+    graph = h.make_graph(
+        g.nodes, "xpnet", [h.make_tensor_value_info(INPUT, g.elem_type, ["batch", *_sample_shape(model, input_shape)])],
+        [h.make_tensor_value_info(OUTPUT, g.elem_type, None)], initializer=g.initializers)
+    # make_model_gen_version picks the oldest IR version that holds this opset, so older runtimes load it
+    proto = h.make_model_gen_version(graph, opset_imports=[h.make_opsetid("", opset)], producer_name="xpnet",
+                                     producer_version=__version__, doc_string=repr(model))
+    h.set_model_props(proto, _metadata(model))
+    try:
+        proto = onnx.shape_inference.infer_shapes(proto, check_type=True, strict_mode=True)
+    except Exception as exc:  # onnx raises its own InferenceError; the message names the node
+        raise ValueError(f"export_onnx: the graph does not fit together ({exc}); check input_shape="
+                         f"{input_shape!r} against the first layer") from None
+    onnx.checker.check_model(proto, full_check=True)
+    onnx.save(proto, os.fspath(path))
+    return proto
+
+
+def _sample_shape(model, input_shape):
+    if input_shape is not None:
+        shape = tuple(input_shape)
+        if not shape or any(isinstance(d, bool) or not isinstance(d, int) or d < 1 for d in shape):
+            raise ValueError(f"export_onnx: input_shape is one sample's shape, a tuple of positive ints such "
+                             f"as (784,) or (28, 28), got {input_shape!r}")
+        return shape
+    for layer in model.layers:
+        if isinstance(layer, _layers.Dense):
+            return (layer.in_features,)
+        if type(layer).__name__ == "BatchNorm1d":
+            return (layer.num_features,)
+        if isinstance(layer, _layers.Flatten):
+            raise ValueError("export_onnx: the model starts with Flatten, so the shape of its input is not "
+                             "known: pass input_shape, one sample's shape, e.g. input_shape=(28, 28)")
+    return ("features",)  # elementwise layers only: any width
+
+
+def _metadata(model) -> dict:
+    meta = getattr(model, "metadata", None) or {}
+    scale = meta.get("scale")
+    span = getattr(model, "input_range", None)
+    loss = getattr(model, "loss", None)
+    props = {"xpnet_version": __version__, "xpnet_metadata": json.dumps(meta, sort_keys=True),
+             "loss": None if loss is None else type(loss).__name__,
+             "scale": None if scale is None else str(scale), "input_scaling": SCALE_FORMULAS.get(scale),
+             "input_range": None if span is None else json.dumps([float(span[0]), float(span[1])])}
+    return {k: v for k, v in props.items() if v is not None}
