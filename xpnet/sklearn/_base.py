@@ -1,31 +1,4 @@
-"""``MLPClassifier`` and ``MLPRegressor``: drop-in for scikit-learn's, trained by xpnet on any device.
-
-The parameters, their defaults and the fitted attributes are scikit-learn's (1.6+), so these work in
-``Pipeline``, ``GridSearchCV`` and ``cross_val_score`` and pass ``check_estimator``; ``device`` and
-``backend`` pick where xpnet trains (what :func:`xpnet.device` takes; pass strings, so that ``clone``
-can copy them). The model is a :class:`~xpnet.Sequential` of ``Dense`` layers in float32. What follows
-scikit-learn exactly and where it differs:
-
-- Initial weights: Glorot-uniform weights *and* biases, drawn from ``random_state`` in scikit-learn's
-  order, so a given ``random_state`` starts from scikit-learn's own weights (rounded to float32).
-- Objective per batch of ``n_b`` rows: ``L + alpha / (2 n_b) * sum ||W||^2`` over the weights, not the
-  biases (the gradient gets ``alpha W / n_b``). ``L`` is the softmax cross-entropy (multiclass), the
-  logistic cross-entropy on one output (binary) or ``mean((y - p)^2) / 2`` (regression).
-  ``loss_curve_`` holds the epoch mean of that objective, as scikit-learn's does.
-- Stopping: scikit-learn's rule, on the training loss, or with ``early_stopping`` on the held-out
-  score (accuracy or R^2); the best weights come back at the end. The held-out split is stratified
-  for every classifier (scikit-learn, though documented so, stratifies two classes only).
-- Shuffling draws from a generator seeded by ``random_state``, not from ``random_state`` itself, so the
-  batches (and so the trained weights) differ from scikit-learn's.
-- ``solver="adam"`` is :class:`xpnet.Adam` with scikit-learn's ``epsilon`` (added to the raw ``sqrt(v)``);
-  ``solver="sgd"`` is :class:`xpnet.SGD`, whose momentum buffer is PyTorch's: it differs from
-  scikit-learn's only while an ``invscaling`` or ``adaptive`` rate changes. With ``shuffle=False`` the
-  trained weights are scikit-learn's to float32 precision (tests/test_sklearn.py).
-- Not supported, with an error that says so: ``solver="lbfgs"``, multilabel targets, sparse input,
-  ``sample_weight``.
-
-Importing this module imports scikit-learn (the ``sklearn`` extra); ``import xpnet`` does not.
-"""
+"""What MLPClassifier and MLPRegressor share: the model, scikit-learn's step and the iteration loop."""
 
 from __future__ import annotations
 
@@ -33,34 +6,19 @@ import copy
 import math
 import warnings
 
-from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
+from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.exceptions import ConvergenceWarning
-from sklearn.metrics import accuracy_score, r2_score
 from sklearn.model_selection import train_test_split
-from sklearn.preprocessing import LabelEncoder
 from sklearn.utils import check_random_state
-from sklearn.utils.multiclass import check_classification_targets, type_of_target, unique_labels
-from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
+from sklearn.utils.validation import check_is_fitted, validate_data
 
-from . import backend as _backend
-from ._inplace import add_
-from .layers import Dense, Identity, ReLU, Sigmoid, Tanh, sigmoid, softmax
-from .losses import MSE, BinaryCrossEntropy, SoftmaxCrossEntropy
-from .model import Sequential
-from .optim import SGD, Adam, Optimizer
-
-__all__ = ["MLPClassifier", "MLPRegressor", "expected_failed_checks"]
+from .. import backend as _backend
+from .._inplace import add_
+from ..layers import Dense, Identity, ReLU, Sigmoid, Tanh
+from ..model import Sequential
+from ..optim import SGD, Adam, Optimizer
 
 _ACTIVATIONS = {"identity": Identity, "logistic": Sigmoid, "tanh": Tanh, "relu": ReLU}
-
-
-def expected_failed_checks(estimator) -> dict:
-    """The ``check_estimator`` checks these estimators are known to fail, with the reason, for
-    ``check_estimator(est, expected_failed_checks=...)`` or ``parametrize_with_checks`` (scikit-learn 1.6
-    moved this out of the estimator's tags)."""
-    return {"check_methods_subset_invariance":
-            "the model computes in float32: BLAS may round a row's product differently in a smaller batch "
-            "(measured 4e-7 relative on predict_proba; the check allows 1e-7)"}
 
 
 class _ScikitLearnStep(Optimizer):
@@ -323,154 +281,3 @@ def _map_arrays(obj, f):
     if isinstance(obj, (tuple, list)):
         return type(obj)(_map_arrays(v, f) for v in obj)
     return f(obj) if _backend.is_array(obj) else obj
-
-
-class MLPClassifier(ClassifierMixin, _BaseMLP):
-    """Multi-layer perceptron classifier, as ``sklearn.neural_network.MLPClassifier``, trained by xpnet.
-
-    ``k > 2`` classes: ``k`` softmax outputs and the cross-entropy; two classes: one logistic output.
-    ``predict_proba`` gives ``(n, k)`` NumPy rows summing to 1 (two columns for two classes).
-
-        >>> clf = MLPClassifier(hidden_layer_sizes=(64,), max_iter=50, random_state=0, device="cpu")
-        >>> clf.fit(X_train, y_train).score(X_test, y_test)
-    """
-
-    def fit(self, X, y):
-        """Train on ``X`` ``(n, features)`` and labels ``y`` ``(n,)`` for up to ``max_iter`` epochs."""
-        if not (self.warm_start and hasattr(self, "_model")):
-            self.__dict__.pop("classes_", None)  # a new fit learns its classes afresh
-        return self._fit(X, y, incremental=False)
-
-    def partial_fit(self, X, y, classes=None):
-        """One epoch over ``(X, y)``; the first call needs ``classes``, every label there will ever be."""
-        if not hasattr(self, "classes_"):
-            if classes is None:
-                raise ValueError("MLPClassifier.partial_fit: pass classes=[...] (all the labels) on the first "
-                                 "call; later calls may leave it out")
-            self.classes_ = unique_labels(classes)
-        elif classes is not None and list(unique_labels(classes)) != list(self.classes_):
-            raise ValueError(f"MLPClassifier.partial_fit: classes={list(classes)} differs from the classes of "
-                             f"the first call, {list(self.classes_)}")
-        return self._fit(X, y, incremental=True)
-
-    def _validate(self, X, y, first, where):
-        X, y = validate_data(self, X, y, dtype="float32", reset=first, multi_output=True)
-        if y.ndim == 2 and y.shape[1] == 1:
-            y = column_or_1d(y, warn=True)
-        check_classification_targets(y)
-        kind = type_of_target(y)
-        if kind not in ("binary", "multiclass"):
-            raise ValueError(f"{where}: y is {kind}; xpnet's MLPClassifier takes one label per sample (binary "
-                             f"or multiclass). For multilabel targets use sklearn.neural_network.MLPClassifier "
-                             f"or sklearn.multioutput.MultiOutputClassifier(MLPClassifier())")
-        if not hasattr(self, "classes_"):
-            self.classes_ = unique_labels(y)
-        else:
-            unseen = sorted(set(unique_labels(y).tolist()) - set(self.classes_.tolist()))
-            if unseen:
-                raise ValueError(f"{where}: y has classes {unseen} that are not in classes_ "
-                                 f"{self.classes_.tolist()} (set by the first fit or partial_fit)")
-        if len(self.classes_) < 2:
-            raise ValueError(f"{where}: y holds one class only ({self.classes_[0]!r}); a classifier needs "
-                             f"samples of at least two classes")
-        encoder = LabelEncoder()
-        encoder.classes_ = self.classes_
-        return X, encoder.transform(y).astype("int64")
-
-    def _n_outputs(self):
-        return 1 if len(self.classes_) == 2 else len(self.classes_)
-
-    def _loss(self):
-        return BinaryCrossEntropy() if len(self.classes_) == 2 else SoftmaxCrossEntropy()
-
-    def _loss_scale(self):
-        return 1.0
-
-    def _val_score(self, out, y_val):
-        return accuracy_score(y_val, self._labels(out))
-
-    def _labels(self, out):
-        xp = _backend.device_of(out).xp
-        index = xp.argmax(out, axis=1) if out.shape[1] > 1 else xp.astype(out[:, 0] > 0.0, xp.int64)
-        return self.classes_[_backend.to_numpy(index)]
-
-    def predict(self, X):
-        """The most probable class of each row of ``X``, as a NumPy array of ``classes_``' labels."""
-        return self._labels(self._forward(X)[0])
-
-    def predict_proba(self, X):
-        """Class probabilities ``(n, len(classes_))``, columns in the order of ``classes_``."""
-        proba, dtype = self._proba(X)
-        return _backend.to_numpy(proba).astype(dtype)
-
-    def predict_log_proba(self, X):
-        """``log(predict_proba(X))``, computed on the device."""
-        proba, dtype = self._proba(X)
-        return _backend.to_numpy(_backend.device_of(proba).xp.log(proba)).astype(dtype)
-
-    def _proba(self, X):
-        out, dtype = self._forward(X)
-        xp = _backend.device_of(out).xp
-        if out.shape[1] == 1:  # one logistic output: P(classes_[1]) = sigmoid(z)
-            p = sigmoid(out)
-            return xp.concat([1.0 - p, p], axis=1), dtype
-        return softmax(out), dtype
-
-    def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.classifier_tags.multi_label = False
-        return tags
-
-
-class MLPRegressor(RegressorMixin, _BaseMLP):
-    """Multi-layer perceptron regressor, as ``sklearn.neural_network.MLPRegressor``, trained by xpnet.
-
-    Identity outputs, one per target column, and the squared error. ``predict`` gives ``(n,)`` for one
-    target and ``(n, targets)`` for several, as NumPy float32.
-
-        >>> reg = MLPRegressor(hidden_layer_sizes=(32,), max_iter=100, random_state=0)
-        >>> reg.fit(X, y).score(X, y)
-    """
-
-    def fit(self, X, y):
-        """Train on ``X`` ``(n, features)`` and targets ``y`` ``(n,)`` or ``(n, targets)``."""
-        return self._fit(X, y, incremental=False)
-
-    def partial_fit(self, X, y):
-        """One epoch over ``(X, y)``, continuing from the current weights."""
-        return self._fit(X, y, incremental=True)
-
-    def _validate(self, X, y, first, where):
-        X, y = validate_data(self, X, y, dtype="float32", reset=first, multi_output=True, y_numeric=True)
-        if y.ndim == 2 and y.shape[1] == 1:
-            y = column_or_1d(y, warn=True)
-        y = y.reshape(y.shape[0], -1)
-        if not first and y.shape[1] != self.n_outputs_:
-            raise ValueError(f"{where}: y has {y.shape[1]} target column(s) but the model was fitted with "
-                             f"{self.n_outputs_}")
-        self._targets = y.shape[1]
-        return X, y.astype("float32")
-
-    def _n_outputs(self):
-        return self._targets
-
-    def _loss(self):
-        return MSE()
-
-    def _loss_scale(self):
-        # xpnet's MSE sums the halved squares over the outputs; scikit-learn's averages them
-        return float(self.n_outputs_) if hasattr(self, "n_outputs_") else float(self._targets)
-
-    def _val_score(self, out, y_val):
-        return r2_score(y_val, _backend.to_numpy(out))
-
-    def predict(self, X):
-        """The network's outputs for ``X``: ``(n,)`` for one target, else ``(n, targets)``."""
-        out, dtype = self._forward(X)
-        out = _backend.to_numpy(out).astype(dtype)
-        return out.reshape(-1) if out.shape[1] == 1 else out
-
-    def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.target_tags.multi_output = True
-        return tags
