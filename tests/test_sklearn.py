@@ -53,6 +53,10 @@ SAME_PATH = {
     "sgd": dict(solver="sgd", momentum=0.0, learning_rate_init=0.1),
     "sgd-nesterov": dict(solver="sgd", momentum=0.9, learning_rate_init=0.05),
     "sgd-invscaling": dict(solver="sgd", momentum=0.0, learning_rate="invscaling", learning_rate_init=0.5),
+    "sgd-nesterov-invscaling": dict(solver="sgd", momentum=0.9, learning_rate="invscaling", learning_rate_init=0.5),
+    # tol=0.5: no epoch improves enough, so the rate falls to a fifth every other epoch
+    "sgd-momentum-adaptive": dict(solver="sgd", momentum=0.9, nesterovs_momentum=False, learning_rate="adaptive",
+                                  learning_rate_init=0.1, tol=0.5, n_iter_no_change=1, max_iter=8),
     "adam": dict(solver="adam", learning_rate_init=0.01),
     "adam-alpha": dict(solver="adam", learning_rate_init=0.01, alpha=0.5, activation="tanh"),
     "sgd-logistic-alpha": dict(solver="sgd", momentum=0.0, learning_rate_init=0.1, alpha=0.5, activation="logistic"),
@@ -66,8 +70,8 @@ def test_classifier_walks_scikit_learns_path(setting, classes):
     each batch (150 rows in batches of 64: the last one has 22), SGD/Adam steps, loss curve with the penalty."""
     X, y = load_digits(return_X_y=True)
     X, y = X[:150] / 16.0, y[:150] % classes
-    params = dict(hidden_layer_sizes=(20, 10), max_iter=5, shuffle=False, batch_size=64, random_state=0,
-                  **SAME_PATH[setting])
+    params = {**dict(hidden_layer_sizes=(20, 10), max_iter=5, shuffle=False, batch_size=64, random_state=0),
+              **SAME_PATH[setting]}
     theirs = SkClassifier(**params).fit(X, y)
     ours = MLPClassifier(device="cpu", **params).fit(X, y)
     _assert_same_weights(ours, theirs)

@@ -18,9 +18,9 @@ scikit-learn exactly and where it differs:
 - Shuffling draws from a generator seeded by ``random_state``, not from ``random_state`` itself, so the
   batches (and so the trained weights) differ from scikit-learn's.
 - ``solver="adam"`` is :class:`xpnet.Adam` with scikit-learn's ``epsilon`` (added to the raw ``sqrt(v)``);
-  ``solver="sgd"`` is :class:`xpnet.SGD`, whose momentum buffer is PyTorch's: it differs from
-  scikit-learn's only while an ``invscaling`` or ``adaptive`` rate changes. With ``shuffle=False`` the
-  trained weights are scikit-learn's to float32 precision (tests/test_sklearn.py).
+  ``solver="sgd"`` is :class:`xpnet.SGD` (Nesterov or not), its momentum buffer rescaled when an
+  ``invscaling`` or ``adaptive`` rate changes, as scikit-learn's velocity holds the past rates. With
+  ``shuffle=False`` the trained weights are scikit-learn's to float32 precision (tests/test_sklearn.py).
 - Not supported, with an error that says so: ``solver="lbfgs"``, multilabel targets, sparse input,
   ``sample_weight``.
 

@@ -34,7 +34,18 @@ class _ScikitLearnStep(Optimizer):
         self.inner, self.alpha, self.epsilon = inner, float(alpha), float(epsilon)
         self.penalty, self.sizes, self.steps = 0.0, [1], 0
 
-    lr = property(lambda self: self.inner.lr, lambda self, value: setattr(self.inner, "lr", value))
+    @property
+    def lr(self) -> float:
+        return self.inner.lr
+
+    @lr.setter
+    def lr(self, value: float) -> None:
+        # scikit-learn's velocity is -lr * (xpnet's and PyTorch's momentum buffer) with the rate of each
+        # past step in it; rescaling the buffer when the rate changes keeps the next steps the same.
+        if isinstance(self.inner, SGD) and value != self.inner.lr:
+            ratio = self.inner.lr / value
+            self.inner.state = {k: v * ratio for k, v in self.inner.state.items()}
+        self.inner.lr = value
 
     def start_epoch(self, n: int, batch_size: int) -> None:
         self.sizes = [min(batch_size, n - lo) for lo in range(0, n, batch_size)]
