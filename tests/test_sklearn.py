@@ -81,6 +81,19 @@ def test_classifier_walks_scikit_learns_path(setting, classes):
     np.testing.assert_allclose(ours.predict_proba(X), theirs.predict_proba(X), atol=1e-5)
 
 
+def test_warm_start_goes_on_from_the_last_fit_as_scikit_learn_does():
+    X, y = load_digits(return_X_y=True)
+    X, y = X[:150] / 16.0, y[:150]
+    params = dict(hidden_layer_sizes=(20,), max_iter=3, shuffle=False, batch_size=64, random_state=0, warm_start=True)
+    theirs, ours = SkClassifier(**params), MLPClassifier(device="cpu", **params)
+    for _ in range(2):
+        theirs.fit(X, y)
+        ours.fit(X, y)
+    counts = (ours.n_iter_, ours.t_, len(ours.loss_curve_))
+    assert counts == (theirs.n_iter_, theirs.t_, len(theirs.loss_curve_)) == (3, 900, 6)  # n_iter_ counts this fit
+    _assert_same_weights(ours, theirs)
+
+
 def test_regressor_walks_scikit_learns_path_with_several_targets():
     """Three targets: scikit-learn's loss is mean((y - p)^2) / 2 over all entries, xpnet's MSE sums over the
     outputs, so loss_curve_ divides by the number of targets (the gradients are the same)."""
@@ -248,9 +261,18 @@ def test_device_object_on_array_api_strict_second_device(digits):
     assert reg._model.device == dev and reg.predict(X_test).shape == (len(X_test),)
 
 
+@pytest.mark.parametrize("ours, theirs", [(MLPClassifier, SkClassifier), (MLPRegressor, SkRegressor)])
+def test_the_parameters_are_scikit_learns_plus_device_and_backend(ours, theirs):
+    """Same names and defaults; max_fun (L-BFGS only) is left out, as L-BFGS is."""
+    expected = {k: v for k, v in theirs().get_params().items() if k != "max_fun"}
+    assert ours().get_params() == {**expected, "device": None, "backend": None}
+
+
 # -- refusals that say what to do ----------------------------------------------------------------------------
-def test_lbfgs_and_multilabel_are_refused_clearly(digits):
+def test_lbfgs_poisson_and_multilabel_are_refused_clearly(digits):
     X_train, _, y_train, _ = digits
+    with pytest.raises(ValueError, match="poisson.*squared_error"):
+        MLPRegressor(loss="poisson", device="cpu").fit(X_train, y_train)
     with pytest.raises(ValueError, match="lbfgs.*adam"):
         MLPClassifier(solver="lbfgs").fit(X_train, y_train)
     with pytest.raises(ValueError, match="multilabel"):

@@ -77,13 +77,31 @@ class _BaseMLP(BaseEstimator):
                  max_iter=200, shuffle=True, random_state=None, tol=1e-4, verbose=False, warm_start=False,
                  momentum=0.9, nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
                  beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, device=None, backend=None):
-        self.hidden_layer_sizes, self.activation, self.solver, self.alpha = hidden_layer_sizes, activation, solver, alpha
-        self.batch_size, self.learning_rate, self.learning_rate_init = batch_size, learning_rate, learning_rate_init
-        self.power_t, self.max_iter, self.shuffle, self.random_state = power_t, max_iter, shuffle, random_state
-        self.tol, self.verbose, self.warm_start, self.momentum = tol, verbose, warm_start, momentum
-        self.nesterovs_momentum, self.early_stopping = nesterovs_momentum, early_stopping
-        self.validation_fraction, self.beta_1, self.beta_2 = validation_fraction, beta_1, beta_2
-        self.epsilon, self.n_iter_no_change, self.device, self.backend = epsilon, n_iter_no_change, device, backend
+        # scikit-learn's rule: store the arguments as given; fit checks them
+        self.hidden_layer_sizes = hidden_layer_sizes
+        self.activation = activation
+        self.solver = solver
+        self.alpha = alpha
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.learning_rate_init = learning_rate_init
+        self.power_t = power_t
+        self.max_iter = max_iter
+        self.shuffle = shuffle
+        self.random_state = random_state
+        self.tol = tol
+        self.verbose = verbose
+        self.warm_start = warm_start
+        self.momentum = momentum
+        self.nesterovs_momentum = nesterovs_momentum
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.beta_1 = beta_1
+        self.beta_2 = beta_2
+        self.epsilon = epsilon
+        self.n_iter_no_change = n_iter_no_change
+        self.device = device
+        self.backend = backend
 
     # -- checks ---------------------------------------------------------------------------------------
     def _check_params(self) -> list[int]:

@@ -123,12 +123,28 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
 class MLPRegressor(RegressorMixin, _BaseMLP):
     """Multi-layer perceptron regressor, as ``sklearn.neural_network.MLPRegressor``, trained by xpnet.
 
-    Identity outputs, one per target column, and the squared error. ``predict`` gives ``(n,)`` for one
-    target and ``(n, targets)`` for several, as NumPy float32.
+    Identity outputs, one per target column, and ``loss="squared_error"`` (scikit-learn's other loss,
+    ``"poisson"``, is refused). ``predict`` gives ``(n,)`` for one target and ``(n, targets)`` for several.
+    (scikit-learn 1.7+ puts ``loss`` first among the positional parameters; here it is keyword-only, so
+    ``MLPRegressor((64,))`` means hidden layers, as it did before 1.7.)
 
         >>> reg = MLPRegressor(hidden_layer_sizes=(32,), max_iter=100, random_state=0)
         >>> reg.fit(X, y).score(X, y)
     """
+
+    def __init__(self, hidden_layer_sizes=(100,), activation="relu", *, loss="squared_error", solver="adam",
+                 alpha=0.0001, batch_size="auto", learning_rate="constant", learning_rate_init=0.001, power_t=0.5,
+                 max_iter=200, shuffle=True, random_state=None, tol=1e-4, verbose=False, warm_start=False,
+                 momentum=0.9, nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
+                 beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, device=None, backend=None):
+        super().__init__(
+            hidden_layer_sizes, activation, solver=solver, alpha=alpha, batch_size=batch_size,
+            learning_rate=learning_rate, learning_rate_init=learning_rate_init, power_t=power_t, max_iter=max_iter,
+            shuffle=shuffle, random_state=random_state, tol=tol, verbose=verbose, warm_start=warm_start,
+            momentum=momentum, nesterovs_momentum=nesterovs_momentum, early_stopping=early_stopping,
+            validation_fraction=validation_fraction, beta_1=beta_1, beta_2=beta_2, epsilon=epsilon,
+            n_iter_no_change=n_iter_no_change, device=device, backend=backend)
+        self.loss = loss
 
     def fit(self, X, y):
         """Train on ``X`` ``(n, features)`` and targets ``y`` ``(n,)`` or ``(n, targets)``."""
@@ -151,6 +167,12 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
 
     def _n_outputs(self):
         return self._targets
+
+    def _check_params(self):
+        if self.loss != "squared_error":
+            raise ValueError(f"MLPRegressor: loss={self.loss!r} is not available in xpnet; use loss='squared_error' "
+                             f"(or sklearn.neural_network.MLPRegressor for 'poisson')")
+        return super()._check_params()
 
     def _loss(self):
         return MSE()
