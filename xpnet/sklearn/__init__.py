@@ -21,8 +21,11 @@ scikit-learn exactly and where it differs:
   ``solver="sgd"`` is :class:`xpnet.SGD` (Nesterov or not), its momentum buffer rescaled when an
   ``invscaling`` or ``adaptive`` rate changes, as scikit-learn's velocity holds the past rates. With
   ``shuffle=False`` the trained weights are scikit-learn's to float32 precision (tests/test_sklearn.py).
-- Not supported, with an error that says so: ``solver="lbfgs"``, multilabel targets, sparse input,
-  ``sample_weight``.
+- Outputs (``predict``, ``predict_proba``, ``coefs_``) are NumPy arrays whatever the device; predictions
+  come in the input's float dtype, as scikit-learn's do. Like every xpnet model, ``predict`` warns about
+  inputs far outside the range seen in training.
+- Not supported, with an error that says so: ``solver="lbfgs"``, ``loss="poisson"``, multilabel targets,
+  sparse input; ``fit`` takes no ``sample_weight``.
 
 Importing this module imports scikit-learn (the ``sklearn`` extra); ``import xpnet`` does not.
 """
