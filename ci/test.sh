@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Install xpnet with its test extras into a virtual environment and run the CPU test suite
-# (NumPy and array-api-strict always; PyTorch, onnx and onnxruntime when XPNET_TEST_TORCH=1 and wheels can be
-# had; JAX's CPU build from PyPI when XPNET_TEST_JAX=1; tests marked `gpu` are reported as skipped). Extra
-# arguments go to pytest.
+# (NumPy and array-api-strict always; PyTorch when XPNET_TEST_TORCH=1 and a CPU wheel can be had; JAX's CPU
+# build from PyPI when XPNET_TEST_JAX=1; onnx, onnxruntime, scikit-learn and matplotlib when
+# XPNET_TEST_OPTIONAL=1; tests marked `gpu` are reported as skipped). Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 venv="${XPNET_VENV:-.venv}"
@@ -20,13 +20,15 @@ if [ "${XPNET_TEST_TORCH:-0}" = 1 ]; then
     else
         echo "ci/test.sh: no CPU build of torch at hand; the torch backend tests are skipped"
     fi
-    # ONNX export (the onnx extra) and ONNX Runtime, which its tests compare with predict: CPU wheels
-    # from PyPI. Without them tests/test_onnx.py is skipped, with the reason.
-    "$venv/bin/python" -m pip install -q --disable-pip-version-check -e ".[onnx]" onnxruntime \
-        || echo "ci/test.sh: onnx/onnxruntime could not be installed; the ONNX export tests are skipped"
 fi
 if [ "${XPNET_TEST_JAX:-0}" = 1 ]; then
     "$venv/bin/python" -m pip install -q --disable-pip-version-check -e ".[jax]"
+fi
+if [ "${XPNET_TEST_OPTIONAL:-0}" = 1 ]; then
+    # The optional parts: ONNX export and ONNX Runtime (its tests compare the two), scikit-learn for
+    # xpnet.sklearn, matplotlib for History.plot / --plot. Without them their tests skip, with the reason.
+    "$venv/bin/python" -m pip install -q --disable-pip-version-check -e ".[onnx,sklearn,plot]" onnxruntime \
+        || echo "ci/test.sh: the optional packages could not be installed; their tests are skipped"
 fi
 if [ -z "${XPNET_DATA:-}" ] && [ -d ../shared/data/mnist ]; then
     XPNET_DATA="$(cd ../shared/data && pwd)"

@@ -68,7 +68,7 @@ def test_ci_runs_the_readme_test_command_verbatim_then_with_torch():
     assert "bash ci/test.sh\n" in readme
     # the first test step is exactly what the README says, with no extra environment
     runs = [line for line in steps if "ci/test.sh" in line]
-    assert runs == ["bash ci/test.sh", "XPNET_TEST_TORCH=1 XPNET_TEST_JAX=1 bash ci/test.sh"]
+    assert runs == ["bash ci/test.sh", "XPNET_TEST_TORCH=1 XPNET_TEST_JAX=1 XPNET_TEST_OPTIONAL=1 bash ci/test.sh"]
 
 
 # -- 2. predict's input contract ----------------------------------------------------------------

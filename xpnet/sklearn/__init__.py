@@ -1,0 +1,35 @@
+"""``MLPClassifier`` and ``MLPRegressor``: drop-in for scikit-learn's, trained by xpnet on any device.
+
+The parameters, their defaults and the fitted attributes are scikit-learn's (1.6+), so these work in
+``Pipeline``, ``GridSearchCV`` and ``cross_val_score`` and pass ``check_estimator``; ``device`` and
+``backend`` pick where xpnet trains (what :func:`xpnet.device` takes; pass strings, so that ``clone``
+can copy them). The model is a :class:`~xpnet.Sequential` of ``Dense`` layers in float32. What follows
+scikit-learn exactly and where it differs:
+
+- Initial weights: Glorot-uniform weights *and* biases, drawn from ``random_state`` in scikit-learn's
+  order, so a given ``random_state`` starts from scikit-learn's own weights (rounded to float32).
+- Objective per batch of ``n_b`` rows: ``L + alpha / (2 n_b) * sum ||W||^2`` over the weights, not the
+  biases (the gradient gets ``alpha W / n_b``). ``L`` is the softmax cross-entropy (multiclass), the
+  logistic cross-entropy on one output (binary) or ``mean((y - p)^2) / 2`` (regression).
+  ``loss_curve_`` holds the epoch mean of that objective, as scikit-learn's does.
+- Stopping: scikit-learn's rule, on the training loss, or with ``early_stopping`` on the held-out
+  score (accuracy or R^2); the best weights come back at the end. The held-out split is stratified
+  for every classifier (scikit-learn, though documented so, stratifies two classes only).
+- Shuffling draws from a generator seeded by ``random_state``, not from ``random_state`` itself, so the
+  batches (and so the trained weights) differ from scikit-learn's.
+- ``solver="adam"`` is :class:`xpnet.Adam` with scikit-learn's ``epsilon`` (added to the raw ``sqrt(v)``);
+  ``solver="sgd"`` is :class:`xpnet.SGD` (Nesterov or not), its momentum buffer rescaled when an
+  ``invscaling`` or ``adaptive`` rate changes, as scikit-learn's velocity holds the past rates. With
+  ``shuffle=False`` the trained weights are scikit-learn's to float32 precision (tests/test_sklearn.py).
+- Outputs (``predict``, ``predict_proba``, ``coefs_``) are NumPy arrays whatever the device; predictions
+  come in the input's float dtype, as scikit-learn's do. Like every xpnet model, ``predict`` warns about
+  inputs far outside the range seen in training.
+- Not supported, with an error that says so: ``solver="lbfgs"``, ``loss="poisson"``, multilabel targets,
+  sparse input; ``fit`` takes no ``sample_weight``.
+
+Importing this module imports scikit-learn (the ``sklearn`` extra); ``import xpnet`` does not.
+"""
+
+from ._estimators import MLPClassifier, MLPRegressor, expected_failed_checks
+
+__all__ = ["MLPClassifier", "MLPRegressor", "expected_failed_checks"]
