@@ -55,7 +55,6 @@ class Optimizer:
     parameters' device; ``counters`` names the scalar state (Adam's step count ``t``).
     """
 
-    slots: tuple = ()  # the names of the per-parameter state arrays
     counters: tuple = ()
 
     def __init__(self, lr: float, weight_decay: float = 0.0, clip_norm: float | None = None):
@@ -70,6 +69,10 @@ class Optimizer:
 
     def step(self, params, grads) -> None:
         raise NotImplementedError
+
+    def slots(self) -> tuple:
+        """The names of the state arrays a parameter has once it has been stepped (none for plain SGD)."""
+        return ()
 
     def _gradients(self, params, grads):
         """The gradients to step with: clipped, and with the L2 term ``weight_decay * p`` added (PyTorch's
@@ -117,9 +120,10 @@ class Optimizer:
         loaded: dict = {}
         for key, host in state.get("state", {}).items():
             slot, _, name = key.partition("/")
-            if slot not in self.slots or name not in params:
+            if slot not in fresh.slots() or name not in params:
                 raise ValueError(f"{owner}: state {key!r} is not '<slot>/<parameter>' with a slot of "
-                                 f"{list(self.slots)} and a parameter of the model ({', '.join(params)})")
+                                 f"{fresh!r}: {list(fresh.slots())}, and a parameter of the model "
+                                 f"({', '.join(params)})")
             p = params[name]
             if tuple(host.shape) != tuple(p.shape):
                 raise ValueError(f"{owner}: state {key!r} has shape {tuple(host.shape)}, its parameter "
@@ -129,6 +133,10 @@ class Optimizer:
                 raise ValueError(f"{owner}: state {key!r} is {host.dtype}, its parameter {p.dtype}")
             # a copy of its own: steps update the state in place, and asarray may share the host memory
             loaded.setdefault(name, {})[slot] = dev.xp.asarray(dev.asarray(host, host.dtype.name), copy=True)
+        for name, slots in loaded.items():  # half a state (m without v) is no state a step can go on from
+            if set(slots) != set(fresh.slots()):
+                raise ValueError(f"{owner}: the state of {name} has {sorted(slots)}, but every parameter "
+                                 f"{fresh!r} has stepped has {sorted(fresh.slots())}")
         self.__dict__.update({k: getattr(fresh, k) for k in fresh.get_config()})
         self.__dict__.update(counters)
         self.state = loaded
@@ -153,7 +161,8 @@ class SGD(Optimizer):
             raise ValueError("SGD: nesterov=True needs a momentum > 0")
         self.momentum, self.nesterov = float(momentum), bool(nesterov)
 
-    slots = ("momentum_buffer",)
+    def slots(self):
+        return ("momentum_buffer",) if self.momentum else ()
 
     def step(self, params, grads):
         lr, mu = self.lr, self.momentum
@@ -183,7 +192,6 @@ class Adam(Optimizer):
     """
 
     decoupled = False  # AdamW: the weights decay directly, not through the gradient
-    slots = ("exp_avg", "exp_avg_sq")  # m and v
     counters = ("t",)
 
     def __init__(self, lr: float = 1e-3, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8,
@@ -194,6 +202,9 @@ class Adam(Optimizer):
                 raise ValueError(f"{type(self).__name__}: {name} must be in [0, 1), got {b!r}")
         self.beta1, self.beta2, self.eps = float(beta1), float(beta2), float(eps)
         self.t = 0
+
+    def slots(self):
+        return ("exp_avg", "exp_avg_sq")  # m and v
 
     def step(self, params, grads):
         self.t += 1
@@ -247,7 +258,8 @@ class RMSprop(Optimizer):
         self.eps = _check("eps", "RMSprop", eps)
         self.momentum = _check("momentum", "RMSprop", momentum, 0.0, 1.0)
 
-    slots = ("square_avg", "momentum_buffer")
+    def slots(self):
+        return ("square_avg", "momentum_buffer") if self.momentum else ("square_avg",)
 
     def step(self, params, grads):
         a, mu = self.alpha, self.momentum
