@@ -15,6 +15,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import types
 
 import numpy as np
 import pytest
@@ -347,10 +348,38 @@ def test_non_finite_history_values_round_trip(tmp_path):
         ckpt.save_checkpoint(tmp_path / "c.npz", model, opt, epoch=-1, step=0)
 
 
-def test_a_schedule_without_get_config_is_not_saved(tmp_path):
+class Halving:
+    """A schedule as xpnet.schedules has them: a callable with a ``name`` and ``get_config()``."""
+
+    name = "halving"
+
+    def __init__(self, lr=0.1, per="epoch"):
+        self.lr, self.per = lr, per
+
+    def __call__(self, t):
+        return self.lr * 0.5 ** t
+
+    def get_config(self):
+        return {"lr": self.lr, "per": self.per}
+
+
+def test_the_schedule_is_saved_as_its_config(tmp_path):
+    ckpt.save_checkpoint(tmp_path / "c.npz", _model(), SGD(0.1), epoch=0, step=0, schedule=Halving(0.2, "step"))
+    assert ckpt.read_checkpoint(tmp_path / "c.npz")[0]["schedule"] == {"name": "halving", "lr": 0.2, "per": "step"}
     with pytest.warns(UserWarning, match="no get_config"):
         ckpt.save_checkpoint(tmp_path / "c.npz", _model(), SGD(0.1), epoch=0, step=0, schedule=lambda step: 0.1)
     assert ckpt.read_checkpoint(tmp_path / "c.npz")[0]["schedule"] is None
+
+
+def test_the_schedule_is_rebuilt_by_xpnet_schedules_when_it_is_there(tmp_path, monkeypatch):
+    ckpt.save_checkpoint(tmp_path / "c.npz", _model(), SGD(0.1), epoch=0, step=0, schedule=Halving(0.2, "step"))
+    fake = types.ModuleType("xpnet.schedules")
+    fake.from_config = lambda spec: Halving(**{k: v for k, v in spec.items() if k != "name"})
+    monkeypatch.setitem(sys.modules, "xpnet.schedules", fake)
+    found = ckpt.load_checkpoint(tmp_path / "c.npz", _model())
+    assert isinstance(found.schedule, Halving) and found.schedule.get_config() == {"lr": 0.2, "per": "step"}
+    monkeypatch.setitem(sys.modules, "xpnet.schedules", None)  # a checkpoint resumes without the module
+    assert ckpt.load_checkpoint(tmp_path / "c.npz", _model()).schedule is None
 
 
 def test_a_missing_checkpoint_names_the_path(tmp_path):
@@ -397,8 +426,11 @@ def _rewrite(tmp_path, edit=None, arrays_edit=None):
     (lambda e: e["optimizer"].update(counters={"t": -4}), r"counters"),
     (lambda e: e.update(rng=None), r"rng is not"),
     (lambda e: e["rng"].update(shuffle={"bit_generator": "PCG64", "state": "x"}), r"random state cannot be restored"),
+    (lambda e: e["rng"]["shuffle"]["state"].update(state=10 ** 100), r"random state cannot be restored"),
+    (lambda e: e["rng"].update(layers={"1": {}}), r"random state cannot be restored.*random layers \['1'\]"),
     (lambda e: e.update(history={"loss": 3}), r"history is not a dict of lists"),
     (lambda e: e.update(schedule=[1]), r"schedule is not"),
+    (lambda e: e.update(schedule={"lr": 0.1}), r"schedule is not"),
     (lambda e: e.update(extra=[]), r"extra is not a dict"),
 ])
 def test_a_garbled_checkpoint_entry_is_named(tmp_path, edit, match):

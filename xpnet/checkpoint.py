@@ -7,7 +7,7 @@ input range, metadata) with one more entry::
     "checkpoint": {"epoch": 3,                 # epochs completed
                    "step": 375,                # optimizer steps taken
                    "optimizer": {"class": "Adam", "config": {...}, "counters": {"t": 375}},
-                   "schedule": {"class": ..., "config": {...}} or null,
+                   "schedule": {"name": ..., **its config} or null,
                    "history": {"loss": [...], ...},
                    "rng": {"shuffle": <the host generator's bit_generator.state>,
                            "layers": {"<layer index>": <layer.rng_state()>}},
@@ -114,7 +114,8 @@ def _schedule_spec(schedule):
         warn(f"save_checkpoint: the schedule {schedule!r} has no get_config(), so the checkpoint holds none; "
              f"a resumed run gets no schedule back")
         return None
-    return {"class": type(schedule).__name__, "config": schedule.get_config()}
+    # xpnet.schedules.to_config's form, {"name": ..., **config}, which its from_config rebuilds
+    return {"name": getattr(schedule, "name", None) or type(schedule).__name__, **schedule.get_config()}
 
 
 def _encode_history(history: dict) -> dict:
@@ -171,9 +172,8 @@ def read_checkpoint(path) -> tuple[dict, dict, dict]:
     if not (isinstance(rng, dict) and isinstance(rng.get("shuffle"), dict) and isinstance(rng.get("layers", {}), dict)):
         raise ModelFormatError(f"{path}: garbled checkpoint (rng is not {{'shuffle', 'layers'}})")
     schedule = entry.get("schedule")
-    if schedule is not None and not (isinstance(schedule, dict) and isinstance(schedule.get("class"), str)
-                                     and isinstance(schedule.get("config"), dict)):
-        raise ModelFormatError(f"{path}: garbled checkpoint (schedule is not {{'class', 'config'}})")
+    if schedule is not None and not (isinstance(schedule, dict) and isinstance(schedule.get("name"), str)):
+        raise ModelFormatError(f"{path}: garbled checkpoint (schedule is not {{'name', ...its config}})")
     if not isinstance(entry.get("extra", {}), dict):
         raise ModelFormatError(f"{path}: garbled checkpoint (extra is not a dict)")
     _decode_history(path, entry.get("history", {}))
@@ -327,4 +327,4 @@ def _schedule_from(path, spec):
     try:
         return schedules.from_config(spec)
     except (TypeError, ValueError, KeyError) as exc:
-        raise ModelFormatError(f"{path}: the schedule {spec['class']} cannot be rebuilt: {exc}") from None
+        raise ModelFormatError(f"{path}: the schedule {spec['name']!r} cannot be rebuilt: {exc}") from None

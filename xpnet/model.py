@@ -149,7 +149,11 @@ class Sequential:
             raise ValueError(f"set_rng_state: the state is for random layers {sorted(layers)}, this model's are "
                              f"{sorted(drawing)}")
         rng = _backend.host_rng()
-        rng.bit_generator.state = state["shuffle"]  # checked on a new generator: ours changes only if it fits
+        try:  # on a new generator first: ours changes only if the state fits
+            rng.bit_generator.state = state["shuffle"]
+        except (TypeError, ValueError, KeyError, OverflowError) as exc:
+            raise ValueError(f"set_rng_state: not a state of the shuffling generator "
+                             f"({type(rng.bit_generator).__name__}): {type(exc).__name__}: {exc}") from None
         self.rng.bit_generator.state = rng.bit_generator.state
         for i, s in layers.items():
             self.layers[int(i)].set_rng_state(s)
