@@ -382,6 +382,26 @@ def test_the_schedule_is_rebuilt_by_xpnet_schedules_when_it_is_there(tmp_path, m
     assert ckpt.load_checkpoint(tmp_path / "c.npz", _model()).schedule is None
 
 
+def test_a_resumed_run_keeps_the_checkpoints_schedule(tmp_path, monkeypatch):
+    """After a resume the optimizer's lr is the schedule's last value, not its base: the checkpoint's schedule
+    (base lr filled in) is the one to go on with; a given one that says otherwise loses, with a warning."""
+    ckpt.save_checkpoint(tmp_path / "c.npz", _model(), SGD(0.1), epoch=1, step=0, schedule=Halving(0.2, "step"))
+    fake = types.ModuleType("xpnet.schedules")
+    fake.from_config = lambda spec: Halving(**{k: v for k, v in spec.items() if k != "name"})
+    fake.get = lambda spec: Halving(per=spec)
+    monkeypatch.setitem(sys.modules, "xpnet.schedules", fake)
+    found = ckpt.load_checkpoint(tmp_path / "c.npz", _model())
+    assert ckpt.resumed_schedule(found, None) is found.schedule
+    assert ckpt.resumed_schedule(found, Halving(lr=None, per="step")) is found.schedule  # unset lr: no warning
+    with pytest.warns(UserWarning, match=r"checkpoint's learning-rate schedule.*lr=0\.2 \(given 0\.5\)"):
+        assert ckpt.resumed_schedule(found, Halving(0.5, "step")) is found.schedule
+    with pytest.warns(UserWarning, match=r"per='step' \(given 'epoch'\)"):
+        ckpt.resumed_schedule(found, "epoch")  # a name goes through xpnet.schedules.get
+    found.schedule = None  # a checkpoint without one: the given schedule starts now
+    mine = Halving()
+    assert ckpt.resumed_schedule(found, mine) is mine
+
+
 def test_a_missing_checkpoint_names_the_path(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"no checkpoint file .*nowhere\.npz .*checkpoint_dir"):
         _fit(_model(), 2, resume_from=tmp_path / "nowhere.npz")

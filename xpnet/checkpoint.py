@@ -317,12 +317,38 @@ def _count(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
-def _schedule_from(path, spec):
-    if spec is None:
-        return None
-    try:  # the schedules live in their own module; a checkpoint does not need it to resume the rest
-        schedules = importlib.import_module(f"{__package__}.schedules")
+def resumed_schedule(found: Checkpoint, given):
+    """The learning-rate schedule a resumed ``fit`` goes on with: the checkpoint's, as saved (its base lr
+    and length filled in by the first run), unless it holds none; then ``given``.
+
+    A ``given`` schedule whose set values differ from the checkpoint's loses, with a warning naming them
+    (as an optimizer's configuration does); values it leaves unset (``lr=None``: "the optimizer's") are
+    not compared, since after a resume the optimizer's lr is the schedule's last, not its base.
+    """
+    if found.schedule is None or given is None:
+        return found.schedule if given is None else given
+    module = _schedules()
+    if module is not None and not callable(getattr(given, "get_config", None)):
+        given = module.get(given)  # a name ("cosine") or a config dict
+    want, have = _schedule_spec(given) or {}, _schedule_spec(found.schedule)
+    differ = {k: (v, have.get(k)) for k, v in want.items() if v is not None and have.get(k) != v}
+    if differ:
+        warn("fit: resuming with the checkpoint's learning-rate schedule, not the one given: "
+             + ", ".join(f"{k}={new!r} (given {old!r})" for k, (old, new) in differ.items()))
+    return found.schedule
+
+
+def _schedules():
+    """:mod:`xpnet.schedules` if it is there: a checkpoint does not need it to resume the rest."""
+    try:
+        return importlib.import_module(f"{__package__}.schedules")
     except ModuleNotFoundError:
+        return None
+
+
+def _schedule_from(path, spec):
+    schedules = None if spec is None else _schedules()
+    if schedules is None:
         return None
     try:
         return schedules.from_config(spec)
