@@ -9,6 +9,7 @@ from .backend import (BACKENDS, Device, DeviceUnavailableError, available_backen
 from . import metrics, schedules
 from .callbacks import (Callback, CSVLogger, EarlyStopping, LambdaCallback, LearningRateScheduler,
                         ModelCheckpoint)
+from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from .io import ModelFormatError
 from .layers import (BatchNorm1d, Dense, Dropout, Flatten, Identity, Layer, LeakyReLU, ReLU, Sigmoid, Softmax, Step,
                      Tanh)
@@ -22,11 +23,12 @@ from .training import History, TrainingDiverged
 from .tutorial import NeuralNetwork
 
 __all__ = [
-    "Adam", "AdamW", "BACKENDS", "BatchNorm1d", "BinaryCrossEntropy", "CSVLogger", "Callback", "CrossEntropy",
+    "Adam", "AdamW", "BACKENDS", "BatchNorm1d", "BinaryCrossEntropy", "CSVLogger", "Callback", "Checkpoint", "CrossEntropy",
     "Dense", "Device", "DeviceUnavailableError", "Dropout", "EarlyStopping", "Flatten", "History", "Identity",
     "LambdaCallback", "Layer", "LearningRateScheduler", "LeakyReLU", "Loss", "MSE", "ModelCheckpoint",
     "ModelFormatError", "NeuralNetwork", "Optimizer", "RMSprop", "ReLU", "SGD", "Sequential", "Sigmoid",
     "Softmax", "SoftmaxCrossEntropy", "Step", "Tanh", "TopKAccuracy", "TrainingDiverged", "available_backends",
-    "clip_grad_norm", "device", "device_of", "export_onnx", "load", "metrics", "save", "schedules", "synchronize", "to_numpy",
+    "clip_grad_norm", "device", "device_of", "export_onnx", "load", "load_checkpoint", "metrics", "save",
+    "save_checkpoint", "schedules", "synchronize", "to_numpy",
     "__version__",
 ]

@@ -146,6 +146,34 @@ class Sequential:
             into = self._params if k in self._params else self._buffers
             into[k] = self.device.xp.asarray(self.device.asarray(v, self.dtype), copy=True)
 
+    def get_rng_state(self) -> dict:
+        """The state of every random generator training draws from, as JSON: ``{"shuffle": ..., "layers": ...}``.
+
+        ``shuffle`` is the host generator's ``bit_generator.state`` (``self.rng``: the epochs' permutations),
+        ``layers`` maps a layer's index to its ``rng_state()``, for each layer that draws (Dropout). A
+        checkpoint saves it, so a resumed run draws what the uninterrupted one would have.
+        """
+        layers = {str(i): layer.rng_state() for i, layer in enumerate(self.layers)
+                  if callable(getattr(layer, "rng_state", None))}
+        return {"shuffle": self.rng.bit_generator.state, "layers": layers}
+
+    def set_rng_state(self, state: dict) -> None:
+        """Put back a :meth:`get_rng_state`; raises ``ValueError`` if it does not fit this model's layers."""
+        layers = state.get("layers", {})
+        drawing = {str(i) for i, layer in enumerate(self.layers) if callable(getattr(layer, "set_rng_state", None))}
+        if set(layers) != drawing:
+            raise ValueError(f"set_rng_state: the state is for random layers {sorted(layers)}, this model's are "
+                             f"{sorted(drawing)}")
+        rng = _backend.host_rng()
+        try:  # on a new generator first: ours changes only if the state fits
+            rng.bit_generator.state = state["shuffle"]
+        except (TypeError, ValueError, KeyError, OverflowError) as exc:
+            raise ValueError(f"set_rng_state: not a state of the shuffling generator "
+                             f"({type(rng.bit_generator).__name__}): {type(exc).__name__}: {exc}") from None
+        self.rng.bit_generator.state = rng.bit_generator.state
+        for i, s in layers.items():
+            self.layers[int(i)].set_rng_state(s)
+
     def to(self, device=None, backend: str | None = None) -> "Sequential":
         """Move every parameter and buffer to another device (or backend); returns the model itself."""
         new = _backend.device(device, backend=backend)
@@ -158,14 +186,22 @@ class Sequential:
         return self
 
     # -- training and inference ----------------------------------------------------------------
-    def fit(self, X, y, loss="mse", optimizer="sgd", epochs: int = 1, batch_size: int = 32,
+    def fit(self, X, y, loss=None, optimizer=None, epochs: int = 1, batch_size: int = 32,
             shuffle: bool = True, validation_data=None, verbose="auto", callbacks=(), lr=None, *,
-            validation_split: float = 0.0, metrics=None, schedule=None):
+            validation_split: float = 0.0, metrics=None, schedule=None, checkpoint_dir=None, resume_from=None):
         """Train; returns a :class:`~xpnet.training.History` with per-epoch loss and accuracy.
 
         ``X``/``y`` may be NumPy arrays or arrays of the model's backend. They are moved to the device
         once; each epoch is shuffled by a permutation drawn on the host (from ``seed``), and batches are
-        gathered on the device. The loss is read back to the host only when it is reported.
+        gathered on the device. The loss is read back to the host only when it is reported. ``loss`` and
+        ``optimizer`` default to ``"mse"`` and ``"sgd"`` (the checkpoint's, when resuming).
+
+        ``checkpoint_dir``: write ``checkpoint_dir/last.npz`` (:mod:`xpnet.checkpoint`) at the end of every
+        epoch, after the callbacks. ``resume_from``: a checkpoint to go on from; ``epochs`` counts the
+        total (Keras' ``initial_epoch``), so a run stopped after epoch k and resumed ends with the weights
+        of one that never stopped, bit for bit on the CPU. The returned history holds every epoch. An
+        optimizer of another class than the checkpoint's is a ``ValueError``; of the same class, it takes
+        the checkpoint's configuration and state (a warning names what differed).
 
         ``validation_split`` holds out the last fraction of the rows (before shuffling, as Keras) and
         reports ``val_`` metrics on them; ``validation_data=(X_val, y_val)`` gives them instead.
@@ -179,7 +215,7 @@ class Sequential:
             return training.fit(self, X, y, loss=loss, optimizer=optimizer, epochs=epochs, batch_size=batch_size,
                        shuffle=shuffle, validation_data=validation_data, verbose=verbose,
                        callbacks=callbacks, lr=lr, validation_split=validation_split, metrics=metrics,
-                       schedule=schedule)
+                       schedule=schedule, checkpoint_dir=checkpoint_dir, resume_from=resume_from)
         except Exception as exc:
             if not _backend.is_out_of_memory(exc):
                 raise

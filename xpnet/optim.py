@@ -5,7 +5,10 @@
 gh-895; on an immutable library it only rebinds a local name), so the generic path stores the new
 array back under its key. Where the array is writeable (NumPy, CuPy, PyTorch) it is updated in place
 instead, which saves an allocation per parameter per step (both through ``_inplace.add_``). Optimizer
-state lives on the device.
+state lives on the device, as ``state[param name][slot]`` with torch.optim's slot names
+(``momentum_buffer``, ``exp_avg``, ``exp_avg_sq``, ``square_avg``); :meth:`Optimizer.state_dict` copies
+it to the host for a checkpoint and :meth:`Optimizer.load_state_dict` puts it back on the parameters'
+device.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import math
 
 from array_api_compat import array_namespace
 
+from . import backend
 from ._inplace import add_
 
 
@@ -45,7 +49,13 @@ def _check(name: str, owner: str, value, low: float = 0.0, high: float | None = 
 
 
 class Optimizer:
-    """Base class: ``step(params, grads)``; ``clip_norm`` clips the gradients' global norm first."""
+    """Base class: ``step(params, grads)``; ``clip_norm`` clips the gradients' global norm first.
+
+    ``state`` maps a parameter's name to its slots (``{"0.W": {"momentum_buffer": array}}``), on the
+    parameters' device; ``counters`` names the scalar state (Adam's step count ``t``).
+    """
+
+    counters: tuple = ()
 
     def __init__(self, lr: float, weight_decay: float = 0.0, clip_norm: float | None = None):
         if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
@@ -60,6 +70,10 @@ class Optimizer:
     def step(self, params, grads) -> None:
         raise NotImplementedError
 
+    def slots(self) -> tuple:
+        """The names of the state arrays a parameter has once it has been stepped (none for plain SGD)."""
+        return ()
+
     def _gradients(self, params, grads):
         """The gradients to step with: clipped, and with the L2 term ``weight_decay * p`` added (PyTorch's
         ``weight_decay`` for SGD, Adam and RMSprop; AdamW decays the weights instead)."""
@@ -71,6 +85,61 @@ class Optimizer:
 
     def get_config(self) -> dict:
         return {"lr": self.lr, "weight_decay": self.weight_decay, "clip_norm": self.clip_norm}
+
+    def state_dict(self) -> dict:
+        """Everything a resumed run needs, on the host: ``{"class", "config", "counters", "state"}``.
+
+        ``state`` is flat, ``{"<slot>/<param name>": np.ndarray}`` (``"exp_avg/0.W"``), each array a host
+        copy; the rest is JSON. :meth:`load_state_dict` takes it back.
+        """
+        return {"class": type(self).__name__, "config": self.get_config(),
+                "counters": {k: getattr(self, k) for k in self.counters},
+                "state": {f"{slot}/{name}": backend.to_numpy(a).copy()
+                          for name, slots in self.state.items() for slot, a in slots.items()}}
+
+    def load_state_dict(self, state: dict, params) -> None:
+        """Take the configuration, counters and state of :meth:`state_dict` (as ``torch.optim``'s does).
+
+        ``params`` is the mapping the optimizer steps (``model.parameters()``): each state array goes to
+        the device and dtype of the parameter it belongs to, and must have its shape. Raises
+        ``ValueError`` naming what does not fit (another optimizer class, an unknown slot or parameter,
+        a shape); nothing is changed then.
+        """
+        owner = f"{type(self).__name__}.load_state_dict"
+        if state.get("class") != type(self).__name__:
+            raise ValueError(f"{owner}: the state is of a {state.get('class')!r} optimizer, not a "
+                             f"{type(self).__name__}")
+        try:
+            fresh = type(self)(**state.get("config", {}))  # the constructor checks every value
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{owner}: bad config {state.get('config')!r}: {exc}") from None
+        counters = dict(state.get("counters", {}))
+        if set(counters) != set(self.counters) or not all(
+                isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in counters.values()):
+            raise ValueError(f"{owner}: counters {counters!r}, expected non-negative ints {list(self.counters)}")
+        loaded: dict = {}
+        for key, host in state.get("state", {}).items():
+            slot, _, name = key.partition("/")
+            if slot not in fresh.slots() or name not in params:
+                raise ValueError(f"{owner}: state {key!r} is not '<slot>/<parameter>' with a slot of "
+                                 f"{fresh!r}: {list(fresh.slots())}, and a parameter of the model "
+                                 f"({', '.join(params)})")
+            p = params[name]
+            if tuple(host.shape) != tuple(p.shape):
+                raise ValueError(f"{owner}: state {key!r} has shape {tuple(host.shape)}, its parameter "
+                                 f"{tuple(p.shape)}")
+            dev = backend.device_of(p)
+            if host.dtype.name not in ("float32", "float64") or dev.dtype(host.dtype.name) != p.dtype:
+                raise ValueError(f"{owner}: state {key!r} is {host.dtype}, its parameter {p.dtype}")
+            # a copy of its own: steps update the state in place, and asarray may share the host memory
+            loaded.setdefault(name, {})[slot] = dev.xp.asarray(dev.asarray(host, host.dtype.name), copy=True)
+        for name, slots in loaded.items():  # half a state (m without v) is no state a step can go on from
+            if set(slots) != set(fresh.slots()):
+                raise ValueError(f"{owner}: the state of {name} has {sorted(slots)}, but every parameter "
+                                 f"{fresh!r} has stepped has {sorted(fresh.slots())}")
+        self.__dict__.update({k: getattr(fresh, k) for k in fresh.get_config()})
+        self.__dict__.update(counters)
+        self.state = loaded
 
     def __repr__(self):
         return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in self.get_config().items())})"
@@ -92,17 +161,21 @@ class SGD(Optimizer):
             raise ValueError("SGD: nesterov=True needs a momentum > 0")
         self.momentum, self.nesterov = float(momentum), bool(nesterov)
 
+    def slots(self):
+        return ("momentum_buffer",) if self.momentum else ()
+
     def step(self, params, grads):
         lr, mu = self.lr, self.momentum
         for name, g in self._gradients(params, grads).items():
             p = params[name]
             if mu:
-                v = self.state.get(name)
+                state = self.state.setdefault(name, {})
+                v = state.get("momentum_buffer")
                 if v is None:
                     v = g * 1.0  # a copy: g is the layer's buffer, v outlives it
                 else:
                     v = add_(v, g, scale=mu)
-                self.state[name] = v
+                state["momentum_buffer"] = v
                 g = g + mu * v if self.nesterov else v
             params[name] = add_(p, (-lr) * g)
 
@@ -119,6 +192,7 @@ class Adam(Optimizer):
     """
 
     decoupled = False  # AdamW: the weights decay directly, not through the gradient
+    counters = ("t",)
 
     def __init__(self, lr: float = 1e-3, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8,
                  weight_decay: float = 0.0, clip_norm: float | None = None):
@@ -128,6 +202,9 @@ class Adam(Optimizer):
                 raise ValueError(f"{type(self).__name__}: {name} must be in [0, 1), got {b!r}")
         self.beta1, self.beta2, self.eps = float(beta1), float(beta2), float(eps)
         self.t = 0
+
+    def slots(self):
+        return ("exp_avg", "exp_avg_sq")  # m and v
 
     def step(self, params, grads):
         self.t += 1
@@ -145,12 +222,12 @@ class Adam(Optimizer):
             steps = self._gradients(params, grads)
         for name, g in steps.items():
             xp = array_namespace(g)
-            if name not in self.state:
-                self.state[name] = (xp.zeros_like(g), xp.zeros_like(g))
-            m, v = self.state[name]
-            m = b1 * m + (1.0 - b1) * g
-            v = b2 * v + (1.0 - b2) * (g * g)
-            self.state[name] = (m, v)
+            state = self.state.get(name)
+            if state is None:
+                state = self.state[name] = {"exp_avg": xp.zeros_like(g), "exp_avg_sq": xp.zeros_like(g)}
+            m = b1 * state["exp_avg"] + (1.0 - b1) * g
+            v = b2 * state["exp_avg_sq"] + (1.0 - b2) * (g * g)
+            state["exp_avg"], state["exp_avg_sq"] = m, v
             params[name] = add_(params[name], (-step_size) * m / (xp.sqrt(v) + eps))
 
     def get_config(self):
@@ -181,18 +258,22 @@ class RMSprop(Optimizer):
         self.eps = _check("eps", "RMSprop", eps)
         self.momentum = _check("momentum", "RMSprop", momentum, 0.0, 1.0)
 
+    def slots(self):
+        return ("square_avg", "momentum_buffer") if self.momentum else ("square_avg",)
+
     def step(self, params, grads):
         a, mu = self.alpha, self.momentum
         for name, g in self._gradients(params, grads).items():
             xp = array_namespace(g)
-            s = self.state.get(name)
+            state = self.state.setdefault(name, {})
+            s = state.get("square_avg")
             s = (1.0 - a) * (g * g) if s is None else add_(s, (1.0 - a) * (g * g), scale=a)
-            self.state[name] = s
+            state["square_avg"] = s
             direction = g / (xp.sqrt(s) + self.eps)
             if mu:
-                b = self.state.get(("buf", name))
+                b = state.get("momentum_buffer")
                 b = direction if b is None else add_(b, direction, scale=mu)
-                self.state[("buf", name)] = b
+                state["momentum_buffer"] = b
                 direction = b
             params[name] = add_(params[name], (-self.lr) * direction)
 

@@ -20,6 +20,9 @@ from . import losses
 from .io import ModelFormatError
 from .layers import LAYERS
 
+OPTIMIZER_PREFIX = "optimizer/"
+"""Where a checkpoint's optimizer state goes among the arrays (:mod:`xpnet.checkpoint`); not the model's."""
+
 # The losses load() rebuilds, by class name: xpnet's own (not the Loss base class, not a user's subclass).
 LOSSES: dict[str, type] = {cls.__name__: cls for cls in losses.LOSSES.values()}
 
@@ -106,6 +109,8 @@ def layers_from(path, header: dict, arrays: dict) -> list:
 def restore(path, model, header: dict, arrays: dict) -> None:
     """Load a file's arrays into ``model`` (built from its header) and give it the header's loss and metadata."""
     path = os.fspath(path)
+    if "checkpoint" in header:  # a checkpoint is a model file plus the training state: the model is this part
+        arrays = {k: v for k, v in arrays.items() if not k.startswith(OPTIMIZER_PREFIX)}
     # the parameters and the buffers (running statistics); a file from before buffers has none, and
     # neither has a model of the layers such a file can name
     state = {**model.parameters(), **model.buffers()}
@@ -117,10 +122,11 @@ def restore(path, model, header: dict, arrays: dict) -> None:
         if tuple(state[k].shape) != v.shape:
             raise ModelFormatError(f"{path}: array {k!r} has shape {v.shape}, but the layer it belongs to "
                                    f"needs {tuple(state[k].shape)}")
+    loss = _loss_from(path, header.get("loss"))  # before the weights: a file refused changes nothing
     model.load_state_dict(arrays)
     _restore_streams(path, model, header.get("layer_rng"))
     model.metadata = header.get("metadata") or {}
-    model.loss = _loss_from(path, header.get("loss"))
+    model.loss = loss
     span = header.get("input_range")
     model.input_range = None if span is None else (float(span[0]), float(span[1]))
 

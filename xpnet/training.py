@@ -10,9 +10,10 @@ the epoch line, the history, the user's hooks) is a callback, in :mod:`xpnet.cal
 from __future__ import annotations
 
 import math
+import os
 import time
 
-from . import backend, losses, metrics as metrics_mod, optim, schedules
+from . import backend, checkpoint, losses, metrics as metrics_mod, optim, schedules
 from .callbacks import CallbackList, DivergenceRollback, EpochLine, History, LearningRateScheduler, ProgressBar
 from .callbacks import TrainingDiverged, format_epoch  # noqa: F401  (their old home: still importable here)
 from .layers import Sigmoid, Softmax, sigmoid, softmax
@@ -79,7 +80,7 @@ class _EpochTotals:
 
 def fit(model, X, y, *, loss, optimizer, epochs, batch_size, shuffle=True, validation_data=None,
         validation_split=0.0, metrics=None, schedule=None, verbose="auto", callbacks=(), lr=None,
-        check_every: int = 50):
+        check_every: int = 50, checkpoint_dir=None, resume_from=None):
     """Train ``model`` on ``(X, y)``; returns the :class:`~xpnet.callbacks.History` (see ``Sequential.fit``).
 
     Each step is ``forward -> loss -> backward -> optimizer.step`` with nothing read back; every
@@ -88,24 +89,40 @@ def fit(model, X, y, *, loss, optimizer, epochs, batch_size, shuffle=True, valid
     progress bar, then the user's). A ``schedule`` sets ``optimizer.lr`` (a host float) before each
     epoch or each step, from the epoch or the global step ``epoch * steps_per_epoch + step``.
     """
-    loss, optimizer = losses.get(loss), optim.get(optimizer, lr)
+    # -- checkpoints: resume (model, optimizer, RNG, history, epoch) and where to write ------------
+    resumed = None if resume_from is None else checkpoint.resume(model, resume_from, loss, optimizer, lr)
+    if resumed is None:
+        loss = losses.get("mse" if loss is None else loss)
+        optimizer = optim.get("sgd" if optimizer is None else optimizer, lr)
+    else:
+        loss, optimizer = resumed.loss, resumed.optimizer
+    first_epoch, global_step = (0, 0) if resumed is None else (resumed.epoch, resumed.step)
+    last = None if checkpoint_dir is None else checkpoint.checkpoint_path(checkpoint_dir)
+    # ----------------------------------------------------------------------------------------------
     X, y, classify, val = _prepare(model, X, y, loss, epochs, batch_size, check_every, validation_data,
                                    validation_split)
     found = metrics_mod.get_all(metrics, classify, "fit")
     dev, xp, n = model.device, model.device.xp, X.shape[0]
     params, grads = model.parameters(), model.gradients()
     steps = list(_batches(n, batch_size))
+    if resumed is not None:  # the checkpoint's schedule, bound to the first run's base lr
+        schedule = checkpoint.resumed_schedule(resumed, schedule)
     schedule = _bind_schedule(schedule, optimizer, epochs, len(steps), callbacks)
     per_step = schedule is not None and schedule.per == "step"
     verbose = 1 if verbose == "auto" else verbose  # Keras' rule: epoch lines everywhere, the bar on a terminal
     history, progress = History(), ProgressBar()
+    if resumed is not None:  # the returned history holds every epoch, those before the checkpoint too
+        history.history = resumed.history
+        if first_epoch > epochs:
+            warn(f"fit: the checkpoint {os.fspath(resume_from)} has done {first_epoch} epochs, more than "
+                 f"epochs={epochs}: nothing to train (epochs counts the total, as Keras' initial_epoch)")
     cbs = CallbackList([DivergenceRollback(), progress, history, EpochLine(), *callbacks], model, {
         "epochs": epochs, "steps": len(steps), "samples": n, "check_every": check_every, "verbose": verbose},
         optimizer)
     model.stop_training = False
     cbs.on_train_begin()
     try:
-        for epoch in range(epochs):
+        for epoch in range(first_epoch, epochs):
             start = time.perf_counter()
             order = dev.asarray(model.rng.permutation(n), "int64") if shuffle else None
             if schedule is not None and not per_step:
@@ -132,6 +149,10 @@ def fit(model, X, y, *, loss, optimizer, epochs, batch_size, shuffle=True, valid
             logs.update(seconds=seconds, samples_per_s=n / seconds if seconds > 0 else float("inf"),
                         lr=float(optimizer.lr))
             cbs.on_epoch_end(epoch, logs)
+            global_step += len(steps)
+            if last is not None:  # after the callbacks, so that a run one of them stops is saved too
+                checkpoint.save_checkpoint(last, model, optimizer, epoch=epoch + 1, step=global_step,
+                                           schedule=schedule, history=history.history)
             if model.stop_training:
                 break
     finally:

@@ -44,7 +44,8 @@ class _ScikitLearnStep(Optimizer):
         # past step in it; rescaling the buffer when the rate changes keeps the next steps the same.
         if isinstance(self.inner, SGD) and value != self.inner.lr:
             ratio = self.inner.lr / value
-            self.inner.state = {k: v * ratio for k, v in self.inner.state.items()}
+            self.inner.state = {k: {slot: v * ratio for slot, v in slots.items()}
+                                for k, slots in self.inner.state.items()}
         self.inner.lr = value
 
     def start_epoch(self, n: int, batch_size: int) -> None:

@@ -1,0 +1,356 @@
+"""Checkpoints: a model file plus everything a run needs to go on exactly as if it had never stopped.
+
+A checkpoint is one ``.npz`` file in xpnet's model format (:mod:`xpnet.io`), written atomically like
+:func:`xpnet.save`. Its header is a model's header (:func:`xpnet.saving.header`: architecture, dtype, loss,
+input range, metadata) with one more entry::
+
+    "checkpoint": {"epoch": 3,                 # epochs completed
+                   "step": 375,                # optimizer steps taken
+                   "optimizer": {"class": "Adam", "config": {...}, "counters": {"t": 375}},
+                   "schedule": {"name": ..., **its config} or null,
+                   "history": {"loss": [...], ...},
+                   "rng": {"shuffle": <the host generator's bit_generator.state>,
+                           "layers": {"<layer index>": <layer.rng_state()>}},
+                   "extra": {...}}
+
+and its arrays are the model's ``state_dict()`` (``"0.W"``, ... and layer buffers) plus the optimizer's
+state as ``"optimizer/<slot>/<parameter>"`` (``"optimizer/exp_avg/0.W"``). Since the model part is an
+ordinary model file, :func:`xpnet.load` reads a checkpoint as a plain model.
+
+    >>> model.fit(X, y, optimizer=Adam(), epochs=10, checkpoint_dir="run")       # killed in epoch 4
+    >>> model.fit(X, y, epochs=10, resume_from="run/last.npz")                   # epochs 4 to 10
+
+:func:`load_checkpoint` restores into a model that exists (the one ``fit`` is called on): building a
+model here would make this module import :mod:`xpnet.model`, which imports it through ``fit``. For a
+model from the file alone, ``xpnet.load(path)`` it first.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import math
+import os
+from dataclasses import dataclass, field
+
+from . import io, losses, optim, saving
+from .io import ModelFormatError
+from .saving import OPTIMIZER_PREFIX
+from .validation import warn
+
+LAST = "last.npz"
+"""The file name ``fit(checkpoint_dir=DIR)`` writes every epoch."""
+
+# The optimizers a checkpoint can name, by class name: xpnet's own (never a lookup by an arbitrary name).
+OPTIMIZERS: dict[str, type] = {cls.__name__: cls for cls in optim.OPTIMIZERS.values()}
+
+
+@dataclass
+class Checkpoint:
+    """What :func:`load_checkpoint` gives back besides the restored model: where the run stood."""
+
+    epoch: int  # epochs completed: a resumed fit starts with epoch index ``epoch``
+    step: int  # optimizer steps taken
+    optimizer: optim.Optimizer  # with its configuration and state
+    loss: losses.Loss | None
+    schedule: object | None = None  # rebuilt by xpnet.schedules.from_config, when that module exists
+    history: dict = field(default_factory=dict)
+    extra: dict = field(default_factory=dict)
+
+
+# -- save ---------------------------------------------------------------------------------------
+def save_checkpoint(path, model, optimizer, *, epoch: int, step: int, schedule=None, history=None,
+                    extra: dict | None = None) -> None:
+    """Write ``model``, ``optimizer`` and the run's position to ``path`` as one ``.npz``, atomically.
+
+    ``epoch`` is the number of epochs completed and ``step`` the optimizer steps taken; ``history`` a
+    ``{name: [values per epoch]}`` dict (``History.history``); ``schedule`` a learning-rate schedule with
+    ``get_config()`` (one without is not saved, with a warning); ``extra`` any JSON dict of the caller's.
+    The random state saved is the model's (:meth:`xpnet.Sequential.get_rng_state`). Raises ``ValueError``
+    for values that cannot be saved and ``OSError`` when the file cannot be written (a previous file is
+    then left as it was).
+    """
+    for name, value in (("epoch", epoch), ("step", step)):
+        if not _count(value):
+            raise ValueError(f"save_checkpoint: {name} must be a non-negative int, got {value!r}")
+    if not isinstance(optimizer, optim.Optimizer) or OPTIMIZERS.get(type(optimizer).__name__) is not type(optimizer):
+        raise TypeError(f"save_checkpoint: {optimizer!r} is not one of xpnet's optimizers "
+                        f"({', '.join(OPTIMIZERS)}), which a checkpoint can rebuild")
+    state = optimizer.state_dict()
+    arrays = model.state_dict()
+    arrays.update({OPTIMIZER_PREFIX + k: v for k, v in state["state"].items()})
+    entry = {"epoch": epoch, "step": step,
+             "optimizer": {"class": state["class"], "config": state["config"], "counters": state["counters"]},
+             "schedule": _schedule_spec(schedule),
+             "history": _encode_history(history or {}),
+             "rng": model.get_rng_state(),
+             "extra": {} if extra is None else extra}
+    if not isinstance(entry["extra"], dict):
+        raise TypeError(f"save_checkpoint: extra must be a dict, got {type(extra).__name__}")
+    try:
+        json.dumps(entry, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"save_checkpoint: the training state is not JSON-serializable ({exc}); "
+                         f"history and extra must hold numbers, strings, lists and dicts") from None
+    io.write(path, {**saving.header(model, getattr(model, "metadata", None) or {}), "checkpoint": entry}, arrays)
+
+
+def checkpoint_path(checkpoint_dir) -> str:
+    """``checkpoint_dir/last.npz``, after making the folder and checking it can be written (before training)."""
+    checkpoint_dir = os.fspath(checkpoint_dir)
+    if os.path.exists(checkpoint_dir) and not os.path.isdir(checkpoint_dir):
+        raise NotADirectoryError(f"checkpoint_dir={checkpoint_dir!r} is a file; give a folder (fit writes "
+                                 f"{LAST} into it every epoch)")
+    os.makedirs(checkpoint_dir, exist_ok=True)
+    path = os.path.join(checkpoint_dir, LAST)
+    io.check_writable(path)
+    return path
+
+
+def _schedule_spec(schedule):
+    if schedule is None:
+        return None
+    if not callable(getattr(schedule, "get_config", None)):
+        warn(f"save_checkpoint: the schedule {schedule!r} has no get_config(), so the checkpoint holds none; "
+             f"a resumed run gets no schedule back")
+        return None
+    # xpnet.schedules.to_config's form, {"name": ..., **config}, which its from_config rebuilds
+    return {"name": getattr(schedule, "name", None) or type(schedule).__name__, **schedule.get_config()}
+
+
+def _encode_history(history: dict) -> dict:
+    # JSON has no inf or nan (io writes strict JSON): such a value goes in as its name, a string.
+    def encode(v):
+        if hasattr(v, "item") and not isinstance(v, (int, float, str)):
+            v = v.item()  # a NumPy scalar
+        if isinstance(v, float) and not math.isfinite(v):
+            return repr(v)
+        return v
+    if not isinstance(history, dict):
+        raise TypeError(f"save_checkpoint: history must be a dict of lists (History.history), got "
+                        f"{type(history).__name__}")
+    return {str(k): [encode(v) for v in values] for k, values in history.items()}
+
+
+def _decode_history(path, history) -> dict:
+    if not isinstance(history, dict) or not all(isinstance(v, list) for v in history.values()):
+        raise ModelFormatError(f"{path}: garbled checkpoint (history is not a dict of lists)")
+    names = {"inf": math.inf, "-inf": -math.inf, "nan": math.nan}
+    return {k: [names.get(v, v) if isinstance(v, str) else v for v in values] for k, values in history.items()}
+
+
+# -- load ---------------------------------------------------------------------------------------
+def read_checkpoint(path) -> tuple[dict, dict, dict]:
+    """The header's ``checkpoint`` entry (checked), the whole header and all arrays of a checkpoint file.
+
+    Raises ``FileNotFoundError`` naming ``path``, and :class:`~xpnet.io.ModelFormatError` for a file that
+    is not a checkpoint (a plain model file included) or is damaged.
+    """
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"no checkpoint file {path} (fit(checkpoint_dir=DIR) writes DIR/{LAST})")
+    header, arrays = io.read(path)  # every file-level check of a model file
+    entry = header.get("checkpoint")
+    if entry is None:
+        raise ModelFormatError(f"{path} is a model file (xpnet.save), not a checkpoint: it holds no optimizer "
+                               f"state, epoch or random state to resume from. To train on from its weights, "
+                               f"xpnet.load it and call fit without resume_from.")
+    if not isinstance(entry, dict):
+        raise ModelFormatError(f"{path}: garbled checkpoint (its entry is not a dict)")
+    for name in ("epoch", "step"):
+        if not _count(entry.get(name)):
+            raise ModelFormatError(f"{path}: garbled checkpoint ({name} {entry.get(name)!r} is not a "
+                                   f"non-negative int)")
+    spec = entry.get("optimizer")
+    if not (isinstance(spec, dict) and isinstance(spec.get("config"), dict)
+            and isinstance(spec.get("counters", {}), dict)):
+        raise ModelFormatError(f"{path}: garbled checkpoint (optimizer is not {{'class', 'config', 'counters'}})")
+    if spec.get("class") not in OPTIMIZERS:
+        raise ModelFormatError(f"{path}: unknown optimizer {spec.get('class')!r} in the checkpoint; known: "
+                               f"{', '.join(OPTIMIZERS)}")
+    rng = entry.get("rng")
+    if not (isinstance(rng, dict) and isinstance(rng.get("shuffle"), dict) and isinstance(rng.get("layers", {}), dict)):
+        raise ModelFormatError(f"{path}: garbled checkpoint (rng is not {{'shuffle', 'layers'}})")
+    schedule = entry.get("schedule")
+    if schedule is not None and not (isinstance(schedule, dict) and isinstance(schedule.get("name"), str)):
+        raise ModelFormatError(f"{path}: garbled checkpoint (schedule is not {{'name', ...its config}})")
+    if not isinstance(entry.get("extra", {}), dict):
+        raise ModelFormatError(f"{path}: garbled checkpoint (extra is not a dict)")
+    _decode_history(path, entry.get("history", {}))
+    return entry, header, arrays
+
+
+def load_checkpoint(path, model, optimizer=None) -> Checkpoint:
+    """Restore ``model`` from a checkpoint and rebuild (or fill) its optimizer; returns the :class:`Checkpoint`.
+
+    ``model`` must have the checkpoint's architecture and dtype (``xpnet.load(path)`` builds one). It gets
+    the weights and buffers, the loss, input range and metadata, and the random state. ``optimizer``:
+
+    - ``None``: the checkpoint's optimizer, rebuilt with its configuration and state;
+    - an optimizer of the checkpoint's class: it takes the checkpoint's configuration and state (as
+      ``torch.optim``'s ``load_state_dict`` does), with a warning naming the values that differ;
+    - one of another class: ``ValueError`` naming both, since its state cannot carry over.
+
+    Everything is checked before anything is changed; a damaged file raises
+    :class:`~xpnet.io.ModelFormatError` and leaves the model as it was.
+    """
+    path = os.fspath(path)
+    return _restore(path, *read_checkpoint(path), model, optimizer)
+
+
+def _restore(path, entry, header, arrays, model, optimizer) -> Checkpoint:
+    # Everything is checked first, the model and the optimizer are changed only once all of it fits.
+    _check_model(path, model, header)
+    model_arrays = {k: v for k, v in arrays.items() if not k.startswith(OPTIMIZER_PREFIX)}
+    _check_arrays(path, model.state_dict(), model_arrays)
+    spec = entry["optimizer"]
+    cls = OPTIMIZERS[spec["class"]]
+    try:
+        saved = cls(**spec["config"])
+    except (TypeError, ValueError) as exc:
+        raise ModelFormatError(f"{path}: the optimizer {spec['class']} cannot be rebuilt from "
+                               f"{spec['config']!r}: {exc}") from None
+    if optimizer is None:
+        optimizer = saved
+    elif type(optimizer) is not cls:
+        raise ValueError(f"resume from {path}: the checkpoint was trained with {saved!r}, but {optimizer!r} was "
+                         f"given; an optimizer's state cannot carry over to another kind. Pass optimizer=None "
+                         f"to go on with the checkpoint's, or start a new run from its weights: "
+                         f"xpnet.load({path!r}) and fit without resume_from.")
+    state = {"class": spec["class"], "config": spec["config"], "counters": spec.get("counters", {}),
+             "state": {k[len(OPTIMIZER_PREFIX):]: v for k, v in arrays.items() if k.startswith(OPTIMIZER_PREFIX)}}
+    try:  # on a throwaway optimizer, against the host arrays of the parameters
+        cls(**spec["config"]).load_state_dict(state, {k: model_arrays[k] for k in model.parameters()})
+    except (TypeError, ValueError) as exc:
+        raise ModelFormatError(f"{path}: {exc}") from None
+    schedule = _schedule_from(path, entry.get("schedule"))
+    history = _decode_history(path, entry.get("history", {}))
+    before = model.get_rng_state()
+    try:
+        model.set_rng_state(entry["rng"])
+    except (TypeError, ValueError, KeyError) as exc:
+        model.set_rng_state(before)
+        raise ModelFormatError(f"{path}: garbled checkpoint (its random state cannot be restored: {exc})") from None
+    try:
+        saving.restore(path, model, header, model_arrays)
+    except ModelFormatError:
+        model.set_rng_state(before)
+        raise
+    given = optimizer.get_config()
+    optimizer.load_state_dict(state, model.parameters())
+    changed = {k: (given[k], v) for k, v in optimizer.get_config().items() if given.get(k) != v}
+    if changed and entry.get("schedule") is not None:
+        changed.pop("lr", None)  # the schedule sets the learning rate from the step, whatever was given
+    if changed:
+        warn(f"resume from {path}: the checkpoint's {type(optimizer).__name__} configuration wins over the "
+             f"one given: " + ", ".join(f"{k}={new!r} (given {old!r})" for k, (old, new) in changed.items()))
+    return Checkpoint(epoch=entry["epoch"], step=entry["step"], optimizer=optimizer, loss=model.loss,
+                      schedule=schedule, history=history, extra=entry.get("extra", {}))
+
+
+def resume(model, path, loss=None, optimizer=None, lr=None) -> Checkpoint:
+    """:func:`load_checkpoint` for ``fit(resume_from=path)``, with fit's ``loss``, ``optimizer`` and ``lr``.
+
+    ``loss=None`` takes the checkpoint's; another loss than the checkpoint's is a ``ValueError`` (that
+    is a new run, not a resumed one). An optimizer given by name is built first (with ``lr``); then the
+    rules of :func:`load_checkpoint` apply.
+    """
+    if optimizer is not None:
+        optimizer = optim.get(optimizer, lr)
+    elif lr is not None:
+        warn(f"fit: lr={lr!r} is ignored when resuming with the checkpoint's optimizer (optimizer=None); "
+             f"pass the optimizer to change its settings")
+    path = os.fspath(path)
+    entry, header, arrays = read_checkpoint(path)
+    if loss is not None:
+        loss = losses.get(loss)
+        saved = header.get("loss")
+        if saved is not None and (saved["class"], saved.get("config", {})) != (type(loss).__name__, loss.get_config()):
+            raise ValueError(f"resume from {path}: the checkpoint was trained with the loss "
+                             f"{saved['class']}({saved.get('config', {})}), but {loss!r} was given. Pass "
+                             f"loss=None to go on with the checkpoint's.")
+    elif header.get("loss") is None:
+        raise ValueError(f"resume from {path}: the checkpoint names no loss xpnet can rebuild "
+                         f"(a custom one?): pass loss=...")
+    found = _restore(path, entry, header, arrays, model, optimizer)
+    if loss is not None:
+        found.loss = model.loss = loss
+    return found
+
+
+def _check_model(path, model, header) -> None:
+    want = json.loads(json.dumps(model.get_config()["layers"]))  # tuples become lists, as in the file
+    have = header["architecture"]["layers"]
+    if want != have:
+        differ = next((i for i, (a, b) in enumerate(zip(want, have)) if a != b), min(len(want), len(have)))
+        detail = (f"; layer {differ} is {_layer(want, differ)} in the model, {_layer(have, differ)} in the "
+                  f"checkpoint")
+        raise ValueError(f"resume from {path}: the model's layers {_layers(want)} are not the checkpoint's "
+                         f"{_layers(have)}{detail}; build the same model (or xpnet.load({path!r}))")
+    if header["dtype"] != model.dtype:
+        raise ValueError(f"resume from {path}: the checkpoint is {header['dtype']} but the model is "
+                         f"{model.dtype}; a resumed run must compute in the same dtype")
+
+
+def _check_arrays(path, state: dict, arrays: dict) -> None:
+    """The checkpoint's model arrays against the model's ``state_dict()``: the same names and shapes."""
+    if set(state) != set(arrays):
+        raise ModelFormatError(f"{path}: the model has arrays {sorted(state)} but the checkpoint holds "
+                               f"{sorted(arrays)}")
+    for k, v in arrays.items():
+        if tuple(v.shape) != tuple(state[k].shape):
+            raise ModelFormatError(f"{path}: array {k!r} has shape {v.shape}, the model's {tuple(state[k].shape)}")
+
+
+def _layer(specs, i) -> str:
+    if i >= len(specs):
+        return "missing"
+    args = ", ".join(f"{k}={v!r}" for k, v in specs[i].get("config", {}).items())
+    return f"{specs[i]['class']}({args})"
+
+
+def _layers(specs) -> str:
+    return "[" + ", ".join(s["class"] for s in specs) + "]"
+
+
+def _count(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def resumed_schedule(found: Checkpoint, given):
+    """The learning-rate schedule a resumed ``fit`` goes on with: the checkpoint's, as saved (its base lr
+    and length filled in by the first run), unless it holds none; then ``given``.
+
+    A ``given`` schedule whose set values differ from the checkpoint's loses, with a warning naming them
+    (as an optimizer's configuration does); values it leaves unset (``lr=None``: "the optimizer's") are
+    not compared, since after a resume the optimizer's lr is the schedule's last, not its base.
+    """
+    if found.schedule is None or given is None:
+        return found.schedule if given is None else given
+    module = _schedules()
+    if module is not None and not callable(getattr(given, "get_config", None)):
+        given = module.get(given)  # a name ("cosine") or a config dict
+    want, have = _schedule_spec(given) or {}, _schedule_spec(found.schedule)
+    differ = {k: (v, have.get(k)) for k, v in want.items() if v is not None and have.get(k) != v}
+    if differ:
+        warn("fit: resuming with the checkpoint's learning-rate schedule, not the one given: "
+             + ", ".join(f"{k}={new!r} (given {old!r})" for k, (old, new) in differ.items()))
+    return found.schedule
+
+
+def _schedules():
+    """:mod:`xpnet.schedules` if it is there: a checkpoint does not need it to resume the rest."""
+    try:
+        return importlib.import_module(f"{__package__}.schedules")
+    except ModuleNotFoundError:
+        return None
+
+
+def _schedule_from(path, spec):
+    schedules = None if spec is None else _schedules()
+    if schedules is None:
+        return None
+    try:
+        return schedules.from_config(spec)
+    except (TypeError, ValueError, KeyError) as exc:
+        raise ModelFormatError(f"{path}: the schedule {spec['name']!r} cannot be rebuilt: {exc}") from None
