@@ -57,7 +57,7 @@ def test_train_spirals_needs_no_data(tmp_path):
     proc = xpnet_cmd("train", "--dataset", "spirals", "--epochs", "2", "--device", "cpu",
                      env={"XPNET_DATA": str(tmp_path / "nothing")})
     assert proc.returncode == 0, proc.stderr
-    assert "training 2-200-3" in proc.stdout
+    assert "training 2-512-256-3 (relu hidden, linear output)" in proc.stdout
     assert [m.group(1) for m in EPOCH_LINE.finditer(proc.stdout)] == ["1", "2"]
 
 
@@ -228,10 +228,11 @@ def test_evaluate_and_predict_errors(spirals_model, tmp_path, capsys):
 
 def test_mnist_save_evaluate_predict(data_dir, tmp_path, capsys):
     path = tmp_path / "mnist.npz"
-    code, out, err = run_main(capsys, "train", "--data-dir", data_dir, "--limit", "2000", "--device", "cpu",
-                              "--save", str(path))
+    code, out, err = run_main(capsys, "train", "--model", "tutorial", "--data-dir", data_dir, "--limit", "2000",
+                              "--device", "cpu", "--save", str(path))
     assert code == 0, err
-    assert "training 784-200-10 (sigmoid hidden, sigmoid output), mse, sgd lr 0.1, batch 1, on mnist" in out
+    assert ("training 784-200-10 (sigmoid hidden, sigmoid output), mse, sgd lr 0.1, constant schedule, batch 1, "
+            "on mnist") in out
     test_acc = float(EPOCH_LINE.search(out).group(3))
     assert test_acc > 0.7
     code, out, _ = run_main(capsys, "evaluate", str(path), "--data-dir", data_dir, "--limit", "2000")

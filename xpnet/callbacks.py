@@ -132,11 +132,7 @@ class History(Callback):
         without pyplot, so it needs no display and leaves pyplot's global state alone. Needs the
         ``plot`` extra: ``pip install 'xpnet[plot]'``.
         """
-        try:
-            from matplotlib.figure import Figure
-        except ImportError as exc:
-            raise ImportError("History.plot needs matplotlib, which is not installed: pip install 'xpnet[plot]' "
-                              "(or pip install matplotlib)") from exc
+        Figure = _figure_class("History.plot")
         if isinstance(metrics, str):
             metrics = (metrics,)
         shown = [m for m in metrics if m in self.history or f"val_{m}" in self.history]
@@ -155,7 +151,8 @@ class History(Callback):
             ax.grid(True, alpha=0.3)
             if len(ax.get_lines()) > 1:
                 ax.legend()
-            ax.xaxis.get_major_locator().set_params(integer=True)
+            ax.xaxis.get_major_locator().set_params(integer=True, min_n_ticks=1)  # epochs are whole numbers
+            ax.set_xlim(0.5, max(len(v) for k, v in self.history.items() if k.endswith(name)) + 0.5)
         if path is not None:
             fig.savefig(os.fspath(path), dpi=100)
         return fig
@@ -258,21 +255,40 @@ class EpochLine(Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         if self.params["verbose"] >= 1:
-            print(format_epoch(epoch, self.params["epochs"], logs, self.model.device), flush=True)
+            print(format_epoch(epoch, self.params["epochs"], logs, self.model.device,
+                               self.params.get("held_out", "test")), flush=True)
 
 
-def format_epoch(epoch: int, epochs: int, logs: dict, dev) -> str:
-    """One line per epoch: loss, accuracies, throughput and device."""
+def _figure_class(who: str):
+    try:
+        from matplotlib.figure import Figure
+    except ImportError as exc:
+        raise ImportError(f"{who} needs matplotlib, which is not installed: pip install 'xpnet[plot]' "
+                          f"(or pip install matplotlib)") from exc
+    return Figure
+
+
+def require_matplotlib(who: str) -> None:
+    """Raise the ``ImportError`` that :meth:`History.plot` would, now (before an hour of training)."""
+    _figure_class(who)
+
+
+def format_epoch(epoch: int, epochs: int, logs: dict, dev, held_out: str = "test") -> str:
+    """One line per epoch: loss, accuracies, throughput and device.
+
+    ``held_out`` names the ``val_`` figures: ``"test"`` for ``validation_data`` (the test set, in the
+    CLI and the examples), ``"val"`` for rows held out of the training set by ``validation_split``.
+    """
     parts = [f"epoch {epoch + 1}/{epochs}", f"loss {logs['loss']:.4f}"]
     if "accuracy" in logs:
         parts.append(f"train acc {logs['accuracy']:.4f}")
     if "val_loss" in logs:
-        parts.append(f"test loss {logs['val_loss']:.4f}")
+        parts.append(f"{held_out} loss {logs['val_loss']:.4f}")
     if "val_accuracy" in logs:
-        parts.append(f"test acc {logs['val_accuracy']:.4f}")
+        parts.append(f"{held_out} acc {logs['val_accuracy']:.4f}")
     for key in logs:  # fit's other metrics (top-k), after the ones the CLI's readers parse
         if key.startswith(("top_", "val_top_")):
-            parts.append(f"{key.replace('val_', 'test ').replace('_', ' ')} {logs[key]:.4f}")
+            parts.append(f"{key.replace('val_', held_out + ' ').replace('_', ' ')} {logs[key]:.4f}")
     parts += [f"{logs['samples_per_s']:,.0f} samples/s", f"{logs['seconds']:.2f} s", f"{dev}"]
     return "  ".join(parts)
 

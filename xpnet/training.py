@@ -117,7 +117,8 @@ def fit(model, X, y, *, loss, optimizer, epochs, batch_size, shuffle=True, valid
             warn(f"fit: the checkpoint {os.fspath(resume_from)} has done {first_epoch} epochs, more than "
                  f"epochs={epochs}: nothing to train (epochs counts the total, as Keras' initial_epoch)")
     cbs = CallbackList([DivergenceRollback(), progress, history, EpochLine(), *callbacks], model, {
-        "epochs": epochs, "steps": len(steps), "samples": n, "check_every": check_every, "verbose": verbose},
+        "epochs": epochs, "steps": len(steps), "samples": n, "check_every": check_every, "verbose": verbose,
+        "held_out": "val" if validation_split else "test"},
         optimizer)
     model.stop_training = False
     cbs.on_train_begin()

@@ -70,7 +70,7 @@ class _StderrHandler(logging.StreamHandler):
 
 
 _EXPECTED = (backend.DeviceUnavailableError, datasets.DatasetError, io.ModelFormatError, ValueError, OSError,
-             FloatingPointError, TypeError, MemoryError)
+             FloatingPointError, TypeError, MemoryError, ImportError)
 
 
 def main(argv=None) -> int:
@@ -78,6 +78,8 @@ def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     _check_environment(parser)
+    if args.command == "train" and args.warmup and args.schedule not in (None, "cosine"):
+        parser.error("--warmup goes with --schedule cosine (a linear warm-up, then the cosine)")
     log = logging.getLogger("xpnet")
     if not getattr(args, "quiet", False) and not log.handlers:
         handler = _StderrHandler()

@@ -11,13 +11,14 @@ from io import StringIO
 
 import numpy as np
 
-from .. import backend, datasets, io, losses, optim, saving
+from .. import backend, datasets, io, losses, optim, saving, schedules
+from .. import callbacks as callbacks_mod
 from .._version import __version__
 from ..callbacks import format_epoch
-from ..layers import ACTIVATIONS, Dense
+from ..layers import ACTIVATIONS, BatchNorm1d, Dense, Dropout
 from ..model import Sequential, load
 from ..validation import output_width
-from .parser import DEFAULT_LR, IMAGES, LOSSES, TARGETS
+from .parser import IMAGES, LOSSES, TARGETS, apply_preset
 
 
 # -- data helpers -------------------------------------------------------------------------------
@@ -59,7 +60,7 @@ def tutorial_normal(shape, rng, device, dtype="float32"):
     return device.asarray(rng.normal(0.0, shape[1] ** -0.5, size=shape), dtype)
 
 
-def _network(layers, activation, loss):
+def _network(layers, activation, loss, dropout=0.0, batchnorm=False):
     # Sigmoid nets start like the book's (with 1/sqrt(fan_in) they reach ~0.939 instead of ~0.946 after
     # one MNIST epoch); ReLU-family ones with He's init, tanh with LeCun's.
     inits = {"sigmoid": tutorial_normal, "relu": "he_normal", "leaky_relu": "he_normal"}
@@ -68,7 +69,11 @@ def _network(layers, activation, loss):
     for i, (n_in, n_out) in enumerate(zip(layers[:-1], layers[1:])):
         stack.append(Dense(n_in, n_out, init=init))
         if i < len(layers) - 2:
+            if batchnorm:
+                stack.append(BatchNorm1d(n_out))
             stack.append(ACTIVATIONS[activation]())
+            if dropout:
+                stack.append(Dropout(dropout))
     if loss == "mse":
         stack.append(ACTIVATIONS["sigmoid"]())  # the tutorial's output; the other losses take logits
     return stack
@@ -78,38 +83,85 @@ def _input_width(model) -> int:
     return next(layer.in_features for layer in model.layers if isinstance(layer, Dense))
 
 
+def _schedule(args, lr: float, steps_per_epoch: int):
+    """``--schedule`` (and ``--warmup``) as a per-step schedule over the whole run."""
+    total = args.epochs * steps_per_epoch
+    if args.schedule == "cosine":
+        warmup = round(args.warmup * steps_per_epoch)
+        if warmup >= total:
+            raise ValueError(f"--warmup {args.warmup:g} epochs is {warmup} steps, but the run has only {total}: "
+                             f"the cosine needs steps after the warm-up (more --epochs, or less --warmup)")
+        return schedules.CosineDecay(lr, total=total, warmup=warmup, per="step")
+    if args.schedule == "step":  # a tenth of the rate after each third of the run
+        return schedules.StepDecay(lr, step_size=max(1, -(-total // 3)), gamma=0.1, per="step")
+    if args.schedule == "exponential":  # down to a hundredth at the end
+        return schedules.ExponentialDecay(lr, gamma=0.01 ** (1.0 / total), per="step")
+    return schedules.Constant(lr, per="step")
+
+
+def _optimizer(args):
+    kwargs = {} if args.weight_decay is None else {"weight_decay": args.weight_decay}
+    if args.optimizer == "momentum":
+        return optim.SGD(args.lr, momentum=0.9, **kwargs)
+    return optim.OPTIMIZERS[args.optimizer](args.lr, **kwargs)
+
+
 # -- the commands -------------------------------------------------------------------------------
 def cmd_train(args) -> int:
-    if args.save:
-        io.check_writable(args.save)  # before training, not after an hour of it
+    apply_preset(args)
+    for path in (args.save, args.plot):
+        if path:
+            io.check_writable(path)  # before training, not after an hour of it
+    if args.plot:
+        callbacks_mod.require_matplotlib("--plot")
     dev = backend.device(args.device, backend=args.backend)
     (X, y), (X_test, y_test) = _load(args, args.scale)
     if X.shape[0] == 0 or X_test.shape[0] == 0:
         raise ValueError(f"{args.dataset}: no samples to train or test on")
     features, classes = X.shape[1], int(max(y.max(), y_test.max())) + 1
-    layers = args.layers or [features, 200, classes]
+    layers = args.layers or [features, *args.hidden, classes]
     _check_widths(layers, features, classes, args.loss, args.dataset)
-    lr = args.lr if args.lr is not None else DEFAULT_LR[args.optimizer]
-    model = Sequential(_network(layers, args.activation, args.loss), device=dev, seed=args.seed, dtype=args.dtype)
-    loss, optimizer = losses.get(args.loss), optim.get(args.optimizer, lr)
+    model = Sequential(_network(layers, args.activation, args.loss, args.dropout, args.batchnorm), device=dev,
+                       seed=args.seed, dtype=args.dtype)
+    loss, optimizer = losses.get(args.loss), _optimizer(args)
+    n_train = X.shape[0] - int(X.shape[0] * (args.val_split or 0.0))
+    schedule = _schedule(args, args.lr, -(-n_train // args.batch_size))
     width = layers[-1]
+    callbacks = []
+    if args.early_stopping:
+        callbacks.append(callbacks_mod.EarlyStopping(patience=args.early_stopping, restore_best_weights=True))
     if not args.quiet:
         scale = f", inputs scaled {args.scale}" if args.dataset in IMAGES else ""
-        print(f"xpnet: training {'-'.join(map(str, layers))} ({args.activation} hidden, "
-              f"{'sigmoid' if args.loss == 'mse' else 'linear'} output), {args.loss}, {args.optimizer} lr {lr:g}, "
+        extras = "".join([f", dropout {args.dropout:g}" if args.dropout else "", ", batchnorm" if args.batchnorm else ""])
+        print(f"xpnet: training {'-'.join(map(str, layers))} ({args.activation} hidden{extras}, "
+              f"{'sigmoid' if args.loss == 'mse' else 'linear'} output), {args.loss}, {args.optimizer} lr {args.lr:g}"
+              f"{f' weight decay {optimizer.weight_decay:g}' if optimizer.weight_decay else ''}, "
+              f"{args.schedule} schedule{f' after {args.warmup:g} warm-up epochs' if args.warmup else ''}, "
               f"batch {args.batch_size}, on {args.dataset}: {X.shape[0]} train / {X_test.shape[0]} test "
               f"samples{scale}, {dev}, {args.dtype}", flush=True)
+    test = (X_test, _targets(y_test, args.loss, width, args.dtype))
     history = model.fit(X, _targets(y, args.loss, width, args.dtype), loss=loss, optimizer=optimizer,
-                        epochs=args.epochs, batch_size=args.batch_size,
-                        validation_data=(X_test, _targets(y_test, args.loss, width, args.dtype)),
+                        epochs=args.epochs, batch_size=args.batch_size, schedule=schedule,
+                        validation_split=args.val_split or 0.0,
+                        validation_data=None if args.val_split else test,
+                        callbacks=callbacks, checkpoint_dir=args.checkpoint_dir, resume_from=args.resume,
                         verbose=0 if args.quiet else 1)
     if args.quiet:
         last = {k: v[-1] for k, v in history.history.items()}
-        print(format_epoch(len(history["loss"]) - 1, args.epochs, last, dev), flush=True)
+        print(format_epoch(len(history["loss"]) - 1, args.epochs, last, dev, "val" if args.val_split else "test"),
+              flush=True)
+    if args.val_split:  # the epoch lines showed the held-out split; the test set's turn comes once, at the end
+        result = model.evaluate(*test)
+        print("test " + "  ".join(f"{k} {v:.4f}" for k, v in result.items()), flush=True)
+    if args.plot:
+        history.plot(args.plot)
+        if not args.quiet:
+            print(f"xpnet: drew the learning curves to {args.plot}")
     if args.save:
         model.metadata = {"dataset": args.dataset, "scale": args.scale if args.dataset in IMAGES else None,
-                          "loss": args.loss, "classes": classes, "layers": layers,
-                          "activation": args.activation, "optimizer": args.optimizer, "lr": lr,
+                          "loss": args.loss, "classes": classes, "layers": layers, "model": args.model,
+                          "activation": args.activation, "optimizer": args.optimizer, "lr": args.lr,
+                          "schedule": args.schedule, "dropout": args.dropout, "batchnorm": args.batchnorm,
                           "epochs": args.epochs, "batch_size": args.batch_size, "seed": args.seed}
         _save_or_rescue(model, args.save)
         if not args.quiet:

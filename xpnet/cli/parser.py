@@ -14,6 +14,17 @@ HIDDEN = ("sigmoid", "relu", "tanh", "leaky_relu")
 LOSSES = ("mse", "softmax_cross_entropy", "binary_cross_entropy")
 OPTIMIZERS = ("sgd", "momentum", "adam", "adamw", "rmsprop")
 DEFAULT_LR = {"sgd": 0.1, "momentum": 0.01, "adam": 0.001, "adamw": 0.001, "rmsprop": 0.01}
+SCHEDULES = ("constant", "cosine", "step", "exponential")
+
+# What `xpnet train --model NAME` means; each option given on the command line overrides its entry.
+# mlp's batch of 128 suits a CPU (BLAS-sized products) and a GPU alike (a few kernels per step, not
+# per sample); one epoch of cosine decay from 3e-3 takes it past 0.97 on MNIST (0.976 measured).
+PRESETS = {
+    "mlp": {"hidden": (512, 256), "activation": "relu", "loss": "softmax_cross_entropy", "optimizer": "adamw",
+            "lr": 0.003, "batch_size": 128, "scale": "unit", "schedule": "cosine"},
+    "tutorial": {"hidden": (200,), "activation": "sigmoid", "loss": "mse", "optimizer": "sgd", "lr": 0.1,
+                 "batch_size": 1, "scale": "tutorial", "schedule": "constant"},
+}
 IMAGES = ("mnist", "fashion-mnist", "csv")  # datasets of 0..255 pixels, where --scale applies
 TARGETS = {"mse": (0.01, 0.99), "binary_cross_entropy": (0.0, 1.0)}  # one-hot (off, on) per loss
 
@@ -73,6 +84,42 @@ def _positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
 
 
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text!r}")
+    return value
+
+
+def _probability(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"must be a number in [0, 1), got {text!r}")
+    return value
+
+
+def apply_preset(args) -> None:
+    """Fill every ``train`` option left unset with its ``--model`` preset's value (in place)."""
+    preset = PRESETS[args.model]
+    for name in ("activation", "loss", "scale", "schedule", "batch_size"):
+        if getattr(args, name) is None:
+            setattr(args, name, preset[name])
+    if args.optimizer is None:
+        args.optimizer = preset["optimizer"]
+        args.lr = preset["lr"] if args.lr is None else args.lr
+    elif args.lr is None:
+        args.lr = preset["lr"] if args.optimizer == preset["optimizer"] else DEFAULT_LR[args.optimizer]
+    args.hidden = preset["hidden"]
+    args.dropout = args.dropout or 0.0
+    args.warmup = args.warmup or 0.0
+
+
 def _positive_float(text: str) -> float:
     try:
         value = float(text)
@@ -115,29 +162,60 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "train", parents=[common, data_options("mnist")], help="train a network on a dataset", formatter_class=raw,
         description="Train a network on a dataset; print loss and train/test accuracy after each epoch.\n\n"
-                    "The defaults are the tutorial's MNIST network: 784-200-10 with sigmoid hidden and output\n"
-                    "layers, the 1/2 squared error, SGD with lr 0.1, one sample per step, inputs scaled to\n"
-                    "0.01..1 and targets 0.01/0.99: about 0.945 test accuracy after one epoch.")
+                    "--model picks a preset; every option below overrides it:\n"
+                    "  mlp (default)  784-512-256-10 ReLU, softmax cross-entropy, AdamW lr 0.003 with a cosine\n"
+                    "                 schedule over the run, batch 128, inputs 0..1: about 0.975 MNIST test\n"
+                    "                 accuracy after one epoch, in seconds on a laptop CPU (and a sensible\n"
+                    "                 batch on a GPU)\n"
+                    "  tutorial       the book's 784-200-10 sigmoid network: the 1/2 squared error, SGD lr 0.1,\n"
+                    "                 one sample per step, inputs 0.01..1, targets 0.01/0.99 (about 0.945)")
+    p.add_argument("--model", choices=tuple(PRESETS), default="mlp",
+                   help="preset: mlp (default) or tutorial (see above)")
     p.add_argument("--layers", type=_layers_arg, metavar="N,N,...",
-                   help="layer sizes from input to output (default: <features>,200,<classes>, which is "
-                        "784,200,10 for MNIST); the first must equal the data's features")
-    p.add_argument("--activation", choices=HIDDEN, default="sigmoid",
-                   help="hidden-layer activation (default sigmoid)")
-    p.add_argument("--loss", choices=LOSSES, default="mse",
-                   help="mse (default; sigmoid output, targets 0.01/0.99), softmax_cross_entropy or "
+                   help="layer sizes from input to output (default: the preset's hidden sizes between the "
+                        "data's features and classes, e.g. 784,512,256,10); the first must equal the features")
+    p.add_argument("--activation", choices=HIDDEN, help="hidden-layer activation (mlp: relu, tutorial: sigmoid)")
+    p.add_argument("--loss", choices=LOSSES,
+                   help="mse (sigmoid output, targets 0.01/0.99; tutorial), softmax_cross_entropy (mlp) or "
                         "binary_cross_entropy (both on a linear output: logits)")
-    p.add_argument("--optimizer", choices=OPTIMIZERS, default="sgd", help="sgd (default), momentum (0.9), adam, adamw (weight decay 0.01) or rmsprop")
+    p.add_argument("--optimizer", choices=OPTIMIZERS,
+                   help="sgd (tutorial), momentum (0.9), adam, adamw (mlp) or rmsprop")
     p.add_argument("--lr", type=_positive_float,
-                   help="learning rate (default: 0.1 for sgd, 0.01 for momentum and rmsprop, 0.001 for adam "
-                        "and adamw)")
+                   help="learning rate (default: the preset's; for another --optimizer 0.1 for sgd, 0.01 for "
+                        "momentum and rmsprop, 0.001 for adam and adamw)")
+    p.add_argument("--weight-decay", type=_non_negative_float, metavar="WD",
+                   help="weight decay: decoupled for adamw (default 0.01), L2 in the gradient for the others "
+                        "(default 0)")
+    p.add_argument("--schedule", choices=SCHEDULES,
+                   help="learning-rate schedule, per step: constant (tutorial), cosine (mlp: from lr down to 0 "
+                        "over the run), step (x0.1 every third of the run) or exponential (x0.01 over the run)")
+    p.add_argument("--warmup", type=_non_negative_float, metavar="EPOCHS",
+                   help="linear warm-up from 0 to lr over this many epochs (fractions allowed) before the "
+                        "schedule (default 0)")
+    p.add_argument("--dropout", type=_probability, metavar="P",
+                   help="dropout after each hidden activation, with probability P (default 0: none)")
+    p.add_argument("--batchnorm", action="store_true",
+                   help="BatchNorm1d after each hidden Dense layer (before its activation)")
     p.add_argument("--epochs", type=_positive_int, default=1, help="passes over the training set (default 1)")
-    p.add_argument("--batch-size", type=_positive_int, default=1,
-                   help="samples per step (default 1, the tutorial's)")
+    p.add_argument("--batch-size", type=_positive_int,
+                   help="samples per step (mlp: 128; tutorial: 1, the book's)")
+    p.add_argument("--val-split", type=_probability, metavar="F",
+                   help="hold out the last fraction F of the training set for validation (reported as val_*; "
+                        "early stopping watches its loss). The test set is reported either way")
+    p.add_argument("--early-stopping", type=_positive_int, metavar="N",
+                   help="stop when the validation loss has not improved for N epochs, and keep the best weights")
     p.add_argument("--seed", type=int, default=0, help="seed for the initial weights and shuffling (default 0)")
     p.add_argument("--dtype", choices=("float32", "float64"), default="float32", help="default float32")
-    p.add_argument("--scale", choices=("tutorial", "unit"), default="tutorial",
-                   help="pixel scaling: tutorial = 0.01..1 (default), unit = 0..1 (image datasets only)")
+    p.add_argument("--scale", choices=("tutorial", "unit"),
+                   help="pixel scaling: unit = 0..1 (mlp), tutorial = 0.01..1 (tutorial); image datasets only")
     p.add_argument("--save", metavar="PATH", help="save the trained model to PATH (.npz)")
+    p.add_argument("--checkpoint-dir", metavar="DIR",
+                   help="write DIR/last.npz after every epoch: model, optimizer state, schedule, epoch and "
+                        "random state, so that --resume continues exactly")
+    p.add_argument("--resume", metavar="PATH",
+                   help="continue a run from its checkpoint (DIR/last.npz) up to --epochs in all; give the same "
+                        "options as the interrupted run")
+    p.add_argument("--plot", metavar="PNG", help="draw loss and accuracy curves to PNG (needs xpnet[plot])")
     p.add_argument("--quiet", action="store_true", help="print only the last epoch's line")
 
     p = sub.add_parser(
