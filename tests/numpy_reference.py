@@ -10,6 +10,20 @@ import numpy as np
 
 
 # -- optimizers (one step on a dict of float64 arrays; ``state`` is a dict the caller keeps) ----------
+def central_difference(f, host, eps=1e-6):
+    """d f() / d host by central differences, one entry of the NumPy array ``host`` at a time (``f`` reads it)."""
+    grad = np.zeros_like(host)
+    for i in np.ndindex(host.shape):
+        old = host[i]
+        host[i] = old + eps
+        plus = f()
+        host[i] = old - eps
+        minus = f()
+        host[i] = old
+        grad[i] = (plus - minus) / (2 * eps)
+    return grad
+
+
 def clip(grads, max_norm):
     """torch.nn.utils.clip_grad_norm_: every gradient times min(1, max_norm / (global L2 norm + 1e-6))."""
     norm = np.sqrt(sum((g ** 2).sum() for g in grads.values()))

@@ -15,6 +15,8 @@ import xpnet
 from xpnet import (MSE, BatchNorm1d, BinaryCrossEntropy, CrossEntropy, Dense, Dropout, Flatten, Identity, LeakyReLU,
                    ReLU, Sigmoid, Softmax, SoftmaxCrossEntropy, Step, Tanh, to_numpy)
 
+from numpy_reference import central_difference
+
 
 def _softmax(z):
     e = np.exp(z - z.max(axis=-1, keepdims=True))
@@ -88,19 +90,6 @@ def test_layer_forward_matches_numpy(case, dev):
         _assert_like(g, layer.params[k], f"{case}.grads[{k!r}]")
 
 
-def _central_difference(f, host, eps=1e-6):
-    grad = np.zeros_like(host)
-    for i in np.ndindex(host.shape):
-        old = host[i]
-        host[i] = old + eps
-        plus = f()
-        host[i] = old - eps
-        minus = f()
-        host[i] = old
-        grad[i] = (plus - minus) / (2 * eps)
-    return grad
-
-
 @pytest.mark.parametrize("case", [c for c, v in LAYERS.items() if v[3]])
 def test_layer_backward_matches_central_differences(case, dev):
     make, shape, _, _ = LAYERS[case]
@@ -118,9 +107,9 @@ def test_layer_backward_matches_central_differences(case, dev):
     objective()
     dx = layer.backward(dev.asarray(r, "float64"))
     grads = {k: to_numpy(g) for k, g in layer.grads.items()}
-    np.testing.assert_allclose(to_numpy(dx), _central_difference(objective, x_host), rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose(to_numpy(dx), central_difference(objective, x_host), rtol=1e-6, atol=1e-8)
     for k in params_host:
-        np.testing.assert_allclose(grads[k], _central_difference(objective, params_host[k]),
+        np.testing.assert_allclose(grads[k], central_difference(objective, params_host[k]),
                                    rtol=1e-6, atol=1e-8, err_msg=f"{case} grads[{k!r}]")
 
 
@@ -202,7 +191,7 @@ def test_loss_backward_matches_central_differences(case, dev):
 
     objective()
     grad = to_numpy(loss.backward())
-    np.testing.assert_allclose(grad, _central_difference(objective, p_host), rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(grad, central_difference(objective, p_host), rtol=1e-6, atol=1e-9)
 
 
 @pytest.mark.parametrize("layer", [Sigmoid, Softmax, Tanh], ids=lambda c: c.__name__)

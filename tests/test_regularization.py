@@ -18,6 +18,8 @@ import xpnet
 from xpnet import BatchNorm1d, Dense, Dropout, ReLU, Sequential, to_numpy
 from xpnet.backend import host_rng, random_uniform
 
+from numpy_reference import central_difference
+
 
 def _dropout(p, dev, seed=0):
     layer = Dropout(p)
@@ -189,19 +191,6 @@ def _bn(dev, dtype="float64", features=4, seed=0, **kwargs):
     return layer
 
 
-def _central_difference(f, host, eps=1e-6):
-    grad = np.zeros_like(host)
-    for i in np.ndindex(host.shape):
-        old = host[i]
-        host[i] = old + eps
-        plus = f()
-        host[i] = old - eps
-        minus = f()
-        host[i] = old
-        grad[i] = (plus - minus) / (2 * eps)
-    return grad
-
-
 @pytest.mark.parametrize("training", [True, False], ids=["training", "evaluation"])
 def test_batchnorm_gradients_match_central_differences(dev, training):
     layer = _bn(dev)
@@ -220,9 +209,9 @@ def test_batchnorm_gradients_match_central_differences(dev, training):
     objective()
     dx = layer.backward(dev.asarray(r, "float64"))
     grads = {k: to_numpy(g) for k, g in layer.grads.items()}
-    np.testing.assert_allclose(to_numpy(dx), _central_difference(objective, x_host), rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose(to_numpy(dx), central_difference(objective, x_host), rtol=1e-6, atol=1e-8)
     for k in params:
-        np.testing.assert_allclose(grads[k], _central_difference(objective, params[k]), rtol=1e-6, atol=1e-8,
+        np.testing.assert_allclose(grads[k], central_difference(objective, params[k]), rtol=1e-6, atol=1e-8,
                                    err_msg=f"grads[{k!r}]")
 
 
