@@ -15,7 +15,6 @@ import subprocess
 import sys
 import textwrap
 import time
-import types
 
 import numpy as np
 import pytest
@@ -23,6 +22,7 @@ import pytest
 import xpnet
 from xpnet import SGD, Adam, AdamW, Dense, Layer, ModelFormatError, ReLU, RMSprop, Sequential, Tanh, to_numpy
 from xpnet import checkpoint as ckpt
+from xpnet import schedules
 from xpnet import io as xio
 from xpnet.layers import LAYERS
 
@@ -371,34 +371,39 @@ def test_the_schedule_is_saved_as_its_config(tmp_path):
     assert ckpt.read_checkpoint(tmp_path / "c.npz")[0]["schedule"] is None
 
 
-def test_the_schedule_is_rebuilt_by_xpnet_schedules_when_it_is_there(tmp_path, monkeypatch):
-    ckpt.save_checkpoint(tmp_path / "c.npz", _model(), SGD(0.1), epoch=0, step=0, schedule=Halving(0.2, "step"))
-    fake = types.ModuleType("xpnet.schedules")
-    fake.from_config = lambda spec: Halving(**{k: v for k, v in spec.items() if k != "name"})
-    monkeypatch.setitem(sys.modules, "xpnet.schedules", fake)
+def test_the_schedule_is_rebuilt_by_xpnet_schedules(tmp_path):
+    cosine = schedules.CosineDecay(0.2, total=10, warmup=2, per="step")
+    ckpt.save_checkpoint(tmp_path / "c.npz", _model(), SGD(0.1), epoch=0, step=0, schedule=cosine)
     found = ckpt.load_checkpoint(tmp_path / "c.npz", _model())
-    assert isinstance(found.schedule, Halving) and found.schedule.get_config() == {"lr": 0.2, "per": "step"}
-    monkeypatch.setitem(sys.modules, "xpnet.schedules", None)  # a checkpoint resumes without the module
-    assert ckpt.load_checkpoint(tmp_path / "c.npz", _model()).schedule is None
+    assert isinstance(found.schedule, schedules.CosineDecay)
+    assert found.schedule.get_config() == cosine.get_config()
+    assert [found.schedule(t) for t in range(12)] == [cosine(t) for t in range(12)]
 
 
-def test_a_resumed_run_keeps_the_checkpoints_schedule(tmp_path, monkeypatch):
+def test_a_schedule_of_the_users_own_is_not_rebuilt_and_says_so(tmp_path):
+    ckpt.save_checkpoint(tmp_path / "c.npz", _model(), SGD(0.1), epoch=0, step=0, schedule=Halving(0.2, "step"))
+    with pytest.warns(UserWarning, match=r"schedule 'halving' is not one of xpnet's.*fit\(schedule=\.\.\.\)"):
+        found = ckpt.load_checkpoint(tmp_path / "c.npz", _model())
+    assert found.schedule is None
+    mine = Halving(0.2, "step")
+    assert ckpt.resumed_schedule(found, mine) is mine  # the one given to the resumed fit goes on
+
+
+def test_a_resumed_run_keeps_the_checkpoints_schedule(tmp_path):
     """After a resume the optimizer's lr is the schedule's last value, not its base: the checkpoint's schedule
     (base lr filled in) is the one to go on with; a given one that says otherwise loses, with a warning."""
-    ckpt.save_checkpoint(tmp_path / "c.npz", _model(), SGD(0.1), epoch=1, step=0, schedule=Halving(0.2, "step"))
-    fake = types.ModuleType("xpnet.schedules")
-    fake.from_config = lambda spec: Halving(**{k: v for k, v in spec.items() if k != "name"})
-    fake.get = lambda spec: Halving(per=spec)
-    monkeypatch.setitem(sys.modules, "xpnet.schedules", fake)
+    saved = schedules.ExponentialDecay(0.2, gamma=0.5, per="step")
+    ckpt.save_checkpoint(tmp_path / "c.npz", _model(), SGD(0.1), epoch=1, step=0, schedule=saved)
     found = ckpt.load_checkpoint(tmp_path / "c.npz", _model())
     assert ckpt.resumed_schedule(found, None) is found.schedule
-    assert ckpt.resumed_schedule(found, Halving(lr=None, per="step")) is found.schedule  # unset lr: no warning
+    unset = schedules.ExponentialDecay(gamma=0.5, per="step")  # lr=None: "the optimizer's", not compared
+    assert ckpt.resumed_schedule(found, unset) is found.schedule
     with pytest.warns(UserWarning, match=r"checkpoint's learning-rate schedule.*lr=0\.2 \(given 0\.5\)"):
-        assert ckpt.resumed_schedule(found, Halving(0.5, "step")) is found.schedule
+        assert ckpt.resumed_schedule(found, schedules.ExponentialDecay(0.5, gamma=0.5, per="step")) is found.schedule
     with pytest.warns(UserWarning, match=r"per='step' \(given 'epoch'\)"):
-        ckpt.resumed_schedule(found, "epoch")  # a name goes through xpnet.schedules.get
+        ckpt.resumed_schedule(found, "exponential")  # a name goes through xpnet.schedules.get
     found.schedule = None  # a checkpoint without one: the given schedule starts now
-    mine = Halving()
+    mine = schedules.Constant(0.3)
     assert ckpt.resumed_schedule(found, mine) is mine
 
 

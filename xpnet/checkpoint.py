@@ -27,13 +27,12 @@ model from the file alone, ``xpnet.load(path)`` it first.
 
 from __future__ import annotations
 
-import importlib
 import json
 import math
 import os
 from dataclasses import dataclass, field
 
-from . import io, losses, optim, saving
+from . import io, losses, optim, saving, schedules
 from .io import ModelFormatError
 from .saving import OPTIMIZER_PREFIX
 from .validation import warn
@@ -53,7 +52,7 @@ class Checkpoint:
     step: int  # optimizer steps taken
     optimizer: optim.Optimizer  # with its configuration and state
     loss: losses.Loss | None
-    schedule: object | None = None  # rebuilt by xpnet.schedules.from_config, when that module exists
+    schedule: object | None = None  # rebuilt by xpnet.schedules.from_config
     history: dict = field(default_factory=dict)
     extra: dict = field(default_factory=dict)
 
@@ -327,9 +326,8 @@ def resumed_schedule(found: Checkpoint, given):
     """
     if found.schedule is None or given is None:
         return found.schedule if given is None else given
-    module = _schedules()
-    if module is not None and not callable(getattr(given, "get_config", None)):
-        given = module.get(given)  # a name ("cosine") or a config dict
+    if not callable(getattr(given, "get_config", None)):
+        given = schedules.get(given)  # a name ("cosine") or a config dict
     want, have = _schedule_spec(given) or {}, _schedule_spec(found.schedule)
     differ = {k: (v, have.get(k)) for k, v in want.items() if v is not None and have.get(k) != v}
     if differ:
@@ -338,17 +336,12 @@ def resumed_schedule(found: Checkpoint, given):
     return found.schedule
 
 
-def _schedules():
-    """:mod:`xpnet.schedules` if it is there: a checkpoint does not need it to resume the rest."""
-    try:
-        return importlib.import_module(f"{__package__}.schedules")
-    except ModuleNotFoundError:
-        return None
-
-
 def _schedule_from(path, spec):
-    schedules = None if spec is None else _schedules()
-    if schedules is None:
+    if spec is None:
+        return None
+    if spec.get("name") not in schedules.SCHEDULES:
+        warn(f"load_checkpoint: {path}: the schedule {spec.get('name')!r} is not one of xpnet's, so it cannot be "
+             f"rebuilt from the file; pass it again to the resumed fit(schedule=...)")
         return None
     try:
         return schedules.from_config(spec)
