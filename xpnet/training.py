@@ -15,6 +15,7 @@ import time
 
 from . import backend, checkpoint, losses, metrics as metrics_mod, optim, schedules
 from .callbacks import CallbackList, DivergenceRollback, EpochLine, History, LearningRateScheduler, ProgressBar
+from .callbacks import state_finite
 from .callbacks import TrainingDiverged, format_epoch  # noqa: F401  (their old home: still importable here)
 from .layers import Sigmoid, Softmax, sigmoid, softmax
 from .validation import check_batch_size, check_input_range, check_positive_int, data_range, prepare_xy, warn
@@ -62,17 +63,19 @@ class _EpochTotals:
         for hits, metric in zip(self.hits, self.metrics):
             hits.append(metric.hits(out, target, self.threshold))  # summed once per window
 
-    def read_back(self) -> dict:
-        """The window's per-step losses and hit counts in one transfer; the running totals."""
+    def read_back(self, finite=None) -> dict:
+        """The window's per-step losses, hit counts and ``finite`` (the weights' 0-D finiteness flag, or
+        ``None``) in one transfer; the running totals."""
         xp = self.xp
         sums = [xp.sum(xp.astype(xp.concat(h), self.dtype)) for h in self.hits]
-        values, correct = _read_back(xp, self.losses, sums)
+        values, correct = _read_back(xp, self.losses, sums + ([] if finite is None else [xp.astype(finite, self.dtype)]))
+        extra = {} if finite is None else {"state_finite": bool(correct.pop())}
         self.loss += float(values @ backend.to_numpy(self.counts).astype("float64"))
         self.correct = [a + b for a, b in zip(self.correct, correct)]
         self.samples += sum(self.counts)
         self.losses, self.counts = [], []
         self.hits = [[] for _ in self.metrics]
-        return {"losses": values, "samples": self.samples, **self.logs(self.samples)}
+        return {"losses": values, "samples": self.samples, **self.logs(self.samples), **extra}
 
     def logs(self, n: int) -> dict:
         return {"loss": self.loss / n, **{m.name: c / n for m, c in zip(self.metrics, self.correct)}}
@@ -139,7 +142,7 @@ def fit(model, X, y, *, loss, optimizer, epochs, batch_size, shuffle=True, valid
                 model.backward(loss.backward())
                 optimizer.step(params, grads)
                 if len(totals.losses) == check_every or step == len(steps) - 1:
-                    cbs.on_batch_end(step, totals.read_back())
+                    cbs.on_batch_end(step, totals.read_back(state_finite((params, model.buffers()))))
             backend.synchronize(dev)
             seconds = time.perf_counter() - start
             logs = totals.logs(n)
