@@ -81,3 +81,153 @@ def test_divergence_check_uses_the_window_flag(read_backs):
     for k, v in cb.good.items():
         np.testing.assert_array_equal(xpnet.to_numpy(v), good[k])
     assert _state(model)  # the model itself is untouched
+
+
+# -- device contexts ---------------------------------------------------------------------------------------
+# What CuPy does on CUDA, played on NumPy: a "current device" that only Device.context() changes, and
+# namespace functions that record which device was current when they ran. CuPy allocates there whatever
+# device= says (array-api-compat #337) and refuses to launch a kernel on arrays of another device, so the
+# creation functions and the usual kernels are recorded.
+_RECORDED = ("asarray", "zeros", "zeros_like", "ones", "ones_like", "empty", "empty_like", "full", "full_like",
+             "arange", "eye", "linspace", "matmul", "stack", "concat", "take", "astype", "sum", "max", "exp",
+             "tanh", "log", "where", "all", "isfinite", "argmax")
+
+
+class CurrentDevice:
+    def __init__(self):
+        self.stack, self.allocations = [], []
+
+    @property
+    def current(self):
+        return self.stack[-1] if self.stack else None
+
+    def context(self, dev):
+        import contextlib
+
+        @contextlib.contextmanager
+        def entered():
+            self.stack.append(str(dev))
+            try:
+                yield
+            finally:
+                self.stack.pop()
+        return entered()
+
+
+@pytest.fixture
+def current_device(monkeypatch):
+    import array_api_compat.numpy as cxp
+
+    from xpnet.backend import _numpy
+
+    fake = CurrentDevice()
+    monkeypatch.setattr(_numpy, "context", fake.context, raising=False)
+    for name in _RECORDED:
+        original = getattr(cxp, name)
+
+        def create(*args, _original=original, **kwargs):
+            fake.allocations.append(fake.current)
+            return _original(*args, **kwargs)
+
+        monkeypatch.setattr(cxp, name, create)
+    return fake
+
+
+def _under_the_model_device(fake, what, run, works=True):
+    fake.allocations.clear()
+    result = run()
+    assert bool(fake.allocations) == works, f"{what}: {len(fake.allocations)} recorded calls"
+    outside = sum(a is None for a in fake.allocations)
+    assert outside == 0, f"{what}: {outside} of {len(fake.allocations)} allocations ran outside the model's device"
+    assert fake.current is None, f"{what} left a device current"
+    return result
+
+
+def test_every_operation_of_a_model_runs_under_its_device(current_device, tmp_path):
+    fake = current_device
+    X, y = _classification()
+    model = _under_the_model_device(fake, "Sequential()", lambda: Sequential(
+        [Dense(5, 8), xpnet.BatchNorm1d(8), ReLU(), Dense(8, 3)], device="cpu", seed=0))
+    adam = xpnet.Adam(1e-2)
+    _under_the_model_device(fake, "fit", lambda: model.fit(
+        X, y, loss=SoftmaxCrossEntropy(), optimizer=adam, epochs=2, batch_size=16, verbose=0,
+        validation_split=0.25, checkpoint_dir=tmp_path))
+    _under_the_model_device(fake, "evaluate", lambda: model.evaluate(X, y))
+    _under_the_model_device(fake, "predict", lambda: model.predict(X))
+    _under_the_model_device(fake, "predict_proba", lambda: model.predict_proba(X))
+    _under_the_model_device(fake, "predict_classes", lambda: model.predict_classes(X))
+    _under_the_model_device(fake, "load_state_dict", lambda: model.load_state_dict(model.state_dict()))
+    _under_the_model_device(fake, "to", lambda: model.to("cpu"), works=False)  # NumPy to NumPy: no call
+    _under_the_model_device(fake, "optimizer state", lambda: adam.load_state_dict(adam.state_dict(),
+                                                                                  model.parameters()))
+    _under_the_model_device(fake, "load_checkpoint", lambda: xpnet.checkpoint.load_checkpoint(
+        xpnet.checkpoint.checkpoint_path(tmp_path), model))
+    _under_the_model_device(fake, "fit(resume_from=)", lambda: model.fit(
+        X, y, epochs=3, batch_size=16, verbose=0, resume_from=xpnet.checkpoint.checkpoint_path(tmp_path)))
+
+
+def test_the_tutorial_network_runs_under_its_device(current_device):
+    from xpnet.tutorial import NeuralNetwork
+
+    fake = current_device
+    rng = np.random.default_rng(0)
+    n = _under_the_model_device(fake, "NeuralNetwork()", lambda: NeuralNetwork(6, 5, 3, 0.1, device="cpu", seed=0))
+    x, t = rng.uniform(0.01, 1.0, size=6), np.full(3, 0.01)
+    _under_the_model_device(fake, "train", lambda: [n.train(x, t) for _ in range(40)])  # the queue fills
+    _under_the_model_device(fake, "train_batch", lambda: n.train_batch(np.stack([x, x]), np.stack([t, t])))
+    _under_the_model_device(fake, "query", lambda: n.query(x))
+    _under_the_model_device(fake, "backquery", lambda: n.backquery([0.99, 0.01, 0.01]))
+    _under_the_model_device(fake, "wih =", lambda: setattr(n, "wih", np.zeros((5, 6))))
+
+
+def _fake_cupy(monkeypatch):
+    """A stand-in ``cupy`` module whose ``cuda.Device`` logs ``use()``, ``with`` entries and exits."""
+    import sys
+    import types
+
+    log = []
+
+    class FakeCudaDevice:
+        def __init__(self, index=0):
+            self.id = index
+
+        def use(self):
+            log.append(("use", self.id))
+
+        def __enter__(self):
+            log.append(("enter", self.id))
+            return self
+
+        def __exit__(self, *exc):
+            log.append(("exit", self.id))
+
+    cupy = types.ModuleType("cupy")
+    cupy.cuda = types.SimpleNamespace(Device=FakeCudaDevice)
+    monkeypatch.setitem(sys.modules, "cupy", cupy)
+    return log
+
+
+def test_cupy_devices_never_change_the_current_device_for_good(monkeypatch):
+    from xpnet.backend import Device, _cupy
+
+    log = _fake_cupy(monkeypatch)
+    native = _cupy.native("cuda", 1, None)
+    assert log == []  # making cuda:1 does not make it current for the whole process (no .use())
+    dev = Device("cuda", 1, "cupy", None, native)
+    with dev.context() as entered:
+        with dev.context() as again:
+            assert again is not entered  # a fresh device object per context: nested exits pop their own
+    assert log == [("enter", 1), ("enter", 1), ("exit", 1), ("exit", 1)]
+
+
+def test_torch_context_is_the_cuda_device_on_cuda_and_nothing_on_the_cpu():
+    torch = pytest.importorskip("torch")
+    import contextlib
+
+    from xpnet.backend import Device
+
+    cpu = xpnet.device("cpu", backend="torch")
+    assert isinstance(cpu.context(), contextlib.nullcontext)
+    cuda1 = Device("cuda", 1, "torch", cpu.xp, torch.device("cuda", 1))
+    ctx = cuda1.context()  # not entered: there is no GPU here
+    assert isinstance(ctx, torch.cuda.device) and ctx.idx == 1

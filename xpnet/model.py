@@ -73,8 +73,9 @@ class Sequential:
         self.seed = seed
         self.device = _backend.device(device, backend=backend)
         rng = _backend.host_rng(seed)
-        for layer in layers:
-            layer.build(self.device, rng, dtype, init=init)
+        with self.device.context():
+            for layer in layers:
+                layer.build(self.device, rng, dtype, init=init)
         self.rng = rng  # the same stream goes on to shuffle the data in fit
         self._link()
         self.loss = None  # set by fit (and by load); evaluate and predict_proba go by it
@@ -131,6 +132,10 @@ class Sequential:
 
     def load_state_dict(self, state: dict) -> None:
         """Set the parameters and buffers from host (or device) arrays keyed like :meth:`state_dict`."""
+        with self.device.context():
+            self._load_state_dict(state)
+
+    def _load_state_dict(self, state: dict) -> None:
         own = self._state()
         missing = set(own) - set(state)
         extra = set(state) - set(own)
@@ -177,11 +182,12 @@ class Sequential:
     def to(self, device=None, backend: str | None = None) -> "Sequential":
         """Move every parameter and buffer to another device (or backend); returns the model itself."""
         new = _backend.device(device, backend=backend)
-        for layer in self.layers:
-            for arrays in (layer.params, _dict_of(layer, "buffers")):
-                for k, v in arrays.items():
-                    arrays[k] = new.asarray(v, self.dtype)
-            layer.grads.clear()
+        with new.context():
+            for layer in self.layers:
+                for arrays in (layer.params, _dict_of(layer, "buffers")):
+                    for k, v in arrays.items():
+                        arrays[k] = new.asarray(v, self.dtype)
+                layer.grads.clear()
         self.device = new
         return self
 

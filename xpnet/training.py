@@ -9,6 +9,7 @@ the epoch line, the history, the user's hooks) is a callback, in :mod:`xpnet.cal
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import time
@@ -19,6 +20,16 @@ from .callbacks import state_finite
 from .callbacks import TrainingDiverged, format_epoch  # noqa: F401  (their old home: still importable here)
 from .layers import Sigmoid, Softmax, sigmoid, softmax
 from .validation import check_batch_size, check_input_range, check_positive_int, data_range, prepare_xy, warn
+
+
+def on_model_device(fn):
+    """Run ``fn(model, ...)`` under ``model.device.context()``: on CUDA every allocation and kernel of the
+    model's work goes to the model's GPU, whatever device is current in the caller's thread."""
+    @functools.wraps(fn)
+    def run(model, *args, **kwargs):
+        with model.device.context():
+            return fn(model, *args, **kwargs)
+    return run
 
 
 def _threshold(loss) -> float:
@@ -81,6 +92,7 @@ class _EpochTotals:
         return {"loss": self.loss / n, **{m.name: c / n for m, c in zip(self.metrics, self.correct)}}
 
 
+@on_model_device
 def fit(model, X, y, *, loss, optimizer, epochs, batch_size, shuffle=True, validation_data=None,
         validation_split=0.0, metrics=None, schedule=None, verbose="auto", callbacks=(), lr=None,
         check_every: int = 50, checkpoint_dir=None, resume_from=None):
@@ -231,6 +243,7 @@ def _check_output_layer(model, loss) -> None:
              "probabilities).")
 
 
+@on_model_device
 def predict(model, X, batch_size: int = 1024, where: str = "predict"):
     check_batch_size(batch_size)
     X, _, _ = prepare_xy(model, X, None, None, where, targets=False)
@@ -241,6 +254,7 @@ def predict(model, X, batch_size: int = 1024, where: str = "predict"):
     return outs[0] if len(outs) == 1 else xp.concat(outs, axis=0)
 
 
+@on_model_device
 def predict_proba(model, X, batch_size: int = 1024):
     out = predict(model, X, batch_size, "predict_proba")
     if _ends_in(model, (Softmax, Sigmoid)):
@@ -255,6 +269,7 @@ def predict_proba(model, X, batch_size: int = 1024):
                      f"Use predict() for the raw outputs.")
 
 
+@on_model_device
 def predict_classes(model, X, batch_size: int = 1024):
     out = predict(model, X, batch_size, "predict_classes")
     xp = model.device.xp
@@ -265,6 +280,7 @@ def predict_classes(model, X, batch_size: int = 1024):
     return xp.astype(out[:, 0] > threshold, xp.int64)
 
 
+@on_model_device
 def evaluate(model, X, y, loss, batch_size: int = 1024, *, metrics=None, prepared: bool = False,
              classify=None) -> dict:
     """``{"loss": ..., <metric name>: ...}`` over ``(X, y)``; metrics default to accuracy for class targets.

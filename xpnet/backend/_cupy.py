@@ -1,7 +1,8 @@
 """CuPy: CUDA GPUs. The probe, the memory pool and (later) fused kernels and NCCL live here.
 
 array-api-compat's CuPy creation functions ignore ``device=`` (compat #337): the current CUDA device
-decides where CuPy allocates, so ``asarray`` runs under ``with native:``.
+decides where CuPy allocates (and CuPy refuses to compute on arrays of another device), so everything
+runs under :func:`context` (``Device.context()``), never under a global ``Device.use()``.
 """
 
 from __future__ import annotations
@@ -48,10 +49,15 @@ def namespace():
 def native(kind: str, index: int, xp):
     import cupy
 
-    if index != 0:
-        # Creation functions ignore device= (compat #337): keep the GPU current.
-        cupy.cuda.Device(index).use()
     return cupy.cuda.Device(index)
+
+
+def context(dev):
+    import cupy
+
+    # A fresh Device object per `with`: each keeps its own stack of the devices to restore, so nested
+    # and concurrent contexts (two threads, two models) never pop each other's.
+    return cupy.cuda.Device(dev.index)
 
 
 def owns(xp) -> bool:
@@ -63,8 +69,14 @@ def locate(x, native) -> tuple[str, int, str]:
 
 
 def asarray(xp, host, native):
-    with native:
+    with cupy_device(native.id):
         return xp.asarray(host)
+
+
+def cupy_device(index: int):
+    import cupy
+
+    return cupy.cuda.Device(index)  # fresh, as in context()
 
 
 def is_array(x) -> bool:
@@ -101,5 +113,5 @@ def random_uniform(xp, native, seed, shape, dtype):
     import numpy as np
 
     # As the numpy backend, with CuPy's generator on the GPU (allocations follow the current device).
-    with native:
+    with cupy_device(native.id):
         return cupy.random.default_rng(int(seed.generate_state(1, np.uint64)[0])).random(shape, dtype=dtype)

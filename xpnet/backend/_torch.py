@@ -37,6 +37,17 @@ def native(kind: str, index: int, xp):
     return torch.device("cpu") if kind == "cpu" else torch.device("cuda", index)
 
 
+def context(dev):
+    import contextlib
+
+    if dev.kind != "cuda":
+        return contextlib.nullcontext()
+    import torch
+
+    # torch places by device=, but its caching allocator, streams and empty_cache() follow the current device.
+    return torch.cuda.device(dev.index)
+
+
 def owns(xp) -> bool:
     return array_api_compat.is_torch_namespace(xp)
 
