@@ -231,3 +231,98 @@ def test_torch_context_is_the_cuda_device_on_cuda_and_nothing_on_the_cpu():
     cuda1 = Device("cuda", 1, "torch", cpu.xp, torch.device("cuda", 1))
     ctx = cuda1.context()  # not entered: there is no GPU here
     assert isinstance(ctx, torch.cuda.device) and ctx.idx == 1
+
+
+# -- out of memory -----------------------------------------------------------------------------------------
+class FakeOutOfMemory(Exception):
+    """What cupy.cuda.memory.OutOfMemoryError / torch.OutOfMemoryError are to the handler."""
+
+
+class RowLimit(xpnet.Identity):
+    """Passes x through, but "runs out of memory" on more than ``limit`` rows, right after allocating a
+    temporary that only its frame holds (as a real failed step's intermediates)."""
+
+    def __init__(self, limit):
+        super().__init__()
+        self.limit, self.batches, self.temporary = limit, [], None
+
+    def forward(self, x, training=False):
+        import weakref
+
+        if x.shape[0] > self.limit:
+            temporary = np.zeros((x.shape[0], 4), dtype=np.float32)
+            self.temporary = weakref.ref(temporary)
+            raise FakeOutOfMemory(f"out of memory allocating {x.shape[0]} rows")
+        self.batches.append(x.shape[0])
+        return x
+
+
+@pytest.fixture
+def fake_oom(monkeypatch):
+    """Make FakeOutOfMemory an out-of-memory error to xpnet; log each pool free with whether the failed
+    batch's temporary was already released by then (a free before that gives nothing back)."""
+    from xpnet import backend
+
+    frees = []
+    monkeypatch.setattr(backend, "is_out_of_memory",
+                        lambda exc: isinstance(exc, FakeOutOfMemory))
+    return frees
+
+
+def _oom_model(limit, monkeypatch, frees):
+    from xpnet import backend
+
+    layer = RowLimit(limit)
+    model = Sequential([Dense(5, 4), layer, Dense(4, 3)], device="cpu", seed=0)
+    model.loss = SoftmaxCrossEntropy()
+    monkeypatch.setattr(backend, "free_memory_pool", lambda dev: frees.append(
+        (str(dev), layer.temporary is not None and layer.temporary() is None)))
+    return model, layer
+
+
+def test_predict_and_evaluate_halve_the_batch_and_go_on(fake_oom, monkeypatch):
+    X, y = _classification(n=50)
+    model, layer = _oom_model(1000, monkeypatch, fake_oom)
+    want_out, want_eval = xpnet.to_numpy(model.predict(X)), model.evaluate(X, y)
+    layer.limit = 7
+    layer.batches.clear()
+    with pytest.warns(UserWarning, match="predict: out of memory .* batch_size=50; going on with batch_size=25"):
+        got = xpnet.to_numpy(model.predict(X, batch_size=64))
+    np.testing.assert_allclose(got, want_out, rtol=1e-6)
+    assert layer.batches == [6] * 8 + [2]  # 50 -> 25 -> 12 -> 6, then rows 48..50
+    assert fake_oom == [("cpu (numpy)", True)] * 3  # freed each time, after the failed batch was released
+    with pytest.warns(UserWarning, match="evaluate: out of memory"):
+        got_eval = model.evaluate(X, y, batch_size=64)
+    assert got_eval == pytest.approx(want_eval, rel=1e-6)
+
+
+def test_predict_gives_up_at_one_row_saying_so(fake_oom, monkeypatch):
+    model, _ = _oom_model(0, monkeypatch, fake_oom)
+    with pytest.warns(UserWarning), pytest.raises(xpnet.DeviceOutOfMemoryError, match="even for one row"):
+        model.predict(np.ones((4, 5), dtype=np.float32))
+
+
+def test_fit_says_a_batch_overflowed_and_frees_the_pool_after_releasing_it(fake_oom, monkeypatch):
+    X, y = _classification(n=40)
+    model, layer = _oom_model(8, monkeypatch, fake_oom)
+    with pytest.raises(MemoryError, match=r"batch_size=16 \(epoch 1, step 1\).*smaller batch size") as info:
+        model.fit(X, y, loss=SoftmaxCrossEntropy(), epochs=1, batch_size=16, verbose=0)
+    assert isinstance(info.value, xpnet.DeviceOutOfMemoryError)
+    assert fake_oom == [("cpu (numpy)", True)]  # the pool freed once the failed step's arrays were gone
+
+
+def test_fit_says_the_data_upload_overflowed(fake_oom, monkeypatch):
+    from xpnet.backend import _numpy
+
+    X, y = _classification(n=40)
+    model, _ = _oom_model(1000, monkeypatch, fake_oom)
+
+    def upload(xp, host, native):
+        raise FakeOutOfMemory("out of memory allocating 160 bytes")
+
+    monkeypatch.setattr(_numpy, "asarray", upload)
+    with pytest.raises(MemoryError, match=r"while moving the data there \(\(40, 5\) float32.*a smaller batch "
+                                          r"size would not help"):
+        model.fit(X, y, loss=SoftmaxCrossEntropy(), epochs=1, batch_size=16, verbose=0)
+    with pytest.raises(MemoryError, match="predict: out of memory .* while moving the data"):
+        model.predict(X)

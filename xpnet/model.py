@@ -219,16 +219,15 @@ class Sequential:
         """
         try:
             return training.fit(self, X, y, loss=loss, optimizer=optimizer, epochs=epochs, batch_size=batch_size,
-                       shuffle=shuffle, validation_data=validation_data, verbose=verbose,
-                       callbacks=callbacks, lr=lr, validation_split=validation_split, metrics=metrics,
-                       schedule=schedule, checkpoint_dir=checkpoint_dir, resume_from=resume_from)
-        except Exception as exc:
-            if not _backend.is_out_of_memory(exc):
-                raise
-            # Give the cached blocks back so the process can go on (with a smaller batch, say).
+                                shuffle=shuffle, validation_data=validation_data, verbose=verbose,
+                                callbacks=callbacks, lr=lr, validation_split=validation_split, metrics=metrics,
+                                schedule=schedule, checkpoint_dir=checkpoint_dir, resume_from=resume_from)
+        except _backend.DeviceOutOfMemoryError as exc:
+            # Out here the failed step's frames are finished: release their arrays, then give the pool's
+            # blocks back to the driver, so the process (or another library on the GPU) can go on.
+            training.release(exc)
             _backend.free_memory_pool(self.device)
-            raise MemoryError(f"out of memory on {self.device} while training with batch_size={batch_size}: "
-                              f"{exc}. Try a smaller batch size (--batch-size) or a smaller network.") from exc
+            raise
 
     def predict(self, X, batch_size: int = 1024):
         """The network's output for ``X``, as an array of the model's backend on its device."""

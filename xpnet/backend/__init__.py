@@ -44,6 +44,11 @@ _CUDA_FIX = ("Fix: install CuPy for your CUDA driver with `pip install 'xpnet[cu
 _NO_CONTEXT = contextlib.nullcontext()  # reusable and reentrant: no object per call on the per-sample path
 
 
+class DeviceOutOfMemoryError(MemoryError):
+    """The device ran out of memory; the message says what overflowed (the data upload, a training batch,
+    an inference batch even at size 1) and what to do."""
+
+
 class DeviceUnavailableError(RuntimeError):
     """The device that was asked for explicitly cannot be used here (the message says why and how to fix it)."""
 
@@ -333,6 +338,8 @@ def free_memory_pool(dev: Device) -> None:
 
 
 def is_out_of_memory(exc: BaseException) -> bool:
-    """Whether ``exc`` is a device out-of-memory error of any backend."""
+    """Whether ``exc`` is a device out-of-memory error of any backend (not one xpnet has already explained)."""
+    if isinstance(exc, DeviceOutOfMemoryError):
+        return False
     name = type(exc).__name__
     return name in ("OutOfMemoryError", "MemoryError") or "out of memory" in str(exc).lower()
