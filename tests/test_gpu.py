@@ -90,11 +90,18 @@ def test_models_on_two_gpus_each_run_under_their_own():
     late = _fit(xpnet.device("cuda:1"), X, y)[0]
     early = _fit(xpnet.device("cuda:0"), X, y)[0]  # made after a cuda:1 model (was: "must be same as current")
     assert cupy.cuda.runtime.getDevice() == 0  # nothing made cuda:1 current for good
-    errors = []
-    thread = threading.Thread(target=lambda: errors.extend([]) or late.predict(X))
+    found = {}
+
+    def other_thread():  # its current device is cuda:0 (the default); the cuda:1 model must not care
+        try:
+            found["out"] = to_numpy(late.predict(X))
+        except Exception as exc:
+            found["error"] = exc
+
+    thread = threading.Thread(target=other_thread)
     thread.start()
     thread.join()
-    assert not errors
+    assert "error" not in found, found.get("error")
     assert early.predict(X).device.id == 0 and late.predict(X).device.id == 1
 
 
