@@ -326,3 +326,138 @@ def test_fit_says_the_data_upload_overflowed(fake_oom, monkeypatch):
         model.fit(X, y, loss=SoftmaxCrossEntropy(), epochs=1, batch_size=16, verbose=0)
     with pytest.raises(MemoryError, match="predict: out of memory .* while moving the data"):
         model.predict(X)
+
+
+# -- CUDA present or not: the probe's causes and fixes ------------------------------------------------------
+class FakeRuntime:
+    def __init__(self, count=1, driver=12040, runtime=12090, count_error=None):
+        self.count, self.driver, self.runtime, self.count_error = count, driver, runtime, count_error
+
+    def getDeviceCount(self):
+        if self.count_error is not None:
+            raise RuntimeError(self.count_error)
+        return self.count
+
+    def driverGetVersion(self):
+        return self.driver
+
+    def runtimeGetVersion(self):
+        return self.runtime
+
+
+def _cupy_with(monkeypatch, runtime: FakeRuntime, matmul_error: str | None = None):
+    """A fake ``cupy`` (NumPy inside) whose driver and libraries behave as told; returns the matmul log."""
+    from xpnet.backend import _cupy
+
+    _fake_cupy(monkeypatch)
+    import sys
+
+    cupy = sys.modules["cupy"]
+    calls = []
+
+    def matmul(a, b):
+        calls.append("matmul")
+        if matmul_error:
+            raise RuntimeError(matmul_error)
+        return a @ b
+
+    class ElementwiseKernel:
+        def __init__(self, *args):
+            pass
+
+        def __call__(self, x):
+            return 2 * x + 1
+
+    cupy.__version__ = "14.2.0"
+    cupy.float32 = np.float32
+    cupy.full = np.full
+    cupy.matmul = matmul
+    cupy.ElementwiseKernel = ElementwiseKernel
+    cupy.cuda.runtime = runtime
+    _cupy.prove.cache_clear()
+    return calls
+
+
+@pytest.fixture
+def fresh_proof():
+    """The proof is cached per process: start and end each test with none."""
+    from xpnet.backend import _cupy
+
+    _cupy.prove.cache_clear()
+    yield
+    _cupy.prove.cache_clear()
+
+
+def _auto_and_explicit(caplog):
+    import logging
+
+    with caplog.at_level(logging.INFO, logger="xpnet"):
+        dev = xpnet.device("auto", backend=None)
+    with pytest.raises(xpnet.DeviceUnavailableError) as info:
+        xpnet.device("cuda")
+    said = [r.getMessage() for r in caplog.records if "device auto" in r.getMessage()]
+    assert dev.kind == "cpu" and len(said) == 1
+    return said[0], str(info.value)
+
+
+@pytest.mark.parametrize("runtime, cause, fix", [
+    (FakeRuntime(driver=0, count_error="cudaErrorInsufficientDriver: CUDA driver version is insufficient"),
+     "finds no NVIDIA driver", "install its driver"),
+    (FakeRuntime(driver=11080, count_error="cudaErrorInsufficientDriver: CUDA driver version is insufficient"),
+     "supports CUDA 11.8, older than the CUDA 12.9", "update the NVIDIA driver"),
+    (FakeRuntime(count_error="cudaErrorNoDevice: no CUDA-capable device is detected"),
+     "sees no usable CUDA device", "`nvidia-smi` lists a GPU"),
+    (FakeRuntime(count=0), "sees no usable CUDA device", "`nvidia-smi` lists a GPU"),
+], ids=["no-driver", "old-driver", "no-device", "zero-devices"])
+def test_cupy_without_a_usable_gpu_says_what_is_wrong(monkeypatch, caplog, fresh_proof, runtime, cause, fix):
+    monkeypatch.delenv("XPNET_DEVICE", raising=False)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    _cupy_with(monkeypatch, runtime)
+    auto, explicit = _auto_and_explicit(caplog)
+    assert "-> cpu, because" in auto and cause in auto
+    assert cause in explicit and fix in explicit and "--device cpu" in explicit
+    assert "pip install 'xpnet[cuda12]'" not in explicit or "old" in cause  # not "install CuPy": it is there
+
+
+def test_auto_proves_cuda_computes_before_picking_it_and_names_the_missing_library(monkeypatch, caplog,
+                                                                                   fresh_proof):
+    monkeypatch.delenv("XPNET_DEVICE", raising=False)
+    calls = _cupy_with(monkeypatch, FakeRuntime(count=2),
+                       matmul_error='Failure finding "libcublasLt.so.12 or libcublasLt.so.13"')
+    auto, explicit = _auto_and_explicit(caplog)
+    assert "cannot compute on it: the CUDA library libcublasLt.so.12 is missing" in auto
+    assert "libcublasLt.so.12 is missing" in explicit and "cupy-cuda12x[ctk]" in explicit
+    assert calls == ["matmul"]  # proved once per process, not once per device() call
+
+
+def test_a_working_gpu_is_proved_once(monkeypatch, fresh_proof):
+    from xpnet.backend import _cupy
+
+    calls = _cupy_with(monkeypatch, FakeRuntime(count=2))
+    assert [_cupy.cuda_status() for _ in range(3)] == [(2, "")] * 3
+    assert calls == ["matmul"]
+
+
+def test_the_real_cupy_without_a_driver_says_so():
+    """With the CuPy wheel installed on a machine without an NVIDIA driver (CI's optional step, a laptop)."""
+    pytest.importorskip("cupy")
+    from xpnet import backend
+
+    count, why = backend._cuda_status()
+    if count:
+        pytest.skip("a CUDA GPU is usable here")
+    assert "install CuPy" not in why.fix and "Fix:" in why.fix
+    with pytest.raises(xpnet.DeviceUnavailableError, match="--device cpu") as info:
+        xpnet.device("cuda")
+    assert "CuPy" in str(info.value) and "is not installed" not in str(info.value)
+
+
+def test_the_cuda_extras_bring_the_cuda_libraries():
+    import pathlib
+    import tomllib
+
+    extras = tomllib.loads((pathlib.Path(__file__).parents[1] / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"]
+    for major in ("12", "13"):
+        # CuPy's ctk extra: cuBLAS, NVRTC, ... as NVIDIA's wheels (the bare CuPy wheel has none of them)
+        assert any(req.replace(" ", "").startswith(f"cupy-cuda{major}x[ctk]") for req in extras[f"cuda{major}"])

@@ -235,9 +235,14 @@ def _auto(backend: str | None) -> Device:
             log.info("xpnet: device auto -> %s", dev)
             return dev
         if backend is not None and "cpu" not in _KINDS[backend]:
-            raise DeviceUnavailableError(f"backend {backend!r} needs a CUDA GPU, but {why}. {_CUDA_FIX}")
+            raise DeviceUnavailableError(f"backend {backend!r} needs a CUDA GPU, but {why}. {_fix(backend, why)}")
         log.info("xpnet: device auto -> cpu, because %s", why)
     return _make("cpu", 0, backend or "numpy")
+
+
+def _fix(backend: str, why) -> str:
+    # A probe's reason may carry the fix for its own cause (CuPy's: no driver, an old one, no cuBLAS...).
+    return getattr(why, "fix", None) or getattr(_LIBS[backend], "CUDA_FIX", _CUDA_FIX)
 
 
 def _require(backend: str) -> None:
@@ -254,8 +259,7 @@ def _make(kind: str, index: int, backend: str) -> Device:
         # Ask whether CUDA can be had before importing the namespace, which fails without CuPy.
         count, why = _probe(backend)
         if count == 0:
-            fix = getattr(lib, "CUDA_FIX", _CUDA_FIX)
-            raise DeviceUnavailableError(f"cuda:{index} was requested but {why}. {fix}")
+            raise DeviceUnavailableError(f"cuda:{index} was requested but {why}. {_fix(backend, why)}")
         if index >= count:
             raise DeviceUnavailableError(
                 f"cuda:{index} was requested but this machine has {count} CUDA device(s), "
