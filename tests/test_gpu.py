@@ -116,3 +116,19 @@ def test_jax_on_cuda_matches_numpy():
     assert (dev.kind, dev.backend) == ("cuda", "jax")
     _, jax_hist = _fit(dev, X, y)
     np.testing.assert_allclose(jax_hist["loss"], cpu_hist["loss"], rtol=1e-4)
+
+
+def test_cli_trains_and_predicts_on_cuda(tmp_path, capsys):
+    from xpnet import cli
+
+    path = tmp_path / "spirals.npz"
+    code = cli.main(["train", "--dataset", "spirals", "--epochs", "2", "--device", "cuda", "--save", str(path)])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert "cuda:0 (cupy)" in out and "batch 128" in out and "batch 1 " not in err
+    code = cli.main(["evaluate", str(path), "--dataset", "spirals", "--device", "cuda"])
+    out, err = capsys.readouterr()
+    assert code == 0 and "cuda:0" in out, err
+    code = cli.main(["info", "--device", "auto"])
+    out, _ = capsys.readouterr()
+    assert code == 0 and "cuda:0" in out

@@ -461,3 +461,45 @@ def test_the_cuda_extras_bring_the_cuda_libraries():
     for major in ("12", "13"):
         # CuPy's ctk extra: cuBLAS, NVRTC, ... as NVIDIA's wheels (the bare CuPy wheel has none of them)
         assert any(req.replace(" ", "").startswith(f"cupy-cuda{major}x[ctk]") for req in extras[f"cuda{major}"])
+
+
+# -- per-device defaults -----------------------------------------------------------------------------------
+def _fake_cuda_device():
+    """A Device that says cuda:0 but computes with NumPy: what code that asks ``dev.kind`` sees on a GPU."""
+    cpu = xpnet.device("cpu")
+    return xpnet.Device("cuda", 0, "numpy", cpu.xp, cpu.native)
+
+
+@pytest.mark.parametrize("model, told", [("tutorial", True), ("mlp", False)])
+def test_cli_says_once_that_batch_1_on_cuda_is_slow(monkeypatch, capsys, model, told):
+    from xpnet import backend, cli
+
+    real = backend.device
+    monkeypatch.setattr(backend, "device", lambda spec=None, backend=None: (
+        _fake_cuda_device() if spec in ("cuda", None) else real(spec, backend)))
+    code = cli.main(["train", "--dataset", "spirals", "--model", model, "--epochs", "1", "--device", "cuda"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    notes = [line for line in err.splitlines() if "batch 1" in line]
+    assert len(notes) == (1 if told else 0), err
+    if told:
+        assert "on cuda:0" in notes[0] and "--batch-size 128" in notes[0]
+
+
+def test_the_tutorial_applies_its_queue_in_one_gemm_on_cuda(monkeypatch):
+    from xpnet import tutorial
+
+    import array_api_compat.numpy as cxp
+
+    products = []
+    original = cxp.matmul
+    monkeypatch.setattr(cxp, "matmul", lambda a, b: products.append(a.shape) or original(a, b))
+    for dev, blocks in ((xpnet.device("cpu"), -(-200 // tutorial._DeferredMatrix.block_rows)),
+                        (_fake_cuda_device(), 1)):
+        w = dev.asarray(np.zeros((200, 30)))
+        m = tutorial._DeferredMatrix(w, 4, dev)
+        for _ in range(3):
+            m.add_outer(dev.asarray(np.ones(200)), dev.asarray(np.ones(30)))
+        products.clear()
+        assert float(m.array()[0, 0]) == 3.0
+        assert len(products) == blocks, (str(dev), products)
