@@ -503,3 +503,33 @@ def test_the_tutorial_applies_its_queue_in_one_gemm_on_cuda(monkeypatch):
         products.clear()
         assert float(m.array()[0, 0]) == 3.0
         assert len(products) == blocks, (str(dev), products)
+
+
+# -- ci/gpu.sh on a machine without a GPU ------------------------------------------------------------------
+@pytest.mark.parametrize("nvidia_smi", [None, "exit 9", "echo 'No devices were found'; exit 6"],
+                         ids=["missing", "failing", "no-gpu"])
+def test_gpu_script_without_a_gpu_says_so_in_one_line_and_exits_0(tmp_path, nvidia_smi):
+    import pathlib
+    import shutil
+    import subprocess
+
+    bash = shutil.which("bash")
+    if bash is None:
+        pytest.skip("no bash here")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for tool in ("dirname", "grep", "sed", "head", "cat", "env"):  # what the script may call before it stops
+        found = shutil.which(tool)
+        if found:
+            (bin_dir / tool).symlink_to(found)
+    if nvidia_smi is not None:
+        (bin_dir / "nvidia-smi").write_text(f"#!{bash}\n{nvidia_smi}\n")
+        (bin_dir / "nvidia-smi").chmod(0o755)
+    script = pathlib.Path(__file__).parents[1] / "ci" / "gpu.sh"
+    done = subprocess.run([bash, str(script)], capture_output=True, text=True, timeout=60,
+                          env={"PATH": str(bin_dir), "HOME": str(tmp_path)})
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == ""
+    lines = done.stdout.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("ci/gpu.sh: no NVIDIA GPU here"), done.stdout
+    assert not (tmp_path / ".venv-gpu").exists()
