@@ -533,3 +533,31 @@ def test_gpu_script_without_a_gpu_says_so_in_one_line_and_exits_0(tmp_path, nvid
     lines = done.stdout.splitlines()
     assert len(lines) == 1 and lines[0].startswith("ci/gpu.sh: no NVIDIA GPU here"), done.stdout
     assert not (tmp_path / ".venv-gpu").exists()
+
+
+# -- GPU memory figures that compare -----------------------------------------------------------------------
+def test_torch_pool_figure_is_what_the_allocator_holds_as_cupys(monkeypatch):
+    torch = pytest.importorskip("torch")
+    from xpnet import backend
+
+    monkeypatch.setattr(torch.cuda, "max_memory_reserved", lambda device=None: 8 << 20)
+    monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda device=None: 3 << 20)
+    monkeypatch.setattr(torch.cuda, "device", lambda index: __import__("contextlib").nullcontext())
+    cpu = xpnet.device("cpu", backend="torch")
+    dev = xpnet.Device("cuda", 0, "torch", cpu.xp, torch.device("cuda", 0))
+    assert backend.memory_pool_bytes(dev) == 8 << 20  # reserved, as CuPy's total_bytes(); not allocated
+
+
+def test_bench_compares_gpu_memory_held_with_held():
+    import importlib.util
+    import pathlib
+
+    path = pathlib.Path(__file__).parents[1] / "benchmarks" / "bench_mlp.py"
+    spec = importlib.util.spec_from_file_location("bench_mlp_under_test", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    timing = {"seconds_per_epoch": 1.0, "best_seconds_per_epoch": 1.0, "all_seconds_per_epoch": [1.0]}
+    rows = {"xpnet:cupy": {"runner": "xpnet (cupy)", **timing, "gpu_held_bytes": 300, "gpu_used_peak_bytes": None},
+            "torch": {"runner": "torch", **timing, "gpu_held_bytes": 200, "gpu_used_peak_bytes": 100}}
+    (q,) = bench.ratios(rows)
+    assert q["gpu_memory"] == pytest.approx(1.5)  # 300 held / 200 reserved, not / 100 allocated

@@ -78,7 +78,9 @@ def synchronize(dev) -> None:
 def memory_pool_bytes(dev) -> int:
     import torch
 
-    return torch.cuda.max_memory_allocated(dev.native)
+    # What the caching allocator holds (reserved), as CuPy's pool total_bytes(): the comparable figure;
+    # max_memory_allocated counts only the bytes in live tensors.
+    return torch.cuda.max_memory_reserved(dev.native)
 
 
 def free_memory_pool(dev) -> None:
