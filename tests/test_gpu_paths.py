@@ -561,3 +561,23 @@ def test_bench_compares_gpu_memory_held_with_held():
             "torch": {"runner": "torch", **timing, "gpu_held_bytes": 200, "gpu_used_peak_bytes": 100}}
     (q,) = bench.ratios(rows)
     assert q["gpu_memory"] == pytest.approx(1.5)  # 300 held / 200 reserved, not / 100 allocated
+
+
+def test_the_gpu_tests_skip_with_the_probes_reason(tmp_path):
+    """With CuPy installed and no GPU (CI's optional step): `pytest -m gpu` skips, saying what is missing."""
+    pytest.importorskip("cupy")
+    import pathlib
+    import subprocess
+    import sys
+
+    from xpnet import backend
+
+    count, why = backend._cuda_status()
+    if count:
+        pytest.skip("a CUDA GPU is usable here")
+    root = pathlib.Path(__file__).parents[1]
+    done = subprocess.run([sys.executable, "-m", "pytest", "-m", "gpu", "-rs", "-q", "-p", "no:cacheprovider",
+                           str(root / "tests" / "test_gpu.py")], capture_output=True, text=True, timeout=300,
+                          cwd=root)
+    assert done.returncode == 0, done.stdout[-2000:]
+    assert f"needs a CUDA GPU with CuPy: {why}" in done.stdout and " passed" not in done.stdout
