@@ -171,7 +171,8 @@ def test_the_tutorial_network_runs_under_its_device(current_device):
 
     fake = current_device
     rng = np.random.default_rng(0)
-    n = _under_the_model_device(fake, "NeuralNetwork()", lambda: NeuralNetwork(6, 5, 3, 0.1, device="cpu", seed=0))
+    n = _under_the_model_device(fake, "NeuralNetwork()", lambda: NeuralNetwork(6, 5, 3, 0.1, seed=0,
+                                                                               device=_fake_cuda_device()))
     x, t = rng.uniform(0.01, 1.0, size=6), np.full(3, 0.01)
     _under_the_model_device(fake, "train", lambda: [n.train(x, t) for _ in range(40)])  # the queue fills
     _under_the_model_device(fake, "train_batch", lambda: n.train_batch(np.stack([x, x]), np.stack([t, t])))
@@ -286,13 +287,18 @@ def test_predict_and_evaluate_halve_the_batch_and_go_on(fake_oom, monkeypatch):
     want_out, want_eval = xpnet.to_numpy(model.predict(X)), model.evaluate(X, y)
     layer.limit = 7
     layer.batches.clear()
-    with pytest.warns(UserWarning, match="predict: out of memory .* batch_size=50; going on with batch_size=25"):
+    with pytest.warns(UserWarning) as said:
         got = xpnet.to_numpy(model.predict(X, batch_size=64))
+    assert [str(w.message).split(" with ", 1)[1] for w in said] == [
+        "batch_size=50; going on with batch_size=25", "batch_size=25; going on with batch_size=12",
+        "batch_size=12; going on with batch_size=6"]
+    assert all(str(w.message).startswith("predict: out of memory on cpu (numpy)") for w in said)
     np.testing.assert_allclose(got, want_out, rtol=1e-6)
     assert layer.batches == [6] * 8 + [2]  # 50 -> 25 -> 12 -> 6, then rows 48..50
     assert fake_oom == [("cpu (numpy)", True)] * 3  # freed each time, after the failed batch was released
-    with pytest.warns(UserWarning, match="evaluate: out of memory"):
+    with pytest.warns(UserWarning) as said:
         got_eval = model.evaluate(X, y, batch_size=64)
+    assert len(said) == 3 and all(str(w.message).startswith("evaluate: out of memory") for w in said)
     assert got_eval == pytest.approx(want_eval, rel=1e-6)
 
 
