@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Install xpnet with its test extras into a virtual environment and run the CPU test suite
 # (NumPy and array-api-strict always; PyTorch when XPNET_TEST_TORCH=1 and a CPU wheel can be had; JAX's CPU
-# build from PyPI when XPNET_TEST_JAX=1; onnx, onnxruntime, scikit-learn and matplotlib when
-# XPNET_TEST_OPTIONAL=1; tests marked `gpu` are reported as skipped). Extra arguments go to pytest.
+# build from PyPI when XPNET_TEST_JAX=1; onnx, onnxruntime, scikit-learn, matplotlib and the bare CuPy wheel
+# when XPNET_TEST_OPTIONAL=1; tests marked `gpu` are reported as skipped). Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 venv="${XPNET_VENV:-.venv}"
@@ -29,6 +29,11 @@ if [ "${XPNET_TEST_OPTIONAL:-0}" = 1 ]; then
     # xpnet.sklearn, matplotlib for History.plot / --plot. Without them their tests skip, with the reason.
     "$venv/bin/python" -m pip install -q --disable-pip-version-check -e ".[onnx,sklearn,plot]" onnxruntime \
         || echo "ci/test.sh: the optional packages could not be installed; their tests are skipped"
+    # The CuPy wheel alone (136 MB, about 7 s to fetch and install; no CUDA libraries, no driver here): the
+    # laptop case, where `auto` must pick the CPU and say why, an explicit `cuda` must name the cause and
+    # its fix (not "install CuPy"), and `pytest -m gpu` must skip with that reason.
+    "$venv/bin/python" -m pip install -q --disable-pip-version-check cupy-cuda12x \
+        || echo "ci/test.sh: cupy-cuda12x could not be installed; the CuPy-without-a-GPU checks are skipped"
 fi
 if [ -z "${XPNET_DATA:-}" ] && [ -d ../shared/data/mnist ]; then
     XPNET_DATA="$(cd ../shared/data && pwd)"

@@ -3,7 +3,7 @@
 ``dev`` runs a test once per backend/device: NumPy and array-api-strict always (strict on its default
 device and on its second device ``device1``, which catches any array made without ``device=`` and any
 hidden conversion to NumPy), PyTorch and JAX (immutable arrays) when installed, CuPy under the ``gpu`` marker (skipped cleanly
-when no CUDA GPU can be used).
+when no CUDA GPU can be used), and PyTorch on CUDA under it too.
 """
 
 from __future__ import annotations
@@ -18,13 +18,18 @@ from xpnet import backend
 
 
 @functools.cache
+def cuda_status() -> tuple[int, str]:
+    """xpnet's own probe: CuPy imports, the driver counts a device, and a matmul and a kernel ran on it."""
+    return backend._cuda_status()
+
+
 def cuda_available() -> bool:
-    try:
-        import cupy
-    except Exception:
-        return False
-    # getDeviceCount() raises without a driver; is_available() wraps it and answers False.
-    return bool(cupy.cuda.is_available())
+    return cuda_status()[0] > 0
+
+
+@functools.cache
+def torch_cuda_available() -> bool:
+    return _have("torch") and backend._torch_cuda_status()[0] > 0
 
 
 def _strict_device(index: int) -> xpnet.Device:
@@ -71,6 +76,9 @@ def backend_params():
     if _jax_with_x64():
         out.append(pytest.param(lambda: xpnet.device("cpu", backend="jax"), id="jax-cpu-float32"))
     out.append(pytest.param(lambda: xpnet.device("cuda"), id="cupy-cuda0-float32", marks=pytest.mark.gpu))
+    torch_skip = pytest.mark.skipif(not torch_cuda_available(), reason="needs PyTorch with CUDA and a GPU")
+    out.append(pytest.param(lambda: xpnet.device("cuda", backend="torch"), id="torch-cuda0-float32",
+                            marks=[pytest.mark.gpu, torch_skip]))
     return out
 
 
@@ -91,9 +99,9 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.slow)
     if cuda_available():
         return
-    skip = pytest.mark.skip(reason="needs a CUDA GPU with CuPy (cupy.cuda.is_available() is False here)")
+    skip = pytest.mark.skip(reason=f"needs a CUDA GPU with CuPy: {cuda_status()[1]}")
     for item in items:
-        if "gpu" in item.keywords:
+        if "gpu" in item.keywords and "torch-cuda" not in item.nodeid:  # those skip by torch's own probe
             item.add_marker(skip)
 
 

@@ -4,8 +4,8 @@ The same layer math trains on NumPy (CPU), CuPy (CUDA GPUs), PyTorch and array-a
 """
 
 from ._version import __version__
-from .backend import (BACKENDS, Device, DeviceUnavailableError, available_backends, device, device_of,
-                      synchronize, to_numpy)
+from .backend import (BACKENDS, Device, DeviceOutOfMemoryError, DeviceUnavailableError, available_backends, device,
+                      device_of, synchronize, to_numpy)
 from . import metrics, schedules
 from .callbacks import (Callback, CSVLogger, EarlyStopping, LambdaCallback, LearningRateScheduler,
                         ModelCheckpoint)
@@ -24,7 +24,7 @@ from .tutorial import NeuralNetwork
 
 __all__ = [
     "Adam", "AdamW", "BACKENDS", "BatchNorm1d", "BinaryCrossEntropy", "CSVLogger", "Callback", "Checkpoint", "CrossEntropy",
-    "Dense", "Device", "DeviceUnavailableError", "Dropout", "EarlyStopping", "Flatten", "History", "Identity",
+    "Dense", "Device", "DeviceOutOfMemoryError", "DeviceUnavailableError", "Dropout", "EarlyStopping", "Flatten", "History", "Identity",
     "LambdaCallback", "Layer", "LearningRateScheduler", "LeakyReLU", "Loss", "MSE", "ModelCheckpoint",
     "ModelFormatError", "NeuralNetwork", "Optimizer", "RMSprop", "ReLU", "SGD", "Sequential", "Sigmoid",
     "Softmax", "SoftmaxCrossEntropy", "Step", "Tanh", "TopKAccuracy", "TrainingDiverged", "available_backends",

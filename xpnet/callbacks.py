@@ -9,8 +9,9 @@ function ``f(epoch, logs)`` is accepted too: returning ``True`` stops training.
 ``on_batch_end`` is called once per read-back window (every ``check_every`` steps and at the end of an
 epoch), like Keras' batch hooks under ``steps_per_execution``: the step loop itself never waits for the
 device. Its ``logs`` hold ``losses`` (the window's per-step losses, host float64), ``loss`` (the running
-mean over the epoch so far), ``accuracy`` (likewise, for classification) and ``samples`` (seen this
-epoch).
+mean over the epoch so far), ``accuracy`` (likewise, for classification), ``samples`` (seen this
+epoch) and ``state_finite`` (whether every parameter and buffer was finite at the window's end: it came
+back in the same transfer as the losses).
 
 Keras' own callbacks, with Keras' names, arguments and rules: :class:`EarlyStopping`,
 :class:`ModelCheckpoint`, :class:`LearningRateScheduler`, :class:`CSVLogger`. Where Keras warns that
@@ -175,17 +176,31 @@ def _state(model) -> tuple:
     return model.parameters(), model.buffers()
 
 
-def _snapshot(state, into=None) -> dict | None:
+def state_finite(state):
+    """``all(isfinite(a))`` over every array of ``state``, as one 0-D boolean on the device (``None`` if empty).
+
+    Nothing is read back: ``fit`` adds it to the window's one transfer, so the check costs no sync of its own.
+    """
+    arrays = [a for part in state for a in part.values()]
+    if not arrays:
+        return None
+    xp = array_namespace(*arrays)
+    return xp.all(xp.stack([xp.all(xp.isfinite(a)) for a in arrays]))
+
+
+def _snapshot(state, into=None, finite: bool | None = None) -> dict | None:
     """Copies of ``state``'s arrays (keyed ``(i, name)``) if they are all finite, else ``None``.
 
-    ``into`` (an earlier snapshot) is overwritten in place where its arrays are writeable, so there is
-    never a second copy of the weights alive, nor an allocation per window.
+    ``finite`` is that answer when the caller already has it (from the window's read-back); without it
+    the arrays are checked here, in one read-back for all of them. ``into`` (an earlier snapshot) is
+    overwritten in place where its arrays are writeable, so there is never a second copy of the weights
+    alive, nor an allocation per window.
     """
-    for arrays in state:
-        for p in arrays.values():
-            xp = array_namespace(p)
-            if not bool(xp.all(xp.isfinite(p))):
-                return None
+    if finite is None:
+        flag = state_finite(state)
+        finite = flag is None or bool(flag)
+    if not finite:
+        return None
     old = into or {}
     return {(i, k): copy_(old.get((i, k)), p) for i, arrays in enumerate(state) for k, p in arrays.items()}
 
@@ -219,7 +234,9 @@ class DivergenceRollback(Callback):
             raise TrainingDiverged(self.epoch, self.window_start + bad, float(values[bad]), self.window_start)
         self.window_start = step + 1
         if step < self.params["steps"] - 1:
-            self.good = _snapshot(_state(self.model), self.good) or self.good
+            # fit's read-back brought the weights' finiteness with the losses: no second sync here.
+            finite = logs.get("state_finite")
+            self.good = _snapshot(_state(self.model), self.good, finite) or self.good
 
 
 class ProgressBar(Callback):

@@ -73,8 +73,9 @@ class Sequential:
         self.seed = seed
         self.device = _backend.device(device, backend=backend)
         rng = _backend.host_rng(seed)
-        for layer in layers:
-            layer.build(self.device, rng, dtype, init=init)
+        with self.device.context():
+            for layer in layers:
+                layer.build(self.device, rng, dtype, init=init)
         self.rng = rng  # the same stream goes on to shuffle the data in fit
         self._link()
         self.loss = None  # set by fit (and by load); evaluate and predict_proba go by it
@@ -131,6 +132,10 @@ class Sequential:
 
     def load_state_dict(self, state: dict) -> None:
         """Set the parameters and buffers from host (or device) arrays keyed like :meth:`state_dict`."""
+        with self.device.context():
+            self._load_state_dict(state)
+
+    def _load_state_dict(self, state: dict) -> None:
         own = self._state()
         missing = set(own) - set(state)
         extra = set(state) - set(own)
@@ -177,11 +182,12 @@ class Sequential:
     def to(self, device=None, backend: str | None = None) -> "Sequential":
         """Move every parameter and buffer to another device (or backend); returns the model itself."""
         new = _backend.device(device, backend=backend)
-        for layer in self.layers:
-            for arrays in (layer.params, _dict_of(layer, "buffers")):
-                for k, v in arrays.items():
-                    arrays[k] = new.asarray(v, self.dtype)
-            layer.grads.clear()
+        with new.context():
+            for layer in self.layers:
+                for arrays in (layer.params, _dict_of(layer, "buffers")):
+                    for k, v in arrays.items():
+                        arrays[k] = new.asarray(v, self.dtype)
+                layer.grads.clear()
         self.device = new
         return self
 
@@ -213,16 +219,15 @@ class Sequential:
         """
         try:
             return training.fit(self, X, y, loss=loss, optimizer=optimizer, epochs=epochs, batch_size=batch_size,
-                       shuffle=shuffle, validation_data=validation_data, verbose=verbose,
-                       callbacks=callbacks, lr=lr, validation_split=validation_split, metrics=metrics,
-                       schedule=schedule, checkpoint_dir=checkpoint_dir, resume_from=resume_from)
-        except Exception as exc:
-            if not _backend.is_out_of_memory(exc):
-                raise
-            # Give the cached blocks back so the process can go on (with a smaller batch, say).
+                                shuffle=shuffle, validation_data=validation_data, verbose=verbose,
+                                callbacks=callbacks, lr=lr, validation_split=validation_split, metrics=metrics,
+                                schedule=schedule, checkpoint_dir=checkpoint_dir, resume_from=resume_from)
+        except _backend.DeviceOutOfMemoryError as exc:
+            # Out here the failed step's frames are finished: release their arrays, then give the pool's
+            # blocks back to the driver, so the process (or another library on the GPU) can go on.
+            training.release(exc)
             _backend.free_memory_pool(self.device)
-            raise MemoryError(f"out of memory on {self.device} while training with batch_size={batch_size}: "
-                              f"{exc}. Try a smaller batch size (--batch-size) or a smaller network.") from exc
+            raise
 
     def predict(self, X, batch_size: int = 1024):
         """The network's output for ``X``, as an array of the model's backend on its device."""

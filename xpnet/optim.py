@@ -132,7 +132,8 @@ class Optimizer:
             if host.dtype.name not in ("float32", "float64") or dev.dtype(host.dtype.name) != p.dtype:
                 raise ValueError(f"{owner}: state {key!r} is {host.dtype}, its parameter {p.dtype}")
             # a copy of its own: steps update the state in place, and asarray may share the host memory
-            loaded.setdefault(name, {})[slot] = dev.xp.asarray(dev.asarray(host, host.dtype.name), copy=True)
+            with dev.context():
+                loaded.setdefault(name, {})[slot] = dev.xp.asarray(dev.asarray(host, host.dtype.name), copy=True)
         for name, slots in loaded.items():  # half a state (m without v) is no state a step can go on from
             if set(slots) != set(fresh.slots()):
                 raise ValueError(f"{owner}: the state of {name} has {sorted(slots)}, but every parameter "

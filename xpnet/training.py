@@ -9,15 +9,81 @@ the epoch line, the history, the user's hooks) is a callback, in :mod:`xpnet.cal
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import math
 import os
 import time
+import traceback
 
 from . import backend, checkpoint, losses, metrics as metrics_mod, optim, schedules
 from .callbacks import CallbackList, DivergenceRollback, EpochLine, History, LearningRateScheduler, ProgressBar
+from .callbacks import state_finite
 from .callbacks import TrainingDiverged, format_epoch  # noqa: F401  (their old home: still importable here)
 from .layers import Sigmoid, Softmax, sigmoid, softmax
 from .validation import check_batch_size, check_input_range, check_positive_int, data_range, prepare_xy, warn
+
+
+def on_model_device(fn):
+    """Run ``fn(model, ...)`` under ``model.device.context()``: on CUDA every allocation and kernel of the
+    model's work goes to the model's GPU, whatever device is current in the caller's thread."""
+    @functools.wraps(fn)
+    def run(model, *args, **kwargs):
+        with model.device.context():
+            return fn(model, *args, **kwargs)
+    return run
+
+
+def release(exc: BaseException) -> None:
+    """Drop the arrays that the finished frames of ``exc``'s traceback (and its causes') still hold.
+
+    After an out-of-memory error the failed step's temporaries are alive until the exception dies (its
+    traceback keeps their frames); CuPy already gave back the pool's *unused* blocks before raising, so
+    freeing the pool only helps once they are released. The traceback keeps its lines.
+    """
+    while exc is not None:
+        traceback.clear_frames(exc.__traceback__)
+        exc = exc.__cause__ or exc.__context__
+
+
+@contextlib.contextmanager
+def _uploading(dev, where: str, *arrays):
+    """Turn an out-of-memory error while moving ``arrays`` to ``dev`` into one that says so."""
+    try:
+        yield
+    except Exception as exc:
+        if not backend.is_out_of_memory(exc):
+            raise
+        sizes = ", ".join(f"{tuple(a.shape)} {getattr(a.dtype, 'name', a.dtype)}" for a in arrays
+                          if hasattr(a, "shape"))
+        raise backend.DeviceOutOfMemoryError(
+            f"{where}: out of memory on {dev} while moving the data there ({sizes}; it goes to the device "
+            f"whole, once): {exc}. Fix: pass fewer rows at a time, or use --device cpu / a GPU with more "
+            f"free memory (a smaller batch size would not help).") from exc
+
+
+def _shrinking_batches(dev, n: int, batch_size: int, where: str, run) -> None:
+    """``run(lo, hi)`` over rows ``0..n`` in batches. On an out-of-memory error the batch is halved and the
+    rows from the failed batch on are run again (the results before it are kept), down to one row."""
+    lo = 0
+    while lo < n:
+        hi = min(n, lo + batch_size)
+        try:
+            run(lo, hi)
+        except Exception as exc:
+            if not backend.is_out_of_memory(exc):
+                raise
+            if hi - lo == 1:
+                raise backend.DeviceOutOfMemoryError(
+                    f"{where}: out of memory on {dev} even for one row: {exc}. Fix: a smaller network, "
+                    f"or --device cpu.") from exc
+            release(exc)
+            backend.free_memory_pool(dev)
+            batch_size = (hi - lo) // 2
+            warn(f"{where}: out of memory on {dev} with batch_size={hi - lo}; going on with batch_size="
+                 f"{batch_size}")
+            continue
+        lo = hi
 
 
 def _threshold(loss) -> float:
@@ -62,22 +128,25 @@ class _EpochTotals:
         for hits, metric in zip(self.hits, self.metrics):
             hits.append(metric.hits(out, target, self.threshold))  # summed once per window
 
-    def read_back(self) -> dict:
-        """The window's per-step losses and hit counts in one transfer; the running totals."""
+    def read_back(self, finite=None) -> dict:
+        """The window's per-step losses, hit counts and ``finite`` (the weights' 0-D finiteness flag, or
+        ``None``) in one transfer; the running totals."""
         xp = self.xp
         sums = [xp.sum(xp.astype(xp.concat(h), self.dtype)) for h in self.hits]
-        values, correct = _read_back(xp, self.losses, sums)
+        values, correct = _read_back(xp, self.losses, sums + ([] if finite is None else [xp.astype(finite, self.dtype)]))
+        extra = {} if finite is None else {"state_finite": bool(correct.pop())}
         self.loss += float(values @ backend.to_numpy(self.counts).astype("float64"))
         self.correct = [a + b for a, b in zip(self.correct, correct)]
         self.samples += sum(self.counts)
         self.losses, self.counts = [], []
         self.hits = [[] for _ in self.metrics]
-        return {"losses": values, "samples": self.samples, **self.logs(self.samples)}
+        return {"losses": values, "samples": self.samples, **self.logs(self.samples), **extra}
 
     def logs(self, n: int) -> dict:
         return {"loss": self.loss / n, **{m.name: c / n for m, c in zip(self.metrics, self.correct)}}
 
 
+@on_model_device
 def fit(model, X, y, *, loss, optimizer, epochs, batch_size, shuffle=True, validation_data=None,
         validation_split=0.0, metrics=None, schedule=None, verbose="auto", callbacks=(), lr=None,
         check_every: int = 50, checkpoint_dir=None, resume_from=None):
@@ -99,8 +168,9 @@ def fit(model, X, y, *, loss, optimizer, epochs, batch_size, shuffle=True, valid
     first_epoch, global_step = (0, 0) if resumed is None else (resumed.epoch, resumed.step)
     last = None if checkpoint_dir is None else checkpoint.checkpoint_path(checkpoint_dir)
     # ----------------------------------------------------------------------------------------------
-    X, y, classify, val = _prepare(model, X, y, loss, epochs, batch_size, check_every, validation_data,
-                                   validation_split)
+    with _uploading(model.device, "fit", X, y):
+        X, y, classify, val = _prepare(model, X, y, loss, epochs, batch_size, check_every, validation_data,
+                                       validation_split)
     found = metrics_mod.get_all(metrics, classify, "fit")
     dev, xp, n = model.device, model.device.xp, X.shape[0]
     params, grads = model.parameters(), model.gradients()
@@ -122,6 +192,7 @@ def fit(model, X, y, *, loss, optimizer, epochs, batch_size, shuffle=True, valid
         optimizer)
     model.stop_training = False
     cbs.on_train_begin()
+    epoch = step = 0
     try:
         for epoch in range(first_epoch, epochs):
             start = time.perf_counter()
@@ -139,7 +210,7 @@ def fit(model, X, y, *, loss, optimizer, epochs, batch_size, shuffle=True, valid
                 model.backward(loss.backward())
                 optimizer.step(params, grads)
                 if len(totals.losses) == check_every or step == len(steps) - 1:
-                    cbs.on_batch_end(step, totals.read_back())
+                    cbs.on_batch_end(step, totals.read_back(state_finite((params, model.buffers()))))
             backend.synchronize(dev)
             seconds = time.perf_counter() - start
             logs = totals.logs(n)
@@ -156,6 +227,12 @@ def fit(model, X, y, *, loss, optimizer, epochs, batch_size, shuffle=True, valid
                                            schedule=schedule, history=history.history)
             if model.stop_training:
                 break
+    except Exception as exc:
+        if not backend.is_out_of_memory(exc):
+            raise
+        raise backend.DeviceOutOfMemoryError(
+            f"fit: out of memory on {dev} while training with batch_size={batch_size} (epoch {epoch + 1}, step "
+            f"{step + 1}): {exc}. Fix: a smaller batch size (--batch-size) or a smaller network.") from exc
     finally:
         progress.close()  # a diverged or interrupted epoch leaves no bar behind
     cbs.on_train_end({k: v[-1] for k, v in history.history.items()})
@@ -228,16 +305,21 @@ def _check_output_layer(model, loss) -> None:
              "probabilities).")
 
 
+@on_model_device
 def predict(model, X, batch_size: int = 1024, where: str = "predict"):
     check_batch_size(batch_size)
-    X, _, _ = prepare_xy(model, X, None, None, where, targets=False)
+    with _uploading(model.device, where, X):
+        X, _, _ = prepare_xy(model, X, None, None, where, targets=False)
     if model.input_range is not None:
         check_input_range(model, data_range(X), where)
     xp = model.device.xp
-    outs = [model.forward(X[lo:hi, ...]) for lo, hi in _batches(X.shape[0], batch_size)]
+    outs = []
+    _shrinking_batches(model.device, X.shape[0], batch_size, where,
+                       lambda lo, hi: outs.append(model.forward(X[lo:hi, ...])))
     return outs[0] if len(outs) == 1 else xp.concat(outs, axis=0)
 
 
+@on_model_device
 def predict_proba(model, X, batch_size: int = 1024):
     out = predict(model, X, batch_size, "predict_proba")
     if _ends_in(model, (Softmax, Sigmoid)):
@@ -252,6 +334,7 @@ def predict_proba(model, X, batch_size: int = 1024):
                      f"Use predict() for the raw outputs.")
 
 
+@on_model_device
 def predict_classes(model, X, batch_size: int = 1024):
     out = predict(model, X, batch_size, "predict_classes")
     xp = model.device.xp
@@ -262,6 +345,7 @@ def predict_classes(model, X, batch_size: int = 1024):
     return xp.astype(out[:, 0] > threshold, xp.int64)
 
 
+@on_model_device
 def evaluate(model, X, y, loss, batch_size: int = 1024, *, metrics=None, prepared: bool = False,
              classify=None) -> dict:
     """``{"loss": ..., <metric name>: ...}`` over ``(X, y)``; metrics default to accuracy for class targets.
@@ -269,7 +353,8 @@ def evaluate(model, X, y, loss, batch_size: int = 1024, *, metrics=None, prepare
     Every batch's loss and hit counts stay on the device; they come back together in one transfer."""
     check_batch_size(batch_size)
     if not prepared:
-        X, y, classify = prepare_xy(model, X, y, loss, "evaluate")
+        with _uploading(model.device, "evaluate", X, y):
+            X, y, classify = prepare_xy(model, X, y, loss, "evaluate")
         if model.input_range is not None:
             check_input_range(model, data_range(X), "evaluate")
     found = metrics_mod.get_all(metrics, classify, "evaluate")
@@ -277,14 +362,18 @@ def evaluate(model, X, y, loss, batch_size: int = 1024, *, metrics=None, prepare
     threshold = _threshold(loss)
     batch_losses, counts = [], []
     hits = [None] * len(found)
-    for lo, hi in _batches(X.shape[0], batch_size):
+
+    def run(lo, hi):  # kept only once the whole batch has gone through (a halved batch runs it again)
         out = model.forward(X[lo:hi, ...])
         yb = y[lo:hi, ...]
-        batch_losses.append(loss.forward(out, yb))
+        batch_loss = loss.forward(out, yb)
+        found_hits = [xp.sum(xp.astype(metric.hits(out, yb, threshold), out.dtype)) for metric in found]
+        batch_losses.append(batch_loss)
         counts.append(hi - lo)
-        for i, metric in enumerate(found):
-            count = xp.sum(xp.astype(metric.hits(out, yb, threshold), out.dtype))
+        for i, count in enumerate(found_hits):
             hits[i] = count if hits[i] is None else hits[i] + count
+
+    _shrinking_batches(model.device, X.shape[0], batch_size, "evaluate", run)
     n = X.shape[0]
     values, correct = _read_back(xp, batch_losses, hits)
     result = {"loss": float(values @ backend.to_numpy(counts).astype("float64")) / n}

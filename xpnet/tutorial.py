@@ -26,6 +26,7 @@ them a batch at a time as matrix products; ``train`` itself reads like the book'
 
 from __future__ import annotations
 
+import functools
 import math
 
 from array_api_compat import is_writeable_array
@@ -33,6 +34,18 @@ from array_api_compat import is_writeable_array
 from . import backend as _backend  # the constructor's ``backend`` argument would shadow the module
 from ._inplace import add_
 from .validation import check_positive_int
+
+
+def _on_device(method):
+    """Run a method of the network under ``self.device.context()``: CuPy allocates and computes on the
+    current GPU, so a ``cuda:1`` network must make it current (and put the caller's back) itself."""
+    @functools.wraps(method)
+    def run(self, *args, **kwargs):
+        if self.device.kind != "cuda":  # nothing to enter: keep the ~1 us off the CPU's per-sample path
+            return method(self, *args, **kwargs)
+        with self.device.context():
+            return method(self, *args, **kwargs)
+    return run
 
 
 def _sigmoid(xp, z):
@@ -77,10 +90,13 @@ class _DeferredMatrix:
     copy the buffer per sample), every update is added at once and this is just the matrix.
     """
 
-    block_rows = 16  # rows of W per GEMM when the queue is applied
+    block_rows = 16  # rows of W per GEMM when the queue is applied, on the CPU (see _apply_queue)
 
     def __init__(self, w, defer: int, device):
         self.xp, self.rows, self.queued = device.xp, w.shape[0], 0
+        if device.kind == "cuda":
+            # Row blocks are a CPU tuning (BLAS threads); a GPU wants one GEMM, not 13 kernel launches.
+            self.block_rows = self.rows
         self.defer = max(0, int(defer)) if is_writeable_array(w) else 0
         self._buf = self._U = None
         self._w = w
@@ -184,6 +200,7 @@ class NeuralNetwork:
         self._lr = value
 
     @property
+    @_on_device
     def wih(self):
         """Input -> hidden weights, ``(hiddennodes, inputnodes)``, on the device.
 
@@ -193,6 +210,7 @@ class NeuralNetwork:
         return self._wih.array()
 
     @wih.setter
+    @_on_device
     def wih(self, value):
         self._wih = _DeferredMatrix(self._weights(value, (self.hnodes, self.inodes), "wih"), self.defer, self.device)
 
@@ -205,6 +223,7 @@ class NeuralNetwork:
     def who(self, value):
         self._who = self._weights(value, (self.onodes, self.hnodes), "who")
 
+    @_on_device
     def _weights(self, value, shape, name):
         dev = self.device
         a = dev.asarray(value, self.dtype)
@@ -225,6 +244,7 @@ class NeuralNetwork:
             raise ValueError(f"NeuralNetwork.{where}: {name} must hold {n} values, got {a.shape[0]}")
         return a
 
+    @_on_device
     def train(self, inputs_list, targets_list) -> None:
         """One step of the book's rule on one sample: ``inputnodes`` inputs, ``outputnodes`` targets."""
         xp = self.device.xp
@@ -241,6 +261,7 @@ class NeuralNetwork:
         self._who = add_(self._who, _outer(output_errors * final_outputs * (1.0 - final_outputs), hidden_outputs))
         self._wih.add_outer(hidden_errors * hidden_outputs * (1.0 - hidden_outputs), inputs)
 
+    @_on_device
     def train_batch(self, inputs, targets) -> None:
         """One step on a mini-batch: rows of ``inputs`` ``(n, inputnodes)``, ``targets`` ``(n, outputnodes)``.
 
@@ -272,6 +293,7 @@ class NeuralNetwork:
             raise ValueError(f"NeuralNetwork.{where}: {name} must have shape (samples, {n}), got {tuple(a.shape)}")
         return a
 
+    @_on_device
     def query(self, inputs_list):
         """The network's outputs, as a column ``(outputnodes, 1)`` like the book's.
 
@@ -284,6 +306,7 @@ class NeuralNetwork:
         final_outputs = _sigmoid(xp, xp.matmul(hidden_outputs, self._who.T))
         return final_outputs.T
 
+    @_on_device
     def backquery(self, targets_list):
         """Run the network backwards from output values to the input image it "imagines" (the book's).
 

@@ -15,6 +15,7 @@ holding all that is specific to it; this file dispatches on the backend's name t
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -38,6 +39,14 @@ _SPEC = re.compile(r"^(cpu|cuda|gpu)(?::(\d+))?$")
 _ACCEPTED = "'auto', 'cpu', 'cuda' or 'cuda:N' (N = 0, 1, ...; 'gpu' and 'gpu:N' are accepted too)"
 _CUDA_FIX = ("Fix: install CuPy for your CUDA driver with `pip install 'xpnet[cuda12]'` "
              "(or 'xpnet[cuda13]'), or run on the CPU with `--device cpu` / XPNET_DEVICE=cpu.")
+
+
+_NO_CONTEXT = contextlib.nullcontext()  # reusable and reentrant: no object per call on the per-sample path
+
+
+class DeviceOutOfMemoryError(MemoryError):
+    """The device ran out of memory; the message says what overflowed (the data upload, a training batch,
+    an inference batch even at size 1) and what to do."""
 
 
 class DeviceUnavailableError(RuntimeError):
@@ -99,6 +108,18 @@ class Device:
     def synchronize(self) -> None:
         """Wait until every kernel queued on this device has finished (a no-op on the CPU)."""
         synchronize(self)
+
+    def context(self):
+        """A context manager under which this device is the current one, restored on exit.
+
+        CuPy allocates and launches on the *current* CUDA device whatever ``device=`` says (compat #337)
+        and refuses arrays of another device, so everything a ``cuda:N`` model does runs under
+        ``with model.device.context():`` (``fit``, ``evaluate``, ``predict`` and the tutorial class enter
+        it themselves). It is ``cupy.cuda.Device(N)`` for CuPy, ``torch.cuda.device(N)`` for torch on
+        CUDA, and does nothing elsewhere. Nothing global changes: another thread or model is unaffected.
+        """
+        enter = getattr(_LIBS[self.backend], "context", None)
+        return _NO_CONTEXT if enter is None else enter(self)
 
 
 def is_array(x) -> bool:
@@ -214,9 +235,14 @@ def _auto(backend: str | None) -> Device:
             log.info("xpnet: device auto -> %s", dev)
             return dev
         if backend is not None and "cpu" not in _KINDS[backend]:
-            raise DeviceUnavailableError(f"backend {backend!r} needs a CUDA GPU, but {why}. {_CUDA_FIX}")
+            raise DeviceUnavailableError(f"backend {backend!r} needs a CUDA GPU, but {why}. {_fix(backend, why)}")
         log.info("xpnet: device auto -> cpu, because %s", why)
     return _make("cpu", 0, backend or "numpy")
+
+
+def _fix(backend: str, why) -> str:
+    # A probe's reason may carry the fix for its own cause (CuPy's: no driver, an old one, no cuBLAS...).
+    return getattr(why, "fix", None) or getattr(_LIBS[backend], "CUDA_FIX", _CUDA_FIX)
 
 
 def _require(backend: str) -> None:
@@ -233,8 +259,7 @@ def _make(kind: str, index: int, backend: str) -> Device:
         # Ask whether CUDA can be had before importing the namespace, which fails without CuPy.
         count, why = _probe(backend)
         if count == 0:
-            fix = getattr(lib, "CUDA_FIX", _CUDA_FIX)
-            raise DeviceUnavailableError(f"cuda:{index} was requested but {why}. {fix}")
+            raise DeviceUnavailableError(f"cuda:{index} was requested but {why}. {_fix(backend, why)}")
         if index >= count:
             raise DeviceUnavailableError(
                 f"cuda:{index} was requested but this machine has {count} CUDA device(s), "
@@ -305,16 +330,20 @@ def memory_pool_bytes(dev: Device) -> int | None:
     """Peak bytes held by the GPU memory pool of ``dev`` (``None`` on the CPU)."""
     if dev.kind != "cuda":
         return None
-    return _LIBS[dev.backend].memory_pool_bytes(dev)
+    with dev.context():  # the pools are per device, and CuPy's calls act on the current one
+        return _LIBS[dev.backend].memory_pool_bytes(dev)
 
 
 def free_memory_pool(dev: Device) -> None:
     """Give cached GPU memory back to the driver (after an out-of-memory error, say)."""
     if dev.kind == "cuda":
-        _LIBS[dev.backend].free_memory_pool(dev)
+        with dev.context():
+            _LIBS[dev.backend].free_memory_pool(dev)
 
 
 def is_out_of_memory(exc: BaseException) -> bool:
-    """Whether ``exc`` is a device out-of-memory error of any backend."""
+    """Whether ``exc`` is a device out-of-memory error of any backend (not one xpnet has already explained)."""
+    if isinstance(exc, DeviceOutOfMemoryError):
+        return False
     name = type(exc).__name__
     return name in ("OutOfMemoryError", "MemoryError") or "out of memory" in str(exc).lower()

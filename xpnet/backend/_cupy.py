@@ -1,10 +1,15 @@
 """CuPy: CUDA GPUs. The probe, the memory pool and (later) fused kernels and NCCL live here.
 
 array-api-compat's CuPy creation functions ignore ``device=`` (compat #337): the current CUDA device
-decides where CuPy allocates, so ``asarray`` runs under ``with native:``.
+decides where CuPy allocates (and CuPy refuses to compute on arrays of another device), so everything
+runs under :func:`context` (``Device.context()``), never under a global ``Device.use()``.
 """
 
 from __future__ import annotations
+
+import functools
+import os
+import re
 
 import array_api_compat
 
@@ -12,24 +17,112 @@ NAME = "cupy"
 KINDS = ("cuda",)
 
 
+_CPU = "or run on the CPU with `--device cpu` / XPNET_DEVICE=cpu"
+_INSTALL = ("Fix: install CuPy for your CUDA driver with `pip install 'xpnet[cuda12]'` (or 'xpnet[cuda13]'; "
+            f"`nvidia-smi` shows the driver's CUDA version), {_CPU}.")
+
+
+class Reason(str):
+    """Why CUDA cannot be used (the text), with ``fix``: what the user can do about that cause."""
+
+    def __new__(cls, text: str, fix: str):
+        self = super().__new__(cls, text)
+        self.fix = fix
+        return self
+
+
 def missing() -> str | None:
     return None  # its absence is reported by cuda_status(), with the fix for the user's CUDA
 
 
 def cuda_status() -> tuple[int, str]:
-    """Return (number of CUDA devices CuPy can use, why none when it is 0)."""
+    """Return (number of CUDA devices CuPy can compute on, a :class:`Reason` when it is 0).
+
+    ``cupy.cuda.is_available()`` only counts devices: with a driver but without the CUDA libraries (the
+    bare wheel; cuBLAS and NVRTC come from its ``ctk`` extra or a CUDA Toolkit) it says True and the first
+    matmul fails. So CUDA counts as usable once a tiny matmul and an elementwise kernel have run on device
+    0 (once per process: :func:`prove`).
+    """
     try:
         import cupy
     except Exception as exc:  # ImportError, or a broken CuPy/CUDA install raising on import
-        return 0, f"CuPy is not installed ({type(exc).__name__}: {exc})"
-    if cupy.cuda.is_available():
-        return cupy.cuda.runtime.getDeviceCount(), ""
-    # is_available() swallows the driver's error; ask again to be able to show it.
+        return 0, Reason(f"CuPy is not installed ({type(exc).__name__}: {exc})", _INSTALL)
     try:
         count = cupy.cuda.runtime.getDeviceCount()
+    except Exception as exc:  # is_available() swallows this error; it is the one that says what is wrong
+        return 0, _no_device(cupy, exc)
+    if count == 0:
+        return 0, _no_device(cupy, None)
+    failed = prove(0)
+    return (0, failed) if failed is not None else (count, "")
+
+
+def _cuda_version(v: int) -> str:
+    return f"{v // 1000}.{v % 1000 // 10}"
+
+
+def _no_device(cupy, exc) -> Reason:
+    """The cause when CuPy imports but counts no device: no driver, an old driver, or no GPU visible."""
+    runtime = cupy.cuda.runtime
+    try:
+        driver = runtime.driverGetVersion()  # 0 when libcuda (the driver) cannot be loaded
+    except Exception:
+        driver = 0
+    try:
+        needs = _cuda_version(runtime.runtimeGetVersion())
+    except Exception:
+        needs = "?"
+    error = f": {exc}" if exc is not None else ""
+    if driver == 0:
+        return Reason(f"CuPy {cupy.__version__} is installed but finds no NVIDIA driver: libcuda cannot be "
+                      f"loaded (CUDA says{error or ' nothing'})",
+                      f"Fix: on a machine with an NVIDIA GPU install its driver (`nvidia-smi` should then list "
+                      f"the GPU); {_CPU}.")
+    if "InsufficientDriver" in str(exc):
+        major = needs.split(".")[0]
+        return Reason(f"the NVIDIA driver supports CUDA {_cuda_version(driver)}, older than the CUDA {needs} "
+                      f"this CuPy ({cupy.__version__}) is built for{error}",
+                      f"Fix: update the NVIDIA driver, or install the CuPy of the driver's CUDA "
+                      f"(`pip install 'xpnet[cuda{_cuda_version(driver).split('.')[0]}]'` instead of cuda{major}); "
+                      f"{_CPU}.")
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    hidden = f" (CUDA_VISIBLE_DEVICES={visible!r})" if visible is not None else ""
+    return Reason(f"the NVIDIA driver (CUDA {_cuda_version(driver)}) sees no usable CUDA device{hidden}{error}",
+                  f"Fix: check that `nvidia-smi` lists a GPU{' and unset or fix CUDA_VISIBLE_DEVICES' if hidden else ''}"
+                  f"; {_CPU}.")
+
+
+@functools.cache
+def prove(index: int) -> "Reason | None":
+    """Run a tiny matmul (cuBLAS) and an elementwise kernel (compiled by NVRTC) on ``cuda:index`` and read
+    the result back; ``None`` if both worked, else the :class:`Reason` naming the library that is missing."""
+    import cupy
+
+    try:
+        with cupy.cuda.Device(index):
+            a = cupy.full((4, 4), 0.5, dtype=cupy.float32)
+            b = cupy.matmul(a, a)  # every entry 4 * 0.25 = 1
+            kernel = cupy.ElementwiseKernel("float32 x", "float32 y", "y = 2 * x + 1", "xpnet_probe")
+            total = float(kernel(b).sum())
     except Exception as exc:
-        return 0, f"CuPy is installed but CUDA cannot be used: {exc}"
-    return 0, f"CuPy is installed but sees {count} CUDA devices"
+        return _missing_library(cupy, index, exc)
+    if total != 48.0:
+        return Reason(f"cuda:{index} computed a wrong result in a test (48 expected, {total} found)",
+                      f"Fix: check the GPU and its driver with `nvidia-smi`; {_CPU}.")
+    return None
+
+
+def _missing_library(cupy, index: int, exc) -> Reason:
+    text = f"{type(exc).__name__}: {exc}"
+    found = re.search(r"lib[A-Za-z0-9_]+\.so(?:\.[0-9]+)*", text)
+    try:
+        major = cupy.cuda.runtime.runtimeGetVersion() // 1000
+    except Exception:
+        major = 12
+    what = f"the CUDA library {found.group(0)} is missing" if found else "a CUDA library failed"
+    return Reason(f"CuPy sees cuda:{index} but cannot compute on it: {what} ({text})",
+                  f"Fix: `pip install 'xpnet[cuda{major}]'` (it brings CuPy's CUDA libraries: "
+                  f"`pip install 'cupy-cuda{major}x[ctk]'`), or install the CUDA {major} Toolkit; {_CPU}.")
 
 
 def device_names(count: int) -> list[str]:
@@ -48,10 +141,15 @@ def namespace():
 def native(kind: str, index: int, xp):
     import cupy
 
-    if index != 0:
-        # Creation functions ignore device= (compat #337): keep the GPU current.
-        cupy.cuda.Device(index).use()
     return cupy.cuda.Device(index)
+
+
+def context(dev):
+    import cupy
+
+    # A fresh Device object per `with`: each keeps its own stack of the devices to restore, so nested
+    # and concurrent contexts (two threads, two models) never pop each other's.
+    return cupy.cuda.Device(dev.index)
 
 
 def owns(xp) -> bool:
@@ -63,8 +161,14 @@ def locate(x, native) -> tuple[str, int, str]:
 
 
 def asarray(xp, host, native):
-    with native:
+    with cupy_device(native.id):
         return xp.asarray(host)
+
+
+def cupy_device(index: int):
+    import cupy
+
+    return cupy.cuda.Device(index)  # fresh, as in context()
 
 
 def is_array(x) -> bool:
@@ -101,5 +205,5 @@ def random_uniform(xp, native, seed, shape, dtype):
     import numpy as np
 
     # As the numpy backend, with CuPy's generator on the GPU (allocations follow the current device).
-    with native:
+    with cupy_device(native.id):
         return cupy.random.default_rng(int(seed.generate_state(1, np.uint64)[0])).random(shape, dtype=dtype)

@@ -37,6 +37,17 @@ def native(kind: str, index: int, xp):
     return torch.device("cpu") if kind == "cpu" else torch.device("cuda", index)
 
 
+def context(dev):
+    import contextlib
+
+    if dev.kind != "cuda":
+        return contextlib.nullcontext()
+    import torch
+
+    # torch places by device=, but its caching allocator, streams and empty_cache() follow the current device.
+    return torch.cuda.device(dev.index)
+
+
 def owns(xp) -> bool:
     return array_api_compat.is_torch_namespace(xp)
 
@@ -67,7 +78,9 @@ def synchronize(dev) -> None:
 def memory_pool_bytes(dev) -> int:
     import torch
 
-    return torch.cuda.max_memory_allocated(dev.native)
+    # What the caching allocator holds (reserved), as CuPy's pool total_bytes(): the comparable figure;
+    # max_memory_allocated counts only the bytes in live tensors.
+    return torch.cuda.max_memory_reserved(dev.native)
 
 
 def free_memory_pool(dev) -> None:

@@ -115,6 +115,10 @@ def cmd_train(args) -> int:
     if args.plot:
         callbacks_mod.require_matplotlib("--plot")
     dev = backend.device(args.device, backend=args.backend)
+    if dev.kind == "cuda" and args.batch_size == 1 and not args.quiet:  # (GPU defaults, issue 11)
+        print(f"xpnet: batch 1 (the book's per-sample rule) on {dev}: each sample launches its own kernels, so "
+              f"a GPU runs this slower than the CPU; --batch-size 128 (or --model mlp) puts the GPU to work",
+              file=sys.stderr, flush=True)
     (X, y), (X_test, y_test) = _load(args, args.scale)
     if X.shape[0] == 0 or X_test.shape[0] == 0:
         raise ValueError(f"{args.dataset}: no samples to train or test on")
