@@ -195,3 +195,13 @@ def test_jax_default_mode_refuses_float64_and_trains_float32():
     env = {k: v for k, v in os.environ.items() if k not in ("JAX_ENABLE_X64", "XPNET_DEVICE", "XPNET_BACKEND")}
     proc = subprocess.run([sys.executable, "-c", _DEFAULT_JAX], capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-3000:]
+
+
+def test_a_device_pickles_by_description(dev):
+    """scikit-learn's clone and joblib pickle an estimator's device= (a Device holds a module: not by value)."""
+    import pickle
+
+    again = pickle.loads(pickle.dumps(dev))
+    assert again == dev and again.xp is dev.xp and str(again) == str(dev)
+    x = again.asarray([1.0, 2.0])
+    assert xpnet.device_of(x) == dev

@@ -109,6 +109,11 @@ class Device:
         """Wait until every kernel queued on this device has finished (a no-op on the CPU)."""
         synchronize(self)
 
+    def __reduce__(self):
+        # By description, not by value: ``xp`` is a module, which pickle cannot hold. scikit-learn's
+        # clone and joblib pickle an estimator's device= argument.
+        return _revive, (self.kind, self.index, self.backend, self.name)
+
     def context(self):
         """A context manager under which this device is the current one, restored on exit.
 
@@ -266,6 +271,18 @@ def _make(kind: str, index: int, backend: str) -> Device:
                 f"numbered 0 to {count - 1}. Fix: pass --device cuda:0 ... cuda:{count - 1}, or --device cpu.")
     xp = lib.namespace()
     return Device(kind, index, backend, xp, lib.native(kind, index, xp))
+
+
+def _revive(kind: str, index: int, backend: str, name: str) -> Device:
+    """The device a pickled :class:`Device` described, looked up again in this process."""
+    made = _make(kind, index, backend)
+    if not name:
+        return made
+    for native in made.xp.__array_namespace_info__().devices():
+        found = device_of(made.xp.asarray(0.0, device=native))
+        if found.name == name:
+            return found
+    raise DeviceUnavailableError(f"the pickled device {kind}:{index} ({backend}, {name}) does not exist here")
 
 
 def device_of(x) -> Device:
