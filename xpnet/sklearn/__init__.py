@@ -2,8 +2,8 @@
 
 The parameters, their defaults and the fitted attributes are scikit-learn's (1.6+), so these work in
 ``Pipeline``, ``GridSearchCV`` and ``cross_val_score`` and pass ``check_estimator``; ``device`` and
-``backend`` pick where xpnet trains (what :func:`xpnet.device` takes; pass strings, so that ``clone``
-can copy them). The model is a :class:`~xpnet.Sequential` of ``Dense`` layers in float32. What follows
+``backend`` pick where xpnet trains (what :func:`xpnet.device` takes: a string such as ``"cuda:0"`` or a
+``Device``). The model is a :class:`~xpnet.Sequential` of ``Dense`` layers in float32. What follows
 scikit-learn exactly and where it differs:
 
 - Initial weights: Glorot-uniform weights *and* biases, drawn from ``random_state`` in scikit-learn's
