@@ -191,7 +191,8 @@ def export_onnx(model, path, *, opset: int = DEFAULT_OPSET, input_shape=None):
     The graph has one input ``"input"`` of shape ``(batch, *input_shape)`` and one output ``"output"``,
     in the model's dtype (float32, or float64), with a symbolic batch size. ``input_shape`` is one
     sample's shape; it defaults to ``(in_features,)`` of the first ``Dense`` (or ``BatchNorm1d``) and
-    must be given when a ``Flatten`` comes first. ``opset`` is the ONNX operator set, from 13 up to the
+    must be given when a ``Flatten``, a ``Reshape`` or an image layer (``Conv2D``, a pooling,
+    ``BatchNorm2d``: ``(channels, height, width)``) comes first. ``opset`` is the ONNX operator set, from 13 up to the
     newest the installed ``onnx`` knows. The file's ``metadata_props`` hold ``scale`` and
     ``input_scaling`` (how raw pixels were scaled for training), ``input_range`` (JSON ``[low, high]``
     of the inputs ``fit`` saw), ``loss``, ``xpnet_version`` and ``xpnet_metadata`` (all of
