@@ -53,6 +53,46 @@ def test_the_tutorial_preset_is_the_books_network(capsys, tmp_path):
     assert _kinds(model) == ["Dense", "Sigmoid", "Dense", "Sigmoid"]
 
 
+def test_the_cnn_preset_is_the_classic_convnet():
+    from xpnet.cli.commands import _cnn_network
+
+    args = build_parser().parse_args(["train", "--model", "cnn"])
+    cli.parser.apply_preset(args)
+    assert (args.optimizer, args.lr, args.schedule, args.batch_size, args.dropout) == (
+        "adamw", 0.001, "cosine", 128, (0.25, 0.5))
+    stack = _cnn_network(784, 10, 128, "relu", "softmax_cross_entropy", args.dropout, False, "mnist")
+    assert _kinds(xpnet.Sequential(stack)) == ["Reshape", "Conv2D", "ReLU", "Conv2D", "ReLU", "MaxPool2D", "Dropout",
+                                               "Flatten", "Dense", "ReLU", "Dropout", "Dense"]
+    assert [layer.p for layer in stack if isinstance(layer, xpnet.Dropout)] == [0.25, 0.5]
+    assert stack[0].shape == (1, 28, 28) and stack[8].in_features == 64 * 12 * 12
+    with_bn = _cnn_network(784, 10, 128, "relu", "mse", 0.1, True, "mnist")
+    assert _kinds(xpnet.Sequential(with_bn)) == ["Reshape", "Conv2D", "BatchNorm2d", "ReLU", "Conv2D", "BatchNorm2d",
+                                                 "ReLU", "MaxPool2D", "Dropout", "Flatten", "Dense", "BatchNorm1d",
+                                                 "ReLU", "Dropout", "Dense", "Sigmoid"]
+
+
+def test_the_cnn_preset_refuses_what_it_cannot_build(capsys):
+    code, out, err = run_main(capsys, *SPIRALS, "--model", "cnn")
+    assert code == 1 and "--model cnn takes square images" in err and "spirals has 2 features" in err
+    code, out, err = run_main(capsys, *SPIRALS, "--model", "cnn", "--layers", "2,8,3")
+    assert code == 1 and "--model cnn has its own" in err
+
+
+def test_the_cnn_preset_trains_and_its_file_evaluates_on_rows(data_dir, capsys, tmp_path):
+    path = tmp_path / "cnn.npz"
+    code, out, err = run_main(capsys, "train", "--model", "cnn", "--dataset", "mnist", "--data-dir", data_dir,
+                              "--device", "cpu", "--limit", "512", "--batch-size", "64", "--save", str(path))
+    assert code == 0, err
+    assert "training 28x28 conv32-conv64-maxpool-128-10 (relu hidden, dropout 0.25/0.5, linear output)" in out
+    acc = float(re.search(r"test acc ([\d.]+)", out).group(1))
+    assert acc > 0.3, out  # 8 steps on 512 images; chance is 0.1
+    model = xpnet.load(path, device="cpu")
+    assert model.metadata["model"] == "cnn" and model.metadata["dropout"] == [0.25, 0.5]
+    code, out, err = run_main(capsys, "evaluate", str(path), "--data-dir", data_dir, "--limit", "512",
+                              "--device", "cpu")
+    assert code == 0 and f"accuracy {acc:.4f}" in out, (out, err)
+
+
 def test_options_override_the_preset():
     args = build_parser().parse_args(["train", "--model", "tutorial", "--optimizer", "adam", "--batch-size", "7"])
     cli.parser.apply_preset(args)

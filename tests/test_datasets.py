@@ -481,4 +481,26 @@ def test_load_dispatch_and_bad_arguments(monkeypatch, fake_mnist):
         ds.load("moons", limit=-1)
     with pytest.raises(ValueError, match="kind"):
         ds.load_mnist("kmnist")
+    with pytest.raises(ValueError, match="flat must be True"):
+        ds.load("mnist", flat="image")
+    with pytest.raises(ValueError, match="flat=False: moons holds points, not images"):
+        ds.load("moons", flat=False)
+
+
+@pytest.mark.parametrize("scale", ["unit", None])
+def test_images_are_the_rows_reshaped(monkeypatch, fake_mnist, scale):
+    """flat=False: (n, 1, 28, 28) in the same dtype, each image row-major, as Conv2D takes it."""
+    monkeypatch.setitem(ds.MIRRORS, "mnist", ("https://only/",))
+    fetch = lambda url: fake_mnist[url.rsplit("/", 1)[1]]  # noqa: E731
+    rows = ds.load_mnist(fetch=fetch, scale=scale)
+    images = ds.load_mnist(fetch=fetch, scale=scale, flat=False, limit=4)
+    for (X, y), (I, yi) in zip(rows, images):
+        assert I.shape == (min(4, len(X)), 1, 28, 28) and I.dtype == X.dtype
+        np.testing.assert_array_equal(I.reshape(len(I), 784), X[:4])
+        np.testing.assert_array_equal(yi, y[:4])
+    raw = gzip.decompress(fake_mnist["train-images-idx3-ubyte.gz"])[16:16 + 784]
+    first = np.frombuffer(raw, np.uint8).reshape(28, 28)  # the file's first image, rows first
+    np.testing.assert_array_equal(images[0][0][0, 0], first if scale is None else (first / 255).astype(np.float32))
+    (I, _), _ = ds.load("mnist", flat=False, limit=2)
+    assert I.shape == (2, 1, 28, 28)
     assert issubclass(ds.DatasetNotFoundError, ds.DatasetError) and issubclass(ds.DatasetError, RuntimeError)

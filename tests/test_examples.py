@@ -24,7 +24,7 @@ def run_example(name, *args, env=None, timeout=120):
 
 def test_every_example_is_tested():
     tested = {"perceptron.py", "xor.py", "two_layer_toy.py", "appended_bias.py", "softmax_from_scratch.py",
-              "mnist_tutorial.py"}
+              "mnist_tutorial.py", "mnist_cnn.py"}
     assert {p.name for p in EXAMPLES.glob("*.py")} == tested
 
 
@@ -102,3 +102,12 @@ def test_mnist_tutorial_quick(data_dir, tmp_path):
         assert "matplotlib is not installed" in out
     else:
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and f"saved to {png}" in out
+
+
+def test_mnist_cnn_quick(data_dir):
+    out = run_example("mnist_cnn.py", "--device", "cpu", "--limit", "512", "--epochs", "2", "--batch-size", "64",
+                      env={"XPNET_DATA": data_dir}, timeout=300)
+    assert "mnist: 512 training images of shape (1, 28, 28), 512 test; 1199882 weights on cpu (numpy)" in out
+    assert re.search(r"^epoch 2/2: loss [\d.]+  test accuracy [\d.]+", out, re.M), out
+    accuracy = float(re.search(r"^test accuracy ([\d.]+) after 2 epoch\(s\)", out, re.M).group(1))
+    assert accuracy > 0.5, out  # 16 steps on 512 images; chance is 0.1

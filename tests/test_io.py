@@ -361,7 +361,7 @@ def test_pickle_inside_is_refused_and_never_run(saved, tmp_path, monkeypatch):
 
 def test_unknown_layer_class_is_not_looked_up_anywhere(saved, tmp_path):
     _, header, arrays = saved
-    for name in ("Conv2D", "os.system", "__import__", "Sequential", "eval"):
+    for name in ("Conv3D", "os.system", "__import__", "Sequential", "eval"):
         header["architecture"]["layers"][2] = {"class": name, "config": {}}
         write_npz(tmp_path / "u.npz", header, arrays)
         with pytest.raises(ModelFormatError, match="unknown class"):

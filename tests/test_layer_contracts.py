@@ -171,11 +171,15 @@ def test_build_without_init_allocates_zeros_and_draws_nothing(dev):
 
 def test_from_config_rebuilds_every_registered_layer():
     for layer in (Dense(3, 2, init="he_normal", bias=False), LeakyReLU(0.3), Softmax(), Flatten(), xpnet.Dropout(0.2),
-                  xpnet.BatchNorm1d(4, momentum=0.05, eps=1e-3)):
+                  xpnet.BatchNorm1d(4, momentum=0.05, eps=1e-3), xpnet.BatchNorm2d(3, momentum=0.2),
+                  xpnet.Conv2D(2, 4, (3, 1), stride=2, padding=(0, 1), bias=False, init="lecun_normal"),
+                  xpnet.MaxPool2D(3, stride=1), xpnet.AvgPool2D((2, 3)), xpnet.GlobalAvgPool2D(),
+                  xpnet.Reshape((1, -1, 4))):
         again = type(layer).from_config(layer.get_config())
         assert type(again) is type(layer) and again.get_config() == layer.get_config()
-    assert set(xpnet.layers.LAYERS) == {"BatchNorm1d", "Dense", "Dropout", "Flatten", "Identity", "LeakyReLU",
-                                        "ReLU", "Sigmoid", "Softmax", "Step", "Tanh"}
+    assert set(xpnet.layers.LAYERS) == {"AvgPool2D", "BatchNorm1d", "BatchNorm2d", "Conv2D", "Dense", "Dropout",
+                                        "Flatten", "GlobalAvgPool2D", "Identity", "LeakyReLU", "MaxPool2D", "ReLU",
+                                        "Reshape", "Sigmoid", "Softmax", "Step", "Tanh"}
     assert all(xpnet.layers.LAYERS[name] is getattr(xpnet, name) for name in xpnet.layers.LAYERS)
 
 

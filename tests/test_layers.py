@@ -12,8 +12,11 @@ import pytest
 from array_api_compat import array_namespace, device
 
 import xpnet
-from xpnet import (MSE, BatchNorm1d, BinaryCrossEntropy, CrossEntropy, Dense, Dropout, Flatten, Identity, LeakyReLU,
-                   ReLU, Sigmoid, Softmax, SoftmaxCrossEntropy, Step, Tanh, to_numpy)
+from numpy.lib.stride_tricks import sliding_window_view
+
+from xpnet import (MSE, AvgPool2D, BatchNorm1d, BatchNorm2d, BinaryCrossEntropy, Conv2D, CrossEntropy, Dense, Dropout,
+                   Flatten, GlobalAvgPool2D, Identity, LeakyReLU, MaxPool2D, ReLU, Reshape, Sigmoid, Softmax,
+                   SoftmaxCrossEntropy, Step, Tanh, to_numpy)
 
 from numpy_reference import central_difference
 
@@ -21,6 +24,21 @@ from numpy_reference import central_difference
 def _softmax(z):
     e = np.exp(z - z.max(axis=-1, keepdims=True))
     return e / e.sum(axis=-1, keepdims=True)
+
+
+def _windows(x, kernel, stride, pad=(0, 0)):
+    """(N, C, OH, OW, kh, kw): every window of the zero-padded image, by NumPy's own sliding view."""
+    x = np.pad(x, ((0, 0), (0, 0), (pad[0], pad[0]), (pad[1], pad[1])))
+    return sliding_window_view(x, kernel, axis=(2, 3))[:, :, ::stride[0], ::stride[1]]
+
+
+def _conv(x, p, kernel, stride=(1, 1), pad=(0, 0)):
+    y = np.einsum("ncpqij,ocij->nopq", _windows(x, kernel, stride, pad), p["W"])
+    return y + p["b"][:, None, None] if "b" in p else y
+
+
+def _channels(v):
+    return v[None, :, None, None]
 
 
 # id -> (make layer, input shape, NumPy reference forward(x, params), finite-difference check?)
@@ -47,10 +65,30 @@ LAYERS = {
     # Training mode (in TRAINING below): the batch's own statistics, which depend on x.
     "BatchNorm1d-train": (lambda: BatchNorm1d(3), (5, 3),
                           lambda x, p: (x - x.mean(0)) / np.sqrt(x.var(0) + 1e-5) * p["gamma"] + p["beta"], True),
+    "Conv2D": (lambda: Conv2D(2, 3, 3), (2, 2, 5, 5), lambda x, p: _conv(x, p, (3, 3)), True),
+    "Conv2D-stride-pad-nobias": (lambda: Conv2D(2, 3, (3, 2), stride=(2, 1), padding=(1, 2), bias=False), (2, 2, 6, 5),
+                                 lambda x, p: _conv(x, p, (3, 2), (2, 1), (1, 2)), True),
+    "Conv2D-1x1-stride3": (lambda: Conv2D(3, 2, 1, stride=3, init="glorot_uniform"), (2, 3, 7, 5),
+                           lambda x, p: _conv(x, p, (1, 1), (3, 3)), True),
+    "MaxPool2D": (lambda: MaxPool2D(2), (2, 2, 5, 4), lambda x, p: _windows(x, (2, 2), (2, 2)).max(axis=(-2, -1)),
+                  True),
+    "MaxPool2D-overlapping": (lambda: MaxPool2D((3, 2), stride=(1, 2)), (2, 2, 5, 5),
+                              lambda x, p: _windows(x, (3, 2), (1, 2)).max(axis=(-2, -1)), True),
+    "AvgPool2D": (lambda: AvgPool2D(2), (2, 2, 4, 5), lambda x, p: _windows(x, (2, 2), (2, 2)).mean(axis=(-2, -1)),
+                  True),
+    "AvgPool2D-strided": (lambda: AvgPool2D(3, stride=2), (2, 2, 7, 6),
+                          lambda x, p: _windows(x, (3, 3), (2, 2)).mean(axis=(-2, -1)), True),
+    "GlobalAvgPool2D": (GlobalAvgPool2D, (2, 3, 4, 5), lambda x, p: x.mean(axis=(2, 3)), True),
+    "Reshape": (lambda: Reshape((3, -1)), (4, 6), lambda x, p: x.reshape(4, 3, 2), True),
+    "BatchNorm2d-eval": (lambda: BatchNorm2d(3), (2, 3, 4, 4),
+                         lambda x, p: x / np.sqrt(1 + 1e-5) * _channels(p["gamma"]) + _channels(p["beta"]), True),
+    "BatchNorm2d-train": (lambda: BatchNorm2d(3), (2, 3, 3, 4),
+                          lambda x, p: ((x - x.mean((0, 2, 3), keepdims=True)) / np.sqrt(x.var((0, 2, 3), keepdims=True)
+                                        + 1e-5) * _channels(p["gamma"]) + _channels(p["beta"])), True),
 }
 # Cases run with training=True (the others with the default, False). Dropout's training mode draws a new
 # mask per call, which finite differences cannot follow: tests/test_regularization.py checks it.
-TRAINING = {"BatchNorm1d-train"}
+TRAINING = {"BatchNorm1d-train", "BatchNorm2d-train"}
 
 
 def _inputs(shape, seed=0):

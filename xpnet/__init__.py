@@ -11,8 +11,8 @@ from .callbacks import (Callback, CSVLogger, EarlyStopping, LambdaCallback, Lear
                         ModelCheckpoint)
 from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from .io import ModelFormatError
-from .layers import (BatchNorm1d, Dense, Dropout, Flatten, Identity, Layer, LeakyReLU, ReLU, Sigmoid, Softmax, Step,
-                     Tanh)
+from .layers import (AvgPool2D, BatchNorm1d, BatchNorm2d, Conv2D, Dense, Dropout, Flatten, GlobalAvgPool2D, Identity,
+                     Layer, LeakyReLU, MaxPool2D, ReLU, Reshape, Sigmoid, Softmax, Step, Tanh)
 from .losses import MSE, BinaryCrossEntropy, CrossEntropy, Loss, SoftmaxCrossEntropy
 from .metrics import TopKAccuracy
 from .model import Sequential, load
@@ -23,11 +23,12 @@ from .training import History, TrainingDiverged
 from .tutorial import NeuralNetwork
 
 __all__ = [
-    "Adam", "AdamW", "BACKENDS", "BatchNorm1d", "BinaryCrossEntropy", "CSVLogger", "Callback", "Checkpoint", "CrossEntropy",
-    "Dense", "Device", "DeviceOutOfMemoryError", "DeviceUnavailableError", "Dropout", "EarlyStopping", "Flatten", "History", "Identity",
-    "LambdaCallback", "Layer", "LearningRateScheduler", "LeakyReLU", "Loss", "MSE", "ModelCheckpoint",
-    "ModelFormatError", "NeuralNetwork", "Optimizer", "RMSprop", "ReLU", "SGD", "Sequential", "Sigmoid",
-    "Softmax", "SoftmaxCrossEntropy", "Step", "Tanh", "TopKAccuracy", "TrainingDiverged", "available_backends",
+    "Adam", "AdamW", "AvgPool2D", "BACKENDS", "BatchNorm1d", "BatchNorm2d", "BinaryCrossEntropy", "Callback",
+    "Checkpoint", "Conv2D", "CrossEntropy", "CSVLogger", "Dense", "Device", "DeviceOutOfMemoryError",
+    "DeviceUnavailableError", "Dropout", "EarlyStopping", "Flatten", "GlobalAvgPool2D", "History", "Identity",
+    "LambdaCallback", "Layer", "LeakyReLU", "LearningRateScheduler", "Loss", "MaxPool2D", "ModelCheckpoint",
+    "ModelFormatError", "MSE", "NeuralNetwork", "Optimizer", "ReLU", "Reshape", "RMSprop", "Sequential", "SGD",
+    "Sigmoid", "Softmax", "SoftmaxCrossEntropy", "Step", "Tanh", "TopKAccuracy", "TrainingDiverged", "available_backends",
     "clip_grad_norm", "device", "device_of", "export_onnx", "load", "load_checkpoint", "metrics", "save",
     "save_checkpoint", "schedules", "synchronize", "to_numpy",
     "__version__",

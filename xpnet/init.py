@@ -11,19 +11,29 @@ from __future__ import annotations
 import math
 
 
+def fans(shape) -> tuple[int, int]:
+    """``(fan_in, fan_out)`` of a weight: ``(in, out)`` for Dense's ``(in, out)`` matrix, and for a
+    convolution's ``(out_channels, in_channels, kh, kw)`` (PyTorch's layout) ``in_channels * kh * kw``
+    and ``out_channels * kh * kw``, the inputs and outputs one kernel position links (as PyTorch counts)."""
+    if len(shape) <= 2:
+        return shape[0], shape[-1]
+    receptive = math.prod(shape[2:])
+    return shape[1] * receptive, shape[0] * receptive
+
+
 def lecun_normal(shape, rng, device, dtype="float32"):
     """N(0, 1/fan_in): the seeds' rule, "random, with std the inverse square root of the links into a node"."""
-    return device.asarray(rng.normal(0.0, 1.0 / math.sqrt(shape[0]), size=shape), dtype)
+    return device.asarray(rng.normal(0.0, 1.0 / math.sqrt(fans(shape)[0]), size=shape), dtype)
 
 
 def he_normal(shape, rng, device, dtype="float32"):
     """N(0, 2/fan_in), for ReLU layers (He et al. 2015, https://arxiv.org/abs/1502.01852)."""
-    return device.asarray(rng.normal(0.0, math.sqrt(2.0 / shape[0]), size=shape), dtype)
+    return device.asarray(rng.normal(0.0, math.sqrt(2.0 / fans(shape)[0]), size=shape), dtype)
 
 
 def glorot_uniform(shape, rng, device, dtype="float32"):
     """U(-a, a) with a = sqrt(6 / (fan_in + fan_out)) (Glorot & Bengio 2010), Keras' default."""
-    limit = math.sqrt(6.0 / (shape[0] + shape[-1]))
+    limit = math.sqrt(6.0 / sum(fans(shape)))
     return device.asarray(rng.uniform(-limit, limit, size=shape), dtype)
 
 

@@ -8,7 +8,11 @@ a table keyed by layer class (as skl2onnx keeps its converters by model class)::
     Sigmoid, Tanh, Relu, LeakyRelu(alpha), Softmax(axis=-1), Identity, Flatten(axis=1)
     Step         Cast(GreaterOrEqual(x, 0))   (1 where x >= 0, else 0)
     Dropout      Identity                      (inverted dropout is the identity at inference)
-    BatchNorm1d  BatchNormalization(x, gamma, beta, running_mean, running_var, epsilon)
+    BatchNorm1d, BatchNorm2d   BatchNormalization(x, gamma, beta, running_mean, running_var, epsilon)
+    Conv2D       Conv(x, W, b, kernel_shape, strides, pads)   (the same (out, in, kh, kw) layout)
+    MaxPool2D, AvgPool2D       MaxPool / AveragePool(kernel_shape, strides)   (no padding: floor, as xpnet)
+    GlobalAvgPool2D            Flatten(GlobalAveragePool(x))   ((N, C, 1, 1) in ONNX, (N, C) in xpnet)
+    Reshape      Reshape(x, [0, *shape])       (0 keeps the batch size)
 
 The batch dimension is symbolic (``"batch"``), so one file serves any batch size. The input scaling the
 model was trained with (``model.metadata["scale"]``, ``model.input_range``) goes into the file's
@@ -80,6 +84,13 @@ class Graph:
         self.initializers.append(self.onnx.helper.make_tensor(full, self.elem_type, [], [float(value)]))
         return full
 
+    def ints(self, name: str, values) -> str:
+        """A 1-d int64 constant (a shape)."""
+        full = f"{self.prefix}.{name}"
+        self.initializers.append(self.onnx.helper.make_tensor(full, self.onnx.TensorProto.INT64, [len(values)],
+                                                              [int(v) for v in values]))
+        return full
+
     def node(self, op: str, inputs, **attributes) -> str:
         """Add one node ``op(*inputs)`` and return the name of its (single) output."""
         name = f"{self.prefix}_{op}_{len(self.nodes)}"
@@ -136,7 +147,35 @@ def _flatten(layer, x, g):
     return g.node("Flatten", [x], axis=1)
 
 
-@exporter("BatchNorm1d")
+@exporter("Conv2D")
+def _conv(layer, x, g):
+    (ph, pw) = layer.padding
+    inputs = [x, g.weight("W", layer.params["W"])] + ([g.weight("b", layer.params["b"])] if layer.bias else [])
+    return g.node("Conv", inputs, kernel_shape=list(layer.kernel_size), strides=list(layer.stride),
+                  pads=[ph, pw, ph, pw])
+
+
+@exporter("MaxPool2D")
+def _max_pool(layer, x, g):
+    return g.node("MaxPool", [x], kernel_shape=list(layer.kernel_size), strides=list(layer.stride))
+
+
+@exporter("AvgPool2D")
+def _avg_pool(layer, x, g):
+    return g.node("AveragePool", [x], kernel_shape=list(layer.kernel_size), strides=list(layer.stride))
+
+
+@exporter("GlobalAvgPool2D")
+def _global_avg_pool(layer, x, g):
+    return g.node("Flatten", [g.node("GlobalAveragePool", [x])], axis=1)
+
+
+@exporter("Reshape")
+def _reshape(layer, x, g):
+    return g.node("Reshape", [x, g.ints("shape", [0, *layer.shape])])
+
+
+@exporter("BatchNorm1d", "BatchNorm2d")
 def _batch_norm(layer, x, g):
     inputs = [g.weight("gamma", layer.params["gamma"]), g.weight("beta", layer.params["beta"]),
               g.weight("running_mean", layer.buffers["running_mean"]),
@@ -152,7 +191,8 @@ def export_onnx(model, path, *, opset: int = DEFAULT_OPSET, input_shape=None):
     The graph has one input ``"input"`` of shape ``(batch, *input_shape)`` and one output ``"output"``,
     in the model's dtype (float32, or float64), with a symbolic batch size. ``input_shape`` is one
     sample's shape; it defaults to ``(in_features,)`` of the first ``Dense`` (or ``BatchNorm1d``) and
-    must be given when a ``Flatten`` comes first. ``opset`` is the ONNX operator set, from 13 up to the
+    must be given when a ``Flatten``, a ``Reshape`` or an image layer (``Conv2D``, a pooling,
+    ``BatchNorm2d``: ``(channels, height, width)``) comes first. ``opset`` is the ONNX operator set, from 13 up to the
     newest the installed ``onnx`` knows. The file's ``metadata_props`` hold ``scale`` and
     ``input_scaling`` (how raw pixels were scaled for training), ``input_range`` (JSON ``[low, high]``
     of the inputs ``fit`` saw), ``loss``, ``xpnet_version`` and ``xpnet_metadata`` (all of
@@ -222,7 +262,17 @@ def _sample_shape(model, input_shape):
         if isinstance(layer, _layers.Flatten):
             raise ValueError("export_onnx: the model starts with Flatten, so the shape of its input is not "
                              "known: pass input_shape, one sample's shape, e.g. input_shape=(28, 28)")
+        if isinstance(layer, _IMAGE_LAYERS):
+            raise ValueError(f"export_onnx: the model starts with {type(layer).__name__}, so the size of its "
+                             f"images is not known: pass input_shape, one sample's shape, e.g. input_shape="
+                             f"(1, 28, 28)")
+        if isinstance(layer, _layers.Reshape):
+            raise ValueError("export_onnx: the model starts with Reshape, so the shape of its input is not "
+                             "known: pass input_shape, one sample's shape, e.g. input_shape=(784,)")
     return ("features",)  # elementwise layers only: any width
+
+
+_IMAGE_LAYERS = (_layers.Conv2D, _layers.MaxPool2D, _layers.AvgPool2D, _layers.GlobalAvgPool2D, _layers.BatchNorm2d)
 
 
 def _metadata(model) -> dict:

@@ -11,7 +11,9 @@ import sys
 import warnings
 
 from . import backend
-from .layers import Dense, Flatten
+from .layers import AvgPool2D, Conv2D, Dense, Flatten, GlobalAvgPool2D, MaxPool2D, Reshape
+
+_RESHAPING = (AvgPool2D, Conv2D, GlobalAvgPool2D, MaxPool2D, Reshape)
 
 _PACKAGE = os.path.dirname(os.path.abspath(__file__)) + os.sep
 
@@ -99,13 +101,17 @@ def _is_floating(a) -> bool:
 
 
 def _first_dense(model):
-    """The first Dense layer and whether a Flatten comes before it."""
+    """The first Dense layer and whether a Flatten comes before it; ``(None, ...)`` when a layer that
+    changes the shape otherwise (a convolution, a pooling, a Reshape) comes first: that layer checks its
+    input itself."""
     flat = False
     for layer in model.layers:
         if isinstance(layer, Flatten):
             flat = True
         if isinstance(layer, Dense):
             return layer, flat
+        if isinstance(layer, _RESHAPING):
+            return None, flat
     return None, flat
 
 

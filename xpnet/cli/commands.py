@@ -3,6 +3,7 @@ parsed arguments and returning the exit status."""
 
 from __future__ import annotations
 
+import math
 import os
 import platform
 import sys
@@ -15,7 +16,8 @@ from .. import backend, datasets, io, losses, optim, saving, schedules
 from .. import callbacks as callbacks_mod
 from .._version import __version__
 from ..callbacks import format_epoch
-from ..layers import ACTIVATIONS, BatchNorm1d, Dense, Dropout
+from ..layers import (ACTIVATIONS, BatchNorm1d, BatchNorm2d, Conv2D, Dense, Dropout, Flatten, MaxPool2D, Reshape,
+                      Sigmoid)
 from ..model import Sequential, load
 from ..validation import output_width
 from .parser import IMAGES, LOSSES, TARGETS, apply_preset
@@ -79,7 +81,32 @@ def _network(layers, activation, loss, dropout=0.0, batchnorm=False):
     return stack
 
 
+def _cnn_network(features, classes, hidden, activation, loss, dropout, batchnorm, dataset):
+    """The cnn preset: flat rows of a square image reshaped to (1, side, side), two 3x3 convolutions (32 and
+    64 channels), a 2x2 max-pool, a dense layer of ``hidden`` units and the output; ``dropout`` is a pair
+    (after the pooling, after the dense layer) or one P for both."""
+    side = math.isqrt(features)
+    if side * side != features or side < 6:
+        raise ValueError(f"--model cnn takes square images of at least 6x6 pixels as rows (MNIST's 784 = 28x28), "
+                         f"but {dataset} has {features} features per sample: use --model mlp")
+    after_pool, after_dense = dropout if isinstance(dropout, tuple) else (dropout, dropout)
+    act = ACTIVATIONS[activation]
+    norm2d = (lambda c: [BatchNorm2d(c)]) if batchnorm else (lambda c: [])
+    pooled = (side - 4) // 2
+    stack = [Reshape((1, side, side)), Conv2D(1, 32, 3), *norm2d(32), act(), Conv2D(32, 64, 3), *norm2d(64), act(),
+             MaxPool2D(2), *([Dropout(after_pool)] if after_pool else []), Flatten(),
+             Dense(64 * pooled * pooled, hidden, init="he_normal"), *([BatchNorm1d(hidden)] if batchnorm else []),
+             act(), *([Dropout(after_dense)] if after_dense else []), Dense(hidden, classes)]
+    if loss == "mse":
+        stack.append(Sigmoid())
+    return stack
+
+
 def _input_width(model) -> int:
+    """How many numbers one input row has: the first Dense's inputs, or all of a leading Reshape's."""
+    first = model.layers[0] if model.layers else None
+    if isinstance(first, Reshape) and -1 not in first.shape:
+        return math.prod(first.shape)
     return next(layer.in_features for layer in model.layers if isinstance(layer, Dense))
 
 
@@ -123,10 +150,18 @@ def cmd_train(args) -> int:
     if X.shape[0] == 0 or X_test.shape[0] == 0:
         raise ValueError(f"{args.dataset}: no samples to train or test on")
     features, classes = X.shape[1], int(max(y.max(), y_test.max())) + 1
-    layers = args.layers or [features, *args.hidden, classes]
-    _check_widths(layers, features, classes, args.loss, args.dataset)
-    model = Sequential(_network(layers, args.activation, args.loss, args.dropout, args.batchnorm), device=dev,
-                       seed=args.seed, dtype=args.dtype)
+    if args.model == "cnn":
+        side = math.isqrt(features)
+        layers = [features, *args.hidden, classes]
+        stack = _cnn_network(features, classes, args.hidden[0], args.activation, args.loss, args.dropout,
+                             args.batchnorm, args.dataset)
+        shape = f"{side}x{side} conv32-conv64-maxpool-{'-'.join(map(str, layers[1:]))}"
+    else:
+        layers = args.layers or [features, *args.hidden, classes]
+        _check_widths(layers, features, classes, args.loss, args.dataset)
+        stack = _network(layers, args.activation, args.loss, args.dropout, args.batchnorm)
+        shape = '-'.join(map(str, layers))
+    model = Sequential(stack, device=dev, seed=args.seed, dtype=args.dtype)
     loss, optimizer = losses.get(args.loss), _optimizer(args)
     n_train = X.shape[0] - int(X.shape[0] * (args.val_split or 0.0))
     schedule = _schedule(args, args.lr, -(-n_train // args.batch_size))
@@ -136,8 +171,9 @@ def cmd_train(args) -> int:
         callbacks.append(callbacks_mod.EarlyStopping(patience=args.early_stopping, restore_best_weights=True))
     if not args.quiet:
         scale = f", inputs scaled {args.scale}" if args.dataset in IMAGES else ""
-        extras = "".join([f", dropout {args.dropout:g}" if args.dropout else "", ", batchnorm" if args.batchnorm else ""])
-        print(f"xpnet: training {'-'.join(map(str, layers))} ({args.activation} hidden{extras}, "
+        dropout = "/".join(f"{p:g}" for p in args.dropout) if isinstance(args.dropout, tuple) else f"{args.dropout:g}"
+        extras = "".join([f", dropout {dropout}" if args.dropout else "", ", batchnorm" if args.batchnorm else ""])
+        print(f"xpnet: training {shape} ({args.activation} hidden{extras}, "
               f"{'sigmoid' if args.loss == 'mse' else 'linear'} output), {args.loss}, {args.optimizer} lr {args.lr:g}"
               f"{f' weight decay {optimizer.weight_decay:g}' if optimizer.weight_decay else ''}, "
               f"{args.schedule} schedule{f' after {args.warmup:g} warm-up epochs' if args.warmup else ''}, "
@@ -165,7 +201,8 @@ def cmd_train(args) -> int:
         model.metadata = {"dataset": args.dataset, "scale": args.scale if args.dataset in IMAGES else None,
                           "loss": args.loss, "classes": classes, "layers": layers, "model": args.model,
                           "activation": args.activation, "optimizer": args.optimizer, "lr": args.lr,
-                          "schedule": args.schedule, "dropout": args.dropout, "batchnorm": args.batchnorm,
+                          "schedule": args.schedule,
+                          "dropout": list(args.dropout) if isinstance(args.dropout, tuple) else args.dropout, "batchnorm": args.batchnorm,
                           "epochs": args.epochs, "batch_size": args.batch_size, "seed": args.seed}
         _save_or_rescue(model, args.save)
         if not args.quiet:

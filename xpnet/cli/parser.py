@@ -22,9 +22,14 @@ SCHEDULES = ("constant", "cosine", "step", "exponential")
 PRESETS = {
     "mlp": {"hidden": (512, 256), "activation": "relu", "loss": "softmax_cross_entropy", "optimizer": "adamw",
             "lr": 0.003, "batch_size": 128, "scale": "unit", "schedule": "cosine"},
+    # The classic Keras/PyTorch MNIST convnet (conv 32 - conv 64 - max-pool - dense 128), on flat rows
+    # reshaped by its first layer; AdamW at 1e-3 with a cosine over the run.
+    "cnn": {"hidden": (128,), "activation": "relu", "loss": "softmax_cross_entropy", "optimizer": "adamw",
+            "lr": 0.001, "batch_size": 128, "scale": "unit", "schedule": "cosine"},
     "tutorial": {"hidden": (200,), "activation": "sigmoid", "loss": "mse", "optimizer": "sgd", "lr": 0.1,
                  "batch_size": 1, "scale": "tutorial", "schedule": "constant"},
 }
+CNN_DROPOUT = (0.25, 0.5)  # the cnn preset's dropout after its pooling and after its dense layer
 IMAGES = ("mnist", "fashion-mnist", "csv")  # datasets of 0..255 pixels, where --scale applies
 TARGETS = {"mse": (0.01, 0.99), "binary_cross_entropy": (0.0, 1.0)}  # one-hot (off, on) per loss
 
@@ -116,7 +121,10 @@ def apply_preset(args) -> None:
     elif args.lr is None:
         args.lr = preset["lr"] if args.optimizer == preset["optimizer"] else DEFAULT_LR[args.optimizer]
     args.hidden = preset["hidden"]
-    args.dropout = args.dropout or 0.0
+    if args.model == "cnn" and args.layers:
+        raise ValueError("--layers sets the sizes of an MLP's layers; --model cnn has its own (see xpnet train "
+                         "--help): use --model mlp with --layers")
+    args.dropout = (CNN_DROPOUT if args.model == "cnn" else 0.0) if args.dropout is None else args.dropout
     args.warmup = args.warmup or 0.0
 
 
@@ -167,10 +175,14 @@ def build_parser() -> argparse.ArgumentParser:
                     "                 schedule over the run, batch 128, inputs 0..1: about 0.975 MNIST test\n"
                     "                 accuracy after one epoch, in seconds on a laptop CPU (and a sensible\n"
                     "                 batch on a GPU)\n"
+                    "  cnn            Reshape(1,28,28) - Conv 32 3x3 - ReLU - Conv 64 3x3 - ReLU - MaxPool 2 -\n"
+                    "                 Dropout 0.25 - Dense 128 - ReLU - Dropout 0.5 - Dense 10, AdamW lr 0.001,\n"
+                    "                 cosine, batch 128: >= 0.991 MNIST test accuracy in 5 epochs (minutes a\n"
+                    "                 CPU epoch)\n"
                     "  tutorial       the book's 784-200-10 sigmoid network: the 1/2 squared error, SGD lr 0.1,\n"
                     "                 one sample per step, inputs 0.01..1, targets 0.01/0.99 (about 0.945)")
     p.add_argument("--model", choices=tuple(PRESETS), default="mlp",
-                   help="preset: mlp (default) or tutorial (see above)")
+                   help="preset: mlp (default), cnn or tutorial (see above)")
     p.add_argument("--layers", type=_layers_arg, metavar="N,N,...",
                    help="layer sizes from input to output (default: the preset's hidden sizes between the "
                         "data's features and classes, e.g. 784,512,256,10); the first must equal the features")
@@ -193,9 +205,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="linear warm-up from 0 to lr over this many epochs (fractions allowed) before the "
                         "schedule (default 0)")
     p.add_argument("--dropout", type=_probability, metavar="P",
-                   help="dropout after each hidden activation, with probability P (default 0: none)")
+                   help="dropout after each hidden activation, with probability P (default 0: none; cnn: 0.25 "
+                        "after the pooling and 0.5 after the dense layer, both P when given)")
     p.add_argument("--batchnorm", action="store_true",
-                   help="BatchNorm1d after each hidden Dense layer (before its activation)")
+                   help="BatchNorm1d after each hidden Dense layer (before its activation); cnn: BatchNorm2d "
+                        "after each convolution too")
     p.add_argument("--epochs", type=_positive_int, default=1, help="passes over the training set (default 1)")
     p.add_argument("--batch-size", type=_positive_int,
                    help="samples per step (mlp: 128; tutorial: 1, the book's)")

@@ -16,24 +16,32 @@ from .synthetic import make_moons, make_spirals, make_xor  # noqa: F401
 DATASETS = ("mnist", "fashion-mnist", "csv", "spirals", "moons")
 
 
-def load(name, *, data_dir=None, scale="unit", limit=None, download=True, seed=0):
+def load(name, *, data_dir=None, scale="unit", limit=None, download=True, seed=0, flat=True):
     """Load any of :data:`DATASETS` as ``(X_train, y_train), (X_test, y_test)``.
 
     ``"mnist"``/``"fashion-mnist"`` go to :func:`load_mnist`, ``"csv"`` to
     :func:`load_tutorial_csv`; ``"spirals"``/``"moons"`` are generated with ``seed`` and
     split 80/20 by a seeded shuffle (``scale`` does not apply). ``limit`` caps each split.
+    ``flat=False`` gives the image sets as ``(n, 1, 28, 28)`` images (for ``Conv2D``) instead of rows.
 
     >>> (X, y), (Xt, yt) = load("spirals")
     >>> X.shape, Xt.shape
     ((240, 2), (60, 2))
     """
     if name in ("mnist", "fashion-mnist"):
-        return load_mnist(name, data_dir=data_dir, scale=scale, download=download, limit=limit)
+        return load_mnist(name, data_dir=data_dir, scale=scale, download=download, limit=limit, flat=flat)
     if name == "csv":
-        return load_tutorial_csv(data_dir, scale=scale, limit=limit, download=download)
+        _check_args(scale, limit, flat)
+        train, test = load_tutorial_csv(data_dir, scale=scale, limit=limit, download=download)
+        if flat:
+            return train, test
+        return tuple((X.reshape(len(X), 1, 28, 28), y) for X, y in (train, test))
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}, choose one of {', '.join(DATASETS)}")
-    _check_args(scale, limit)
+    _check_args(scale, limit, flat)
+    if not flat:
+        raise ValueError(f"flat=False: {name} holds points, not images; only mnist, fashion-mnist and csv have "
+                         f"an image shape")
     X, y = make_spirals(seed=seed) if name == "spirals" else make_moons(seed=seed)
     order = np.random.default_rng(seed).permutation(len(y))
     n_test = len(y) // 5

@@ -79,17 +79,20 @@ def _scale(raw, scale):
     return np.take(_LUT[scale], raw)
 
 
-def _check_args(scale, limit):
+def _check_args(scale, limit, flat=True):
+    if not isinstance(flat, bool):
+        raise ValueError(f"flat must be True (rows of 784 features) or False (images (n, 1, 28, 28)), not {flat!r}")
     if scale is not None and scale not in _LUT:
         raise ValueError(f"scale must be 'unit', 'tutorial' or None, not {scale!r}")
     if limit is not None and not (isinstance(limit, (int, np.integer)) and limit >= 0):
         raise ValueError(f"limit must be a non-negative int or None, not {limit!r}")
 
 
-def load_mnist(kind="mnist", *, data_dir=None, scale="unit", download=True, limit=None, fetch=None):
+def load_mnist(kind="mnist", *, data_dir=None, scale="unit", download=True, limit=None, fetch=None, flat=True):
     """Load MNIST or Fashion-MNIST: ``(X_train, y_train), (X_test, y_test)``.
 
-    ``X`` is float32 ``(n, 784)``: ``scale="unit"`` gives ``pixels / 255`` in [0, 1],
+    ``X`` is float32 ``(n, 784)``, or with ``flat=False`` images ``(n, 1, 28, 28)`` (NCHW, one channel:
+    what ``Conv2D`` takes; the same numbers, reshaped): ``scale="unit"`` gives ``pixels / 255`` in [0, 1],
     ``"tutorial"`` the book's ``pixels / 255 * 0.99 + 0.01`` in [0.01, 1], ``None`` raw uint8.
     ``y`` is int64 ``(n,)`` in 0..9; n is 60000/10000, or at most ``limit`` each.
     Files are found under ``<dir>/<kind>/`` for each of :func:`data_dirs` (or directly in
@@ -103,7 +106,7 @@ def load_mnist(kind="mnist", *, data_dir=None, scale="unit", download=True, limi
     """
     if kind not in ("mnist", "fashion-mnist"):
         raise ValueError(f"kind must be 'mnist' or 'fashion-mnist', not {kind!r}")
-    _check_args(scale, limit)
+    _check_args(scale, limit, flat)
     paths = _find_files(kind, data_dir, download, fetch, f"{kind} data")
     out = []
     for split in ("train", "t10k"):
@@ -113,7 +116,8 @@ def load_mnist(kind="mnist", *, data_dir=None, scale="unit", download=True, limi
             raise DatasetCorruptError(f"{paths[f'{split}-images-idx3-ubyte.gz']}: images {images.shape} "
                                       f"do not match labels {labels.shape}")
         images, labels = images[:limit], labels[:limit]  # slice first: only convert what is kept
-        out.append((_scale(images.reshape(len(images), -1), scale), labels.astype(np.int64)))
+        shape = (len(images), -1) if flat else (len(images), 1, *images.shape[1:])
+        out.append((_scale(images.reshape(shape), scale), labels.astype(np.int64)))
     return tuple(out)
 
 

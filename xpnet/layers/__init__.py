@@ -1,12 +1,14 @@
-"""Layers: the ``Layer`` protocol and its registry (``base``), ``Dense`` and ``Flatten`` (``core``), the
-activation functions (``activations``), ``Dropout`` and ``BatchNorm1d`` (``regularization``).
-Every class registers itself where it is defined."""
+"""Layers: the ``Layer`` protocol and its registry (``base``), ``Dense``, ``Flatten`` and ``Reshape`` (``core``),
+the activation functions (``activations``), ``Dropout``, ``BatchNorm1d`` and ``BatchNorm2d`` (``regularization``),
+``Conv2D`` and the poolings (``conv``). Every class registers itself where it is defined."""
 
 from .activations import (ACTIVATIONS, Identity, LeakyReLU, ReLU, Sigmoid, Softmax, Step, Tanh, log_softmax,
                           sigmoid, softmax)
 from .base import LAYERS, Layer, register_layer
-from .core import Dense, Flatten
-from .regularization import BatchNorm1d, Dropout
+from .conv import AvgPool2D, Conv2D, GlobalAvgPool2D, MaxPool2D
+from .core import Dense, Flatten, Reshape
+from .regularization import BatchNorm1d, BatchNorm2d, Dropout
 
-__all__ = ["ACTIVATIONS", "BatchNorm1d", "Dense", "Dropout", "Flatten", "Identity", "LAYERS", "Layer", "LeakyReLU",
-           "ReLU", "Sigmoid", "Softmax", "Step", "Tanh", "log_softmax", "register_layer", "sigmoid", "softmax"]
+__all__ = ["ACTIVATIONS", "AvgPool2D", "BatchNorm1d", "BatchNorm2d", "Conv2D", "Dense", "Dropout", "Flatten",
+           "GlobalAvgPool2D", "Identity", "LAYERS", "Layer", "LeakyReLU", "MaxPool2D", "ReLU", "Reshape", "Sigmoid",
+           "Softmax", "Step", "Tanh", "log_softmax", "register_layer", "sigmoid", "softmax"]

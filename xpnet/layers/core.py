@@ -1,4 +1,4 @@
-"""Layers with parameters and shape plumbing: ``Dense`` and ``Flatten``.
+"""Layers with parameters and shape plumbing: ``Dense``, ``Flatten`` and ``Reshape``.
 
 Each layer keeps what its backward pass needs from its forward pass, so ``forward`` and ``backward``
 sit side by side and read like the equations:
@@ -103,9 +103,44 @@ class Flatten(Layer):
         return array_namespace(dy).reshape(dy, self._shape)
 
 
-def _saved_by_name(name: str):
+@register_layer
+class Reshape(Layer):
+    """Give each sample the shape ``shape``, keeping the batch axis: ``(batch, ...) -> (batch, *shape)``.
+
+    One entry of ``shape`` may be -1 (inferred from the rest, as in ``reshape``). Flat MNIST rows become
+    images for a convolution with ``Reshape((1, 28, 28))``.
+
+        >>> Reshape((1, 28, 28))            # (N, 784) -> (N, 1, 28, 28)
+    """
+
+    def __init__(self, shape):
+        super().__init__()
+        dims = tuple(shape) if isinstance(shape, (tuple, list)) else (shape,)
+        if (not dims or any(isinstance(d, bool) or not isinstance(d, int) or (d < 1 and d != -1) for d in dims)
+                or dims.count(-1) > 1):
+            raise ValueError(f"Reshape: shape is one sample's shape, a tuple of positive ints with at most one "
+                             f"-1 (inferred), such as (1, 28, 28); got {shape!r}")
+        self.shape = dims
+
+    def forward(self, x, training=False):
+        xp = array_namespace(x)
+        self._shape = x.shape
+        try:
+            return xp.reshape(x, (x.shape[0], *self.shape))
+        except (ValueError, TypeError, RuntimeError) as exc:  # each library words it its own way
+            raise ValueError(f"{self!r} cannot hold a sample of shape {tuple(x.shape[1:])} "
+                             f"({type(exc).__name__}: {exc}); the sizes must have the same product") from None
+
+    def backward(self, dy):
+        return array_namespace(dy).reshape(dy, self._shape)
+
+    def get_config(self):
+        return {"shape": list(self.shape)}
+
+
+def _saved_by_name(name: str, layer: str = "Dense"):
     def unavailable(shape, rng, device, dtype="float32"):
-        raise ValueError(f"Dense: the initializer {name!r} was a custom function, which a saved file keeps by "
+        raise ValueError(f"{layer}: the initializer {name!r} was a custom function, which a saved file keeps by "
                          f"name only; make the layer again with init=<that function> to draw new weights")
 
     unavailable.__name__ = name

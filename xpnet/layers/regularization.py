@@ -1,4 +1,4 @@
-"""Layers that regularize training and behave differently in it: ``Dropout`` and ``BatchNorm1d``.
+"""Layers that regularize training and behave differently in it: ``Dropout``, ``BatchNorm1d`` and ``BatchNorm2d``.
 
 Both follow PyTorch's semantics, so weights and results carry over:
 
@@ -14,6 +14,7 @@ Both follow PyTorch's semantics, so weights and results carry over:
 
 from __future__ import annotations
 
+import functools
 import math
 
 from array_api_compat import array_namespace
@@ -108,32 +109,25 @@ def _stream_key(rng) -> int:
     return int(child.integers(0, _KEY_LIMIT))
 
 
-@register_layer
-class BatchNorm1d(Layer):
-    """Batch normalization over the batch axis of ``(batch, num_features)`` inputs (Ioffe & Szegedy 2015,
-    https://arxiv.org/abs/1502.03167), with torch.nn.BatchNorm1d's semantics and names.
+class _BatchNorm(Layer):
+    """The statistics of both batch norms: per feature (``BatchNorm1d``) or per channel (``BatchNorm2d``),
+    over every other axis (``_axes``); ``_view`` is how a ``(num_features,)`` vector broadcasts."""
 
-    Training: ``y = gamma * (x - mean) / sqrt(var + eps) + beta`` with the batch's mean and biased
-    variance, and ``running = (1 - momentum) * running + momentum * batch`` for the mean and the
-    unbiased variance. Evaluation uses ``running_mean`` and ``running_var`` instead.
-
-    ``params``: ``gamma`` (ones) and ``beta`` (zeros), shape ``(num_features,)``. ``buffers``:
-    ``running_mean`` (zeros) and ``running_var`` (ones), saved with the model, never trained.
-
-        >>> model = Sequential([Dense(784, 256), BatchNorm1d(256), ReLU(), Dense(256, 10)], seed=0)
-    """
+    _axes: tuple = (0,)
+    _ndim: int = 2
 
     def __init__(self, num_features: int, momentum: float = 0.1, eps: float = 1e-5):
         super().__init__()
+        name = type(self).__name__
         if isinstance(num_features, bool) or not isinstance(num_features, int) or num_features < 1:
-            raise ValueError(f"BatchNorm1d: num_features must be a positive int (the width of the layer "
-                             f"before it), got {num_features!r}")
+            raise ValueError(f"{name}: num_features must be a positive int (the width of the layer "
+                             f"before it{', its channels' if self._ndim == 4 else ''}), got {num_features!r}")
         if isinstance(momentum, bool) or not isinstance(momentum, (int, float)) or not 0.0 <= momentum <= 1.0:
-            raise ValueError(f"BatchNorm1d: momentum must be a number in [0, 1] (PyTorch's default is 0.1), "
+            raise ValueError(f"{name}: momentum must be a number in [0, 1] (PyTorch's default is 0.1), "
                              f"got {momentum!r}")
         if (isinstance(eps, bool) or not isinstance(eps, (int, float)) or not math.isfinite(eps)
                 or eps <= 0.0):
-            raise ValueError(f"BatchNorm1d: eps must be a small positive number (default 1e-5), got {eps!r}")
+            raise ValueError(f"{name}: eps must be a small positive number (default 1e-5), got {eps!r}")
         self.num_features, self.momentum, self.eps = num_features, float(momentum), float(eps)
         self._cache = None
 
@@ -149,49 +143,92 @@ class BatchNorm1d(Layer):
         self.buffers["running_mean"] = xp.zeros(shape, dtype=dt, device=device.native)
         self.buffers["running_var"] = xp.ones(shape, dtype=dt, device=device.native)
 
+    def _view(self, xp, v):
+        return v if self._ndim == 2 else xp.reshape(v, (self.num_features, 1, 1))
+
     def forward(self, x, training=False):
-        if x.ndim != 2 or x.shape[1] != self.num_features:
-            raise ValueError(f"BatchNorm1d({self.num_features}) expects input of shape (batch, "
-                             f"{self.num_features}), got {tuple(x.shape)}"
-                             + (" (BatchNorm1d takes 2-D input only; flatten first)" if x.ndim != 2 else ""))
+        if x.ndim != self._ndim or x.shape[1] != self.num_features:
+            want = "(batch, {0})" if self._ndim == 2 else "(batch, {0}, height, width)"
+            raise ValueError(f"{self.__class__.__name__}({self.num_features}) expects input of shape "
+                             f"{want.format(self.num_features)}, got {tuple(x.shape)}" + self._hint(x))
         xp = array_namespace(x)
+        view = functools.partial(self._view, xp)
         if training:
-            n = x.shape[0]
+            n = math.prod(x.shape) // self.num_features  # values per feature: rows (x pixels)
             if n < 2:
-                raise ValueError(f"BatchNorm1d: expected more than 1 value per channel when training, got input "
-                                 f"of shape {tuple(x.shape)}: the variance of one row is undefined. In fit, a "
-                                 f"last batch of 1 row comes from n_samples % batch_size == 1: change "
+                raise ValueError(f"{type(self).__name__}: expected more than 1 value per channel when training, "
+                                 f"got input of shape {tuple(x.shape)}: the variance of one value is undefined. "
+                                 f"In fit, a last batch of 1 row comes from n_samples % batch_size == 1: change "
                                  f"batch_size, or drop a sample")
-            mean = xp.mean(x, axis=0)
-            xc = x - mean
-            var = xp.mean(xc * xc, axis=0)  # biased: what normalizes this batch
+            mean = xp.mean(x, axis=self._axes)
+            xc = x - view(mean)
+            var = xp.mean(xc * xc, axis=self._axes)  # biased: what normalizes this batch
             m = self.momentum
             self.buffers["running_mean"] = (1.0 - m) * self.buffers["running_mean"] + m * mean
             # the running estimate is of the population's variance: unbiased, n / (n - 1) (as PyTorch)
             self.buffers["running_var"] = (1.0 - m) * self.buffers["running_var"] + (m * n / (n - 1)) * var
         else:
-            xc = x - self.buffers["running_mean"]
+            xc = x - view(self.buffers["running_mean"])
             var = self.buffers["running_var"]
-        inv_std = 1.0 / xp.sqrt(var + self.eps)
+        inv_std = view(1.0 / xp.sqrt(var + self.eps))
         xhat = xc * inv_std
         self._cache = (xhat, inv_std, training)
-        return xhat * self.params["gamma"] + self.params["beta"]
+        return xhat * view(self.params["gamma"]) + view(self.params["beta"])
 
     def backward(self, dy):
         """dbeta = sum dy, dgamma = sum dy * xhat, and with batch statistics (which depend on x)
-        dx = gamma / (N sigma) * (N dy - dbeta - xhat dgamma); with running ones dx = gamma dy / sigma."""
+        dx = gamma / (N sigma) * (N dy - dbeta - xhat dgamma); with running ones dx = gamma dy / sigma.
+        N counts the values per feature: the rows, times the pixels for BatchNorm2d."""
         xp = array_namespace(dy)
+        view = functools.partial(self._view, xp)
         xhat, inv_std, batch_statistics = self._cache
         self.grads.clear()
-        self.grads["gamma"] = xp.sum(dy * xhat, axis=0)
-        self.grads["beta"] = xp.sum(dy, axis=0)
+        self.grads["gamma"] = xp.sum(dy * xhat, axis=self._axes)
+        self.grads["beta"] = xp.sum(dy, axis=self._axes)
         if not self.input_grad:
             return None
-        scale = self.params["gamma"] * inv_std
+        scale = view(self.params["gamma"]) * inv_std
         if not batch_statistics:
             return dy * scale
-        n = float(dy.shape[0])
-        return (scale / n) * (n * dy - self.grads["beta"] - xhat * self.grads["gamma"])
+        n = float(math.prod(dy.shape) // self.num_features)
+        return (scale / n) * (n * dy - view(self.grads["beta"]) - xhat * view(self.grads["gamma"]))
 
     def get_config(self):
         return {"num_features": self.num_features, "momentum": self.momentum, "eps": self.eps}
+
+
+@register_layer
+class BatchNorm1d(_BatchNorm):
+    """Batch normalization over the batch axis of ``(batch, num_features)`` inputs (Ioffe & Szegedy 2015,
+    https://arxiv.org/abs/1502.03167), with torch.nn.BatchNorm1d's semantics and names.
+
+    Training: ``y = gamma * (x - mean) / sqrt(var + eps) + beta`` with the batch's mean and biased
+    variance, and ``running = (1 - momentum) * running + momentum * batch`` for the mean and the
+    unbiased variance. Evaluation uses ``running_mean`` and ``running_var`` instead.
+
+    ``params``: ``gamma`` (ones) and ``beta`` (zeros), shape ``(num_features,)``. ``buffers``:
+    ``running_mean`` (zeros) and ``running_var`` (ones), saved with the model, never trained.
+
+        >>> model = Sequential([Dense(784, 256), BatchNorm1d(256), ReLU(), Dense(256, 10)], seed=0)
+    """
+
+    def _hint(self, x):
+        return " (BatchNorm1d takes 2-D input only; flatten first)" if x.ndim != 2 else ""
+
+
+@register_layer
+class BatchNorm2d(_BatchNorm):
+    """Batch normalization of each channel of ``(batch, num_features, height, width)`` images, with
+    torch.nn.BatchNorm2d's semantics and names: BatchNorm1d's equations, the statistics of channel ``c``
+    taken over the batch *and* the pixels (``N * H * W`` values; the running variance's unbiased factor
+    counts them too). Same ``params`` (``gamma``, ``beta``) and ``buffers`` (``running_mean``,
+    ``running_var``), each of shape ``(num_features,)``.
+
+        >>> model = Sequential([Conv2D(1, 32, 3), BatchNorm2d(32), ReLU(), ...], seed=0)
+    """
+
+    _axes = (0, 2, 3)
+    _ndim = 4
+
+    def _hint(self, x):
+        return " (BatchNorm2d takes NCHW images; use BatchNorm1d after a Flatten)" if x.ndim == 2 else ""
