@@ -18,6 +18,10 @@ runners, its tracemalloc peak (the ``PeakRSS`` of bench_mlp.py).
 
     python benchmarks/bench_tutorial.py                      # 5000 samples, 3 repeats, all cores
     python benchmarks/bench_tutorial.py --samples 60000 --repeats 1 --threads 1 --json tut.json
+    python benchmarks/bench_tutorial.py --runners book:float32,xpnet:float32,fit:float32:1,fit:float32:8,fit:float32:32
+
+``fit:DTYPE:BATCH`` runners time ``Sequential.fit`` on the same network and data (issue 10's comparison:
+the general path against the book's per-sample code).
 """
 
 from __future__ import annotations
@@ -121,12 +125,49 @@ class XpnetTutorialRunner:
         return to_numpy(self.net.wih), to_numpy(self.net.who)
 
 
+class XpnetFitRunner:
+    """``Sequential.fit`` on the same network, ``batch`` samples a step: the general path, not the tutorial class.
+
+    Its math is the exact gradient of 1/2 (t - o)^2 (the book drops the output sigmoid's slope from the
+    hidden error), so weights differ from the book's after the first step; the time is what counts here.
+    """
+
+    def __init__(self, dtype, args, batch):
+        import xpnet
+
+        self.dtype, self.batch, self.name = dtype, batch, f"xpnet fit batch {batch} {dtype}"
+        self.model = xpnet.Sequential([xpnet.Dense(784, args.hidden), xpnet.Sigmoid(), xpnet.Dense(args.hidden, 10),
+                                       xpnet.Sigmoid()], device=args.device, backend=args.backend, seed=args.seed,
+                                      dtype=dtype)
+        self.optimizer = xpnet.SGD(args.lr)
+        self.uses_numpy = self.model.device.backend in ("numpy", "array-api-strict")
+
+    def reset(self, wih, who):  # the book's (out, in) matrices are Dense's W transposed; biases start at 0
+        import numpy as np
+
+        self.model.load_state_dict({"0.W": wih.T, "0.b": np.zeros(wih.shape[0]), "2.W": who.T,
+                                    "2.b": np.zeros(who.shape[0])})
+
+    def train(self, X, T):
+        self.model.fit(X, T, loss="mse", optimizer=self.optimizer, epochs=1, batch_size=self.batch,
+                       shuffle=False, verbose=0)
+        self.model.device.synchronize()
+
+    def weights(self):
+        state = self.model.state_dict()
+        return state["0.W"].T, state["2.W"].T
+
+
 RUNNERS = ("book:float64", "book:float32", "xpnet:float32", "xpnet:float64")
+FIT_RUNNERS = ("fit:float32:1", "fit:float32:8", "fit:float32:32")
 
 
 def make_runner(rid, args):
-    kind, _, dtype = rid.partition(":")
-    return (BookRunner if kind == "book" else XpnetTutorialRunner)(dtype, args)
+    kind, _, rest = rid.partition(":")
+    if kind == "fit":
+        dtype, _, batch = rest.partition(":")
+        return XpnetFitRunner(dtype, args, int(batch or 1))
+    return (BookRunner if kind == "book" else XpnetTutorialRunner)(rest, args)
 
 
 def book_data(args, dtype):
@@ -207,7 +248,8 @@ def main(argv=None):
     p.add_argument("--threads", type=int, default=os.cpu_count(), help="CPU threads for every library")
     p.add_argument("--device", default="cpu", help="xpnet's device (the book runs on NumPy)")
     p.add_argument("--backend", default=None, help="xpnet's backend (default: the device's)")
-    p.add_argument("--runners", default=",".join(RUNNERS), help=f"subset of {','.join(RUNNERS)}")
+    p.add_argument("--runners", default=",".join(RUNNERS),
+                   help=f"subset of {','.join(RUNNERS + FIT_RUNNERS)} (fit:DTYPE:BATCH, any batch)")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--no-memory", action="store_true")
     p.add_argument("--json", default=None, metavar="PATH")
