@@ -89,24 +89,26 @@ def _positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
 
 
-def _non_negative_float(text: str) -> float:
+def _float_in(text: str, low: float, high: float, closed_low: bool, what: str) -> float:
     try:
         value = float(text)
     except ValueError:
-        value = float("nan")
-    if not 0 <= value < float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text!r}")
+        value = float("nan")  # fails every comparison below
+    if not ((low <= value if closed_low else low < value) and value < high):
+        raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}")
     return value
+
+
+def _positive_float(text: str) -> float:
+    return _float_in(text, 0.0, float("inf"), False, "a positive number")
+
+
+def _non_negative_float(text: str) -> float:
+    return _float_in(text, 0.0, float("inf"), True, "a number >= 0")
 
 
 def _probability(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not 0 <= value < 1:
-        raise argparse.ArgumentTypeError(f"must be a number in [0, 1), got {text!r}")
-    return value
+    return _float_in(text, 0.0, 1.0, True, "a number in [0, 1)")
 
 
 def apply_preset(args) -> None:
@@ -126,16 +128,6 @@ def apply_preset(args) -> None:
                          "--help): use --model mlp with --layers")
     args.dropout = (CNN_DROPOUT if args.model == "cnn" else 0.0) if args.dropout is None else args.dropout
     args.warmup = args.warmup or 0.0
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text!r}")
-    return value
 
 
 # -- the parser ---------------------------------------------------------------------------------
