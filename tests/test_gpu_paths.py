@@ -67,7 +67,7 @@ def test_fit_reads_back_once_per_window_and_once_per_epoch_start(read_backs, che
 
 def test_divergence_check_uses_the_window_flag(read_backs):
     # A window whose losses are finite but leaves the weights non-finite must not become the good copy.
-    from xpnet.callbacks import DivergenceRollback, _state
+    from xpnet.callbacks.loop import DivergenceRollback, _state
 
     model = Sequential([Dense(2, 2)], device="cpu", backend="array-api-strict", seed=0)
     cb = DivergenceRollback()

@@ -1,0 +1,148 @@
+"""The callbacks ``fit`` always runs: the divergence rollback, the progress bar and the epoch line."""
+
+from __future__ import annotations
+
+import math
+import sys
+
+from array_api_compat import array_namespace
+
+from .._inplace import copy_
+from .base import Callback
+
+
+class TrainingDiverged(FloatingPointError):
+    """The loss became NaN or infinite; the model was reset to its last finite weights."""
+
+    def __init__(self, epoch: int, step: int, value: float, restored_step: int):
+        self.epoch, self.step, self.value, self.restored_step = epoch, step, value, restored_step
+        super().__init__(
+            f"training diverged: the loss was {value} at epoch {epoch + 1}, step {step + 1}. The model keeps "
+            f"its last finite weights (from before step {restored_step + 1} of that epoch). Try a lower "
+            f"learning rate (e.g. a tenth), a smaller init, or check the data for NaN/inf.")
+
+
+def _state(model) -> tuple:
+    """What a rollback or a best-weights restore puts back: the parameters and the buffers (BatchNorm's
+    running statistics, which a NaN batch poisons as surely as the weights)."""
+    return model.parameters(), model.buffers()
+
+
+def state_finite(state):
+    """``all(isfinite(a))`` over every array of ``state``, as one 0-D boolean on the device (``None`` if empty).
+
+    Nothing is read back: ``fit`` adds it to the window's one transfer, so the check costs no sync of its own.
+    """
+    arrays = [a for part in state for a in part.values()]
+    if not arrays:
+        return None
+    xp = array_namespace(*arrays)
+    return xp.all(xp.stack([xp.all(xp.isfinite(a)) for a in arrays]))
+
+
+def _snapshot(state, into=None, finite: bool | None = None) -> dict | None:
+    """Copies of ``state``'s arrays (keyed ``(i, name)``) if they are all finite, else ``None``.
+
+    ``finite`` is that answer when the caller already has it (from the window's read-back); without it
+    the arrays are checked here, in one read-back for all of them. ``into`` (an earlier snapshot) is
+    overwritten in place where its arrays are writeable, so there is never a second copy of the weights
+    alive, nor an allocation per window.
+    """
+    if finite is None:
+        flag = state_finite(state)
+        finite = flag is None or bool(flag)
+    if not finite:
+        return None
+    old = into or {}
+    return {(i, k): copy_(old.get((i, k)), p) for i, arrays in enumerate(state) for k, p in arrays.items()}
+
+
+def _put_back(state, snapshot: dict, copy: bool = False) -> None:
+    for (i, k), v in snapshot.items():
+        state[i][k] = copy_(state[i][k], v) if copy else v
+
+
+class DivergenceRollback(Callback):
+    """Raises :class:`TrainingDiverged` when a window's loss is NaN or infinite, after putting back the
+    weights from before that window.
+
+    The weights are copied at the start of each epoch and after each finite window (not after an epoch's
+    last one: the next epoch copies them anyway). The check costs nothing extra: it reads the losses
+    that the window's one read-back brought to the host.
+    """
+
+    def __init__(self):
+        self.good, self.epoch, self.window_start = None, 0, 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.good = _snapshot(_state(self.model), self.good)
+        self.epoch, self.window_start = epoch, 0
+
+    def on_batch_end(self, step, logs=None):
+        values = logs["losses"].tolist()
+        bad = next((i for i, v in enumerate(values) if not math.isfinite(v)), None)
+        if bad is not None:
+            _put_back(_state(self.model), self.good or {})
+            raise TrainingDiverged(self.epoch, self.window_start + bad, float(values[bad]), self.window_start)
+        self.window_start = step + 1
+        if step < self.params["steps"] - 1:
+            # fit's read-back brought the weights' finiteness with the losses: no second sync here.
+            finite = logs.get("state_finite")
+            self.good = _snapshot(_state(self.model), self.good, finite) or self.good
+
+
+class ProgressBar(Callback):
+    """A tqdm bar per epoch on stderr, updated once per read-back window; only on a terminal."""
+
+    def __init__(self):
+        self.bar = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self.params["verbose"] < 1 or not sys.stderr.isatty():
+            return
+        from tqdm.auto import tqdm
+
+        self.bar = tqdm(total=self.params["samples"], desc=f"epoch {epoch + 1}/{self.params['epochs']}",
+                        unit="sample", leave=False, dynamic_ncols=True, file=sys.stderr)
+
+    def on_batch_end(self, step, logs=None):
+        if self.bar is not None:
+            self.bar.update(logs["samples"] - self.bar.n)
+            self.bar.set_postfix(loss=f"{logs['loss']:.4f}")
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.close()
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+class EpochLine(Callback):
+    """Prints one line per epoch (loss, accuracies, throughput, device) when ``verbose >= 1``."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.params["verbose"] >= 1:
+            print(format_epoch(epoch, self.params["epochs"], logs, self.model.device,
+                               self.params.get("held_out", "test")), flush=True)
+
+
+def format_epoch(epoch: int, epochs: int, logs: dict, dev, held_out: str = "test") -> str:
+    """One line per epoch: loss, accuracies, throughput and device.
+
+    ``held_out`` names the ``val_`` figures: ``"test"`` for ``validation_data`` (the test set, in the
+    CLI and the examples), ``"val"`` for rows held out of the training set by ``validation_split``.
+    """
+    parts = [f"epoch {epoch + 1}/{epochs}", f"loss {logs['loss']:.4f}"]
+    if "accuracy" in logs:
+        parts.append(f"train acc {logs['accuracy']:.4f}")
+    if "val_loss" in logs:
+        parts.append(f"{held_out} loss {logs['val_loss']:.4f}")
+    if "val_accuracy" in logs:
+        parts.append(f"{held_out} acc {logs['val_accuracy']:.4f}")
+    for key in logs:  # fit's other metrics (top-k), after the ones the CLI's readers parse
+        if key.startswith(("top_", "val_top_")):
+            parts.append(f"{key.replace('val_', held_out + ' ').replace('_', ' ')} {logs[key]:.4f}")
+    parts += [f"{logs['samples_per_s']:,.0f} samples/s", f"{logs['seconds']:.2f} s", f"{dev}"]
+    return "  ".join(parts)
