@@ -54,18 +54,18 @@ def test_the_tutorial_preset_is_the_books_network(capsys, tmp_path):
 
 
 def test_the_cnn_preset_is_the_classic_convnet():
-    from xpnet.cli.commands import _cnn_network
+    from xpnet.cli.presets import cnn_network
 
     args = build_parser().parse_args(["train", "--model", "cnn"])
     cli.parser.apply_preset(args)
     assert (args.optimizer, args.lr, args.schedule, args.batch_size, args.dropout) == (
         "adamw", 0.001, "cosine", 128, (0.25, 0.5))
-    stack = _cnn_network(784, 10, 128, "relu", "softmax_cross_entropy", args.dropout, False, "mnist")
+    stack = cnn_network(784, 10, 128, "relu", "softmax_cross_entropy", args.dropout, False, "mnist")
     assert _kinds(xpnet.Sequential(stack)) == ["Reshape", "Conv2D", "ReLU", "Conv2D", "ReLU", "MaxPool2D", "Dropout",
                                                "Flatten", "Dense", "ReLU", "Dropout", "Dense"]
     assert [layer.p for layer in stack if isinstance(layer, xpnet.Dropout)] == [0.25, 0.5]
     assert stack[0].shape == (1, 28, 28) and stack[8].in_features == 64 * 12 * 12
-    with_bn = _cnn_network(784, 10, 128, "relu", "mse", 0.1, True, "mnist")
+    with_bn = cnn_network(784, 10, 128, "relu", "mse", 0.1, True, "mnist")
     assert _kinds(xpnet.Sequential(with_bn)) == ["Reshape", "Conv2D", "BatchNorm2d", "ReLU", "Conv2D", "BatchNorm2d",
                                                  "ReLU", "MaxPool2D", "Dropout", "Flatten", "Dense", "BatchNorm1d",
                                                  "ReLU", "Dropout", "Dense", "Sigmoid"]
@@ -129,11 +129,11 @@ def test_warmup_needs_the_cosine_schedule(capsys):
 
 
 def _rates(*argv, steps_per_epoch=10):
-    from xpnet.cli.commands import _schedule
+    from xpnet.cli.presets import schedule_from
 
     args = build_parser().parse_args(["train", *argv])
     cli.parser.apply_preset(args)
-    sched = _schedule(args, 0.003, steps_per_epoch)
+    sched = schedule_from(args, 0.003, steps_per_epoch)
     assert sched.per == "step"
     return [sched(t) for t in range(args.epochs * steps_per_epoch)]
 
