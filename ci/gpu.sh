@@ -13,6 +13,11 @@
 #      128 and 8192.
 # Every step runs even when one before failed; the exit status is 1 if any failed. Extra arguments go to
 # pytest. Without an NVIDIA GPU (no nvidia-smi, or it lists none) it prints one line and exits 0.
+#
+# On a machine that already has CuPy, PyTorch and pytest but no internet (a lent GPU machine), skip step 1:
+# XPNET_GPU_PYTHON=python3 runs everything with that Python, from this source tree, installing nothing.
+# xpnet's own pure-Python dependencies that it lacks travel as wheels (`bash ci/gpu_carry.sh` gathers them,
+# and MNIST for step 3, in the git-ignored folder .gpu-carry/; its header says how to use them there).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -26,21 +31,33 @@ if ! gpus=$(nvidia-smi -L 2>/dev/null) || ! grep -q '^GPU ' <<<"$gpus"; then
 fi
 
 set -e
-venv="${XPNET_VENV:-.venv-gpu}"
 report="${XPNET_GPU_REPORT:-gpu-report.md}"
-cuda="${XPNET_CUDA:-$(nvidia-smi | sed -n 's/.*CUDA Version: \([0-9]*\).*/\1/p' | head -n1)}"
-case "$cuda" in
-    12|13) ;;
-    *) echo "ci/gpu.sh: cannot tell the driver's CUDA version (nvidia-smi says '${cuda:-nothing}'); set XPNET_CUDA=12 or 13" >&2
-       exit 1 ;;
-esac
-pip_from=()
-if [ -n "${XPNET_WHEELS:-}" ]; then
-    pip_from=(--no-index --find-links "$XPNET_WHEELS")
+if [ -n "${XPNET_GPU_PYTHON:-}" ]; then
+    py="$XPNET_GPU_PYTHON"
+    export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+    if ! missing=$("$py" -c '
+import importlib.util
+need = ["cupy", "torch", "pytest", "numpy", "array_api_compat", "tqdm", "pooch"]
+print(" ".join(m for m in need if importlib.util.find_spec(m) is None))') || [ -n "$missing" ]; then
+        echo "ci/gpu.sh: XPNET_GPU_PYTHON=$py lacks ${missing:-what it needs}: install them, or carry them as wheels (ci/gpu_carry.sh)" >&2
+        exit 1
+    fi
+else
+    venv="${XPNET_VENV:-.venv-gpu}"
+    cuda="${XPNET_CUDA:-$(nvidia-smi | sed -n 's/.*CUDA Version: \([0-9]*\).*/\1/p' | head -n1)}"
+    case "$cuda" in
+        12|13) ;;
+        *) echo "ci/gpu.sh: cannot tell the driver's CUDA version (nvidia-smi says '${cuda:-nothing}'); set XPNET_CUDA=12 or 13" >&2
+           exit 1 ;;
+    esac
+    pip_from=()
+    if [ -n "${XPNET_WHEELS:-}" ]; then
+        pip_from=(--no-index --find-links "$XPNET_WHEELS")
+    fi
+    [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+    py="$venv/bin/python"
+    "$py" -m pip install -q --disable-pip-version-check ${pip_from[@]+"${pip_from[@]}"} -e ".[test,cuda$cuda]" torch
 fi
-[ -x "$venv/bin/python" ] || python3 -m venv "$venv"
-py="$venv/bin/python"
-"$py" -m pip install -q --disable-pip-version-check ${pip_from[@]+"${pip_from[@]}"} -e ".[test,cuda$cuda]" torch
 set +e
 
 if [ -z "${XPNET_DATA:-}" ] && [ -d ../shared/data/mnist ]; then

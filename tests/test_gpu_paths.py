@@ -541,6 +541,33 @@ def test_gpu_script_without_a_gpu_says_so_in_one_line_and_exits_0(tmp_path, nvid
     assert not (tmp_path / ".venv-gpu").exists()
 
 
+def test_gpu_script_with_the_python_at_hand_names_what_that_python_lacks(tmp_path):
+    """XPNET_GPU_PYTHON (a lent GPU machine without internet) installs nothing; a missing package is named."""
+    import pathlib
+    import shutil
+    import subprocess
+
+    bash = shutil.which("bash")
+    if bash is None:
+        pytest.skip("no bash here")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for tool in ("dirname", "grep", "sed", "head", "cat", "env"):
+        found = shutil.which(tool)
+        if found:
+            (bin_dir / tool).symlink_to(found)
+    (bin_dir / "nvidia-smi").write_text(f"#!{bash}\necho 'GPU 0: NVIDIA H100 80GB HBM3 (UUID: GPU-0)'\n")
+    (bin_dir / "python-at-hand").write_text(f"#!{bash}\necho 'cupy pooch'\n")  # what its module probe prints
+    for name in ("nvidia-smi", "python-at-hand"):
+        (bin_dir / name).chmod(0o755)
+    script = pathlib.Path(__file__).parents[1] / "ci" / "gpu.sh"
+    done = subprocess.run([bash, str(script)], capture_output=True, text=True, timeout=60, cwd=tmp_path,
+                          env={"PATH": str(bin_dir), "HOME": str(tmp_path), "XPNET_GPU_PYTHON": "python-at-hand"})
+    assert done.returncode == 1
+    assert "XPNET_GPU_PYTHON=python-at-hand lacks cupy pooch" in done.stderr, done.stderr
+    assert not (pathlib.Path(script).parents[1] / ".venv-gpu").exists()
+
+
 # -- GPU memory figures that compare -----------------------------------------------------------------------
 def test_torch_pool_figure_is_what_the_allocator_holds_as_cupys(monkeypatch):
     torch = pytest.importorskip("torch")

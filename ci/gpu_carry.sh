@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Gathers, in the git-ignored folder .gpu-carry/, what `ci/gpu.sh` needs on a GPU machine that has CuPy,
+# PyTorch and pytest but no internet: the wheels of xpnet's pure-Python dependencies such a machine lacks
+# and a copy of MNIST (for the CUDA-vs-CPU loss curves). Send the folder along, then, on that machine:
+#
+#   python3 -m pip install -q --no-index --no-deps --target /tmp/site .gpu-carry/*.whl &&
+#   PYTHONPATH=/tmp/site XPNET_DATA=$PWD/.gpu-carry/data XPNET_GPU_PYTHON=python3 bash ci/gpu.sh
+#
+# The wheels are for that machine's Python (XPNET_GPU_PY, default 3.12). Delete .gpu-carry/ afterwards.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+dest=.gpu-carry
+mkdir -p "$dest"
+python3 -m pip download -q --disable-pip-version-check --no-deps --only-binary=:all: \
+    --python-version "${XPNET_GPU_PY:-3.12}" --implementation cp \
+    --platform manylinux_2_28_x86_64 --platform manylinux2014_x86_64 \
+    -d "$dest" array-api-compat array-api-strict pooch platformdirs
+data="${XPNET_DATA:-../shared/data}"
+if [ -d "$data/mnist" ]; then
+    mkdir -p "$dest/data"
+    cp -r "$data/mnist" "$dest/data/"
+else
+    echo "ci/gpu_carry.sh: no mnist/ under $data (set XPNET_DATA): the loss-curve step will have no data" >&2
+fi
+echo "ci/gpu_carry.sh: $(du -sh "$dest" | cut -f1) in $dest/:" $(ls "$dest")
