@@ -189,6 +189,24 @@ def test_a_subclass_is_not_exported_as_its_parent(tmp_path):
         export_onnx(xpnet.Sequential([Halved()], seed=0), tmp_path / "m.onnx")
 
 
+def test_a_failed_write_leaves_the_older_file_whole(tmp_path, monkeypatch):
+    model = xpnet.Sequential([Dense(3, 2)], seed=0)
+    path = tmp_path / "m.onnx"
+    export_onnx(model, path)
+    before = path.read_bytes()
+
+    def disk_full(fd):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(xpnet.io.os, "fsync", disk_full)
+    with pytest.raises(OSError, match=f"cannot save to {path}"):
+        export_onnx(xpnet.Sequential([Dense(3, 4)], seed=1), path)
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["m.onnx"]  # no temporary file left behind
+    with pytest.raises(FileNotFoundError, match="the folder .* does not exist"):
+        export_onnx(model, tmp_path / "gone" / "m.onnx")
+
+
 def test_bad_arguments(tmp_path):
     model = xpnet.Sequential([Flatten(), Dense(12, 2)], seed=0)
     with pytest.raises(ValueError, match=r"starts with Flatten.*input_shape=\(28, 28\)"):

@@ -64,7 +64,14 @@ def write(path, header: dict, arrays: dict) -> None:
         raise ValueError(f"save: the model's configuration is not JSON-serializable: {exc}") from None
     members = {HEADER: np.frombuffer(raw, dtype=np.uint8)}
     members.update({k: np.ascontiguousarray(v) for k, v in arrays.items()})
+    write_atomically(path, lambda f: np.savez(f, allow_pickle=False, **members))
 
+
+def write_atomically(path, fill) -> None:
+    """Call ``fill(f)`` on a new binary file beside ``path``, then put it in ``path``'s place in one step.
+
+    A crash or an error in ``fill`` leaves the previous file, if any, as it was. ``OSError`` names ``path``.
+    """
     path = os.fspath(path)
     folder = check_writable(path)
     try:
@@ -73,7 +80,7 @@ def write(path, header: dict, arrays: dict) -> None:
         raise _save_error(path, exc) from None
     try:
         with os.fdopen(fd, "wb") as f:
-            np.savez(f, allow_pickle=False, **members)
+            fill(f)
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, _file_mode(path))

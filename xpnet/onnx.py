@@ -25,9 +25,8 @@ The ``onnx`` package is needed only here, and imported only when a model is expo
 from __future__ import annotations
 
 import json
-import os
 
-from . import layers as _layers
+from . import io, layers as _layers
 from ._version import __version__
 from .backend import to_numpy
 
@@ -243,7 +242,8 @@ def export_onnx(model, path, *, opset: int = DEFAULT_OPSET, input_shape=None):
         raise ValueError(f"export_onnx: the graph does not fit together ({exc}); check input_shape="
                          f"{input_shape!r} against the first layer") from None
     onnx.checker.check_model(proto, full_check=True)
-    onnx.save(proto, os.fspath(path))
+    # through a temporary file, as xpnet's own saves: a failed export leaves an older file whole
+    io.write_atomically(path, lambda f: f.write(proto.SerializeToString()))
     return proto
 
 
