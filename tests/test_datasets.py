@@ -5,6 +5,7 @@ import gzip
 import hashlib
 import http.server
 import io
+import logging
 import os
 import pathlib
 import socket
@@ -34,9 +35,13 @@ def isolated(monkeypatch, tmp_path):
     monkeypatch.delenv("XPNET_DATA", raising=False)
     real = ds_files._http
 
-    def local_only(url, *args, **kwargs):
-        assert url.startswith("http://127.0.0.1:"), f"test tried the network: {url}"
-        return real(url, *args, **kwargs)
+    def local_only():
+        downloader = real()
+
+        def download(url, *args, **kwargs):
+            assert url.startswith("http://127.0.0.1:"), f"test tried the network: {url}"
+            return downloader(url, *args, **kwargs)
+        return download
     monkeypatch.setattr(ds_files, "_http", local_only)
     monkeypatch.setattr(ds_files, "_VERIFIED", set())
 
@@ -198,6 +203,22 @@ def test_download_from_local_http_server(monkeypatch, tmp_path, http_mirrors, fa
     for name, data in fake_mnist.items():
         assert (tmp_path / "cache" / "mnist" / name).read_bytes() == data
     assert cache_listing(tmp_path) == ["mnist"] + sorted(f"mnist/{f}" for f in MNIST_FILES)  # no temp files
+
+
+def test_quiet_downloads_show_no_bar_and_no_line(monkeypatch, tmp_path, http_mirrors, capfd):
+    monkeypatch.setitem(ds.MIRRORS, "mnist", (http_mirrors + "good/",))
+    import pooch
+
+    level = pooch.get_logger().level
+    with ds.quiet_downloads():
+        assert pooch.get_logger().level == logging.WARNING  # its "Downloading data from ..." is INFO
+        ds.load_mnist(limit=2)
+    assert pooch.get_logger().level == level
+    assert capfd.readouterr().err == ""
+    for name in MNIST_FILES:  # again, not quiet: the bars, on stderr
+        (tmp_path / "cache" / "mnist" / name).unlink()
+    ds.load_mnist(limit=2)
+    assert "100%" in capfd.readouterr().err
 
 
 def test_mirror_with_wrong_bytes_is_rejected(monkeypatch, tmp_path, http_mirrors):

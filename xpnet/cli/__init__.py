@@ -13,6 +13,7 @@ one line ``xpnet: error: <message>`` on stderr; ``--debug`` shows the traceback 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
@@ -88,12 +89,13 @@ def main(argv=None) -> int:
         log.setLevel(logging.INFO)
     command = globals()[f"cmd_{args.command}"]  # looked up at each call: tests and wrappers replace them
     try:
-        if args.debug:
-            return command(args)
-        # NumPy's overflow/invalid warnings would only repeat, less clearly, what the one-line error
-        # (TrainingDiverged, say) reports; --debug shows them.
-        with np.errstate(all="ignore"):
-            return command(args)
+        with datasets.quiet_downloads() if getattr(args, "quiet", False) else contextlib.nullcontext():
+            if args.debug:
+                return command(args)
+            # NumPy's overflow/invalid warnings would only repeat, less clearly, what the one-line error
+            # (TrainingDiverged, say) reports; --debug shows them.
+            with np.errstate(all="ignore"):
+                return command(args)
     except KeyboardInterrupt:
         if args.debug:
             raise

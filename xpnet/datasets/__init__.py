@@ -9,7 +9,7 @@ and, if missing, downloaded into the cache. Every data problem raises :class:`Da
 import numpy as np
 
 from .files import (MIRRORS, SHA256, DatasetCorruptError, DatasetError, DatasetNotFoundError,  # noqa: F401
-                    data_dirs)
+                    data_dirs, quiet_downloads)
 from .parsers import _check_args, load_csv, load_mnist, load_tutorial_csv, read_idx  # noqa: F401
 from .synthetic import make_moons, make_spirals, make_xor  # noqa: F401
 

@@ -9,6 +9,7 @@ file beside the target, checks the hash and only then moves it in place (with a 
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import io
 import logging
 import os
@@ -55,8 +56,8 @@ MIRRORS = {
         "/HEAD/mnist_dataset/",
     ),
 }
-# pooch's HTTP downloader (requests), with a tqdm progress bar on stderr
-_http = pooch.HTTPDownloader(progressbar=True, timeout=30)
+# Inside quiet_downloads(): no progress bar and no "Downloading data from ..." line (xpnet train --quiet)
+_QUIET = contextvars.ContextVar("xpnet_quiet_downloads", default=False)
 # (path, mtime_ns, size, sha256) already hashed in this process: a second load does not read 55 MB again
 _VERIFIED = set()
 log = logging.getLogger("xpnet")
@@ -164,6 +165,26 @@ def _fetcher(fetch):
     return download
 
 
+@contextlib.contextmanager
+def quiet_downloads():
+    """Downloads inside print nothing: no progress bar, and pooch's "Downloading data from ..." line held
+    back (its warnings still show). ``xpnet train --quiet`` runs under it."""
+    token = _QUIET.set(True)
+    pooch_log = pooch.get_logger()
+    level = pooch_log.level
+    pooch_log.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        pooch_log.setLevel(level)
+        _QUIET.reset(token)
+
+
+def _http():
+    """pooch's HTTP downloader (requests), with a tqdm progress bar on stderr unless quiet_downloads()."""
+    return pooch.HTTPDownloader(progressbar=not _QUIET.get(), timeout=30)
+
+
 def _download(folder, name, downloader, dest, tried):
     """Try each mirror in turn; returns the path, or None (each failure appended to ``tried``)."""
     try:
@@ -198,7 +219,7 @@ def _find_files(folder, data_dir, download, fetch, title):
             found[name] = hit
     missing = [n for n in names if n not in found]
     if missing and download:
-        downloader = _fetcher(fetch) if fetch is not None else _http
+        downloader = _fetcher(fetch) if fetch is not None else _http()
         for name in missing:
             path = _download(folder, name, downloader, _cache_dir() / folder, tried)
             if path is None:
