@@ -44,6 +44,11 @@ class ParameterDict(MutableMapping):
     def __len__(self):
         return len(self._slots)
 
+    def items(self):
+        # The Mapping mixin's view would look every key up again, per step and per parameter.
+        attr = self._attr
+        return [(key, getattr(layer, attr)[k]) for key, (layer, k) in self._slots.items()]
+
 
 class Sequential:
     """Layers applied in order, all on one device; the model of every seed network.

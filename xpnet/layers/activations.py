@@ -6,7 +6,7 @@ of the chain rule ``dx = dy * f'(x)``.
 
 from __future__ import annotations
 
-from array_api_compat import array_namespace
+from ..backend import namespace as array_namespace
 
 from .base import Layer, register_layer
 
