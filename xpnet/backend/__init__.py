@@ -88,18 +88,21 @@ class Device:
         if check is not None:
             check(name)  # JAX without 64-bit mode would silently compute float64 in float32
 
-    def asarray(self, data, dtype: str | None = "float32"):
+    def asarray(self, data, dtype: str | None = "float32", *, c_order: bool = False):
         """Put ``data`` (NumPy array, nested lists, or an array of this backend) on this device.
 
         Host data is cast on the host first, so the device gets exactly the bits NumPy computed (that is
         what makes a seed give identical weights everywhere). Pass ``dtype=None`` to keep the data's own.
+        ``c_order=True`` lays host data out row-major (a copy if it was not), as weights should be: a
+        transposed ``(784, 200)`` weight loaded as ``W.T`` made every in-place SGD update walk it
+        against the gradient's layout, and a per-sample ``fit`` ran 2x slower.
         """
         xp = self.xp
         if is_array(data) and not array_api_compat.is_numpy_array(data):
             if device_of(data) == self:
                 return data if dtype is None else xp.astype(data, self.dtype(dtype), copy=False)
             data = to_numpy(data)
-        host = np.asarray(data)
+        host = np.asarray(data, order="C" if c_order else None)
         if dtype is not None:
             host = host.astype(dtype, copy=False)
             self._check_dtype(host.dtype.name)
