@@ -154,7 +154,7 @@ def namespace(x):
 def fast_path(name: str, x):
     """The function ``name`` of the backend module that owns arrays like ``x``, or ``None`` if it has none.
 
-    A backend module may define a faster version of a generic operation (``axpy_``, ``matmul_tn``) for
+    A backend module may define a faster version of a generic operation (NumPy's ``matmul_tn``) for
     its own arrays; it returns ``None`` for a case it does not take, and the caller then runs the
     generic Array API code, which a test compares it with. Looked up once per (name, array type).
     """
