@@ -425,6 +425,15 @@ def test_fit_records_the_union_of_the_ranges_it_has_seen():
     assert model.input_range == pytest.approx((0.1, 0.9))
 
 
+def test_the_range_fit_records_is_the_training_rows_not_the_held_out_ones():
+    """With ``validation_split`` the last rows are held out: they are not what the model was trained on, so
+    their values stay out of ``input_range`` (whose check for NaN spans the whole of X)."""
+    model = Sequential([Dense(2, 1)], device="cpu", seed=0)
+    X = np.array([[0.2, 0.5], [0.3, 0.4], [0.25, 0.45], [0.0, 3.0]], np.float32)
+    model.fit(X, np.zeros((4, 1), np.float32), loss=MSE(), validation_split=0.25, verbose=0)
+    assert model.input_range == pytest.approx((0.2, 0.5))
+
+
 @pytest.mark.parametrize("call", ["predict", "predict_proba", "predict_classes", "evaluate"])
 def test_each_entry_point_warns_in_its_own_name_outside_the_trained_range(call):
     X, y = pixels()
