@@ -69,8 +69,9 @@ def parse_args(argv=None):
                    help="xpnet backend(s), comma-separated: numpy, torch, array-api-strict, cupy "
                         "(default: numpy on cpu, cupy on cuda)")
     p.add_argument("--peers", default=None,
-                   help="comma-separated subset of numpy,torch,sklearn (cpu) or cupy,torch (cuda); "
-                        "default: every one installed; 'none' for xpnet alone")
+                   help="comma-separated subset of numpy,torch,sklearn,gemm (cpu) or cupy,torch (cuda); "
+                        "default: numpy,torch,sklearn, those installed; 'none' for xpnet alone. gemm: the "
+                        "step's matrix products alone (the floor), reported with each runner's distance above it")
     p.add_argument("--batch-size", default="128", help="one or more, comma-separated (e.g. 32,128,1024)")
     p.add_argument("--layers", default="784,256,10", help="layer widths; first 784 (MNIST), last 10")
     p.add_argument("--epochs", type=int, default=1, help="timed epochs per repeat (default 1)")
@@ -88,6 +89,10 @@ def parse_args(argv=None):
                    help="repeat a run when a fixed calibration workload around it ran this much slower "
                         "than its fastest (0.15 = 15%%)")
     p.add_argument("--retries", type=int, default=3, help="repeats of a disturbed run before it counts (3)")
+    p.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                   help="wall: perf_counter around a pass (default); cpu: the process's CPU time "
+                        "(time.process_time), which waiting for a core on a loaded machine does not inflate. "
+                        "With --threads 1 it is the pass's own work; with more it adds spinning BLAS workers")
     p.add_argument("--pause", type=float, default=0.3,
                    help="seconds of idle before each timed run, so spinning BLAS/OpenMP threads sleep (0.3)")
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)   # memory run of one runner
@@ -297,6 +302,46 @@ class PlainLoopRunner:
         return {"gpu_held_bytes": self.xp.get_default_memory_pool().total_bytes(), "gpu_used_peak_bytes": None}
 
 
+class GemmFloorRunner:
+    """The step's matrix products alone, on NumPy, at the shapes of every step of an epoch: the floor.
+
+    Per Dense layer ``i``: ``a_i @ W_i`` forward, ``a_i.T @ d_i`` for dW, and ``d_i @ W_i.T`` for the input
+    gradient (not for the first layer, as in the other runners). Nothing else: no gather, activation,
+    loss, bias or update. The arrays are made once, so it runs from cache as the others cannot; the
+    distance of each runner above it is what its framework and its elementwise work cost.
+    """
+
+    def __init__(self, args):
+        self.args, self.uses_numpy, self.name = args, True, "GEMM floor (NumPy)"
+
+    def setup(self, X, y):
+        self.n = X.shape[0]
+
+    def reset(self, Ws, bs):
+        self.Ws = [W.copy() for W in Ws]
+
+    def train(self, perms, batch):
+        import numpy as np
+
+        rng = np.random.default_rng(0)
+        sizes = self.args.sizes
+        full = {m: ([rng.random((m, k), dtype=np.float32) for k in sizes],
+                    [rng.random((m, k), dtype=np.float32) for k in sizes[1:]])
+                for m in {batch, self.n % batch or batch}}
+        for _ in perms:
+            for lo in range(0, self.n, batch):
+                acts, ds = full[min(batch, self.n - lo)]
+                for i, W in enumerate(self.Ws):
+                    acts[i] @ W
+                    acts[i].T @ ds[i]
+                    if i:
+                        ds[i] @ W.T
+        return float("nan")
+
+    def accuracy(self, Xt, yt):
+        return float("nan")
+
+
 class TorchRunner:
     def __init__(self, args):
         import torch
@@ -405,6 +450,8 @@ def make_runner(rid, args, batch):
         return PlainLoopRunner(args, cuda=kind == "cupy")
     if kind == "torch":
         return TorchRunner(args)
+    if kind == "gemm":
+        return GemmFloorRunner(args)
     if kind == "sklearn":
         return SklearnRunner(args, batch)
     raise ValueError(f"unknown runner {rid!r}")
@@ -424,11 +471,11 @@ def runner_ids(args):
     if args.peers == "none":
         return ids
     wanted = args.peers.split(",") if args.peers else (PEERS_CUDA if args.cuda else PEERS_CPU)
-    module = {"numpy": "numpy", "cupy": "cupy", "torch": "torch", "sklearn": "sklearn"}
+    module = {"numpy": "numpy", "cupy": "cupy", "torch": "torch", "sklearn": "sklearn", "gemm": "numpy"}
     for peer in wanted:
         if peer not in module:
-            raise SystemExit(f"unknown peer {peer!r}: choose from numpy, torch, sklearn, cupy")
-        if args.cuda and peer in ("numpy", "sklearn"):
+            raise SystemExit(f"unknown peer {peer!r}: choose from numpy, torch, sklearn, gemm, cupy")
+        if args.cuda and peer in ("numpy", "sklearn", "gemm"):
             continue  # CPU-only peers have no place in a GPU table
         if not _installed(module[peer]):
             print(f"# peer {peer}: not installed, skipped", file=sys.stderr)
@@ -561,10 +608,12 @@ def worker(args):
             runner.reset(Ws, bs)
             before = machine_speed()
             load = ForeignLoad()
-            start = time.perf_counter()
+            start, cpu = time.perf_counter(), time.process_time()
             loss = runner.train(perms, batch)   # synchronizes the device before returning
-            seconds = time.perf_counter() - start
+            seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
             foreign = load.cores(seconds)
+            if args.clock == "cpu":
+                seconds = cpu
             print(json.dumps({"seconds": seconds, "loss": float(loss), "foreign": foreign,
                               "calibration": max(before, machine_speed())}), flush=True)
         elif line.strip() == "accuracy":
@@ -627,7 +676,8 @@ class ForeignLoad:
 def _command(args, mode, rid, batch):
     cmd = [sys.executable, os.path.abspath(__file__), mode, rid, "--batch-size", str(batch),
            "--layers", args.layers, "--epochs", str(args.epochs), "--warmup", str(args.warmup),
-           "--threads", str(args.threads), "--lr", str(args.lr), "--seed", str(args.seed), "--device", args.device]
+           "--threads", str(args.threads), "--lr", str(args.lr), "--seed", str(args.seed), "--device", args.device,
+           "--clock", args.clock]
     if args.data_dir:
         cmd += ["--data-dir", args.data_dir]
     return cmd
@@ -692,7 +742,8 @@ def bench_batch(batch, ids, args):
             w.close()
     if not args.no_memory:
         for rid in ids:
-            rows[rid].update(measure_memory(rid, batch, args))
+            if rid != "gemm":   # the floor allocates nothing per step: no memory figure to compare
+                rows[rid].update(measure_memory(rid, batch, args))
     return rows
 
 
@@ -711,7 +762,7 @@ def print_table(batch, rows, args):
     ref = xp_ids[0]
     n_steps = -(-60000 // batch)
     print(f"\nbatch {batch} ({n_steps} steps/epoch), layers {args.layers}, float32, {args.device}, "
-          f"median of {args.repeats} x {args.epochs} epoch(s)")
+          f"median of {args.repeats} x {args.epochs} epoch(s), {args.clock} clock")
     mem_head = "GPU held   used peak" if args.cuda else "peak RSS delta  tracemalloc"
     print(f"{'runner':24s} {'s/epoch':>8s} {'best':>6s} {'samples/s':>10s}  {mem_head:>27s} {'test acc':>8s} "
           f"{'loss':>7s}  xpnet/this")
@@ -729,6 +780,10 @@ def print_table(batch, rows, args):
     if any(redone.values()):
         print(f"  runs repeated (other processes took > {args.max_foreign} cores, or the calibration "
               f"workload ran > {args.max_slowdown:.0%} slow): " + ", ".join(f"{k} {v}" for k, v in redone.items()))
+    if "gemm" in rows:
+        print("  above the GEMM floor (median, paired): " + ", ".join(
+            f"{r['runner']} {r['seconds_per_epoch'] / rows['gemm']['seconds_per_epoch']:.2f}x, "
+            f"{paired_ratio(r, rows['gemm']):.2f}x" for rid, r in rows.items() if rid != "gemm"))
     for q in ratios(rows):
         line = (f"  {q['xpnet']} / {q['peer']}: time {q['time']:.2f}x (paired {q['time_paired']:.2f}x, "
                 f"best {q['time_best']:.2f}x)")

@@ -205,3 +205,30 @@ def test_a_device_pickles_by_description(dev):
     assert again == dev and again.xp is dev.xp and str(again) == str(dev)
     x = again.asarray([1.0, 2.0])
     assert xpnet.device_of(x) == dev
+
+
+def test_namespace_is_array_namespace_per_type(dev):
+    """``backend.namespace`` caches ``array_namespace`` by array type: the same namespace for every array,
+    scalar reduction and backend, whichever type was looked up first."""
+    import array_api_compat
+
+    for x in (dev.asarray([[1.0, 2.0]]), dev.asarray([1, 2], "int64"), dev.xp.sum(dev.asarray([1.0]))):
+        assert backend.namespace(x) is array_api_compat.array_namespace(x)
+    with pytest.raises(TypeError):
+        backend.namespace(1.5)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_numpy_outer_product_fast_path_equals_the_generic_product(dtype):
+    """NumPy's ``matmul_tn`` (BLAS for one row) against the broadcast product Dense uses elsewhere: the same
+    numbers bit for bit (one product per entry, nothing summed), dtype and shape; more rows are left to
+    the generic ``x.T @ dy``."""
+    rng = np.random.default_rng(0)
+    x, dy = rng.normal(size=(1, 9)).astype(dtype), rng.normal(size=(1, 4)).astype(dtype)
+    fast = backend.fast_path("matmul_tn", x)
+    got = fast(x, dy)
+    assert got.dtype == np.dtype(dtype) and got.shape == (9, 4)
+    np.testing.assert_array_equal(got, x.T * dy)
+    assert fast(np.ones((2, 9), dtype), np.ones((2, 4), dtype)) is None
+    strict = xpnet.device("cpu", backend="array-api-strict")
+    assert backend.fast_path("matmul_tn", strict.asarray(x)) is None  # no fast path: the generic code

@@ -6,8 +6,9 @@ reports, so a step never waits for the GPU.
 
 from __future__ import annotations
 
-from array_api_compat import array_namespace, device
+from array_api_compat import device
 
+from .backend import namespace as array_namespace
 from .layers.activations import sigmoid
 
 

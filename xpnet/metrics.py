@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 
-from array_api_compat import array_namespace
+from .backend import namespace as array_namespace
 
 
 def _labels(target, xp):

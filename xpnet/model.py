@@ -44,6 +44,11 @@ class ParameterDict(MutableMapping):
     def __len__(self):
         return len(self._slots)
 
+    def items(self):
+        # The Mapping mixin's view would look every key up again, per step and per parameter.
+        attr = self._attr
+        return [(key, getattr(layer, attr)[k]) for key, (layer, k) in self._slots.items()]
+
 
 class Sequential:
     """Layers applied in order, all on one device; the model of every seed network.
@@ -149,7 +154,7 @@ class Sequential:
             # Always a copy of its own: training updates parameters in place, and the array asarray gives
             # may be the caller's (NumPy) or share its memory (torch.asarray, array-api-strict on NumPy data).
             into = self._params if k in self._params else self._buffers
-            into[k] = self.device.xp.asarray(self.device.asarray(v, self.dtype), copy=True)
+            into[k] = self.device.xp.asarray(self.device.asarray(v, self.dtype, c_order=True), copy=True)
 
     def get_rng_state(self) -> dict:
         """The state of every random generator training draws from, as JSON: ``{"shuffle": ..., "layers": ...}``.
@@ -186,7 +191,7 @@ class Sequential:
             for layer in self.layers:
                 for arrays in (layer.params, _dict_of(layer, "buffers")):
                     for k, v in arrays.items():
-                        arrays[k] = new.asarray(v, self.dtype)
+                        arrays[k] = new.asarray(v, self.dtype, c_order=True)
                 layer.grads.clear()
         self.device = new
         return self

@@ -15,9 +15,8 @@ from __future__ import annotations
 
 import math
 
-from array_api_compat import array_namespace
-
 from . import backend
+from .backend import namespace as array_namespace
 from ._inplace import add_
 
 

@@ -274,12 +274,12 @@ def _prepare(model, X, y, loss, epochs, batch_size, check_every, validation_data
     if validation_split and validation_data is not None:
         raise ValueError("fit: validation_data and validation_split were both given; pass one of them")
     _check_output_layer(model, loss)
-    X, y, classify = prepare_xy(model, X, y, loss, "fit", warn_unscaled=True)
+    X, y, classify, span = prepare_xy(model, X, y, loss, "fit", warn_unscaled=True, with_range=True)
     val = None
     if validation_split:
         X, y, X_val, y_val = _split(X, y, validation_split)
         val = (X_val, y_val, classify)
-    span = data_range(X)
+        span = data_range(X)  # the training rows' own
     old = model.input_range
     model.input_range = span if old is None else (min(old[0], span[0]), max(old[1], span[1]))
     if validation_data is not None:
@@ -309,9 +309,9 @@ def _check_output_layer(model, loss) -> None:
 def predict(model, X, batch_size: int = 1024, where: str = "predict"):
     check_batch_size(batch_size)
     with _uploading(model.device, where, X):
-        X, _, _ = prepare_xy(model, X, None, None, where, targets=False)
+        X, _, _, span = prepare_xy(model, X, None, None, where, targets=False, with_range=True)
     if model.input_range is not None:
-        check_input_range(model, data_range(X), where)
+        check_input_range(model, span, where)
     xp = model.device.xp
     outs = []
     _shrinking_batches(model.device, X.shape[0], batch_size, where,
@@ -354,9 +354,9 @@ def evaluate(model, X, y, loss, batch_size: int = 1024, *, metrics=None, prepare
     check_batch_size(batch_size)
     if not prepared:
         with _uploading(model.device, "evaluate", X, y):
-            X, y, classify = prepare_xy(model, X, y, loss, "evaluate")
+            X, y, classify, span = prepare_xy(model, X, y, loss, "evaluate", with_range=True)
         if model.input_range is not None:
-            check_input_range(model, data_range(X), "evaluate")
+            check_input_range(model, span, "evaluate")
     found = metrics_mod.get_all(metrics, classify, "evaluate")
     xp = model.device.xp
     threshold = _threshold(loss)

@@ -6,6 +6,7 @@ there is one, what to do.
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 import warnings
@@ -132,12 +133,15 @@ def _all_finite(a) -> bool:
     return bool(xp.all(xp.isfinite(a)))
 
 
-def prepare_xy(model, X, y, loss, where: str, targets: bool = True, warn_unscaled: bool = False):
+def prepare_xy(model, X, y, loss, where: str, targets: bool = True, warn_unscaled: bool = False, *,
+               with_range: bool = False):
     """Validate ``(X, y)`` for ``model`` and move them to its device.
 
     Returns ``(X, y, classify)``: ``X`` in the model's dtype, ``y`` as int64 labels or float targets,
     both on the model's device (arrays from the host or another device are moved there), and whether
     accuracy makes sense for these targets. ``warn_unscaled`` warns about integer inputs above 1.
+    ``with_range`` appends ``X``'s ``(min, max)`` (:func:`data_range`), which the check for NaN and inf
+    computes anyway.
     """
     X = _as_array(X, "X", where)
     if X.ndim == 0:
@@ -168,10 +172,13 @@ def prepare_xy(model, X, y, loss, where: str, targets: bool = True, warn_unscale
              f"that the values are meant as they are.")
     dev = model.device
     X = dev.asarray(X, model.dtype)
-    if not _all_finite(X):
+    # min and max propagate NaN (the standard says so) and reach an inf: the range the callers need is
+    # the finiteness check too, two passes over X where a separate sum made three (20 ms of MNIST).
+    span = data_range(X)
+    if not (math.isfinite(span[0]) and math.isfinite(span[1])):
         raise ValueError(f"{where}: X contains NaN or infinite values; clean or impute them first")
     if not targets:
-        return X, None, False
+        return (X, None, False, span) if with_range else (X, None, False)
     if y is None:
         raise ValueError(f"{where}: y is None; pass the targets (labels or rows) for X")
 
@@ -181,7 +188,8 @@ def prepare_xy(model, X, y, loss, where: str, targets: bool = True, warn_unscale
                          f"they must have the same length")
     width = output_width(model)
     if _is_integral(y):
-        return X, _labels(y, width, loss, where, dev, model.dtype), True
+        out = X, _labels(y, width, loss, where, dev, model.dtype), True
+        return (*out, span) if with_range else out
     if not _is_floating(y):
         raise TypeError(f"{where}: y has dtype {y.dtype}; use int64 labels or float targets")
     if y.ndim == 1 and width not in (None, 1):
@@ -199,7 +207,7 @@ def prepare_xy(model, X, y, loss, where: str, targets: bool = True, warn_unscale
     if not _all_finite(y):
         raise ValueError(f"{where}: y contains NaN or infinite values")
     classify = (y.ndim == 2 and y.shape[1] > 1) or _zero_one(y)
-    return X, y, classify
+    return (X, y, classify, span) if with_range else (X, y, classify)
 
 
 def _integer_valued(y) -> bool:

@@ -6,7 +6,7 @@ of the chain rule ``dx = dy * f'(x)``.
 
 from __future__ import annotations
 
-from array_api_compat import array_namespace
+from ..backend import namespace as array_namespace
 
 from .base import Layer, register_layer
 
@@ -51,15 +51,15 @@ class ReLU(Layer):
     """``y = max(x, 0) = x * [x > 0]``, ``dy/dx = [x > 0]`` (1 where x > 0, else 0)."""
 
     def forward(self, x, training=False):
-        xp = array_namespace(x)
-        # The mask [x > 0] serves both passes: y = x * mask now, dx = dy * mask later. On NumPy this
-        # pair costs a third less than maximum() here plus a fresh compare-and-cast in the backward.
-        # bool * float is not in the standard, hence the cast.
-        self._mask = xp.astype(x > 0.0, x.dtype)
-        return x * self._mask
+        # Only y is kept: the next layer keeps the same array as its input, so the ReLU holds no memory of
+        # its own (a cast mask kept from here was a (batch, features) array more at the peak).
+        self._y = array_namespace(x).maximum(x, 0.0)
+        return self._y
 
     def backward(self, dy):
-        return dy * self._mask
+        xp = array_namespace(dy)
+        # bool * float is not in the standard, hence the cast. [y > 0] is [x > 0].
+        return dy * xp.astype(self._y > 0.0, dy.dtype)
 
 
 @register_layer
