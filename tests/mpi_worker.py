@@ -15,6 +15,7 @@ import sys
 import numpy as np
 
 import xpnet
+import xpnet.checkpoint
 from xpnet import callbacks, optim
 from xpnet.datasets import make_spirals
 from xpnet.layers import BatchNorm1d, Dense, Dropout, ReLU
@@ -78,14 +79,14 @@ def main(case, out, *opts):
             m = model(dtype, backend)
             if comm:
                 comm.allreduce_calls = 0
-            fit(m, X, y, OPTIMIZERS[name](), batch, callbacks=[Ran()])
+            h = fit(m, X, y, OPTIMIZERS[name](), batch, callbacks=[Ran()], metrics=["accuracy"])
             key = f"{name}-b{batch}"
             results.update({f"{key}/{k}": v for k, v in m.state_dict().items()})
             checks[key] = {"allreduce_calls": comm.allreduce_calls if comm else 0,
-                           "steps": 2 * -(-ROWS // batch)}
+                           "steps": 2 * -(-ROWS // batch), "history": h.history}
             checksums = comm.gather(_checksum(m)) if comm else [_checksum(m)]
             checks[key]["agree"] = len(set(checksums)) == 1
-        checks["ran_on"] = sorted(set(Ran.ranks))
+        checks["ran_on"] = sorted(set(sum(comm.gather(Ran.ranks), []) if comm else Ran.ranks))
     elif case == "regularized":  # BatchNorm (per-rank statistics) and Dropout (per-rank masks) run
         m = model(dtype, backend, extra=True)
         h = fit(m, X, y, OPTIMIZERS["adam"](), 32, validation_data=(X, y))
@@ -94,17 +95,33 @@ def main(case, out, *opts):
         checks["regularized"] = {"agree": len(set(checksums)) == 1, "loss": h.history["loss"],
                                  "val_loss": h.history["val_loss"], "dropout_keys": keys}
         results.update(m.state_dict())
+    elif case == "diverge":  # every rank sees the all-reduced NaN loss: they all raise, at the same step
+        try:
+            fit(model(dtype), X * 1e30, y, OPTIMIZERS["sgd"](), 32)
+            found = None
+        except callbacks.TrainingDiverged as exc:
+            found = [exc.epoch, exc.step]
+        checks["diverged"] = comm.gather(found)
     elif case == "failure":
         fit(model(dtype), X, y, OPTIMIZERS["sgd"](), 16, callbacks=[FailOnRank1()])
     elif case in ("full", "first", "resume"):  # checkpoint-resume: 4 epochs at once, or 2 then 2 more
         ckpt = next(o.split("=", 1)[1] for o in opts if o.startswith("dir="))
         m = model(dtype, backend, extra=True)
         kwargs = {"checkpoint_dir": ckpt} if case == "first" else {}
+        saved_on = []
+        save = xpnet.checkpoint.save_checkpoint
+
+        def recorded(*args, **kw):  # which ranks write the checkpoint: rank 0 alone
+            saved_on.append(comm.rank)
+            return save(*args, **kw)
+
+        xpnet.checkpoint.save_checkpoint = recorded
         if case == "resume":
             kwargs = {"resume_from": f"{ckpt}/last.npz"}
         fit(m, X, y, None if case == "resume" else OPTIMIZERS["adam"](), 32, epochs=2 if case == "first" else 4,
             **kwargs)
         results.update(m.state_dict())
+        checks["saved_on"] = sorted(set(sum(comm.gather(saved_on), [])))
     if comm is None or comm.is_root:
         np.savez(out, **results, checks=json.dumps(checks))
 

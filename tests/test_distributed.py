@@ -63,10 +63,12 @@ def load(path):
         return arrays, json.loads(str(f["checks"]))
 
 
-def single(case_model, X, y, opt, batch_size, epochs=2, **kwargs):
-    """The reference: the same fit in this one process."""
-    training.fit(case_model, X, y, loss="softmax_cross_entropy", optimizer=opt, epochs=epochs,
-                 batch_size=batch_size, verbose=0, check_every=2, **kwargs)
+def single(case_model, X, y, opt, batch_size, epochs=2, history=None, **kwargs):
+    """The reference: the same fit in this one process (its history into ``history``, a dict)."""
+    h = training.fit(case_model, X, y, loss="softmax_cross_entropy", optimizer=opt, epochs=epochs,
+                     batch_size=batch_size, verbose=0, check_every=2, metrics=["accuracy"], **kwargs)
+    if history is not None:
+        history.update(h.history)
     return case_model.state_dict()
 
 
@@ -147,9 +149,12 @@ def test_two_ranks_end_with_the_single_process_weights_for_every_optimizer(tmp_p
     X, y = mpi_worker.data("float64")
     for name, batch in [(name, 32) for name in mpi_worker.OPTIMIZERS] + [("sgd-momentum", 33), ("sgd", 2)]:
         key = f"{name}-b{batch}"
-        want = single(mpi_worker.model("float64"), X, y, mpi_worker.OPTIMIZERS[name](), batch)
+        history = {}
+        want = single(mpi_worker.model("float64"), X, y, mpi_worker.OPTIMIZERS[name](), batch, history=history)
         for k, v in want.items():
             np.testing.assert_allclose(got[f"{key}/{k}"], v, rtol=1e-5, atol=1e-12, err_msg=f"{key} {k}")
+        for k in ("loss", "accuracy"):  # the reported figures are the global batch's, not rank 0's shard's
+            np.testing.assert_allclose(checks[key]["history"][k], history[k], rtol=1e-9, err_msg=f"{key} {k}")
         assert checks[key]["agree"], f"{key}: the ranks' weights differ"
         # one all-reduce per step, over one flat buffer (not one per tensor)
         assert checks[key]["allreduce_calls"] == checks[key]["steps"], key
@@ -188,6 +193,14 @@ def test_batchnorm_and_dropout_run_and_the_ranks_agree(tmp_path):
 
 
 @needs_mpi
+def test_a_divergence_is_raised_on_every_rank_at_the_same_step_without_abort(tmp_path):
+    out = tmp_path / "nan.npz"
+    run_mpi(WORKER, "diverge", str(out))
+    diverged = load(out)[1]["diverged"]
+    assert diverged[0] is not None and diverged == [diverged[0]] * 2
+
+
+@needs_mpi
 def test_a_failing_rank_ends_every_rank_with_its_rank_and_cause(tmp_path):
     start = time.perf_counter()
     done = run_mpi(WORKER, "failure", str(tmp_path / "x.npz"), timeout=60, check=False)
@@ -202,6 +215,7 @@ def test_a_run_stopped_and_resumed_under_two_ranks_equals_an_uninterrupted_one(t
     run_mpi(WORKER, "full", str(tmp_path / "full.npz"), f"dir={ckpt}")
     run_mpi(WORKER, "first", str(tmp_path / "first.npz"), f"dir={ckpt}")
     run_mpi(WORKER, "resume", str(tmp_path / "resume.npz"), f"dir={ckpt}")
+    assert load(tmp_path / "first.npz")[1]["saved_on"] == [0]  # only rank 0 writes files
     full, _ = load(tmp_path / "full.npz")
     resumed, _ = load(tmp_path / "resume.npz")
     for k, v in full.items():
@@ -214,7 +228,9 @@ def test_cli_two_ranks_equal_one_process_and_only_rank_0_prints(tmp_path):
               "--batch-size", "128", "--dtype", "float64", "--optimizer", "adam", "--seed", "3"]
     one = run_mpi(*common, "--save", str(tmp_path / "one.npz"), n=1)
     two = run_mpi(*common, "--distributed", "--save", str(tmp_path / "two.npz"))
-    assert two.stdout.count("epoch 2/2") == 1 and "2 ranks" in two.stdout, two.stdout
+    for line in ("xpnet: training", "epoch 2/2", "xpnet: saved the model"):  # rank 0 alone prints
+        assert two.stdout.count(line) == 1, two.stdout
+    assert "2 ranks (batch 128 over all)" in two.stdout
     a, b = xpnet.load(str(tmp_path / "one.npz")), xpnet.load(str(tmp_path / "two.npz"))
     for k, v in a.state_dict().items():
         np.testing.assert_allclose(b.state_dict()[k], v, rtol=1e-5, atol=1e-12, err_msg=k)
