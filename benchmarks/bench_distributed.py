@@ -7,6 +7,7 @@ float32) on the same data with the same seed, at each ``--batch-size`` (the glob
     1r x 1t   one process, 1 BLAS thread          (plain fit: the baseline of the scaling figures)
     2r x 1t   mpiexec -n 2, 1 BLAS thread a rank  (fit(distributed=True))
     1r x 2t   one process, 2 BLAS threads         (what the same two cores give without MPI)
+    1r x 1t, half batch                           (one rank's share of the 2-rank step: its compute alone)
 
 Each set-up runs in fresh processes, interleaved (A B C, C B A, ...) over ``--repeats``, each after one
 untimed warm-up epoch; a repeat times ``--epochs`` epochs. Scaling efficiency is
@@ -15,7 +16,9 @@ untimed warm-up epoch; a repeat times ``--epochs`` epochs. Scaling efficiency is
 The all-reduce is timed two ways on the 2-rank runs: *in the step* (the seconds ``fit`` spends in the
 gradients' all-reduce, ``Communicator.allreduce_seconds``: the transfer plus any wait for the slower
 rank) and *alone* (after training, ``--allreduce-reps`` all-reduces of the same flat buffer, each after
-a barrier: the transfer alone). Both are given per step, against the step time.
+a barrier: the transfer alone). Both are given per step, against the step time. On free cores a 2-rank
+step would take about ``half-batch step + all-reduce alone``: the "expected" efficiency line computes
+that bound from the same runs, so a loaded machine's figures can be read against it.
 
     python benchmarks/bench_distributed.py                            # batch 128 and 512, 5 repeats
     python benchmarks/bench_distributed.py --batch-size 128 --repeats 3 --json dist.json
@@ -36,7 +39,8 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-SETUPS = {"1r x 1t": (1, 1), "2r x 1t": (2, 1), "1r x 2t": (1, 2)}
+# name: (ranks, threads per rank, batch divisor)
+SETUPS = {"1r x 1t": (1, 1, 1), "2r x 1t": (2, 1, 1), "1r x 2t": (1, 2, 1), "1r x 1t, half batch": (1, 1, 2)}
 
 
 def parse_args(argv=None):
@@ -57,7 +61,8 @@ def mpiexec() -> str:
     return beside if os.access(beside, os.X_OK) else "mpiexec"
 
 
-def launch(ranks: int, threads: int, batch: int, args) -> dict:
+def launch(ranks: int, threads: int, divisor: int, batch: int, args) -> dict:
+    batch //= divisor
     env = {**os.environ, "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")}
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         env[var] = str(threads)
@@ -162,17 +167,23 @@ def report(batch: int, runs: dict) -> None:
     base, two, wide = runs["1r x 1t"], runs["2r x 1t"], runs["1r x 2t"]
     print(f"\nbatch {batch} (global), {len(base)} repeats: median samples/s, ms/step")
     for name, rs in runs.items():
-        line = f"  {name}: {med([r['samples_per_s'] for r in rs]):8,.0f} samples/s  {med([r['step_ms'] for r in rs]):6.2f} ms/step"
+        line = f"  {name:20s}: {med([r['samples_per_s'] for r in rs]):8,.0f} samples/s  {med([r['step_ms'] for r in rs]):6.2f} ms/step"
         if "allreduce_in_step_ms" in rs[0]:
             line += (f"  all-reduce in step {med([r['allreduce_in_step_ms'] for r in rs]):.3f} ms, alone "
                      f"{med([r['allreduce_alone_ms'] for r in rs]):.3f} ms ({rs[0]['buffer_mb']:.2f} MB)")
         print(line)
+    half = runs["1r x 1t, half batch"]
     eff = [t["samples_per_s"] / (2 * b["samples_per_s"]) for t, b in zip(two, base)]
     speed = [t["samples_per_s"] / b["samples_per_s"] for t, b in zip(two, base)]
     versus = [t["samples_per_s"] / w["samples_per_s"] for t, w in zip(two, wide)]
     print(f"  2 ranks / 1 rank (1 thread each): speed-up {med(speed):.2f}x, scaling efficiency {med(eff):.0%} "
           f"(paired, per repeat: {', '.join(f'{e:.0%}' for e in eff)})")
     print(f"  2 ranks x 1 thread / 1 rank x 2 threads: {med(versus):.2f}x")
+    # On two free cores: a rank's half-batch step (two of them per global step) plus the all-reduce alone.
+    bound = [b["step_ms"] / (2 * (h["step_ms"] + t["allreduce_alone_ms"]))
+             for b, h, t in zip(base, half, two)]
+    print(f"  expected on 2 free cores (1 rank's step / 2 x (half-batch step + all-reduce alone)): "
+          f"{med(bound):.0%}")
 
 
 if __name__ == "__main__":

@@ -237,6 +237,17 @@ def test_cli_two_ranks_equal_one_process_and_only_rank_0_prints(tmp_path):
     assert one.stdout.count("epoch 2/2") == 1
 
 
+@needs_mpi
+def test_one_process_without_mpiexec_runs_as_a_plain_fit_and_says_so(tmp_path):
+    """--distributed outside mpiexec: MPI starts as a singleton (rank 0 of 1); training goes on as usual."""
+    env = {**os.environ, "PYTHONPATH": ROOT}
+    cmd = [sys.executable, "-m", "xpnet", "train", "--dataset", "spirals", "--layers", "2,16,3", "--epochs", "1",
+           "--batch-size", "64", "--distributed"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    assert "a single process (rank 0 of 1)" in done.stderr and "epoch 1/1" in done.stdout
+
+
 @pytest.mark.gpu
 @needs_mpi
 def test_nccl_allreduce_sums(tmp_path):
