@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import sys
 import traceback
 
@@ -68,7 +69,8 @@ class Communicator:
         """:func:`xpnet.device` with one GPU per rank: ``"cuda"`` (or ``"auto"`` finding CUDA) becomes
         ``cuda:<local rank modulo the GPUs of this machine>``; an explicit ``cuda:N`` is kept."""
         dev = backend.device(spec, backend=backend_name)
-        explicit = isinstance(spec, str) and ":" in spec
+        given = spec if spec is not None else os.environ.get("XPNET_DEVICE", "")
+        explicit = isinstance(given, str) and ":" in given
         if dev.kind != "cuda" or explicit:
             return dev
         count = backend.cuda_count(dev.backend)
