@@ -41,7 +41,7 @@ def model(dtype, backend=None, extra=False):
     layers = [Dense(2, 24), *([BatchNorm1d(24)] if extra else []), ReLU(), *([Dropout(0.2)] if extra else []),
               Dense(24, 3)]
     seed = 1 if comm is None or comm.rank == 0 else 100 + comm.rank
-    return xpnet.Sequential(layers, seed=seed, dtype=dtype, backend=backend)
+    return xpnet.Sequential(layers, device="cpu", seed=seed, dtype=dtype, backend=backend)
 
 
 class Ran(callbacks.Callback):
