@@ -138,6 +138,29 @@ def test_distributed_argument_is_checked_and_mpi4py_named_when_missing(monkeypat
         communicator(True)
 
 
+def test_info_says_whether_mpi_is_there(capsys, monkeypatch):
+    from importlib import metadata
+
+    from xpnet import cli
+
+    real = metadata.version
+    cli.main(["info"])
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("MPI (--distributed): "))
+    try:
+        assert f"mpi4py {real('mpi4py')}" in line
+    except metadata.PackageNotFoundError:
+        assert "mpi4py not installed" in line
+
+    def no_mpi4py(name):
+        if name == "mpi4py":
+            raise metadata.PackageNotFoundError(name)
+        return real(name)
+
+    monkeypatch.setattr(metadata, "version", no_mpi4py)
+    cli.main(["info"])
+    assert 'mpi4py not installed; pip install "xpnet[mpi]"' in capsys.readouterr().out
+
+
 # -- under mpiexec -n 2 ---------------------------------------------------------------------------------
 @needs_mpi
 @pytest.mark.parametrize("dtype, atol", [("float64", 1e-12), ("float32", 1e-6)])
