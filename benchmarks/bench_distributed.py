@@ -167,7 +167,8 @@ def report(batch: int, runs: dict) -> None:
     base, two, wide = runs["1r x 1t"], runs["2r x 1t"], runs["1r x 2t"]
     print(f"\nbatch {batch} (global), {len(base)} repeats: median samples/s, ms/step")
     for name, rs in runs.items():
-        line = f"  {name:20s}: {med([r['samples_per_s'] for r in rs]):8,.0f} samples/s  {med([r['step_ms'] for r in rs]):6.2f} ms/step"
+        line = (f"  {name:20s}: {med([r['samples_per_s'] for r in rs]):8,.0f} samples/s  "
+                f"{med([r['step_ms'] for r in rs]):6.2f} ms/step (best {min(r['step_ms'] for r in rs):.2f})")
         if "allreduce_in_step_ms" in rs[0]:
             line += (f"  all-reduce in step {med([r['allreduce_in_step_ms'] for r in rs]):.3f} ms, alone "
                      f"{med([r['allreduce_alone_ms'] for r in rs]):.3f} ms ({rs[0]['buffer_mb']:.2f} MB)")
