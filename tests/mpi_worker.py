@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import sys
+import time
 
 import numpy as np
 
@@ -102,6 +104,15 @@ def main(case, out, *opts):
         except callbacks.TrainingDiverged as exc:
             found = [exc.epoch, exc.step]
         checks["diverged"] = comm.gather(found)
+    elif case == "root_first":  # rank 0 finishes its block (a download, say) before the others start theirs
+        marker = out + ".done"
+        with comm.root_first():
+            if comm.is_root:
+                time.sleep(0.3)
+                open(marker, "w").close()
+            else:
+                found = os.path.exists(marker)
+        checks["found"] = comm.gather(None if comm.is_root else found)
     elif case == "failure":
         fit(model(dtype), X, y, OPTIMIZERS["sgd"](), 16, callbacks=[FailOnRank1()])
     elif case in ("full", "first", "resume"):  # checkpoint-resume: 4 epochs at once, or 2 then 2 more

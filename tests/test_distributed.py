@@ -226,6 +226,13 @@ def test_a_divergence_is_raised_on_every_rank_at_the_same_step_without_abort(tmp
 
 
 @needs_mpi
+def test_root_first_runs_rank_0s_block_before_the_others(tmp_path):
+    out = tmp_path / "order.npz"
+    run_mpi(WORKER, "root_first", str(out))
+    assert load(out)[1]["found"] == [None, True]
+
+
+@needs_mpi
 def test_a_failing_rank_ends_every_rank_with_its_rank_and_cause(tmp_path):
     start = time.perf_counter()
     done = run_mpi(WORKER, "failure", str(tmp_path / "x.npz"), timeout=60, check=False)

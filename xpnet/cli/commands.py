@@ -94,7 +94,8 @@ def _train(args, comm) -> int:
         print(f"xpnet: batch 1 (the book's per-sample rule) on {dev}: each sample launches its own kernels, so "
               f"a GPU runs this slower than the CPU; --batch-size 128 (or --model mlp) puts the GPU to work",
               file=sys.stderr, flush=True)
-    (X, y), (X_test, y_test) = _load(args, args.scale)
+    with contextlib.nullcontext() if comm is None else comm.root_first():  # one rank downloads
+        (X, y), (X_test, y_test) = _load(args, args.scale)
     if X.shape[0] == 0 or X_test.shape[0] == 0:
         raise ValueError(f"{args.dataset}: no samples to train or test on")
     features, classes = X.shape[1], int(max(y.max(), y_test.max())) + 1
