@@ -10,6 +10,7 @@ import contextlib
 import logging
 import os
 import sys
+import time
 import traceback
 
 import numpy as np
@@ -122,12 +123,18 @@ class Communicator:
                 raise
             self.abort(exc, where)
 
-    def abort(self, exc: BaseException, where: str, code: int = 1):
-        """Print ``exc`` (traceback, then one line naming this rank) on stderr and abort every rank."""
+    def abort(self, exc: BaseException, where: str, code: int = 1, linger: float = 1.0):
+        """Print ``exc`` (traceback, then one line naming this rank) on stderr and abort every rank.
+
+        ``linger`` seconds pass between the two: the launcher (MPICH's hydra) forwards a rank's output
+        from a pipe, and an abort that comes at once can end the job before it has (measured: the whole
+        message lost, once in a loaded test run). The wait is bounded, so the job still ends.
+        """
         try:
             traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.stderr)
             print(f"xpnet: error: rank {self.rank} of {self.size} failed in {where}: {type(exc).__name__}: "
                   f"{exc}; aborting all {self.size} ranks (MPI_Abort)", file=sys.stderr, flush=True)
+            time.sleep(linger)
         finally:
             self.comm.Abort(code)
 
