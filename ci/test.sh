@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Install xpnet with its test extras into a virtual environment and run the CPU test suite
 # (NumPy and array-api-strict always; PyTorch when XPNET_TEST_TORCH=1 and a CPU wheel can be had; JAX's CPU
-# build from PyPI when XPNET_TEST_JAX=1; onnx, onnxruntime, scikit-learn, matplotlib and the bare CuPy wheel
-# when XPNET_TEST_OPTIONAL=1; tests marked `gpu` are reported as skipped). Extra arguments go to pytest.
+# build from PyPI when XPNET_TEST_JAX=1; onnx, onnxruntime, scikit-learn, matplotlib, the bare CuPy wheel,
+# mpi4py and the MPICH wheel when XPNET_TEST_OPTIONAL=1; tests marked `gpu` are reported as skipped). Extra
+# arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 venv="${XPNET_VENV:-.venv}"
@@ -34,6 +35,10 @@ if [ "${XPNET_TEST_OPTIONAL:-0}" = 1 ]; then
     # its fix (not "install CuPy"), and `pytest -m gpu` must skip with that reason.
     "$venv/bin/python" -m pip install -q --disable-pip-version-check cupy-cuda12x \
         || echo "ci/test.sh: cupy-cuda12x could not be installed; the CuPy-without-a-GPU checks are skipped"
+    # MPI for xpnet.distributed: mpi4py and the MPICH wheel (its mpiexec lands next to the venv's python,
+    # where tests/test_distributed.py looks for it); its tests launch `mpiexec -n 2` on the CPU.
+    "$venv/bin/python" -m pip install -q --disable-pip-version-check -e ".[mpi]" mpich \
+        || echo "ci/test.sh: mpi4py or mpich could not be installed; the MPI tests are skipped"
 fi
 if [ -z "${XPNET_DATA:-}" ] && [ -d ../shared/data/mnist ]; then
     XPNET_DATA="$(cd ../shared/data && pwd)"

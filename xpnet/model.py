@@ -199,7 +199,8 @@ class Sequential:
     # -- training and inference ----------------------------------------------------------------
     def fit(self, X, y, loss=None, optimizer=None, epochs: int = 1, batch_size: int = 32,
             shuffle: bool = True, validation_data=None, verbose="auto", callbacks=(), lr=None, *,
-            validation_split: float = 0.0, metrics=None, schedule=None, checkpoint_dir=None, resume_from=None):
+            validation_split: float = 0.0, metrics=None, schedule=None, checkpoint_dir=None, resume_from=None,
+            distributed=None):
         """Train; returns a :class:`~xpnet.training.History` with per-epoch loss and accuracy.
 
         ``X``/``y`` may be NumPy arrays or arrays of the model's backend. They are moved to the device
@@ -221,12 +222,18 @@ class Sequential:
         or a :mod:`xpnet.schedules` object) sets the optimizer's ``lr`` per epoch or per step.
         ``callbacks`` take :mod:`xpnet.callbacks` objects (``EarlyStopping``, ``ModelCheckpoint``, ...)
         or plain functions ``f(epoch, logs)``.
+
+        ``distributed``: ``True`` (or an :class:`xpnet.distributed.Communicator`) trains data-parallel on
+        the ranks of an MPI job (``mpiexec -n N python script.py``): ``batch_size`` is the global batch,
+        split across the ranks, and N ranks end with the weights one process would have (see
+        :mod:`xpnet.distributed`). Needs ``pip install "xpnet[mpi]"``.
         """
         try:
             return training.fit(self, X, y, loss=loss, optimizer=optimizer, epochs=epochs, batch_size=batch_size,
                                 shuffle=shuffle, validation_data=validation_data, verbose=verbose,
                                 callbacks=callbacks, lr=lr, validation_split=validation_split, metrics=metrics,
-                                schedule=schedule, checkpoint_dir=checkpoint_dir, resume_from=resume_from)
+                                schedule=schedule, checkpoint_dir=checkpoint_dir, resume_from=resume_from,
+                                distributed=distributed)
         except _backend.DeviceOutOfMemoryError as exc:
             # Out here the failed step's frames are finished: release their arrays, then give the pool's
             # blocks back to the driver, so the process (or another library on the GPU) can go on.

@@ -16,7 +16,7 @@ import os
 import time
 import traceback
 
-from . import backend, checkpoint, losses, metrics as metrics_mod, optim, schedules
+from . import backend, checkpoint, distributed as distributed_mod, losses, metrics as metrics_mod, optim, schedules
 from .callbacks import CallbackList, DivergenceRollback, EpochLine, History, LearningRateScheduler, ProgressBar
 from .callbacks import state_finite
 from .callbacks import TrainingDiverged, format_epoch  # noqa: F401  (their old home: still importable here)
@@ -128,12 +128,21 @@ class _EpochTotals:
         for hits, metric in zip(self.hits, self.metrics):
             hits.append(metric.hits(out, target, self.threshold))  # summed once per window
 
-    def read_back(self, finite=None) -> dict:
+    def add_empty(self, zero) -> None:
+        """A step in which this rank had no rows (distributed: its shard of a short last batch)."""
+        self.losses.append(zero)
+        self.counts.append(0)
+        self.dtype = zero.dtype
+
+    def read_back(self, finite=None, par=None) -> dict:
         """The window's per-step losses, hit counts and ``finite`` (the weights' 0-D finiteness flag, or
-        ``None``) in one transfer; the running totals."""
+        ``None``) in one transfer; the running totals (over every rank's rows with ``par``)."""
         xp = self.xp
-        sums = [xp.sum(xp.astype(xp.concat(h), self.dtype)) for h in self.hits]
+        sums = [xp.sum(xp.astype(xp.concat(h), self.dtype)) if h else xp.zeros_like(self.losses[0])
+                for h in self.hits]
         values, correct = _read_back(xp, self.losses, sums + ([] if finite is None else [xp.astype(finite, self.dtype)]))
+        if par is not None:
+            values, self.counts, correct = par.reduce_window(values, self.counts, correct, finite is not None)
         extra = {} if finite is None else {"state_finite": bool(correct.pop())}
         self.loss += float(values @ backend.to_numpy(self.counts).astype("float64"))
         self.correct = [a + b for a, b in zip(self.correct, correct)]
@@ -147,9 +156,10 @@ class _EpochTotals:
 
 
 @on_model_device
+@distributed_mod.entry
 def fit(model, X, y, *, loss, optimizer, epochs, batch_size, shuffle=True, validation_data=None,
         validation_split=0.0, metrics=None, schedule=None, verbose="auto", callbacks=(), lr=None,
-        check_every: int = 50, checkpoint_dir=None, resume_from=None):
+        check_every: int = 50, checkpoint_dir=None, resume_from=None, distributed=None):
     """Train ``model`` on ``(X, y)``; returns the :class:`~xpnet.callbacks.History` (see ``Sequential.fit``).
 
     Each step is ``forward -> loss -> backward -> optimizer.step`` with nothing read back; every
@@ -157,7 +167,11 @@ def fit(model, X, y, *, loss, optimizer, epochs, batch_size, shuffle=True, valid
     one transfer and go to the callbacks' ``on_batch_end`` (the divergence rollback first, then the
     progress bar, then the user's). A ``schedule`` sets ``optimizer.lr`` (a host float) before each
     epoch or each step, from the epoch or the global step ``epoch * steps_per_epoch + step``.
+
+    ``distributed`` arrives here as a :class:`xpnet.distributed.DataParallel` (or ``None``): its hooks
+    shard each batch, all-reduce the gradients and the window's figures, and keep output to rank 0.
     """
+    par = distributed
     # -- checkpoints: resume (model, optimizer, RNG, history, epoch) and where to write ------------
     resumed = None if resume_from is None else checkpoint.resume(model, resume_from, loss, optimizer, lr)
     if resumed is None:
@@ -166,7 +180,8 @@ def fit(model, X, y, *, loss, optimizer, epochs, batch_size, shuffle=True, valid
     else:
         loss, optimizer = resumed.loss, resumed.optimizer
     first_epoch, global_step = (0, 0) if resumed is None else (resumed.epoch, resumed.step)
-    last = None if checkpoint_dir is None else checkpoint.checkpoint_path(checkpoint_dir)
+    writes = par is None or par.is_root
+    last = None if checkpoint_dir is None or not writes else checkpoint.checkpoint_path(checkpoint_dir)
     # ----------------------------------------------------------------------------------------------
     with _uploading(model.device, "fit", X, y):
         X, y, classify, val = _prepare(model, X, y, loss, epochs, batch_size, check_every, validation_data,
@@ -180,6 +195,8 @@ def fit(model, X, y, *, loss, optimizer, epochs, batch_size, shuffle=True, valid
     schedule = _bind_schedule(schedule, optimizer, epochs, len(steps), callbacks)
     per_step = schedule is not None and schedule.per == "step"
     verbose = 1 if verbose == "auto" else verbose  # Keras' rule: epoch lines everywhere, the bar on a terminal
+    if par is not None:
+        verbose, callbacks = par.local(verbose, callbacks)
     history, progress = History(), ProgressBar()
     if resumed is not None:  # the returned history holds every epoch, those before the checkpoint too
         history.history = resumed.history
@@ -191,6 +208,9 @@ def fit(model, X, y, *, loss, optimizer, epochs, batch_size, shuffle=True, valid
         "held_out": "val" if validation_split else "test"},
         optimizer)
     model.stop_training = False
+    if par is not None:
+        par.start(model, optimizer, n, first_epoch)
+        nothing = dev.asarray(0.0, model.dtype)
     cbs.on_train_begin()
     epoch = step = 0
     try:
@@ -204,27 +224,40 @@ def fit(model, X, y, *, loss, optimizer, epochs, batch_size, shuffle=True, valid
             for step, (lo, hi) in enumerate(steps):
                 if per_step:
                     optimizer.lr = schedule(epoch * len(steps) + step)
-                xb, yb = _take(xp, X, order, lo, hi), _take(xp, y, order, lo, hi)
-                out = model.forward(xb, training=True)
-                totals.add(loss.forward(out, yb), out, yb)
-                model.backward(loss.backward())
+                if par is not None:
+                    lo, hi = par.shard(lo, hi)
+                if hi > lo:  # (distributed, a rank's shard of a short last batch may be empty)
+                    xb, yb = _take(xp, X, order, lo, hi), _take(xp, y, order, lo, hi)
+                    out = model.forward(xb, training=True)
+                    totals.add(loss.forward(out, yb), out, yb)
+                    model.backward(loss.backward())
+                else:
+                    totals.add_empty(nothing)
+                if par is not None:
+                    par.average_gradients(grads, hi - lo)
                 optimizer.step(params, grads)
                 if len(totals.losses) == check_every or step == len(steps) - 1:
-                    cbs.on_batch_end(step, totals.read_back(state_finite((params, model.buffers()))))
+                    cbs.on_batch_end(step, totals.read_back(state_finite((params, model.buffers())), par))
             backend.synchronize(dev)
             seconds = time.perf_counter() - start
             logs = totals.logs(n)
+            if par is not None:
+                par.end_epoch(model)
             if val is not None:
                 result = evaluate(model, *val[:2], loss, max(batch_size, 1024), metrics=found, prepared=True,
                                   classify=val[2])
                 logs.update({f"val_{k}": v for k, v in result.items()})
             logs.update(seconds=seconds, samples_per_s=n / seconds if seconds > 0 else float("inf"),
                         lr=float(optimizer.lr))
+            if par is not None:
+                logs = par.agree(logs)
             cbs.on_epoch_end(epoch, logs)
             global_step += len(steps)
             if last is not None:  # after the callbacks, so that a run one of them stops is saved too
                 checkpoint.save_checkpoint(last, model, optimizer, epoch=epoch + 1, step=global_step,
                                            schedule=schedule, history=history.history)
+            if par is not None:
+                model.stop_training = par.stop(model.stop_training)
             if model.stop_training:
                 break
     except Exception as exc:

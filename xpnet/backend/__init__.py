@@ -347,6 +347,23 @@ def to_numpy(x) -> np.ndarray:
     return np.from_dlpack(x, device="cpu")
 
 
+def is_host_array(x) -> bool:
+    """Whether ``x`` is a NumPy array: host memory that MPI (or any C library) reads and writes in place."""
+    return isinstance(x, np.ndarray)
+
+
+def cuda_count(backend: str) -> int:
+    """How many CUDA devices ``backend`` can use here (0 when none, or for a CPU-only library)."""
+    return _probe(backend)[0]
+
+
+def nccl_allreduce(dev: Device, rank: int, size: int, share):
+    """An in-place sum over ranks of a flat array on ``dev`` through NCCL (CuPy on CUDA), or ``None``
+    where the backend has no NCCL path (see ``_cupy.nccl_allreduce``)."""
+    make = getattr(_LIBS[dev.backend], "nccl_allreduce", None)
+    return None if make is None or dev.kind != "cuda" else make(dev, rank, size, share)
+
+
 def synchronize(dev: Device) -> None:
     """Block until ``dev`` has finished its queued work (for honest timings; a no-op for NumPy)."""
     sync = getattr(_LIBS[dev.backend], "synchronize", None)

@@ -207,3 +207,35 @@ def random_uniform(xp, native, seed, shape, dtype):
     # As the numpy backend, with CuPy's generator on the GPU (allocations follow the current device).
     with cupy_device(native.id):
         return cupy.random.default_rng(int(seed.generate_state(1, np.uint64)[0])).random(shape, dtype=dtype)
+
+
+def nccl_allreduce(dev, rank: int, size: int, share):
+    """A function ``f(buf) -> buf`` that sums a flat CuPy array over ``size`` ranks through NCCL, in place,
+    or ``None`` when this CuPy has no NCCL (``cupy.cuda.nccl.available``).
+
+    ``share(obj)`` gives every rank rank 0's ``obj`` (an MPI broadcast): it carries NCCL's unique id, the
+    only thing NCCL needs from MPI. One communicator per process, on ``dev``'s GPU (one GPU per rank).
+    NOT RUN ON A GPU YET: written from CuPy's NCCL API (``cupy.cuda.nccl.NcclCommunicator.allReduce``)
+    without a GPU to test it on; ``tests/test_distributed.py::test_nccl_allreduce_sums`` runs it where
+    there are GPUs.
+    """
+    try:
+        from cupy.cuda import nccl
+    except ImportError:
+        return None
+    if not getattr(nccl, "available", False):
+        return None
+    import cupy
+
+    uid = share(nccl.get_unique_id() if rank == 0 else None)
+    with cupy_device(dev.index):
+        comm = nccl.NcclCommunicator(size, uid, rank)
+    kinds = {"float32": nccl.NCCL_FLOAT32, "float64": nccl.NCCL_FLOAT64}
+
+    def allreduce(buf):
+        with cupy_device(dev.index):
+            comm.allReduce(buf.data.ptr, buf.data.ptr, buf.size, kinds[buf.dtype.name], nccl.NCCL_SUM,
+                           cupy.cuda.get_current_stream().ptr)
+        return buf
+
+    return allreduce

@@ -10,6 +10,7 @@ class Callback:
     model = None
     optimizer = None
     params: dict = {}
+    rank_zero_only = False  # distributed fit: True for a callback that writes files, run on rank 0 alone
 
     def on_train_begin(self, logs=None) -> None:
         pass

