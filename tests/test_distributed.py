@@ -122,6 +122,30 @@ def test_an_empty_shard_packs_zeros_even_without_gradients(dev):
     assert {k: tuple(v.shape) for k, v in m.gradients().items()} == {k: tuple(v.shape) for k, v in m.parameters().items()}
 
 
+class _TwoRanks:
+    """Rank 0 of a pretend pair: its all-reduce adds the other rank's vector, given in advance."""
+    rank, size, is_root = 0, 2, True
+
+    def __init__(self, other):
+        self.other = np.asarray(other, dtype="float64")
+
+    def allreduce_(self, data):
+        data += self.other
+
+
+@pytest.mark.parametrize("other_finite", [1.0, 0.0])
+def test_a_window_reports_the_global_batch_and_finite_only_when_every_rank_is(other_finite):
+    from xpnet.distributed import DataParallel
+
+    # rank 0: two steps of 3 and 2 rows, mean losses 1.0 and 4.0, 4 hits, weights finite;
+    # rank 1: 2 and 0 rows (its shard of the short last batch is empty), mean loss 2.5, 1 hit
+    other = [2.5 * 2, 0.0, 2.0, 0.0, 1.0, other_finite]
+    losses, rows, correct = DataParallel(_TwoRanks(other)).reduce_window(
+        np.array([1.0, 4.0]), [3, 2], [4.0, 1.0], finite=True)
+    np.testing.assert_allclose(losses, [(3 * 1.0 + 2 * 2.5) / 5, 4.0])
+    assert rows == [5, 2] and correct == [5.0, other_finite]
+
+
 def test_rank_zero_keeps_the_stream_key_and_the_others_get_their_own():
     assert rank_key(12345, 0) == 12345
     keys = {rank_key(12345, r) for r in range(1, 5)}
