@@ -338,6 +338,27 @@ def random_uniform(dev: Device, key: int, counter: int, shape, dtype: str = "flo
     return _LIBS[dev.backend].random_uniform(dev.xp, dev.native, seed, tuple(shape), dtype)
 
 
+_ROUTINES: dict = {}
+ROUTINES = ("im2col", "col2im")  # what a backend module may define for the convolution layers
+
+
+def routine(xp, name: str):
+    """The backend's own version of the layer routine ``name`` (one of :data:`ROUTINES`) for arrays of the
+    namespace ``xp``, or ``None`` where it has none and the caller runs its generic Array API lines.
+
+    The signatures are those of the generic functions in :mod:`xpnet.layers.conv`; each backend version
+    is tested against them (tests/test_conv.py).
+    """
+    key = (id(xp), name)
+    found = _ROUTINES.get(key, _ROUTINES)  # the dict itself marks "not looked up yet" (None is an answer)
+    if found is _ROUTINES:
+        if name not in ROUTINES:
+            raise ValueError(f"routine: unknown routine {name!r}; one of {', '.join(ROUTINES)}")
+        lib = next((lib for lib in _LIBS.values() if lib.owns(xp)), None)
+        found = _ROUTINES[key] = getattr(lib, name, None)
+    return found
+
+
 def available_backends() -> dict[str, str]:
     """Map each backend to ``"ok"`` or the reason it cannot be used here (for ``xpnet info``)."""
     return {name: lib.status() for name, lib in _LIBS.items()}
