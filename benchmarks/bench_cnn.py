@@ -170,7 +170,8 @@ def memory(args):
 
 def _spawn(flag, name, batch, args):
     cmd = [sys.executable, os.path.abspath(__file__), flag, f"{name},{batch}", "--steps", str(args.steps),
-           "--seed", str(args.seed), "--threads", str(args.threads), *(["--data-dir", args.data_dir] if args.data_dir else [])]
+           "--seed", str(args.seed), "--threads", str(args.threads),
+           *(["--data-dir", args.data_dir] if args.data_dir else [])]
     return cmd
 
 
@@ -215,8 +216,8 @@ def main(argv=None):
         for name in RUNNERS:
             med, best, cpu = statistics.median(times[name]), min(times[name]), statistics.median(cpus[name])
             peak = f"{peaks[name]:8.0f}" if name in peaks else f"{'-':>8}"
-            print(f"{batch:>5}  {name:<6}  {med:8.2f}  {best:7.2f}  {args.steps * batch / med:9.0f}  {peak}  {cpu:6.2f}  "
-                  + (f"{ratio:10.2f}x  {cpu_ratio:8.2f}x" if name == "xpnet" else ""), flush=True)
+            print(f"{batch:>5}  {name:<6}  {med:8.2f}  {best:7.2f}  {args.steps * batch / med:9.0f}  {peak}  "
+                  f"{cpu:6.2f}  " + (f"{ratio:10.2f}x  {cpu_ratio:8.2f}x" if name == "xpnet" else ""), flush=True)
             results.append({"batch": batch, "runner": name, "seconds": times[name], "median": med, "best": best,
                             "cpu_seconds": cpus[name], "median_cpu": cpu,
                             "samples_per_s": args.steps * batch / med, "peak_mib": peaks.get(name),

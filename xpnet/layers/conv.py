@@ -246,7 +246,7 @@ class Conv2D(Layer):
         step = n if cols is not None else self._chunk(n, out)
         # W2^T with its rows in (i, j, c) order, as a C-ordered array: the columns' gradient W2T @ dy then
         # holds each kernel offset's piece as one block per sample, (C, OH, OW), which col2im reads
-        # straight through (NumPy at batch 64 of the preset: 10 ms against 14 ms in (c, i, j) order).
+        # straight through (NumPy, batch 64 of the preset in chunks of 6: 7.6 ms against 10.0 ms in (c, i, j) order).
         # C-ordered because NumPy's stacked matmul leaves BLAS for a transposed 2-D operand (802 ms against
         # 20 ms for (288, 64) @ (128, 64, 576)); flattening the permuted view copies it in order.
         (kh, kw), cin = self.kernel_size, self.in_channels
