@@ -12,7 +12,11 @@ dense ones transposed), on the same ``--steps`` batches in the same order. ``xpn
 ``nn.Sequential`` + ``CrossEntropyLoss`` + ``optim.AdamW`` loop. Each runner lives in its own warm worker
 process (the thread pools never meet); after one untimed warm-up pass the timed passes are interleaved
 A B, B A, ... so a slow stretch of a shared machine hits both alike. The table gives the median and best
-seconds per pass, samples per second, and ``xpnet / torch`` (ratio of medians).
+seconds per pass, samples per second, and ``xpnet / torch`` (ratio of medians). ``cpu s`` is the median
+CPU time of a pass (all the process's threads; ``time.process_time``) and ``cpu ratio`` its ratio: on a
+shared machine a descheduled thread stalls the other at every synchronization of a multi-threaded BLAS
+or OpenMP loop, which inflates the wall time of both libraries erratically; with ``--threads 1`` the
+CPU time is the figure that load disturbs least.
 
 Memory: each runner also runs one pass in a fresh process that resets the kernel's high-water mark
 (``/proc/self/clear_refs``) once data, libraries and weights are loaded, and reports ``VmHWM - VmRSS``
@@ -140,9 +144,9 @@ def worker(args):
             break
         runner.reset()
         time.sleep(0.3)  # let spinning BLAS threads of the other worker go to sleep
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         runner.train()
-        print(time.perf_counter() - start, flush=True)
+        print(time.perf_counter() - start, time.process_time() - cpu, flush=True)
 
 
 def _status_kib(field):
@@ -166,7 +170,8 @@ def memory(args):
 
 def _spawn(flag, name, batch, args):
     cmd = [sys.executable, os.path.abspath(__file__), flag, f"{name},{batch}", "--steps", str(args.steps),
-           "--seed", str(args.seed), *(["--data-dir", args.data_dir] if args.data_dir else [])]
+           "--seed", str(args.seed), "--threads", str(args.threads),
+           *(["--data-dir", args.data_dir] if args.data_dir else [])]
     return cmd
 
 
@@ -182,19 +187,21 @@ def main(argv=None):
     results = []
     print(f"CNN training, {args.steps} steps per pass, {args.repeats} interleaved passes, {args.threads} threads")
     print(f"{'batch':>5}  {'runner':<6}  {'median s':>8}  {'best s':>7}  {'samples/s':>9}  {'peak MiB':>8}  "
-          f"xpnet/torch")
+          f"{'cpu s':>6}  xpnet/torch  cpu ratio")
     for batch in args.batch_sizes:
         procs = {name: subprocess.Popen(_spawn("--worker", name, batch, args), stdin=subprocess.PIPE,
                                         stdout=subprocess.PIPE, text=True, env=env) for name in RUNNERS}
         for name, proc in procs.items():
             if proc.stdout.readline().strip() != "ready":
                 raise RuntimeError(f"the {name} worker did not start (batch {batch})")
-        times = {name: [] for name in RUNNERS}
+        times, cpus = {name: [] for name in RUNNERS}, {name: [] for name in RUNNERS}
         for r in range(args.repeats):
             for name in (RUNNERS if r % 2 == 0 else RUNNERS[::-1]):
                 procs[name].stdin.write("run\n")
                 procs[name].stdin.flush()
-                times[name].append(float(procs[name].stdout.readline()))
+                wall, cpu = procs[name].stdout.readline().split()
+                times[name].append(float(wall))
+                cpus[name].append(float(cpu))
         for proc in procs.values():
             proc.stdin.close()
             proc.wait()
@@ -205,12 +212,14 @@ def main(argv=None):
                                      env=env, check=True).stdout
                 peaks[name] = float(out.strip().splitlines()[-1])
         ratio = statistics.median(times["xpnet"]) / statistics.median(times["torch"])
+        cpu_ratio = statistics.median(cpus["xpnet"]) / statistics.median(cpus["torch"])
         for name in RUNNERS:
-            med, best = statistics.median(times[name]), min(times[name])
+            med, best, cpu = statistics.median(times[name]), min(times[name]), statistics.median(cpus[name])
             peak = f"{peaks[name]:8.0f}" if name in peaks else f"{'-':>8}"
             print(f"{batch:>5}  {name:<6}  {med:8.2f}  {best:7.2f}  {args.steps * batch / med:9.0f}  {peak}  "
-                  + (f"{ratio:.2f}x" if name == "xpnet" else ""), flush=True)
+                  f"{cpu:6.2f}  " + (f"{ratio:10.2f}x  {cpu_ratio:8.2f}x" if name == "xpnet" else ""), flush=True)
             results.append({"batch": batch, "runner": name, "seconds": times[name], "median": med, "best": best,
+                            "cpu_seconds": cpus[name], "median_cpu": cpu,
                             "samples_per_s": args.steps * batch / med, "peak_mib": peaks.get(name),
                             "steps": args.steps, "threads": args.threads})
     if args.json:

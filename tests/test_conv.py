@@ -308,3 +308,54 @@ def test_a_convolution_needs_no_input_gradient_as_the_first_layer(dev):
     out = model.forward(dev.asarray(np.ones((2, 1, 4, 4))), training=True)
     assert model.backward(dev.asarray(np.ones(tuple(out.shape)))) is None
     assert set(model.gradients()) == {"0.W", "0.b", "3.W", "3.b"}
+
+
+# -- the backends' own window routines against the generic Array API lines ---------------------------------
+def _window_cases(count=40, seed=7):
+    """Random (N, C, H, W, kernel, stride, padding): overlapping, tiling (stride == kernel, with and without
+    rows and columns left over) and gapped windows (stride > kernel)."""
+    rng = np.random.default_rng(seed)
+    cases = []
+    for i in range(count):
+        kernel = tuple(int(k) for k in rng.integers(1, 5, size=2))
+        stride = kernel if i % 4 == 0 else tuple(int(s) for s in rng.integers(1, 5, size=2))
+        pad = tuple(int(p) for p in rng.integers(0, 3, size=2))
+        h, w = (int(kernel[a] + rng.integers(0, 9)) for a in range(2))
+        cases.append((int(rng.integers(1, 4)), int(rng.integers(1, 4)), h, w, kernel, stride, pad))
+    return cases
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_numpy_window_routines_equal_the_generic_lines(dtype):
+    """NumPy's im2col (a strided view) and col2im (slice-adds into one buffer) give what the generic
+    stack-and-concatenate lines give, bit for bit: the same sums in the same order."""
+    from array_api_compat import numpy as xp
+
+    from xpnet import backend
+    from xpnet.layers import conv
+
+    fast_im2col, fast_col2im = backend.routine(xp, "im2col"), backend.routine(xp, "col2im")
+    assert fast_im2col is not None and fast_col2im is not None
+    rng = np.random.default_rng(8)
+    for n, c, h, w, kernel, stride, pad in _window_cases():
+        x = conv.pad2d(rng.normal(size=(n, c, h, w)).astype(dtype), *pad)
+        out = tuple(conv._output_size(s, k, st, 0) for s, k, st in zip(x.shape[2:], kernel, stride))
+        what = f"N{n} C{c} {h}x{w} kernel {kernel} stride {stride} padding {pad}"
+        got, want = fast_im2col(x, kernel, stride, out), conv.im2col(x, kernel, stride, out)
+        assert got.dtype == want.dtype == x.dtype and got.flags.c_contiguous, what
+        np.testing.assert_array_equal(got, want, err_msg="im2col " + what)
+        pieces = [rng.normal(size=(n, c, *out)).astype(dtype) for _ in range(kernel[0] * kernel[1])]
+        got, want = fast_col2im(pieces, kernel, stride, x.shape[2:]), conv.col2im(pieces, kernel, stride, x.shape[2:])
+        assert got.dtype == want.dtype == x.dtype and got.shape == x.shape, what
+        np.testing.assert_allclose(got, want, rtol=1e-6 if dtype == "float32" else 1e-15, atol=0,
+                                   err_msg="col2im " + what)
+
+
+def test_only_numpy_has_its_own_window_routines(dev):
+    """The other backends run the generic lines (strict: nothing but the standard; JAX: no writes)."""
+    from xpnet import backend
+
+    found = backend.routine(dev.xp, "im2col"), backend.routine(dev.xp, "col2im")
+    assert [f is not None for f in found] == [dev.backend == "numpy"] * 2
+    with pytest.raises(ValueError, match="unknown routine 'conv2d'"):
+        backend.routine(dev.xp, "conv2d")

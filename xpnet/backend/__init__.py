@@ -135,7 +135,6 @@ def is_array(x) -> bool:
 
 
 _NAMESPACES: dict = {}
-_FAST: dict = {}
 
 
 def namespace(x):
@@ -149,24 +148,6 @@ def namespace(x):
     except KeyError:
         xp = _NAMESPACES[type(x)] = array_api_compat.array_namespace(x)
         return xp
-
-
-def fast_path(name: str, x):
-    """The function ``name`` of the backend module that owns arrays like ``x``, or ``None`` if it has none.
-
-    A backend module may define a faster version of a generic operation (NumPy's ``matmul_tn``) for
-    its own arrays; it returns ``None`` for a case it does not take, and the caller then runs the
-    generic Array API code, which a test compares it with. Looked up once per (name, array type).
-    """
-    key = (name, type(x))
-    try:
-        return _FAST[key]
-    except KeyError:
-        pass
-    xp = namespace(x)
-    fn = next((getattr(lib, name, None) for lib in _LIBS.values() if lib.owns(xp)), None)
-    _FAST[key] = fn
-    return fn
 
 
 def _cuda_status() -> tuple[int, str]:
@@ -391,6 +372,30 @@ def random_uniform(dev: Device, key: int, counter: int, shape, dtype: str = "flo
     dev.dtype(dtype)  # refuses an unknown name, and float64 on JAX without its 64-bit mode
     seed = np.random.SeedSequence([key, counter])
     return _LIBS[dev.backend].random_uniform(dev.xp, dev.native, seed, tuple(shape), dtype)
+
+
+_ROUTINES: dict = {}
+# What a backend module may define in its own way: Dense's one-sample ``x.T @ dy`` (layers/core.py) and
+# the convolution layers' windows (layers/conv.py)
+ROUTINES = ("matmul_tn", "im2col", "col2im")
+
+
+def routine(xp, name: str):
+    """The backend's own version of the layer routine ``name`` (one of :data:`ROUTINES`) for arrays of the
+    namespace ``xp``, or ``None`` where it has none and the caller runs its generic Array API lines.
+
+    The signatures are those of the generic code in :mod:`xpnet.layers`; each backend version is tested
+    against it (tests/test_backend.py, tests/test_conv.py). A version may also return ``None`` for a case
+    it does not take (``matmul_tn`` for more than one row): the generic lines run then too.
+    """
+    key = (id(xp), name)
+    found = _ROUTINES.get(key, _ROUTINES)  # the dict itself marks "not looked up yet" (None is an answer)
+    if found is _ROUTINES:
+        if name not in ROUTINES:
+            raise ValueError(f"routine: unknown routine {name!r}; one of {', '.join(ROUTINES)}")
+        lib = next((lib for lib in _LIBS.values() if lib.owns(xp)), None)
+        found = _ROUTINES[key] = getattr(lib, name, None)
+    return found
 
 
 def available_backends() -> dict[str, str]:

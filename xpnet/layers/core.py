@@ -143,7 +143,7 @@ def _matmul_tn(x, dy):
     strides are not "blasable"); the broadcast product gives the same numbers (one product per entry,
     nothing summed) at a third of that time on 784x200, the BLAS call of the NumPy backend at a sixth.
     """
-    fast = backend.fast_path("matmul_tn", x)
+    fast = backend.routine(array_namespace(x), "matmul_tn")
     out = None if fast is None else fast(x, dy)
     if out is not None:
         return out
