@@ -112,3 +112,20 @@ def data_dir():
     if not path or not os.path.isdir(os.path.join(path, "mnist")):
         pytest.skip("real data not found: set XPNET_DATA to a folder holding mnist/ (CI uses ../shared/data)")
     return path
+
+
+@pytest.fixture
+def cli_environment(monkeypatch, tmp_path):
+    """An empty download cache and no XPNET_DEVICE/BACKEND: only what a CLI test passes counts."""
+    monkeypatch.setenv("XPNET_CACHE", str(tmp_path / "cache"))
+    for var in ("XPNET_DEVICE", "XPNET_BACKEND"):
+        monkeypatch.delenv(var, raising=False)
+
+
+def run_main(capsys, *args):
+    """``xpnet ARGS`` in this process: (exit status, stdout, stderr)."""
+    from xpnet import cli
+
+    code = cli.main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err

@@ -16,17 +16,11 @@ import pytest
 
 import xpnet
 from xpnet import cli, datasets
+from conftest import run_main
 
 EPOCH_LINE = re.compile(r"^epoch (\d+)/(\d+)  loss [\d.]+  train acc [\d.]+  test loss [\d.]+  test acc ([\d.]+)  "
                         r"[\d,]+ samples/s  [\d.]+ s  cpu \(numpy\)$", re.M)
-
-
-@pytest.fixture(autouse=True)
-def no_network(monkeypatch, tmp_path):
-    """An empty download cache and no XPNET_DEVICE/BACKEND: only what a test passes counts."""
-    monkeypatch.setenv("XPNET_CACHE", str(tmp_path / "cache"))
-    for var in ("XPNET_DEVICE", "XPNET_BACKEND"):
-        monkeypatch.delenv(var, raising=False)
+pytestmark = pytest.mark.usefixtures("cli_environment")
 
 
 def xpnet_cmd(*args, env=None, timeout=120):
@@ -35,12 +29,6 @@ def xpnet_cmd(*args, env=None, timeout=120):
     environ.update(env or {})
     return subprocess.run([sys.executable, "-m", "xpnet", *args], capture_output=True, text=True,
                           timeout=timeout, env=environ)
-
-
-def run_main(capsys, *args):
-    code = cli.main(list(args))
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 # -- the real process ---------------------------------------------------------------------------

@@ -11,21 +11,10 @@ import pytest
 import xpnet
 from xpnet import cli
 from xpnet.cli.parser import PRESETS, build_parser
+from conftest import run_main
 
 SPIRALS = ("train", "--dataset", "spirals", "--device", "cpu")
-
-
-@pytest.fixture(autouse=True)
-def no_environment(monkeypatch, tmp_path):
-    monkeypatch.setenv("XPNET_CACHE", str(tmp_path / "cache"))
-    for var in ("XPNET_DEVICE", "XPNET_BACKEND"):
-        monkeypatch.delenv(var, raising=False)
-
-
-def run_main(capsys, *args):
-    code = cli.main(list(args))
-    out, err = capsys.readouterr()
-    return code, out, err
+pytestmark = pytest.mark.usefixtures("cli_environment")
 
 
 def _trained(capsys, tmp_path, *args, name="m.npz"):

@@ -18,21 +18,10 @@ import pytest
 import xpnet
 from xpnet import (MSE, SGD, BinaryCrossEntropy, Dense, ReLU, Sequential, Sigmoid, Softmax, SoftmaxCrossEntropy,
                    backend, cli, datasets)
+from conftest import run_main
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(autouse=True)
-def clean_environment(monkeypatch, tmp_path):
-    monkeypatch.setenv("XPNET_CACHE", str(tmp_path / "cache"))
-    for var in ("XPNET_DEVICE", "XPNET_BACKEND"):
-        monkeypatch.delenv(var, raising=False)
-
-
-def run_main(capsys, *args):
-    code = cli.main(list(args))
-    out, err = capsys.readouterr()
-    return code, out, err
+pytestmark = pytest.mark.usefixtures("cli_environment")
 
 
 def pixels(n=64, features=16, seed=0):
