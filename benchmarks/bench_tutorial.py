@@ -21,7 +21,9 @@ runners, its tracemalloc peak (the ``PeakRSS`` of bench_mlp.py).
     python benchmarks/bench_tutorial.py --runners book:float32,xpnet:float32,fit:float32:1,fit:float32:8,fit:float32:32
 
 ``fit:DTYPE:BATCH`` runners time ``Sequential.fit`` on the same network and data (issue 10's comparison:
-the general path against the book's per-sample code).
+the general path against the book's per-sample code). ``floor:DTYPE`` is the book's arithmetic hand-fused
+to the fewest weight-sized passes NumPy allows (``FloorRunner``): how fast any per-sample NumPy code that
+forms the outer-product updates can be.
 """
 
 from __future__ import annotations
@@ -102,6 +104,52 @@ class BookRunner:
         return self.net.wih, self.net.who
 
 
+class FloorRunner:
+    """The book's arithmetic with the fewest passes NumPy allows: the per-sample floor of any implementation
+    that forms each outer-product update (NumPy exposes no BLAS rank-1 update, ``ger``).
+
+    Per sample and 784x200 weight matrix, the book reads it once forward and then makes three
+    weight-sized passes for ``wih += lr * numpy.dot(delta, x.T)``: the product, ``lr *`` it, the add.
+    Here ``lr`` goes into the 200-vector first, the product lands in one reused buffer and is added in
+    place: the forward read, one write, one add (read both, write one). Not xpnet code: a yardstick.
+    """
+
+    uses_numpy = True
+
+    def __init__(self, dtype, args):
+        self.dtype, self.name, self.lr = dtype, f"floor {dtype} (hand-fused)", args.lr
+
+    def reset(self, wih, who):
+        import numpy as np
+
+        self.wih, self.who = wih.astype(self.dtype), who.astype(self.dtype)
+        self.buf_ih, self.buf_ho = np.empty_like(self.wih), np.empty_like(self.who)
+
+    def train(self, X, T):
+        import numpy as np
+        from scipy.special import expit
+
+        wih, who, lr, buf_ih, buf_ho = self.wih, self.who, self.dtype_lr(), self.buf_ih, self.buf_ho
+        for x, t in zip(X, T):
+            x, t = x[:, None], t[:, None]
+            h = expit(wih @ x)
+            o = expit(who @ h)
+            e = t - o
+            he = who.T @ e                           # before who changes, as in the book
+            np.dot(lr * (e * o * (1.0 - o)), h.T, out=buf_ho)
+            who += buf_ho
+            np.dot(lr * (he * h * (1.0 - h)), x.T, out=buf_ih)
+            wih += buf_ih
+
+    def dtype_lr(self):
+        import numpy as np
+
+        return np.asarray(self.lr, self.dtype)   # a 0-D array: keeps float32 vectors float32
+
+    def weights(self):
+        return self.wih, self.who
+
+
 class XpnetTutorialRunner:
     def __init__(self, dtype, args):
         from xpnet.tutorial import NeuralNetwork
@@ -159,7 +207,7 @@ class XpnetFitRunner:
 
 
 RUNNERS = ("book:float64", "book:float32", "xpnet:float32", "xpnet:float64")
-FIT_RUNNERS = ("fit:float32:1", "fit:float32:8", "fit:float32:32")
+FIT_RUNNERS = ("fit:float32:1", "fit:float32:8", "fit:float32:32", "floor:float32")
 
 
 def make_runner(rid, args):
@@ -167,7 +215,7 @@ def make_runner(rid, args):
     if kind == "fit":
         dtype, _, batch = rest.partition(":")
         return XpnetFitRunner(dtype, args, int(batch or 1))
-    return (BookRunner if kind == "book" else XpnetTutorialRunner)(rest, args)
+    return {"book": BookRunner, "floor": FloorRunner}.get(kind, XpnetTutorialRunner)(rest, args)
 
 
 def book_data(args, dtype):
