@@ -22,8 +22,16 @@ Memory: each runner also runs one pass in a fresh process that resets the kernel
 (``/proc/self/clear_refs``) once data, libraries and weights are loaded, and reports ``VmHWM - VmRSS``
 afterwards: the resident memory one pass adds at its peak (Linux only).
 
+``--device cuda`` (or ``cuda:N``) runs both on the GPU instead: xpnet on CuPy, PyTorch eager on CUDA with its
+defaults (cuDNN, ``torch.backends.cudnn.benchmark`` off), the data moved to the GPU once before timing, and
+each pass ends with a device synchronization. Peak memory is then the growth of what each library's memory
+pool holds over one pass in a fresh process (CuPy's ``MemoryPool.total_bytes()``, torch's
+``max_memory_reserved``), and the summary gives xpnet's throughput as a fraction of PyTorch's (issue 13's
+target: >= 0.5x). The CUDA mode has not run yet: no GPU was at hand when it was written.
+
     python benchmarks/bench_cnn.py                          # batch 64 and 256, 40 steps, 3 repeats
     python benchmarks/bench_cnn.py --batch-size 128 --steps 100 --repeats 5 --threads 2 --json cnn.json
+    python benchmarks/bench_cnn.py --device cuda --steps 100 --repeats 5
 
 Data: MNIST from ``--data-dir`` or ``$XPNET_DATA`` (xpnet.datasets.load_mnist). Not part of the test suite.
 """
@@ -48,6 +56,7 @@ def parse_args(argv=None):
     p.add_argument("--steps", type=int, default=40, help="training steps per timed pass (default 40)")
     p.add_argument("--repeats", type=int, default=3, help="interleaved timed passes per runner (default 3)")
     p.add_argument("--threads", type=int, default=os.cpu_count(), help="CPU threads for both libraries")
+    p.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N: where both runners train")
     p.add_argument("--data-dir", default=None, help="folder with mnist/ (default: $XPNET_DATA)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-memory", action="store_true", help="skip the memory subprocesses")
@@ -66,21 +75,24 @@ def set_threads(n: int) -> None:
 
 
 # -- the two runners ------------------------------------------------------------------------------------
-def xpnet_model(seed):
+def xpnet_model(seed, device="cpu"):
     import xpnet
     from xpnet import Conv2D, Dense, Dropout, Flatten, MaxPool2D, ReLU
 
     layers = [Conv2D(1, 32, 3), ReLU(), Conv2D(32, 64, 3), ReLU(), MaxPool2D(2), Dropout(0.25), Flatten(),
               Dense(9216, 128, init="he_normal"), ReLU(), Dropout(0.5), Dense(128, 10)]
-    return xpnet.Sequential(layers, device="cpu", seed=seed)
+    return xpnet.Sequential(layers, device=device, seed=seed)
 
 
 class XpnetRunner:
-    def __init__(self, X, y, batch, seed):
+    def __init__(self, X, y, batch, seed, device):
         import xpnet
 
-        self.xpnet, self.X, self.y, self.batch = xpnet, X, y, batch
-        self.model = xpnet_model(seed)
+        self.xpnet, self.batch = xpnet, batch
+        self.model = xpnet_model(seed, device)
+        self.device = self.model.device
+        # on the model's device once, as a user would (on the CPU: the same arrays, no copy)
+        self.X, self.y = self.device.asarray(X), self.device.asarray(y, "int64")
         self.initial = self.model.state_dict()
 
     def reset(self):
@@ -89,27 +101,31 @@ class XpnetRunner:
     def train(self):
         self.model.fit(self.X, self.y, loss="softmax_cross_entropy", optimizer=self.xpnet.AdamW(1e-3), epochs=1,
                        batch_size=self.batch, shuffle=False, verbose=0)
+        self.xpnet.synchronize(self.device)
+
+    def gpu_pool_bytes(self):
+        return self.xpnet.backend.memory_pool_bytes(self.device)
 
 
 class TorchRunner:
-    def __init__(self, X, y, batch, seed):
+    def __init__(self, X, y, batch, seed, device):
         import torch
         from torch import nn
 
         torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", os.cpu_count())))
-        self.torch = torch
+        self.torch, self.dev = torch, torch.device(device)
         self.net = nn.Sequential(nn.Conv2d(1, 32, 3), nn.ReLU(), nn.Conv2d(32, 64, 3), nn.ReLU(), nn.MaxPool2d(2),
                                  nn.Dropout(0.25), nn.Flatten(), nn.Linear(9216, 128), nn.ReLU(), nn.Dropout(0.5),
-                                 nn.Linear(128, 10))
-        state = xpnet_model(seed).state_dict()  # the same initial weights
+                                 nn.Linear(128, 10)).to(self.dev)
+        state = xpnet_model(seed).state_dict()  # the same initial weights (drawn on the CPU, as xpnet's are)
         self.initial = {"0.weight": state["0.W"], "0.bias": state["0.b"], "2.weight": state["2.W"],
                         "2.bias": state["2.b"], "7.weight": state["7.W"].T, "7.bias": state["7.b"],
                         "10.weight": state["10.W"].T, "10.bias": state["10.b"]}
-        self.X, self.y, self.batch = torch.from_numpy(X), torch.from_numpy(y), batch
+        self.X, self.y, self.batch = torch.from_numpy(X).to(self.dev), torch.from_numpy(y).to(self.dev), batch
         self.loss = nn.CrossEntropyLoss()
 
     def reset(self):
-        self.net.load_state_dict({k: self.torch.tensor(v.copy()) for k, v in self.initial.items()})
+        self.net.load_state_dict({k: self.torch.tensor(v.copy(), device=self.dev) for k, v in self.initial.items()})
         self.opt = self.torch.optim.AdamW(self.net.parameters(), lr=1e-3)
 
     def train(self):
@@ -119,6 +135,11 @@ class TorchRunner:
             self.opt.zero_grad(set_to_none=True)
             self.loss(self.net(xb), yb).backward()
             self.opt.step()
+        if self.dev.type == "cuda":
+            self.torch.cuda.synchronize(self.dev)
+
+    def gpu_pool_bytes(self):
+        return self.torch.cuda.max_memory_reserved(self.dev)
 
 
 def make_runner(name, batch, args):
@@ -128,7 +149,7 @@ def make_runner(name, batch, args):
     (X, y), _ = datasets.load("mnist", data_dir=args.data_dir, limit=args.steps * batch, flat=False,
                                     download=False)
     X, y = np.ascontiguousarray(X, dtype=np.float32), y.astype(np.int64)
-    runner = (XpnetRunner if name == "xpnet" else TorchRunner)(X, y, batch, args.seed)
+    runner = (XpnetRunner if name == "xpnet" else TorchRunner)(X, y, batch, args.seed, args.device)
     runner.reset()
     return runner
 
@@ -158,9 +179,15 @@ def _status_kib(field):
 
 
 def memory(args):
-    """One pass in this fresh process; prints the resident memory it added at its peak, in MiB."""
+    """One pass in this fresh process; prints the resident memory it added at its peak, in MiB (on CUDA: the
+    growth of what the library's GPU memory pool holds)."""
     name, batch = args.memory.split(",")
     runner = make_runner(name, int(batch), args)
+    if args.device.startswith("cuda"):
+        base = runner.gpu_pool_bytes()
+        runner.train()
+        print((runner.gpu_pool_bytes() - base) / 2**20)
+        return
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")  # resets VmHWM to the current VmRSS
     base = _status_kib("VmRSS")
@@ -170,7 +197,7 @@ def memory(args):
 
 def _spawn(flag, name, batch, args):
     cmd = [sys.executable, os.path.abspath(__file__), flag, f"{name},{batch}", "--steps", str(args.steps),
-           "--seed", str(args.seed), "--threads", str(args.threads),
+           "--seed", str(args.seed), "--threads", str(args.threads), "--device", args.device,
            *(["--data-dir", args.data_dir] if args.data_dir else [])]
     return cmd
 
@@ -184,10 +211,20 @@ def main(argv=None):
         return memory(args)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                                                         os.environ.get("PYTHONPATH", "")])}
+    cuda = args.device.startswith("cuda")
+    if cuda:  # say why here, once, rather than as two workers that never start
+        import xpnet
+
+        try:
+            xpnet.device(args.device)
+        except xpnet.DeviceUnavailableError as exc:
+            print(f"bench_cnn.py: --device {args.device}: {exc}", file=sys.stderr)
+            return 2
     results = []
-    print(f"CNN training, {args.steps} steps per pass, {args.repeats} interleaved passes, {args.threads} threads")
-    print(f"{'batch':>5}  {'runner':<6}  {'median s':>8}  {'best s':>7}  {'samples/s':>9}  {'peak MiB':>8}  "
-          f"{'cpu s':>6}  xpnet/torch  cpu ratio")
+    where = f"{args.device}" if cuda else f"cpu, {args.threads} threads"
+    print(f"CNN training, {args.steps} steps per pass, {args.repeats} interleaved passes, {where}")
+    print(f"{'batch':>5}  {'runner':<6}  {'median s':>8}  {'best s':>7}  {'samples/s':>9}  "
+          f"{'GPU MiB' if cuda else 'peak MiB':>8}  {'cpu s':>6}  xpnet/torch  cpu ratio")
     for batch in args.batch_sizes:
         procs = {name: subprocess.Popen(_spawn("--worker", name, batch, args), stdin=subprocess.PIPE,
                                         stdout=subprocess.PIPE, text=True, env=env) for name in RUNNERS}
@@ -207,7 +244,7 @@ def main(argv=None):
             proc.wait()
         peaks = {}
         for name in RUNNERS:
-            if not args.no_memory and sys.platform.startswith("linux"):
+            if not args.no_memory and (cuda or sys.platform.startswith("linux")):
                 out = subprocess.run(_spawn("--memory", name, batch, args), capture_output=True, text=True,
                                      env=env, check=True).stdout
                 peaks[name] = float(out.strip().splitlines()[-1])
@@ -221,7 +258,9 @@ def main(argv=None):
             results.append({"batch": batch, "runner": name, "seconds": times[name], "median": med, "best": best,
                             "cpu_seconds": cpus[name], "median_cpu": cpu,
                             "samples_per_s": args.steps * batch / med, "peak_mib": peaks.get(name),
-                            "steps": args.steps, "threads": args.threads})
+                            "steps": args.steps, "threads": args.threads, "device": args.device})
+        if cuda:
+            print(f"{batch:>5}  xpnet throughput / torch CUDA: {1 / ratio:.2f}x (target >= 0.5x)", flush=True)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=1)

@@ -10,7 +10,9 @@
 #   3. trains the README's MNIST networks on CUDA and on the CPU from the same seed and compares the loss
 #      of every epoch (relative 1e-5; ci/gpu_report.py);
 #   4. runs benchmarks/bench_mlp.py --device cuda against PyTorch CUDA eager and a raw CuPy loop at batch
-#      128 and 8192.
+#      128 and 8192;
+#   5. runs benchmarks/bench_cnn.py --device cuda: the `--model cnn` network against PyTorch CUDA (cuDNN) at
+#      batch 64 and 256.
 # Every step runs even when one before failed; the exit status is 1 if any failed. Extra arguments go to
 # pytest. Without an NVIDIA GPU (no nvidia-smi, or it lists none) it prints one line and exits 0.
 #
@@ -81,6 +83,8 @@ step pytest "$py" -m pytest -m gpu -rs -q -p no:cacheprovider "$@"
 step curves "$py" ci/gpu_report.py curves --json "$work/curves.json"
 step bench "$py" benchmarks/bench_mlp.py --device cuda --batch-size 128,8192 --peers torch,cupy \
     --json "$work/bench.json"
+step cnn "$py" benchmarks/bench_cnn.py --device cuda --batch-size 64,256 --steps 40 --repeats 3 \
+    --json "$work/cnn.json"
 "$py" ci/gpu_report.py report --logs "$work" --output "$report" || failed=1
 echo "ci/gpu.sh: report written to $report ($([ "$failed" = 0 ] && echo "every check passed" || echo "some checks FAILED"))"
 exit "$failed"

@@ -129,6 +129,10 @@ def report(args) -> int:
     out += ["", "## benchmarks/bench_mlp.py --device cuda (batch 128 and 8192; targets: xpnet >= 1.0x PyTorch "
             "CUDA eager throughput at 128, >= 0.9x at 8192)", "", status("bench"), "", "```",
             bench or "no tables", "```", ""]
+    cnn = _read(os.path.join(logs, "cnn.log"))
+    cnn = cnn[cnn.find("CNN training"):].strip() if "CNN training" in cnn else ""
+    out += ["## benchmarks/bench_cnn.py --device cuda (the `--model cnn` network, batch 64 and 256; target: xpnet "
+            ">= 0.5x PyTorch CUDA throughput)", "", status("cnn"), "", "```", cnn or "no table", "```", ""]
     with open(args.output, "w") as f:
         f.write("\n".join(out))
     return 0

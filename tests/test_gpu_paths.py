@@ -8,6 +8,8 @@ What only a GPU can show is in test_gpu.py (marker ``gpu``).
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
@@ -614,3 +616,48 @@ def test_the_gpu_tests_skip_with_the_probes_reason(tmp_path):
                           cwd=root)
     assert done.returncode == 0, done.stdout[-2000:]
     assert f"needs a CUDA GPU with CuPy: {why}" in done.stdout and " passed" not in done.stdout
+
+
+# -- the CNN benchmark on CUDA (issue 13), as far as a machine without a GPU can check it -----------------------
+def test_cnn_bench_on_cuda_without_a_gpu_says_why_in_one_line(tmp_path):
+    """``bench_cnn.py --device cuda`` where CUDA cannot be had: the device's reason and exit 2, not two
+    worker processes that die with a traceback each."""
+    import pathlib
+    import subprocess
+    import sys
+
+    from xpnet import backend
+
+    if backend.cuda_count("cupy") > 0:
+        pytest.skip("a CUDA GPU is here: the benchmark would run")
+    root = pathlib.Path(__file__).parents[1]
+    done = subprocess.run([sys.executable, str(root / "benchmarks" / "bench_cnn.py"), "--device", "cuda",
+                           "--no-memory"], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(root)})
+    assert done.returncode == 2, (done.stdout, done.stderr)
+    assert done.stderr.startswith("bench_cnn.py: --device cuda: ") and "Traceback" not in done.stderr, done.stderr
+    assert done.stdout == ""
+
+
+def test_gpu_report_carries_the_cnn_table(tmp_path):
+    import pathlib
+    import subprocess
+    import sys
+
+    root = pathlib.Path(__file__).parents[1]
+    table = ("CNN training, 40 steps per pass, 3 interleaved passes, cuda\n"
+             "batch  runner  median s   best s  samples/s   GPU MiB   cpu s  xpnet/torch  cpu ratio\n"
+             "   64  xpnet       1.00     0.90       2560       100    1.00        2.00x      1.00x\n"
+             "   64  torch       0.50     0.45       5120        90    0.50\n"
+             "   64  xpnet throughput / torch CUDA: 0.50x (target >= 0.5x)\n")
+    (tmp_path / "cnn.log").write_text("== cnn: python benchmarks/bench_cnn.py\n" + table)
+    (tmp_path / "cnn.status").write_text("0\n")
+    out = tmp_path / "report.md"
+    done = subprocess.run([sys.executable, str(root / "ci" / "gpu_report.py"), "report", "--logs", str(tmp_path),
+                           "--output", str(out)], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(root)})
+    assert done.returncode == 0, done.stderr
+    text = out.read_text()
+    section = text[text.index("## benchmarks/bench_cnn.py --device cuda"):]
+    assert "passed" in section.splitlines()[2] and table.strip() in section
+    assert "== cnn" not in section  # the command line stays out of the table
