@@ -18,6 +18,10 @@ shared machine a descheduled thread stalls the other at every synchronization of
 or OpenMP loop, which inflates the wall time of both libraries erratically; with ``--threads 1`` the
 CPU time is the figure that load disturbs least.
 
+With ``--threads`` above 1 on the CPU a third runner, ``xpnet-threads``, is the same ``fit`` with
+``distributed=xpnet.distributed.Threads(threads)``: each thread trains on its shard of every batch with
+one BLAS thread (NumPy's elementwise work runs on one core otherwise).
+
 Memory: each runner also runs one pass in a fresh process that resets the kernel's high-water mark
 (``/proc/self/clear_refs``) once data, libraries and weights are loaded, and reports ``VmHWM - VmRSS``
 afterwards: the resident memory one pass adds at its peak (Linux only).
@@ -47,6 +51,7 @@ import sys
 import time
 
 RUNNERS = ("xpnet", "torch")
+THREADS_RUNNER = "xpnet-threads"  # fit(distributed=Threads(--threads)): each thread its shard of a batch
 
 
 def parse_args(argv=None):
@@ -89,6 +94,7 @@ class XpnetRunner:
         import xpnet
 
         self.xpnet, self.batch = xpnet, batch
+        self.distributed = None
         self.model = xpnet_model(seed, device)
         self.device = self.model.device
         # on the model's device once, as a user would (on the CPU: the same arrays, no copy)
@@ -100,7 +106,7 @@ class XpnetRunner:
 
     def train(self):
         self.model.fit(self.X, self.y, loss="softmax_cross_entropy", optimizer=self.xpnet.AdamW(1e-3), epochs=1,
-                       batch_size=self.batch, shuffle=False, verbose=0)
+                       batch_size=self.batch, shuffle=False, verbose=0, distributed=self.distributed)
         self.xpnet.synchronize(self.device)
 
     def gpu_pool_bytes(self):
@@ -149,7 +155,11 @@ def make_runner(name, batch, args):
     (X, y), _ = datasets.load("mnist", data_dir=args.data_dir, limit=args.steps * batch, flat=False,
                                     download=False)
     X, y = np.ascontiguousarray(X, dtype=np.float32), y.astype(np.int64)
-    runner = (XpnetRunner if name == "xpnet" else TorchRunner)(X, y, batch, args.seed, args.device)
+    runner = (TorchRunner if name == "torch" else XpnetRunner)(X, y, batch, args.seed, args.device)
+    if name == THREADS_RUNNER:
+        from xpnet.distributed import Threads
+
+        runner.distributed = Threads(args.threads)
     runner.reset()
     return runner
 
@@ -212,6 +222,7 @@ def main(argv=None):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                                                         os.environ.get("PYTHONPATH", "")])}
     cuda = args.device.startswith("cuda")
+    runners = RUNNERS + ((THREADS_RUNNER,) if args.threads > 1 and not cuda else ())
     if cuda:  # say why here, once, rather than as two workers that never start
         import xpnet
 
@@ -223,17 +234,17 @@ def main(argv=None):
     results = []
     where = f"{args.device}" if cuda else f"cpu, {args.threads} threads"
     print(f"CNN training, {args.steps} steps per pass, {args.repeats} interleaved passes, {where}")
-    print(f"{'batch':>5}  {'runner':<6}  {'median s':>8}  {'best s':>7}  {'samples/s':>9}  "
+    print(f"{'batch':>5}  {'runner':<13}  {'median s':>8}  {'best s':>7}  {'samples/s':>9}  "
           f"{'GPU MiB' if cuda else 'peak MiB':>8}  {'cpu s':>6}  xpnet/torch  cpu ratio")
     for batch in args.batch_sizes:
         procs = {name: subprocess.Popen(_spawn("--worker", name, batch, args), stdin=subprocess.PIPE,
-                                        stdout=subprocess.PIPE, text=True, env=env) for name in RUNNERS}
+                                        stdout=subprocess.PIPE, text=True, env=env) for name in runners}
         for name, proc in procs.items():
             if proc.stdout.readline().strip() != "ready":
                 raise RuntimeError(f"the {name} worker did not start (batch {batch})")
-        times, cpus = {name: [] for name in RUNNERS}, {name: [] for name in RUNNERS}
+        times, cpus = {name: [] for name in runners}, {name: [] for name in runners}
         for r in range(args.repeats):
-            for name in (RUNNERS if r % 2 == 0 else RUNNERS[::-1]):
+            for name in (runners if r % 2 == 0 else runners[::-1]):
                 procs[name].stdin.write("run\n")
                 procs[name].stdin.flush()
                 wall, cpu = procs[name].stdout.readline().split()
@@ -243,24 +254,25 @@ def main(argv=None):
             proc.stdin.close()
             proc.wait()
         peaks = {}
-        for name in RUNNERS:
+        for name in runners:
             if not args.no_memory and (cuda or sys.platform.startswith("linux")):
                 out = subprocess.run(_spawn("--memory", name, batch, args), capture_output=True, text=True,
                                      env=env, check=True).stdout
                 peaks[name] = float(out.strip().splitlines()[-1])
-        ratio = statistics.median(times["xpnet"]) / statistics.median(times["torch"])
-        cpu_ratio = statistics.median(cpus["xpnet"]) / statistics.median(cpus["torch"])
-        for name in RUNNERS:
+        ratio = {name: statistics.median(times[name]) / statistics.median(times["torch"]) for name in runners}
+        cpu_ratio = {name: statistics.median(cpus[name]) / statistics.median(cpus["torch"]) for name in runners}
+        for name in runners:
             med, best, cpu = statistics.median(times[name]), min(times[name]), statistics.median(cpus[name])
             peak = f"{peaks[name]:8.0f}" if name in peaks else f"{'-':>8}"
-            print(f"{batch:>5}  {name:<6}  {med:8.2f}  {best:7.2f}  {args.steps * batch / med:9.0f}  {peak}  "
-                  f"{cpu:6.2f}  " + (f"{ratio:10.2f}x  {cpu_ratio:8.2f}x" if name == "xpnet" else ""), flush=True)
+            print(f"{batch:>5}  {name:<13}  {med:8.2f}  {best:7.2f}  {args.steps * batch / med:9.0f}  {peak}  "
+                  f"{cpu:6.2f}  " + (f"{ratio[name]:10.2f}x  {cpu_ratio[name]:8.2f}x" if name != "torch" else ""),
+                  flush=True)
             results.append({"batch": batch, "runner": name, "seconds": times[name], "median": med, "best": best,
                             "cpu_seconds": cpus[name], "median_cpu": cpu,
                             "samples_per_s": args.steps * batch / med, "peak_mib": peaks.get(name),
                             "steps": args.steps, "threads": args.threads, "device": args.device})
         if cuda:
-            print(f"{batch:>5}  xpnet throughput / torch CUDA: {1 / ratio:.2f}x (target >= 0.5x)", flush=True)
+            print(f"{batch:>5}  xpnet throughput / torch CUDA: {1 / ratio['xpnet']:.2f}x (target >= 0.5x)", flush=True)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=1)

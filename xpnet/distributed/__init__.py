@@ -14,6 +14,9 @@ end). Dropout draws different masks on each rank, each reproducible from the see
 
 Needs the ``mpi`` extra: ``pip install "xpnet[mpi]"`` and an MPI library (``pip install mpich``, or
 the cluster's). mpi4py is imported only when a :class:`Communicator` is made.
+
+On one machine's CPU, ``fit(..., distributed=Threads(n))`` runs the same algorithm on ``n`` threads of
+one process, without MPI (:mod:`xpnet.distributed.threads`): every core busy with its shard of each batch.
 """
 
 from __future__ import annotations
@@ -21,5 +24,7 @@ from __future__ import annotations
 from .comm import INSTALL, Communicator, shard
 from .data_parallel import DataParallel, communicator, entry, rank_key
 from .flat import FlatBuffer
+from .threads import RankFailed, ThreadCommunicator, Threads
 
-__all__ = ["INSTALL", "Communicator", "DataParallel", "FlatBuffer", "communicator", "entry", "rank_key", "shard"]
+__all__ = ["INSTALL", "Communicator", "DataParallel", "FlatBuffer", "RankFailed", "ThreadCommunicator", "Threads",
+           "communicator", "entry", "rank_key", "shard"]

@@ -22,15 +22,17 @@ import time
 import numpy as np
 
 from .. import backend
+from . import threads
 from .comm import Communicator, shard
 from .flat import FlatBuffer
+from .threads import Threads
 
 log = logging.getLogger("xpnet")
 
 
 def communicator(distributed) -> "Communicator | None":
     """fit's ``distributed=``: ``None``/``False`` (one process), ``True`` (``MPI.COMM_WORLD``), a
-    :class:`Communicator`, or an mpi4py communicator."""
+    :class:`Communicator`, or an mpi4py communicator (:class:`Threads` is taken by :func:`entry`)."""
     if distributed is None or distributed is False:
         return None
     if distributed is True:
@@ -39,8 +41,8 @@ def communicator(distributed) -> "Communicator | None":
         return distributed
     if hasattr(distributed, "Get_rank") and hasattr(distributed, "Allreduce"):
         return Communicator(distributed)
-    raise TypeError(f"fit: distributed must be True, False, an xpnet.distributed.Communicator or an mpi4py "
-                    f"communicator, got {distributed!r}")
+    raise TypeError(f"fit: distributed must be True, False, an xpnet.distributed.Communicator, an mpi4py "
+                    f"communicator or xpnet.distributed.Threads(n), got {distributed!r}")
 
 
 def entry(fit):
@@ -52,6 +54,8 @@ def entry(fit):
     """
     @functools.wraps(fit)
     def run(model, *args, distributed=None, **kwargs):
+        if isinstance(distributed, Threads):
+            return threads.run(fit, model, args, kwargs, distributed)
         comm = communicator(distributed)
         if comm is None:
             return fit(model, *args, distributed=None, **kwargs)
