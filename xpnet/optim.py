@@ -275,10 +275,12 @@ class RMSprop(Optimizer):
             s = state.get("square_avg")
             sq = mul_(g * g, 1.0 - a)  # (1 - alpha) g^2, in the temporary g * g
             s = state["square_avg"] = sq if s is None else add_(s, sq, scale=a)
+            del sq  # freed before the next two temporaries: one gradient-sized array less at the peak
             direction = g / add_(xp.sqrt(s), self.eps)
             if mu:
                 b = state.get("momentum_buffer")
                 b = state["momentum_buffer"] = direction if b is None else add_(b, direction, scale=mu)
+                del direction
                 step = b * (-self.lr)
             else:
                 step = mul_(direction, -self.lr)
