@@ -300,4 +300,5 @@ def test_steps_are_the_formulas_to_the_bit(monkeypatch, name, dtype, writeable):
             assert mine[k].dtype == params[k].dtype
             np.testing.assert_array_equal(_bits(mine[k]), _bits(params[k]), err_msg=f"step {t}, {k}")
         for (k, slot), expected in state.items():
-            np.testing.assert_array_equal(_bits(opt.state[k][slot]), _bits(expected), err_msg=f"step {t}, {slot} of {k}")
+            np.testing.assert_array_equal(_bits(opt.state[k][slot]), _bits(expected),
+                                          err_msg=f"step {t}, {slot} of {k}")

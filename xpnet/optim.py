@@ -5,9 +5,10 @@
 gh-895; on an immutable library it only rebinds a local name), so the generic path stores the new
 array back under its key. Where the array is writeable (NumPy, CuPy, PyTorch) it is updated in place
 instead, and so is the optimizer state (``_inplace``'s ``add_``, ``mul_``, ``div_``, chained as
-torch.optim chains ``mul_`` / ``add_`` / ``addcdiv_``): a step allocates a few gradient-sized temporaries
-and no new state, and computes the same operations in the same order as the textbook expressions in
-the docstrings, so the same bits. Optimizer state lives on the device, as ``state[param name][slot]`` with torch.optim's slot names
+torch.optim chains ``mul_`` / ``add_`` / ``addcdiv_``): a step allocates one or two gradient-sized
+temporaries at a time (one more for an L2 ``weight_decay``) and no new state, and computes the same
+operations in the same order as the expressions in the docstrings, so on NumPy the same bits.
+Optimizer state lives on the device, as ``state[param name][slot]`` with torch.optim's slot names
 (``momentum_buffer``, ``exp_avg``, ``exp_avg_sq``, ``square_avg``); :meth:`Optimizer.state_dict` copies
 it to the host for a checkpoint and :meth:`Optimizer.load_state_dict` puts it back on the parameters'
 device.
@@ -280,7 +281,7 @@ class RMSprop(Optimizer):
             if mu:
                 b = state.get("momentum_buffer")
                 b = state["momentum_buffer"] = direction if b is None else add_(b, direction, scale=mu)
-                del direction
+                del direction  # (b itself at the first step) freed before the temporary below
                 step = b * (-self.lr)
             else:
                 step = mul_(direction, -self.lr)
