@@ -3,10 +3,14 @@ in-place updates where arrays are writeable and the key-by-key path where they a
 
 The formulas themselves are checked against the published equations in ``test_references.py``; here
 the same float64 references (``numpy_reference.py``) check the path for immutable arrays and the edge
-case ``beta1 = 0``.
+case ``beta1 = 0``. The last part pins the in-place updates: the state stays in its arrays, a step
+allocates a fixed number of temporaries, and on NumPy the steps equal the textbook expressions bit for
+bit (the tolerances above would let a reordered operation through).
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import pytest
@@ -36,7 +40,10 @@ def _steps(dev, opt, params, grads):
     (lambda: SGD(0.1, momentum=0.9), ref.sgd_step, {"lr": 0.1, "momentum": 0.9}),
     (lambda: SGD(0.1, momentum=0.5, nesterov=True), ref.sgd_step, {"lr": 0.1, "momentum": 0.5, "nesterov": True}),
     (lambda: Adam(0.05, eps=0.1), ref.adam_step, {"lr": 0.05, "eps": 0.1}),
-], ids=["sgd", "momentum", "nesterov", "adam"])
+    (lambda: AdamW(0.05, weight_decay=0.2), ref.adam_step, {"lr": 0.05, "weight_decay": 0.2, "decoupled": True}),
+    (lambda: RMSprop(0.02, alpha=0.9, eps=0.1, momentum=0.5, weight_decay=0.01), ref.rmsprop_step,
+     {"lr": 0.02, "alpha": 0.9, "eps": 0.1, "momentum": 0.5, "weight_decay": 0.01}),
+], ids=["sgd", "momentum", "nesterov", "adam", "adamw", "rmsprop"])
 def test_immutable_arrays_get_the_same_steps(dev, monkeypatch, make, reference, kwargs):
     """Where an array cannot be written in place (JAX), the new array is stored under its key."""
     monkeypatch.setattr(_inplace, "is_writeable_array", lambda a: False)
@@ -148,3 +155,150 @@ def test_fit_takes_an_optimizer_by_name_with_lr(dev):
     dout = -y / 2
     np.testing.assert_allclose(model.state_dict()["0.W"], -0.25 * X.T @ dout, rtol=1e-6)
     np.testing.assert_allclose(model.state_dict()["0.b"], -0.25 * dout.sum(axis=0), rtol=1e-6)
+
+
+# -- in place: the state stays in its arrays, the numbers stay the textbook's to the bit -------------------
+# Every optimizer that keeps state, with the options that take another path through its step.
+STATEFUL = {
+    "momentum": lambda: SGD(0.1, momentum=0.9),
+    "nesterov-decay": lambda: SGD(0.05, momentum=0.8, nesterov=True, weight_decay=0.1),
+    "adam": lambda: Adam(0.01),
+    "adam-decay": lambda: Adam(0.01, weight_decay=0.1),
+    "adamw": lambda: AdamW(0.05, weight_decay=0.2),
+    "rmsprop": lambda: RMSprop(0.01),
+    "rmsprop-momentum-decay": lambda: RMSprop(0.02, alpha=0.9, eps=0.1, momentum=0.5, weight_decay=0.01),
+}
+
+
+@pytest.mark.parametrize("name", list(STATEFUL))
+def test_the_state_is_updated_in_its_own_arrays(name):
+    """On NumPy, after the first step every state array (and parameter) is the same object at every later
+    step, updated in place, and the gradients handed in are left as they were."""
+    params, grads = _problem()
+    grads = grads + _problem(1)[1]
+    opt = STATEFUL[name]()
+    mine = {k: v.copy() for k, v in params.items()}
+    held_params = dict(mine)
+    opt.step(mine, {k: v.copy() for k, v in grads[0].items()})
+    held = {(k, slot): a for k, slots in opt.state.items() for slot, a in slots.items()}
+    assert {slot for _, slot in held} == set(opt.slots())
+    for g in grads[1:]:
+        before = {key: a.copy() for key, a in held.items()}
+        given = {k: v.copy() for k, v in g.items()}
+        opt.step(mine, given)
+        for (k, slot), a in held.items():
+            assert opt.state[k][slot] is a, f"{slot} of {k} is a new array"
+            assert not np.array_equal(a, before[k, slot]), f"{slot} of {k} did not change"
+        assert all(mine[k] is held_params[k] for k in mine)
+        for k in g:  # temporaries are the step's own: the layer's gradient buffer is not one
+            np.testing.assert_array_equal(given[k], g[k], err_msg=f"the gradient of {k} was written to")
+
+
+@pytest.mark.parametrize("name, temporaries", [
+    ("sgd", 1), ("momentum", 1), ("nesterov", 1), ("adam", 2), ("adamw", 2), ("rmsprop", 2),
+    ("rmsprop-momentum", 2)])
+def test_a_step_allocates_few_temporaries_and_keeps_none(name, temporaries):
+    """The peak of NumPy memory a later step allocates, in parameter sizes: Adam's m and v updated in
+    place leave the denominator sqrt(v) + eps and the quotient (there were 4, 2 of them the new m and v)."""
+    tracemalloc = pytest.importorskip("tracemalloc")
+    make = {"sgd": lambda: SGD(0.1), "nesterov": lambda: SGD(0.1, momentum=0.9, nesterov=True),
+            "adamw": lambda: AdamW(), "rmsprop-momentum": lambda: RMSprop(momentum=0.9), **STATEFUL}[name]
+    rng = np.random.default_rng(0)
+    n = 50_000
+    params, grads = {"w": rng.normal(size=n)}, {"w": rng.normal(size=n)}
+    opt = make()
+    opt.step(params, grads)
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        opt.step(params, grads)
+        now, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    size = params["w"].nbytes
+    assert peak - base < (temporaries + 0.5) * size, f"{(peak - base) / size:.2f} parameter sizes at the peak"
+    assert now - base < 0.5 * size
+
+
+def _bits(a):
+    return np.ascontiguousarray(a).view(np.uint32 if a.dtype == np.float32 else np.uint64)
+
+
+# References written from the documented formulas, each a fresh NumPy expression (nothing in place). The
+# products are grouped as the docstrings write them; IEEE multiplication and addition of two operands
+# commute exactly, so the same grouping gives the same bits whatever order the operands come in.
+def _ref_sgd(p, g, state, k, t, lr, momentum=0.0, nesterov=False, weight_decay=0.0):
+    """torch.optim.SGD: g + wd p; v = mu v + g (v = g at first); p - lr v, or p - lr (g + mu v)."""
+    g = g + weight_decay * p if weight_decay else g
+    if momentum:
+        v = state[k, "momentum_buffer"] = g.copy() if t == 1 else momentum * state[k, "momentum_buffer"] + g
+        g = g + momentum * v if nesterov else v
+    return p - lr * g
+
+
+def _ref_adam(p, g, state, k, t, lr, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0, decoupled=False):
+    """Kingma & Ba 2015, end of section 2: the bias corrections folded into the step size,
+    alpha_t = lr sqrt(1 - b2^t) / (1 - b1^t) and eps_hat = eps sqrt(1 - b2^t); AdamW decays p first."""
+    if decoupled:
+        p = p * (1.0 - lr * weight_decay) if weight_decay else p
+    elif weight_decay:
+        g = g + weight_decay * p
+    m = state[k, "exp_avg"] = beta1 * state.get((k, "exp_avg"), np.zeros_like(g)) + (1.0 - beta1) * g
+    v = state[k, "exp_avg_sq"] = beta2 * state.get((k, "exp_avg_sq"), np.zeros_like(g)) + (1.0 - beta2) * (g * g)
+    alpha_t = lr * math.sqrt(1.0 - beta2 ** t) / (1.0 - beta1 ** t)
+    eps_hat = eps * math.sqrt(1.0 - beta2 ** t)
+    return p - alpha_t * m / (np.sqrt(v) + eps_hat)
+
+
+def _ref_rmsprop(p, g, state, k, t, lr, alpha=0.99, eps=1e-8, momentum=0.0, weight_decay=0.0):
+    """torch.optim.RMSprop: s = alpha s + (1 - alpha) g^2; d = g / (sqrt(s) + eps); b = mu b + d."""
+    g = g + weight_decay * p if weight_decay else g
+    s = state[k, "square_avg"] = alpha * state.get((k, "square_avg"), np.zeros_like(g)) + (1.0 - alpha) * (g * g)
+    d = g / (np.sqrt(s) + eps)
+    if momentum:
+        d = state[k, "momentum_buffer"] = momentum * state.get((k, "momentum_buffer"), np.zeros_like(g)) + d
+    return p - lr * d
+
+
+BITWISE = {
+    "sgd": (lambda: SGD(0.1), _ref_sgd, {"lr": 0.1}),
+    "sgd-decay": (lambda: SGD(0.1, weight_decay=0.05), _ref_sgd, {"lr": 0.1, "weight_decay": 0.05}),
+    "momentum": (lambda: SGD(0.1, momentum=0.9), _ref_sgd, {"lr": 0.1, "momentum": 0.9}),
+    "nesterov-decay": (lambda: SGD(0.05, momentum=0.8, nesterov=True, weight_decay=0.1), _ref_sgd,
+                       {"lr": 0.05, "momentum": 0.8, "nesterov": True, "weight_decay": 0.1}),
+    "adam": (lambda: Adam(0.01), _ref_adam, {"lr": 0.01}),
+    "adam-eps-decay": (lambda: Adam(0.1, beta1=0.5, beta2=0.9, eps=0.3, weight_decay=0.1), _ref_adam,
+                       {"lr": 0.1, "beta1": 0.5, "beta2": 0.9, "eps": 0.3, "weight_decay": 0.1}),
+    "adamw": (lambda: AdamW(0.05, weight_decay=0.2), _ref_adam, {"lr": 0.05, "weight_decay": 0.2, "decoupled": True}),
+    "adamw-no-decay": (lambda: AdamW(0.05, weight_decay=0.0), _ref_adam, {"lr": 0.05, "decoupled": True}),
+    "rmsprop": (lambda: RMSprop(0.01), _ref_rmsprop, {"lr": 0.01}),
+    "rmsprop-momentum-decay": (lambda: RMSprop(0.02, alpha=0.9, eps=0.1, momentum=0.5, weight_decay=0.01),
+                               _ref_rmsprop, {"lr": 0.02, "alpha": 0.9, "eps": 0.1, "momentum": 0.5,
+                                              "weight_decay": 0.01}),
+}
+
+
+@pytest.mark.parametrize("writeable", [True, False], ids=["in-place", "new-arrays"])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("name", list(BITWISE))
+def test_steps_are_the_formulas_to_the_bit(monkeypatch, name, dtype, writeable):
+    """On NumPy, six steps give the parameters and the state of the reference expressions bit for bit,
+    in place and on the path for immutable arrays (JAX's): neither may reorder or regroup an operation.
+    (Random normal values: no signed zeros, whose sign a '+ 0.0' flips without changing any value.)"""
+    if not writeable:
+        monkeypatch.setattr(_inplace, "is_writeable_array", lambda a: False)
+    make, reference, kwargs = BITWISE[name]
+    rng = np.random.default_rng(3)
+    shapes = {"0.W": (7, 5), "0.b": (5,), "1.W": (2, 3, 4)}
+    params = {k: rng.normal(size=s).astype(dtype) for k, s in shapes.items()}
+    opt, mine, state = make(), {k: v.copy() for k, v in params.items()}, {}
+    for t in range(1, 7):
+        grads = {k: rng.normal(size=s).astype(dtype) for k, s in shapes.items()}
+        opt.step(mine, {k: v.copy() for k, v in grads.items()})
+        for k in params:
+            params[k] = reference(params[k], grads[k], state, k, t, **kwargs)
+            assert mine[k].dtype == params[k].dtype
+            np.testing.assert_array_equal(_bits(mine[k]), _bits(params[k]), err_msg=f"step {t}, {k}")
+        for (k, slot), expected in state.items():
+            np.testing.assert_array_equal(_bits(opt.state[k][slot]), _bits(expected),
+                                          err_msg=f"step {t}, {slot} of {k}")

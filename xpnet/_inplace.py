@@ -5,7 +5,13 @@ rebinds a local name. So every update here *returns* the result, and the caller 
 (``params[name] = add_(params[name], step)``, ``self.w = add_(self.w, step)``). Where the array is
 writeable (NumPy, CuPy, PyTorch) the result is ``a`` itself, updated in its own memory: no allocation
 of a second weight-sized array per step. Layers, optimizers, the training loop and the tutorial all
-go through these two functions.
+go through these functions.
+
+The optimizers chain them on temporaries they own, as torch.optim chains ``mul_``, ``add_`` and
+``addcdiv_``: ``add_(mul_(g * g, 1 - b2), ...)`` scales the fresh ``g * g`` in its own memory instead of
+allocating ``(1 - b2) * (g * g)`` beside it. On NumPy that is one temporary where there were several,
+and the same floating-point operations in the same order, so the same bits (multiplication and
+addition of two operands commute exactly in IEEE arithmetic; only the grouping matters).
 """
 
 from __future__ import annotations
@@ -24,6 +30,22 @@ def add_(a, b, *, scale: float | None = None):
         a += b
         return a
     return (a if scale is None else scale * a) + b
+
+
+def mul_(a, b):
+    """``a * b``, computed in ``a``'s memory where it is writeable. Returns the result."""
+    if is_writeable_array(a):
+        a *= b
+        return a
+    return a * b
+
+
+def div_(a, b):
+    """``a / b``, computed in ``a``'s memory where it is writeable. Returns the result."""
+    if is_writeable_array(a):
+        a /= b
+        return a
+    return a / b
 
 
 def copy_(into, a):

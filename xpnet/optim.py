@@ -4,8 +4,11 @@
 ``model.gradients()``. The standard does not promise that ``p -= u`` mutates ``p`` (array API 2024.12,
 gh-895; on an immutable library it only rebinds a local name), so the generic path stores the new
 array back under its key. Where the array is writeable (NumPy, CuPy, PyTorch) it is updated in place
-instead, which saves an allocation per parameter per step (both through ``_inplace.add_``). Optimizer
-state lives on the device, as ``state[param name][slot]`` with torch.optim's slot names
+instead, and so is the optimizer state (``_inplace``'s ``add_``, ``mul_``, ``div_``, chained as
+torch.optim chains ``mul_`` / ``add_`` / ``addcdiv_``): a step allocates one or two gradient-sized
+temporaries at a time (one more for an L2 ``weight_decay``) and no new state, and computes the same
+operations in the same order as the expressions in the docstrings, so on NumPy the same bits.
+Optimizer state lives on the device, as ``state[param name][slot]`` with torch.optim's slot names
 (``momentum_buffer``, ``exp_avg``, ``exp_avg_sq``, ``square_avg``); :meth:`Optimizer.state_dict` copies
 it to the host for a checkpoint and :meth:`Optimizer.load_state_dict` puts it back on the parameters'
 device.
@@ -17,7 +20,7 @@ import math
 
 from . import backend
 from .backend import namespace as array_namespace
-from ._inplace import add_
+from ._inplace import add_, div_, mul_
 
 
 def clip_grad_norm(grads, max_norm: float):
@@ -34,8 +37,7 @@ def clip_grad_norm(grads, max_norm: float):
     total = xp.sqrt(sum(xp.sum(grads[k] * grads[k]) for k in names))
     scale = xp.minimum(max_norm / (total + 1e-6), xp.ones_like(total))
     for k in names:
-        g = grads[k]
-        grads[k] = add_(g, 0.0, scale=scale)
+        grads[k] = mul_(grads[k], scale)
     return total
 
 
@@ -80,7 +82,8 @@ class Optimizer:
             clip_grad_norm(grads, self.clip_norm)
         if not self.weight_decay:
             return grads
-        return {k: g + self.weight_decay * params[k] for k, g in grads.items()}
+        # g + wd p, summed into the temporary wd p (the gradient itself is the layer's buffer)
+        return {k: add_(params[k] * self.weight_decay, g) for k, g in grads.items()}
 
     def get_config(self) -> dict:
         return {"lr": self.lr, "weight_decay": self.weight_decay, "clip_norm": self.clip_norm}
@@ -167,7 +170,6 @@ class SGD(Optimizer):
     def step(self, params, grads):
         lr, mu = self.lr, self.momentum
         for name, g in self._gradients(params, grads).items():
-            p = params[name]
             if mu:
                 state = self.state.setdefault(name, {})
                 v = state.get("momentum_buffer")
@@ -176,8 +178,11 @@ class SGD(Optimizer):
                 else:
                     v = add_(v, g, scale=mu)
                 state["momentum_buffer"] = v
-                g = g + mu * v if self.nesterov else v
-            params[name] = add_(p, (-lr) * g)
+                # Nesterov's g + mu v is a temporary of its own, so it takes the -lr in place too
+                step = mul_(add_(v * mu, g), -lr) if self.nesterov else v * (-lr)
+            else:
+                step = g * (-lr)
+            params[name] = add_(params[name], step)
 
     def get_config(self):
         return {"lr": self.lr, "momentum": self.momentum, "nesterov": self.nesterov,
@@ -212,23 +217,25 @@ class Adam(Optimizer):
         # Bias corrections are host floats: folding them into the step size costs no device work.
         step_size = self.lr * math.sqrt(1.0 - b2 ** self.t) / (1.0 - b1 ** self.t)
         eps = self.eps * math.sqrt(1.0 - b2 ** self.t)
+        decay = 1.0 - self.lr * self.weight_decay if self.decoupled and self.weight_decay else None
         if self.decoupled:
             if self.clip_norm is not None:
                 clip_grad_norm(grads, self.clip_norm)
             steps = grads
-            for name in steps:  # p *= 1 - lr * wd, before the Adam step (torch.optim.AdamW)
-                params[name] = add_(params[name], 0.0, scale=1.0 - self.lr * self.weight_decay)
         else:
             steps = self._gradients(params, grads)
         for name, g in steps.items():
             xp = array_namespace(g)
+            if decay is not None:  # p *= 1 - lr * wd, before the Adam step (torch.optim.AdamW)
+                params[name] = mul_(params[name], decay)
             state = self.state.get(name)
             if state is None:
                 state = self.state[name] = {"exp_avg": xp.zeros_like(g), "exp_avg_sq": xp.zeros_like(g)}
-            m = b1 * state["exp_avg"] + (1.0 - b1) * g
-            v = b2 * state["exp_avg_sq"] + (1.0 - b2) * (g * g)
-            state["exp_avg"], state["exp_avg_sq"] = m, v
-            params[name] = add_(params[name], (-step_size) * m / (xp.sqrt(v) + eps))
+            # m = b1 m + (1 - b1) g and v = b2 v + (1 - b2) (g g), each product in a temporary of its own
+            m = state["exp_avg"] = add_(state["exp_avg"], g * (1.0 - b1), scale=b1)
+            v = state["exp_avg_sq"] = add_(state["exp_avg_sq"], mul_(g * g, 1.0 - b2), scale=b2)
+            # W += (-step_size m) / (sqrt(v) + eps): two temporaries, the denominator and the quotient
+            params[name] = add_(params[name], div_(m * (-step_size), add_(xp.sqrt(v), eps)))
 
     def get_config(self):
         return {"lr": self.lr, "beta1": self.beta1, "beta2": self.beta2, "eps": self.eps,
@@ -267,15 +274,18 @@ class RMSprop(Optimizer):
             xp = array_namespace(g)
             state = self.state.setdefault(name, {})
             s = state.get("square_avg")
-            s = (1.0 - a) * (g * g) if s is None else add_(s, (1.0 - a) * (g * g), scale=a)
-            state["square_avg"] = s
-            direction = g / (xp.sqrt(s) + self.eps)
+            sq = mul_(g * g, 1.0 - a)  # (1 - alpha) g^2, in the temporary g * g
+            s = state["square_avg"] = sq if s is None else add_(s, sq, scale=a)
+            del sq  # freed before the next two temporaries: one gradient-sized array less at the peak
+            direction = g / add_(xp.sqrt(s), self.eps)
             if mu:
                 b = state.get("momentum_buffer")
-                b = direction if b is None else add_(b, direction, scale=mu)
-                state["momentum_buffer"] = b
-                direction = b
-            params[name] = add_(params[name], (-self.lr) * direction)
+                b = state["momentum_buffer"] = direction if b is None else add_(b, direction, scale=mu)
+                del direction  # (b itself at the first step) freed before the temporary below
+                step = b * (-self.lr)
+            else:
+                step = mul_(direction, -self.lr)
+            params[name] = add_(params[name], step)
 
     def get_config(self):
         return {"lr": self.lr, "alpha": self.alpha, "eps": self.eps, "momentum": self.momentum,
