@@ -197,3 +197,22 @@ def test_bad_toolkit_options_are_usage_errors(capsys, args):
         cli.main(["train", *args])
     assert exc.value.code == 2
     assert "error: argument" in capsys.readouterr().err
+
+
+def test_threads_train_to_the_one_thread_weights(capsys, tmp_path, monkeypatch):
+    """--threads 2: the same network and (to rounding) the same weights as one thread, and it says so."""
+    from xpnet.distributed import threads
+
+    ranks, run = [], threads.run
+    monkeypatch.setattr(threads, "run", lambda fit, model, args, kwargs, spec: ranks.append(spec.n) or run(
+        fit, model, args, kwargs, spec))
+    one, _ = _trained(capsys, tmp_path, "--epochs", "2", name="one.npz")
+    two, out = _trained(capsys, tmp_path, "--epochs", "2", "--threads", "2", name="two.npz")
+    assert "2 threads (batch 128 over all)" in out and ranks == [2]
+    for k, w in one.state_dict().items():
+        np.testing.assert_allclose(two.state_dict()[k], w, rtol=2e-4, atol=2e-5, err_msg=k)
+
+
+def test_threads_and_mpi_exclude_each_other(capsys):
+    code, out, err = run_main(capsys, *SPIRALS, "--threads", "2", "--distributed")
+    assert code != 0 and "exclude each other" in err

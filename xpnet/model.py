@@ -226,7 +226,9 @@ class Sequential:
         ``distributed``: ``True`` (or an :class:`xpnet.distributed.Communicator`) trains data-parallel on
         the ranks of an MPI job (``mpiexec -n N python script.py``): ``batch_size`` is the global batch,
         split across the ranks, and N ranks end with the weights one process would have (see
-        :mod:`xpnet.distributed`). Needs ``pip install "xpnet[mpi]"``.
+        :mod:`xpnet.distributed`). Needs ``pip install "xpnet[mpi]"``. On one machine's CPU,
+        ``distributed=xpnet.distributed.Threads(n)`` runs the same on ``n`` threads of this process, each with
+        one BLAS thread, so that NumPy's elementwise work uses every core too (no MPI needed).
         """
         try:
             return training.fit(self, X, y, loss=loss, optimizer=optimizer, epochs=epochs, batch_size=batch_size,

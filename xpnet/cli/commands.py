@@ -18,6 +18,7 @@ from .. import backend, datasets, io, losses, saving
 from .. import callbacks as callbacks_mod
 from .._version import __version__
 from ..callbacks import format_epoch
+from ..distributed.threads import Threads
 from ..layers import Dense, Reshape
 from ..model import Sequential, load
 from ..validation import output_width
@@ -70,6 +71,9 @@ def _input_width(model) -> int:
 # -- the commands -------------------------------------------------------------------------------
 def cmd_train(args) -> int:
     apply_preset(args)
+    if args.distributed and args.threads:
+        raise ValueError("--distributed (MPI ranks) and --threads (threads of one process) exclude each other; "
+                         "under mpiexec each rank can use its cores through BLAS (OMP_NUM_THREADS)")
     comm = None
     if args.distributed:
         from ..distributed import Communicator
@@ -128,14 +132,16 @@ def _train(args, comm) -> int:
               f"{args.schedule} schedule{f' after {args.warmup:g} warm-up epochs' if args.warmup else ''}, "
               f"batch {args.batch_size}, on {args.dataset}: {X.shape[0]} train / {X_test.shape[0]} test "
               f"samples{scale}, {dev}, {args.dtype}"
-              f"{f', {comm.size} ranks (batch {args.batch_size} over all)' if comm else ''}", flush=True)
+              f"{f', {comm.size} ranks (batch {args.batch_size} over all)' if comm else ''}"
+              f"{f', {args.threads} threads (batch {args.batch_size} over all)' if args.threads else ''}", flush=True)
     test = (X_test, _targets(y_test, args.loss, width, args.dtype))
     history = model.fit(X, _targets(y, args.loss, width, args.dtype), loss=loss, optimizer=optimizer,
                         epochs=args.epochs, batch_size=args.batch_size, schedule=schedule,
                         validation_split=args.val_split or 0.0,
                         validation_data=None if args.val_split else test,
                         callbacks=callbacks, checkpoint_dir=args.checkpoint_dir, resume_from=args.resume,
-                        verbose=0 if args.quiet else 1, distributed=comm)
+                        verbose=0 if args.quiet else 1,
+                        distributed=comm if comm is not None else Threads(args.threads) if args.threads else None)
     if not root:
         return 0
     if args.quiet:

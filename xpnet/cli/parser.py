@@ -227,6 +227,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="data-parallel over the processes of an MPI job: mpiexec -n N xpnet train --distributed "
                         "... (or srun). --batch-size is the global batch, split across the N ranks; rank 0 "
                         "prints and writes the files; one GPU per rank on CUDA. Needs pip install 'xpnet[mpi]'")
+    p.add_argument("--threads", type=_positive_int, metavar="N",
+                   help="data-parallel over N threads of this process, on the CPU: each thread trains on its shard "
+                        "of every batch with one BLAS thread, so that all of NumPy's work runs on N cores "
+                        "(the weights match a one-thread run to rounding; Dropout masks differ per thread)")
 
     p = sub.add_parser(
         "evaluate", parents=[common, data_options(None)], help="loss and accuracy of a saved model",
