@@ -653,6 +653,10 @@ def test_early_stopping_resumed_stops_where_and_with_the_weights_of_the_run_that
     assert (got.stopped_epoch, got.best_epoch, got.best, got.wait) == (4, 1, 0.6, 3)
     _assert_same_state(resumed.state_dict(), whole.state_dict())  # epoch 1's weights and running statistics
     assert _without_timing(history) == _without_timing(expected) and len(history["loss"]) == 5
+    # the best weights are the callback's arrays, not the model's: the file still loads as a plain model
+    last = tmp_path / "run" / "last.npz"
+    assert any(k.startswith("callbacks/EarlyStopping[0]/") for k in xio.read(last)[1])
+    assert xpnet.load(last).state_dict().keys() == resumed.state_dict().keys()
 
 
 def test_model_checkpoint_does_not_overwrite_its_best_file_with_a_worse_epoch_after_a_resume(tmp_path):
@@ -800,3 +804,13 @@ def test_bad_arguments_with_resume_from_are_refused_before_the_checkpoint_is_loa
     _assert_same_state(model.state_dict(), before)  # nothing was loaded into the model
     assert (model.loss, model.input_range, model.rng.bit_generator.state) == (None, None, _model(seed=4).rng.bit_generator.state)
     assert (optimizer.lr, optimizer.t, stop.best) == (0.5, 0, None)
+
+
+def test_a_csv_logger_writing_another_file_after_a_resume_starts_it_afresh_and_says_so(tmp_path):
+    _fit(_model(), 2, loss=LOSS, optimizer=Adam(0.01), checkpoint_dir=tmp_path, callbacks=[CSVLogger(tmp_path / "a.csv")])
+    (tmp_path / "b.csv").write_text("old rows\n")
+    with pytest.warns(UserWarning, match=r"CSVLogger: the checkpoint's run wrote .*a\.csv, this one writes .*b\.csv: "
+                                         r"that file is started as a new one"):
+        _fit(_model(), 3, resume_from=tmp_path / "last.npz", callbacks=[CSVLogger(tmp_path / "b.csv")])
+    assert [r["epoch"] for r in _csv_rows(tmp_path / "b.csv")] == ["2"]  # append=False: emptied, then its row
+    assert [r["epoch"] for r in _csv_rows(tmp_path / "a.csv")] == ["0", "1"]

@@ -135,7 +135,11 @@ def _callback_states(model, callbacks) -> tuple[dict, dict]:
         if not isinstance(state, dict):
             raise TypeError(f"save_checkpoint: {key}.state_dict() gave a {type(state).__name__}, not a dict")
         state = dict(state)
-        for name, a in (state.pop("arrays", None) or {}).items():
+        named = state.pop("arrays", None) or {}
+        if not isinstance(named, dict):
+            raise TypeError(f"save_checkpoint: {key}.state_dict()['arrays'] is a {type(named).__name__}, not a "
+                            f"dict {{name: array}}")
+        for name, a in named.items():
             a = backend.to_numpy(a)
             if str(a.dtype) != model.dtype:  # a checkpoint holds arrays of the model's dtype only
                 raise ValueError(f"save_checkpoint: {key}'s array {name!r} is {a.dtype}, not the model's "

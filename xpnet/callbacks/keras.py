@@ -88,7 +88,8 @@ class EarlyStopping(Callback):
     ``best_epoch`` say what happened (from 0; ``stopped_epoch`` stays 0 if it never stopped).
 
     A checkpoint (``fit(checkpoint_dir=...)``) keeps its ``wait``, ``best``, ``best_epoch`` and the best
-    weights, so a resumed ``fit`` stops at the epoch, and with the weights, of the run that never stopped.
+    weights (a second copy of the model in the file), so a resumed ``fit`` stops at the epoch, and with
+    the weights, of the run that never stopped.
     """
 
     _PARTS = ("params", "buffers")  # the halves of _state(model), as the checkpoint names its arrays
