@@ -610,25 +610,25 @@ class CrashAt(Callback):
             raise Crash(f"killed at the end of epoch {epoch}")
 
 
-def _stop_then_resume(tmp_path, epochs, k, make_callbacks, how="stopped"):
+def _stop_then_resume(tmp_path, epochs, k, make_callbacks, how="stopped", dev="cpu"):
     """Train ``epochs`` epochs in one go, and again stopped after ``k`` epochs (``how``: ``"stopped"``, a run
     of ``k`` epochs; ``"crashed"``, killed in epoch ``k``) then resumed; returns both (model, history,
     callbacks). Each run gets its own ``make_callbacks(run)`` (the resumed one new objects, as a new process)."""
     whole_cbs = make_callbacks("whole")
-    whole = _model(extra=(BatchNorm1d(8),))
+    whole = _model(dev, extra=(BatchNorm1d(8),))
     expected = _fit(whole, epochs, loss=LOSS, optimizer=Adam(0.01), callbacks=whole_cbs,
                     checkpoint_dir=tmp_path / "whole")
     first_cbs = make_callbacks("run")
     if how == "stopped":
-        _fit(_model(extra=(BatchNorm1d(8),)), k, loss=LOSS, optimizer=Adam(0.01), callbacks=first_cbs,
+        _fit(_model(dev, extra=(BatchNorm1d(8),)), k, loss=LOSS, optimizer=Adam(0.01), callbacks=first_cbs,
              checkpoint_dir=tmp_path / "run")
     else:
         with pytest.raises(Crash):
-            _fit(_model(extra=(BatchNorm1d(8),)), epochs, loss=LOSS, optimizer=Adam(0.01),
+            _fit(_model(dev, extra=(BatchNorm1d(8),)), epochs, loss=LOSS, optimizer=Adam(0.01),
                  callbacks=[*first_cbs, CrashAt(k)], checkpoint_dir=tmp_path / "run")
     assert ckpt.read_checkpoint(tmp_path / "run" / "last.npz")[0]["epoch"] == k
     resumed_cbs = make_callbacks("run")
-    resumed = _model(seed=99, extra=(BatchNorm1d(8),))  # another seed: all of it must come from the checkpoint
+    resumed = _model(dev, seed=99, extra=(BatchNorm1d(8),))  # another seed: all of it must come from the checkpoint
     history = _fit(resumed, epochs, callbacks=resumed_cbs, resume_from=tmp_path / "run" / "last.npz",
                    checkpoint_dir=tmp_path / "run")
     return (whole, expected, whole_cbs), (resumed, history, resumed_cbs)
@@ -639,7 +639,7 @@ def _without_timing(history):
 
 
 @pytest.mark.parametrize("how", ["stopped", "crashed"])
-def test_early_stopping_resumed_stops_where_and_with_the_weights_of_the_run_that_never_stopped(tmp_path, how):
+def test_early_stopping_resumed_stops_where_and_with_the_weights_of_the_run_that_never_stopped(dev, tmp_path, how):
     # improves at epochs 0 and 1; with patience 3 the uninterrupted run stops at epoch 4. The run is cut
     # after 3 epochs (its wait is 1), so the patience count and the best weights (of epoch 1) must come
     # through the checkpoint.
@@ -648,7 +648,7 @@ def test_early_stopping_resumed_stops_where_and_with_the_weights_of_the_run_that
     def make(run):
         return [Scripted(val_loss), EarlyStopping(patience=3, restore_best_weights=True)]
 
-    (whole, expected, (_, want)), (resumed, history, (_, got)) = _stop_then_resume(tmp_path, 10, 3, make, how)
+    (whole, expected, (_, want)), (resumed, history, (_, got)) = _stop_then_resume(tmp_path, 10, 3, make, how, dev)
     assert (want.stopped_epoch, want.best_epoch, want.best) == (4, 1, 0.6)  # the script did what it says
     assert (got.stopped_epoch, got.best_epoch, got.best, got.wait) == (4, 1, 0.6, 3)
     _assert_same_state(resumed.state_dict(), whole.state_dict())  # epoch 1's weights and running statistics
