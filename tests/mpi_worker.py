@@ -56,6 +56,13 @@ class Ran(callbacks.Callback):
         Ran.ranks.append(comm.rank if comm else 0)
 
 
+class Scripted(callbacks.Callback):
+    """A scripted ``val_loss`` in each epoch's logs (on every rank alike), for an EarlyStopping after it."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs["val_loss"] = [1.0, 0.5, 0.8, 0.9][epoch]
+
+
 class FailOnRank1(callbacks.Callback):
     def on_batch_end(self, step, logs=None):
         if comm.rank == 1 and step >= 2:
@@ -129,10 +136,19 @@ def main(case, out, *opts):
         xpnet.checkpoint.save_checkpoint = recorded
         if case == "resume":
             kwargs = {"resume_from": f"{ckpt}/last.npz"}
+        if "callbacks" in opts:  # with callbacks that keep a state: on every rank, and a file writer on rank 0
+            # patience 2: the run stops at epoch 3 and goes back to epoch 1's weights, which the resumed
+            # run (from epoch 2) has only from the checkpoint; every rank must agree
+            stop = callbacks.EarlyStopping(patience=2, restore_best_weights=True)
+            log = os.path.join(os.path.dirname(out), f"{'full' if case == 'full' else 'run'}.csv")
+            kwargs["callbacks"] = [Scripted(), stop, callbacks.CSVLogger(log)]
         fit(m, X, y, None if case == "resume" else OPTIMIZERS["adam"](), 32, epochs=2 if case == "first" else 4,
             **kwargs)
         results.update(m.state_dict())
         checks["saved_on"] = sorted(set(sum(comm.gather(saved_on), [])))
+        checks["agree"] = len(set(comm.gather(_checksum(m)))) == 1
+        if "callbacks" in opts:
+            checks["stopped"] = comm.gather([stop.stopped_epoch, stop.best_epoch, stop.wait])
     if comm is None or comm.is_root:
         np.savez(out, **results, checks=json.dumps(checks))
 

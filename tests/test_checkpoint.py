@@ -8,6 +8,7 @@ SIGKILL mid-epoch and resumed in another process.
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import signal
@@ -20,10 +21,12 @@ import numpy as np
 import pytest
 
 import xpnet
-from xpnet import SGD, Adam, AdamW, Dense, Layer, ModelFormatError, ReLU, RMSprop, Sequential, Tanh, to_numpy
+from xpnet import (SGD, Adam, AdamW, BatchNorm1d, CSVLogger, Dense, EarlyStopping, Layer, ModelCheckpoint,
+                   ModelFormatError, ReLU, RMSprop, Sequential, Tanh, to_numpy)
 from xpnet import checkpoint as ckpt
 from xpnet import schedules
 from xpnet import io as xio
+from xpnet.callbacks import Callback
 from xpnet.layers import LAYERS
 
 OPTIMIZERS = {
@@ -549,7 +552,7 @@ def test_a_run_killed_mid_epoch_and_resumed_ends_with_the_uninterrupted_weights(
 def test_dropout_batchnorm_and_a_step_schedule_resume_exactly(dev, tmp_path):
     """Dropout's device stream, BatchNorm's running statistics (buffers) and a per-step cosine schedule
     (whose base lr the checkpoint keeps: after the resume the optimizer's lr is the schedule's last)."""
-    from xpnet import BatchNorm1d, Dropout, schedules
+    from xpnet import Dropout, schedules
 
     def make(seed=0):
         return Sequential([Dense(6, 8), BatchNorm1d(8), Tanh(), Dropout(0.3), Dense(8, 2)], device=dev, seed=seed)
@@ -565,3 +568,251 @@ def test_dropout_batchnorm_and_a_step_schedule_resume_exactly(dev, tmp_path):
     history = _fit(resumed, 4, resume_from=tmp_path / "last.npz")
     _assert_same_state(resumed.state_dict(), whole.state_dict())
     assert history.history["lr"] == expected.history["lr"] and history.history["loss"] == expected.history["loss"]
+
+
+# -- the callbacks' state: EarlyStopping, ModelCheckpoint, CSVLogger go on as if never stopped --------
+
+TIMING = ("seconds", "samples_per_s")  # the only figures two runs of the same training do not share
+
+
+class Scripted(Callback):
+    """Puts a scripted ``val_loss`` into each epoch's logs, for the callbacks after it: the epochs where
+    a monitor improves are then known in advance, while the weights are those of real training."""
+
+    def __init__(self, values):
+        self.values = values
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs["val_loss"] = self.values[epoch]
+
+
+class Crash(RuntimeError):
+    pass
+
+
+class CrashAt(Callback):
+    """Kills the run in epoch ``epoch`` (from 0): mid-epoch (``where="batch"``: the checkpoint holds the
+    epochs before it), or at its end after the callbacks before this one (``"epoch_end"``: before that
+    epoch's checkpoint is written)."""
+
+    def __init__(self, epoch, where="batch"):
+        self.at, self.where, self.epoch = epoch, where, 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_batch_end(self, step, logs=None):
+        if self.where == "batch" and self.epoch == self.at and step > 0:
+            raise Crash(f"killed in epoch {self.epoch}")
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.where == "epoch_end" and epoch == self.at:
+            raise Crash(f"killed at the end of epoch {epoch}")
+
+
+def _stop_then_resume(tmp_path, epochs, k, make_callbacks, how="stopped", dev="cpu"):
+    """Train ``epochs`` epochs in one go, and again stopped after ``k`` epochs (``how``: ``"stopped"``, a run
+    of ``k`` epochs; ``"crashed"``, killed in epoch ``k``) then resumed; returns both (model, history,
+    callbacks). Each run gets its own ``make_callbacks(run)`` (the resumed one new objects, as a new process)."""
+    whole_cbs = make_callbacks("whole")
+    whole = _model(dev, extra=(BatchNorm1d(8),))
+    expected = _fit(whole, epochs, loss=LOSS, optimizer=Adam(0.01), callbacks=whole_cbs,
+                    checkpoint_dir=tmp_path / "whole")
+    first_cbs = make_callbacks("run")
+    if how == "stopped":
+        _fit(_model(dev, extra=(BatchNorm1d(8),)), k, loss=LOSS, optimizer=Adam(0.01), callbacks=first_cbs,
+             checkpoint_dir=tmp_path / "run")
+    else:
+        with pytest.raises(Crash):
+            _fit(_model(dev, extra=(BatchNorm1d(8),)), epochs, loss=LOSS, optimizer=Adam(0.01),
+                 callbacks=[*first_cbs, CrashAt(k)], checkpoint_dir=tmp_path / "run")
+    assert ckpt.read_checkpoint(tmp_path / "run" / "last.npz")[0]["epoch"] == k
+    resumed_cbs = make_callbacks("run")
+    resumed = _model(dev, seed=99, extra=(BatchNorm1d(8),))  # another seed: all of it must come from the checkpoint
+    history = _fit(resumed, epochs, callbacks=resumed_cbs, resume_from=tmp_path / "run" / "last.npz",
+                   checkpoint_dir=tmp_path / "run")
+    return (whole, expected, whole_cbs), (resumed, history, resumed_cbs)
+
+
+def _without_timing(history):
+    return {k: v for k, v in history.history.items() if k not in TIMING}
+
+
+@pytest.mark.parametrize("how", ["stopped", "crashed"])
+def test_early_stopping_resumed_stops_where_and_with_the_weights_of_the_run_that_never_stopped(dev, tmp_path, how):
+    # improves at epochs 0 and 1; with patience 3 the uninterrupted run stops at epoch 4. The run is cut
+    # after 3 epochs (its wait is 1), so the patience count and the best weights (of epoch 1) must come
+    # through the checkpoint.
+    val_loss = [1.0, 0.6, 0.8, 0.7, 0.65, 0.9, 0.95, 0.97, 0.99, 1.0]
+
+    def make(run):
+        return [Scripted(val_loss), EarlyStopping(patience=3, restore_best_weights=True)]
+
+    (whole, expected, (_, want)), (resumed, history, (_, got)) = _stop_then_resume(tmp_path, 10, 3, make, how, dev)
+    assert (want.stopped_epoch, want.best_epoch, want.best) == (4, 1, 0.6)  # the script did what it says
+    assert (got.stopped_epoch, got.best_epoch, got.best, got.wait) == (4, 1, 0.6, 3)
+    _assert_same_state(resumed.state_dict(), whole.state_dict())  # epoch 1's weights and running statistics
+    assert _without_timing(history) == _without_timing(expected) and len(history["loss"]) == 5
+    # the best weights are the callback's arrays, not the model's: the file still loads as a plain model
+    last = tmp_path / "run" / "last.npz"
+    assert any(k.startswith("callbacks/EarlyStopping[0]/") for k in xio.read(last)[1])
+    assert xpnet.load(last).state_dict().keys() == resumed.state_dict().keys()
+
+
+def test_model_checkpoint_does_not_overwrite_its_best_file_with_a_worse_epoch_after_a_resume(tmp_path):
+    val_loss = [1.0, 0.5, 0.7, 0.6, 0.4]
+
+    def make(run):
+        return [Scripted(val_loss), ModelCheckpoint(tmp_path / f"{run}-best.npz", save_best_only=True)]
+
+    _, (resumed, _, (_, best)) = _stop_then_resume(tmp_path, 4, 2, make)
+    # epochs 2 and 3 (0.7, 0.6) are worse than epoch 1 (0.5): the file keeps epoch 1's weights, as the
+    # uninterrupted run's does
+    assert best.best == 0.5
+    _assert_same_state(xpnet.load(tmp_path / "run-best.npz").state_dict(),
+                       xpnet.load(tmp_path / "whole-best.npz").state_dict())
+    assert not np.array_equal(xpnet.load(tmp_path / "run-best.npz").state_dict()["0.W"], resumed.state_dict()["0.W"])
+
+
+def _csv_rows(path):
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    return [{k: v for k, v in row.items() if k not in TIMING} for row in rows]
+
+
+@pytest.mark.parametrize("how", ["stopped", "crashed", "crashed_after_its_row"])
+def test_csv_logger_after_a_resume_holds_the_rows_of_the_run_that_never_stopped(tmp_path, how):
+    def make(run):
+        return [CSVLogger(tmp_path / f"{run}.csv")]  # append=False, the default: a resume still appends
+
+    if how == "crashed_after_its_row":
+        # killed after the CSVLogger wrote epoch 2's row but before epoch 2's checkpoint: the resumed run
+        # trains epoch 2 again, and its row replaces the one the killed run left
+        with pytest.raises(Crash):
+            _fit(_model(extra=(BatchNorm1d(8),)), 5, loss=LOSS, optimizer=Adam(0.01),
+                 callbacks=[*make("run"), CrashAt(2, "epoch_end")], checkpoint_dir=tmp_path / "run")
+        assert len(_csv_rows(tmp_path / "run.csv")) == 3
+        with pytest.warns(UserWarning, match=r"holds 1 row\(s\) written after the checkpoint"):
+            _fit(_model(seed=99, extra=(BatchNorm1d(8),)), 5, callbacks=make("run"),
+                 resume_from=tmp_path / "run" / "last.npz", checkpoint_dir=tmp_path / "run")
+        _fit(_model(extra=(BatchNorm1d(8),)), 5, loss=LOSS, optimizer=Adam(0.01), callbacks=make("whole"))
+    else:
+        _stop_then_resume(tmp_path, 5, 2, make, how)
+    text = (tmp_path / "run.csv").read_text()
+    assert text.count("epoch,") == 1 and text.startswith("epoch,")  # one header, on the first line
+    rows = _csv_rows(tmp_path / "run.csv")
+    assert [r["epoch"] for r in rows] == ["0", "1", "2", "3", "4"]
+    assert rows == _csv_rows(tmp_path / "whole.csv")
+
+
+def _with_early_stopping(tmp_path, epochs=2, **es):
+    """A checkpoint of ``epochs`` epochs whose run had an EarlyStopping (on a scripted val_loss)."""
+    _fit(_model(), epochs, loss=LOSS, optimizer=Adam(0.01), checkpoint_dir=tmp_path,
+         callbacks=[Scripted([1.0, 0.5, 0.7, 0.6]), EarlyStopping(patience=3, **es)])
+    return tmp_path / "last.npz"
+
+
+def test_a_callback_state_no_callback_takes_or_a_callback_without_one_is_a_warning(tmp_path, recwarn):
+    path = _with_early_stopping(tmp_path)
+    with pytest.warns(UserWarning, match=r"holds the state of EarlyStopping\[0\], which no callback given to fit "
+                                         r"takes; it is dropped"):
+        _fit(_model(), 3, resume_from=path)
+    first, second = EarlyStopping(patience=3), EarlyStopping(monitor="loss", patience=3)
+    with pytest.warns(UserWarning, match=r"holds no state for EarlyStopping\[1\], so it starts afresh"):
+        _fit(_model(), 3, resume_from=path, callbacks=[Scripted([1.0, 0.5, 0.7, 0.6]), first, second])
+    assert (first.best, first.best_epoch, first.wait) == (0.5, 1, 1) and second.best_epoch == 2
+    # the same class and place, but watching another key: its best is not comparable
+    other = EarlyStopping(monitor="loss", patience=3)
+    with pytest.warns(UserWarning, match=r"EarlyStopping: the checkpoint's watched 'val_loss' \(mode 'min'\), "
+                                         r"this one 'loss'.*starts afresh"):
+        _fit(_model(), 3, resume_from=path, callbacks=[other])
+    assert other.best_epoch == 2
+    recwarn.clear()
+    _fit(_model(), 3, resume_from=path, callbacks=[Scripted([1.0, 0.5, 0.7, 0.6]), EarlyStopping(patience=3)])
+    assert not [w for w in recwarn if "resume" in str(w.message) or "EarlyStopping" in str(w.message)]
+
+
+def test_a_checkpoint_from_before_callback_states_still_resumes(tmp_path, recwarn):
+    _fit(_model(), 1, loss=LOSS, optimizer=Adam(0.01), checkpoint_dir=tmp_path)
+    old = _rewrite(tmp_path, lambda e: e.pop("callbacks"))
+    _fit(_model(), 2, resume_from=old)  # no callbacks: nothing to say
+    assert not [w for w in recwarn if "callback" in str(w.message)]
+    stop = EarlyStopping(monitor="loss", patience=3)
+    with pytest.warns(UserWarning, match=r"holds no callback states \(an older xpnet wrote it\), so "
+                                         r"EarlyStopping\[0\] starts afresh"):
+        history = _fit(_model(), 3, resume_from=old, callbacks=[stop])
+    assert len(history["loss"]) == 3 and stop.best_epoch == 2
+
+
+def test_non_finite_bests_round_trip_through_the_json_header(tmp_path):
+    # ModelCheckpoint's best starts at inf, EarlyStopping's best can be nan (a first epoch of nan stands in)
+    saver = ModelCheckpoint(tmp_path / "m.npz", monitor="loss")
+    _fit(_model(), 1, loss=LOSS, optimizer=Adam(0.01), checkpoint_dir=tmp_path,
+         callbacks=[Scripted([float("nan"), 1.0]), EarlyStopping(patience=3), saver])
+    states = ckpt.read_checkpoint(tmp_path / "last.npz")[0]["callbacks"]
+    assert states["ModelCheckpoint[0]"]["best"] == "inf" and states["EarlyStopping[0]"]["best"] == "nan"
+    saver, stop = ModelCheckpoint(tmp_path / "m.npz", monitor="loss"), EarlyStopping(patience=3)
+    _fit(_model(), 1, resume_from=tmp_path / "last.npz", callbacks=[Scripted([]), stop, saver])
+    assert saver.best == float("inf") and np.isnan(stop.best)
+
+
+@pytest.mark.parametrize("edit, arrays_edit, match", [
+    (lambda e: e.update(callbacks=[]), None, r"callbacks is not \{key: state dict\}"),
+    (lambda e: e["callbacks"]["EarlyStopping[0]"].update(arrays={}), None, r"callbacks is not"),
+    (None, lambda a: a.update({"callbacks/Nope[0]/x": np.zeros(2, np.float32)}), r"'callbacks/Nope\[0\]/x' belongs "
+                                                                                  r"to no callback state"),
+    (lambda e: e["callbacks"]["EarlyStopping[0]"].update(wait="2"), None,
+     r"state of EarlyStopping\[0\] cannot be restored: EarlyStopping: wait '2' in the checkpoint is not an int"),
+    (lambda e: e["callbacks"]["EarlyStopping[0]"].update(best="low"), None, r"best 'low' .* is not a number"),
+    (None, lambda a: a.pop("callbacks/EarlyStopping[0]/params/0.W"), r"EarlyStopping: the checkpoint's best "
+                                                                     r"weights are \['params/0.b'"),
+    (None, lambda a: a.update({"callbacks/EarlyStopping[0]/params/0.W": np.zeros((2, 2), np.float32)}),
+     r"best weights' params/0.W has shape \(2, 2\), the model's \(6, 8\)"),
+])
+def test_a_garbled_callback_state_is_named(tmp_path, edit, arrays_edit, match):
+    _with_early_stopping(tmp_path, restore_best_weights=True)
+    header, arrays = xio.read(tmp_path / "last.npz")
+    if edit:
+        edit(header["checkpoint"])
+    if arrays_edit:
+        arrays_edit(arrays)
+    header = {k: v for k, v in header.items() if k not in ("magic", "format", "xpnet_version", "parameters")}
+    xio.write(tmp_path / "bad.npz", header, arrays)
+    with pytest.raises(ModelFormatError, match=match):
+        _fit(_model(), 3, resume_from=tmp_path / "bad.npz",
+             callbacks=[Scripted([1.0, 0.5, 0.7, 0.6]), EarlyStopping(patience=3, restore_best_weights=True)])
+
+
+@pytest.mark.parametrize("kwargs, error, match", [
+    (dict(X=np.zeros((20, 5), np.float32)), ValueError, r"X has shape \(20, 5\) but the first layer"),
+    (dict(y=np.zeros(7, np.int64)), ValueError, r"\b7\b"),
+    (dict(batch_size=0), ValueError, "batch_size"),
+    (dict(metrics=["nope"]), ValueError, "nope"),
+    (dict(validation_data=(np.zeros((3, 6), np.float32),)), TypeError, "validation_data must be a pair"),
+    (dict(schedule="nope"), ValueError, "unknown schedule 'nope'"),
+])
+def test_bad_arguments_with_resume_from_are_refused_before_the_checkpoint_is_loaded(tmp_path, kwargs, error, match):
+    path = _with_early_stopping(tmp_path, restore_best_weights=True)
+    model, optimizer = _model(seed=4), Adam(0.5)
+    before, stop = model.state_dict(), EarlyStopping(patience=3, restore_best_weights=True)
+    X, y = _data()
+    args = dict(X=X, y=y, epochs=3, batch_size=16, verbose=0, resume_from=path, optimizer=optimizer,
+                callbacks=[Scripted([1.0, 0.5, 0.7, 0.6]), stop])
+    args.update(kwargs)
+    with pytest.raises(error, match=match):
+        model.fit(args.pop("X"), args.pop("y"), **args)
+    _assert_same_state(model.state_dict(), before)  # nothing was loaded into the model
+    assert (model.loss, model.input_range) == (None, None)
+    assert model.rng.bit_generator.state == _model(seed=4).rng.bit_generator.state
+    assert (optimizer.lr, optimizer.t, stop.best) == (0.5, 0, None)
+
+
+def test_a_csv_logger_writing_another_file_after_a_resume_starts_it_afresh_and_says_so(tmp_path):
+    _fit(_model(), 2, loss=LOSS, optimizer=Adam(0.01), checkpoint_dir=tmp_path,
+         callbacks=[CSVLogger(tmp_path / "a.csv")])
+    (tmp_path / "b.csv").write_text("old rows\n")
+    with pytest.warns(UserWarning, match=r"CSVLogger: the checkpoint's run wrote .*a\.csv, this one writes .*b\.csv: "
+                                         r"that file is started as a new one"):
+        _fit(_model(), 3, resume_from=tmp_path / "last.npz", callbacks=[CSVLogger(tmp_path / "b.csv")])
+    assert [r["epoch"] for r in _csv_rows(tmp_path / "b.csv")] == ["2"]  # append=False: emptied, then its row
+    assert [r["epoch"] for r in _csv_rows(tmp_path / "a.csv")] == ["0", "1"]

@@ -279,6 +279,30 @@ def test_a_run_stopped_and_resumed_under_two_ranks_equals_an_uninterrupted_one(t
 
 
 @needs_mpi
+def test_callbacks_with_a_state_resume_under_two_ranks_as_an_uninterrupted_run(tmp_path):
+    """EarlyStopping runs on every rank and gets its state back on every rank from rank 0's checkpoint;
+    CSVLogger runs on rank 0 alone (the other ranks skip its state, without a warning)."""
+    ckpt = tmp_path / "ckpt"
+    for case in ("full", "first", "resume"):
+        done = run_mpi(WORKER, case, str(tmp_path / f"{case}.npz"), f"dir={ckpt}", "callbacks")
+        assert "UserWarning" not in done.stderr, done.stderr
+    full, full_checks = load(tmp_path / "full.npz")
+    resumed, checks = load(tmp_path / "resume.npz")
+    for k, v in full.items():
+        np.testing.assert_array_equal(resumed[k], v, err_msg=k)
+    assert checks["agree"] and full_checks["agree"]
+    assert checks["stopped"] == full_checks["stopped"] == [[3, 1, 2]] * 2  # stopped at 3, best 1, on both ranks
+    drop = ("seconds", "samples_per_s")
+
+    def rows(name):
+        lines = (tmp_path / name).read_text().splitlines()
+        keep = [i for i, c in enumerate(lines[0].split(",")) if c not in drop]
+        return [[line.split(",")[i] for i in keep] for line in lines]
+
+    assert rows("run.csv") == rows("full.csv") and len(rows("run.csv")) == 1 + 4
+
+
+@needs_mpi
 def test_cli_two_ranks_equal_one_process_and_only_rank_0_prints(tmp_path):
     common = ["-m", "xpnet", "train", "--dataset", "spirals", "--layers", "2,16,3", "--epochs", "2",
               "--batch-size", "128", "--dtype", "float64", "--optimizer", "adam", "--seed", "3"]

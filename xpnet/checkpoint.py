@@ -11,11 +11,21 @@ input range, metadata) with one more entry::
                    "history": {"loss": [...], ...},
                    "rng": {"shuffle": <the host generator's bit_generator.state>,
                            "layers": {"<layer index>": <layer.rng_state()>}},
+                   "callbacks": {"EarlyStopping[0]": {"wait": 1, "best": 0.31, ...}, ...},
                    "extra": {...}}
 
 and its arrays are the model's ``state_dict()`` (``"0.W"``, ... and layer buffers) plus the optimizer's
-state as ``"optimizer/<slot>/<parameter>"`` (``"optimizer/exp_avg/0.W"``). Since the model part is an
-ordinary model file, :func:`xpnet.load` reads a checkpoint as a plain model.
+state as ``"optimizer/<slot>/<parameter>"`` (``"optimizer/exp_avg/0.W"``) and the callbacks' arrays as
+``"callbacks/<key>/<name>"`` (``EarlyStopping``'s best weights: ``"callbacks/EarlyStopping[0]/params/0.W"``).
+Since the model part is an ordinary model file, :func:`xpnet.load` reads a checkpoint as a plain model.
+
+Callbacks with a state (:meth:`xpnet.callbacks.Callback.state_dict`: ``EarlyStopping``'s patience count,
+best value and best weights, ``ModelCheckpoint``'s best value, where ``CSVLogger``'s file had got to) are
+kept under a key naming the class and its place among ``fit``'s callbacks of that class
+(``"EarlyStopping[0]"``, the first one). A resumed ``fit`` gives each of its callbacks the state kept
+under its key (:func:`restore_callbacks`); a state that no callback takes, or a callback with no state
+kept (a checkpoint from before callback states were kept included), is a warning, and that callback
+starts afresh.
 
     >>> model.fit(X, y, optimizer=Adam(), epochs=10, checkpoint_dir="run")       # killed in epoch 4
     >>> model.fit(X, y, epochs=10, resume_from="run/last.npz")                   # epochs 4 to 10
@@ -32,9 +42,10 @@ import math
 import os
 from dataclasses import dataclass, field
 
-from . import io, losses, optim, saving, schedules
+from . import backend, io, losses, optim, saving, schedules
+from .callbacks import Callback
 from .io import ModelFormatError
-from .saving import OPTIMIZER_PREFIX
+from .saving import CALLBACK_PREFIX, OPTIMIZER_PREFIX
 from .validation import warn
 
 LAST = "last.npz"
@@ -55,19 +66,22 @@ class Checkpoint:
     schedule: object | None = None  # rebuilt by xpnet.schedules.from_config
     history: dict = field(default_factory=dict)
     extra: dict = field(default_factory=dict)
+    # {key: state, its "arrays" as host arrays} (restore_callbacks); None: a file from before they were kept
+    callbacks: dict | None = None
 
 
 # -- save ---------------------------------------------------------------------------------------
 def save_checkpoint(path, model, optimizer, *, epoch: int, step: int, schedule=None, history=None,
-                    extra: dict | None = None) -> None:
+                    extra: dict | None = None, callbacks=()) -> None:
     """Write ``model``, ``optimizer`` and the run's position to ``path`` as one ``.npz``, atomically.
 
     ``epoch`` is the number of epochs completed and ``step`` the optimizer steps taken; ``history`` a
     ``{name: [values per epoch]}`` dict (``History.history``); ``schedule`` a learning-rate schedule with
-    ``get_config()`` (one without is not saved, with a warning); ``extra`` any JSON dict of the caller's.
-    The random state saved is the model's (:meth:`xpnet.Sequential.get_rng_state`). Raises ``ValueError``
-    for values that cannot be saved and ``OSError`` when the file cannot be written (a previous file is
-    then left as it was).
+    ``get_config()`` (one without is not saved, with a warning); ``extra`` any JSON dict of the caller's;
+    ``callbacks`` the callbacks given to ``fit``, whose states (:meth:`~xpnet.callbacks.Callback.state_dict`)
+    are kept under their keys (:func:`callback_keys`). The random state saved is the model's
+    (:meth:`xpnet.Sequential.get_rng_state`). Raises ``ValueError`` for values that cannot be saved and
+    ``OSError`` when the file cannot be written (a previous file is then left as it was).
     """
     for name, value in (("epoch", epoch), ("step", step)):
         if not _count(value):
@@ -78,20 +92,61 @@ def save_checkpoint(path, model, optimizer, *, epoch: int, step: int, schedule=N
     state = optimizer.state_dict()
     arrays = model.state_dict()
     arrays.update({OPTIMIZER_PREFIX + k: v for k, v in state["state"].items()})
+    states, callback_arrays = _callback_states(model, callbacks)
+    arrays.update(callback_arrays)
     entry = {"epoch": epoch, "step": step,
              "optimizer": {"class": state["class"], "config": state["config"], "counters": state["counters"]},
              "schedule": _schedule_spec(schedule),
              "history": _encode_history(history or {}),
              "rng": model.get_rng_state(),
+             "callbacks": states,
              "extra": {} if extra is None else extra}
     if not isinstance(entry["extra"], dict):
         raise TypeError(f"save_checkpoint: extra must be a dict, got {type(extra).__name__}")
     try:
         json.dumps(entry, allow_nan=False)
     except (TypeError, ValueError) as exc:
-        raise ValueError(f"save_checkpoint: the training state is not JSON-serializable ({exc}); "
-                         f"history and extra must hold numbers, strings, lists and dicts") from None
+        raise ValueError(f"save_checkpoint: the training state is not JSON-serializable ({exc}); history, "
+                         f"extra and the callbacks' states must hold numbers, strings, lists and dicts "
+                         f"(a non-finite float as its repr)") from None
     io.write(path, {**saving.header(model, getattr(model, "metadata", None) or {}), "checkpoint": entry}, arrays)
+
+
+def callback_keys(callbacks) -> dict:
+    """``{key: callback}`` for the callbacks of ``callbacks`` that have a state to keep (they override
+    :meth:`~xpnet.callbacks.Callback.state_dict`): ``"<class name>[i]"``, ``i`` counting the callbacks of
+    that class from 0, in the order given. A resumed ``fit`` given the same callbacks finds the same keys."""
+    seen, keyed = {}, {}
+    for cb in callbacks:
+        name = type(cb).__name__
+        i = seen[name] = seen.get(name, -1) + 1
+        if isinstance(cb, Callback) and type(cb).state_dict is not Callback.state_dict:
+            keyed[f"{name}[{i}]"] = cb
+    return keyed
+
+
+def _callback_states(model, callbacks) -> tuple[dict, dict]:
+    """The callbacks' JSON states by key, and their arrays as host arrays named ``callbacks/<key>/<name>``."""
+    states, arrays = {}, {}
+    for key, cb in callback_keys(callbacks).items():
+        state = cb.state_dict()
+        if state is None:
+            continue
+        if not isinstance(state, dict):
+            raise TypeError(f"save_checkpoint: {key}.state_dict() gave a {type(state).__name__}, not a dict")
+        state = dict(state)
+        named = state.pop("arrays", None) or {}
+        if not isinstance(named, dict):
+            raise TypeError(f"save_checkpoint: {key}.state_dict()['arrays'] is a {type(named).__name__}, not a "
+                            f"dict {{name: array}}")
+        for name, a in named.items():
+            a = backend.to_numpy(a)
+            if str(a.dtype) != model.dtype:  # a checkpoint holds arrays of the model's dtype only
+                raise ValueError(f"save_checkpoint: {key}'s array {name!r} is {a.dtype}, not the model's "
+                                 f"{model.dtype}")
+            arrays[f"{CALLBACK_PREFIX}{key}/{name}"] = a
+        states[key] = state
+    return states, arrays
 
 
 def checkpoint_path(checkpoint_dir) -> str:
@@ -176,7 +231,25 @@ def read_checkpoint(path) -> tuple[dict, dict, dict]:
     if not isinstance(entry.get("extra", {}), dict):
         raise ModelFormatError(f"{path}: garbled checkpoint (extra is not a dict)")
     _decode_history(path, entry.get("history", {}))
+    _callbacks_from(path, entry, arrays)
     return entry, header, arrays
+
+
+def _callbacks_from(path, entry, arrays) -> dict | None:
+    """The callbacks' states by key, each with its ``"arrays"`` (host arrays; ``{}`` if none)."""
+    states = entry.get("callbacks")
+    if states is None:
+        return None  # written before callback states were kept
+    if not (isinstance(states, dict) and all(isinstance(v, dict) and "arrays" not in v for v in states.values())):
+        raise ModelFormatError(f"{path}: garbled checkpoint (callbacks is not {{key: state dict}})")
+    found = {key: {**state, "arrays": {}} for key, state in states.items()}
+    for name, a in arrays.items():
+        if name.startswith(CALLBACK_PREFIX):
+            key, _, rest = name[len(CALLBACK_PREFIX):].partition("/")
+            if key not in found or not rest:
+                raise ModelFormatError(f"{path}: garbled checkpoint (array {name!r} belongs to no callback state)")
+            found[key]["arrays"][rest] = a
+    return found
 
 
 def load_checkpoint(path, model, optimizer=None) -> Checkpoint:
@@ -191,16 +264,18 @@ def load_checkpoint(path, model, optimizer=None) -> Checkpoint:
     - one of another class: ``ValueError`` naming both, since its state cannot carry over.
 
     Everything is checked before anything is changed; a damaged file raises
-    :class:`~xpnet.io.ModelFormatError` and leaves the model as it was.
+    :class:`~xpnet.io.ModelFormatError` and leaves the model as it was. The callbacks' states come back
+    in ``Checkpoint.callbacks``, for :func:`restore_callbacks`.
     """
     path = os.fspath(path)
-    return _restore(path, *read_checkpoint(path), model, optimizer)
+    return _checked(path, *read_checkpoint(path), model, optimizer)()
 
 
-def _restore(path, entry, header, arrays, model, optimizer) -> Checkpoint:
-    # Everything is checked first, the model and the optimizer are changed only once all of it fits.
+def _checked(path, entry, header, arrays, model, optimizer):
+    """Check a checkpoint against ``model`` and ``optimizer``, changing neither; returns the function that
+    then restores them and gives the :class:`Checkpoint`."""
     _check_model(path, model, header)
-    model_arrays = {k: v for k, v in arrays.items() if not k.startswith(OPTIMIZER_PREFIX)}
+    model_arrays = saving.model_arrays(arrays)
     _check_arrays(path, model.state_dict(), model_arrays)
     spec = entry["optimizer"]
     cls = OPTIMIZERS[spec["class"]]
@@ -224,31 +299,52 @@ def _restore(path, entry, header, arrays, model, optimizer) -> Checkpoint:
         raise ModelFormatError(f"{path}: {exc}") from None
     schedule = _schedule_from(path, entry.get("schedule"))
     history = _decode_history(path, entry.get("history", {}))
-    before = model.get_rng_state()
-    try:
-        model.set_rng_state(entry["rng"])
-    except (TypeError, ValueError, KeyError) as exc:
-        model.set_rng_state(before)
-        raise ModelFormatError(f"{path}: garbled checkpoint (its random state cannot be restored: {exc})") from None
-    try:
-        saving.restore(path, model, header, model_arrays)
-    except ModelFormatError:
-        model.set_rng_state(before)
-        raise
-    given = optimizer.get_config()
-    optimizer.load_state_dict(state, model.parameters())
-    changed = {k: (given[k], v) for k, v in optimizer.get_config().items() if given.get(k) != v}
-    if changed and entry.get("schedule") is not None:
-        changed.pop("lr", None)  # the schedule sets the learning rate from the step, whatever was given
-    if changed:
-        warn(f"resume from {path}: the checkpoint's {type(optimizer).__name__} configuration wins over the "
-             f"one given: " + ", ".join(f"{k}={new!r} (given {old!r})" for k, (old, new) in changed.items()))
-    return Checkpoint(epoch=entry["epoch"], step=entry["step"], optimizer=optimizer, loss=model.loss,
-                      schedule=schedule, history=history, extra=entry.get("extra", {}))
+    callbacks = _callbacks_from(path, entry, arrays)
+
+    def restore() -> Checkpoint:
+        before = model.get_rng_state()
+        try:
+            model.set_rng_state(entry["rng"])
+        except (TypeError, ValueError, KeyError) as exc:
+            model.set_rng_state(before)
+            raise ModelFormatError(f"{path}: garbled checkpoint (its random state cannot be restored: {exc})") from None
+        try:
+            saving.restore(path, model, header, model_arrays)
+        except ModelFormatError:
+            model.set_rng_state(before)
+            raise
+        given = optimizer.get_config()
+        optimizer.load_state_dict(state, model.parameters())
+        changed = {k: (given[k], v) for k, v in optimizer.get_config().items() if given.get(k) != v}
+        if changed and entry.get("schedule") is not None:
+            changed.pop("lr", None)  # the schedule sets the learning rate from the step, whatever was given
+        if changed:
+            warn(f"resume from {path}: the checkpoint's {type(optimizer).__name__} configuration wins over the "
+                 f"one given: " + ", ".join(f"{k}={new!r} (given {old!r})" for k, (old, new) in changed.items()))
+        return Checkpoint(epoch=entry["epoch"], step=entry["step"], optimizer=optimizer, loss=model.loss,
+                          schedule=schedule, history=history, extra=entry.get("extra", {}), callbacks=callbacks)
+
+    return restore
 
 
-def resume(model, path, loss=None, optimizer=None, lr=None) -> Checkpoint:
-    """:func:`load_checkpoint` for ``fit(resume_from=path)``, with fit's ``loss``, ``optimizer`` and ``lr``.
+class Resume:
+    """A checkpoint read and checked against a model and ``fit``'s arguments, nothing changed yet
+    (:func:`prepare_resume`): ``fit`` checks its data against :attr:`loss` before :meth:`restore` loads it,
+    so that bad data is refused with the model as it was."""
+
+    def __init__(self, model, path: str, loss: losses.Loss, restore):
+        self.model, self.path, self.loss, self._restore = model, path, loss, restore
+
+    def restore(self) -> Checkpoint:
+        """Load the checkpoint into the model and the optimizer (:func:`load_checkpoint`'s rules)."""
+        found = self._restore()
+        found.loss = self.model.loss = self.loss
+        return found
+
+
+def prepare_resume(model, path, loss=None, optimizer=None, lr=None) -> Resume:
+    """Read ``path`` and check it against ``model`` and ``fit``'s ``loss``, ``optimizer`` and ``lr``, changing
+    nothing; :meth:`Resume.restore` then loads it.
 
     ``loss=None`` takes the checkpoint's; another loss than the checkpoint's is a ``ValueError`` (that
     is a new run, not a resumed one). An optimizer given by name is built first (with ``lr``); then the
@@ -271,10 +367,49 @@ def resume(model, path, loss=None, optimizer=None, lr=None) -> Checkpoint:
     elif header.get("loss") is None:
         raise ValueError(f"resume from {path}: the checkpoint names no loss xpnet can rebuild "
                          f"(a custom one?): pass loss=...")
-    found = _restore(path, entry, header, arrays, model, optimizer)
-    if loss is not None:
-        found.loss = model.loss = loss
-    return found
+    else:
+        loss = saving.loss_from(path, header["loss"])
+    return Resume(model, path, loss, _checked(path, entry, header, arrays, model, optimizer))
+
+
+def resume(model, path, loss=None, optimizer=None, lr=None) -> Checkpoint:
+    """:func:`prepare_resume` and :meth:`Resume.restore` at once: :func:`load_checkpoint` for ``fit``'s
+    ``loss``, ``optimizer`` and ``lr``."""
+    return prepare_resume(model, path, loss, optimizer, lr).restore()
+
+
+def restore_callbacks(found: Checkpoint, callbacks, path, active=None, say: bool = True) -> None:
+    """Give each of ``callbacks`` (``fit``'s, as given) that has a state the one ``found`` keeps under its
+    key (:func:`callback_keys`), through its ``load_state_dict``.
+
+    ``active`` (default: all of them) are those this process runs: a distributed ``fit``'s other ranks run
+    no ``rank_zero_only`` callback, but count it in the keys. A state no callback takes, or a callback
+    with no state kept, is a warning (``say``: rank 0 alone says it), and that callback starts afresh. A
+    state that a callback refuses raises :class:`~xpnet.io.ModelFormatError`.
+    """
+    given = callback_keys(callbacks)
+    saved = found.callbacks
+    if saved is None:
+        if given and say:
+            warn(f"resume from {path}: the checkpoint holds no callback states (an older xpnet wrote it), so "
+                 f"{', '.join(given)} start{'s' if len(given) == 1 else ''} afresh")
+        return
+    dropped = [k for k in saved if k not in given]
+    fresh = [k for k in given if k not in saved]
+    if dropped and say:
+        warn(f"resume from {path}: the checkpoint holds the state of {', '.join(dropped)}, which no callback given "
+             f"to fit takes; it is dropped (give fit the callbacks of the checkpoint's run, in the same order, "
+             f"to go on with them)")
+    if fresh and say:
+        warn(f"resume from {path}: the checkpoint holds no state for {', '.join(fresh)}, so "
+             f"{'it starts' if len(fresh) == 1 else 'they start'} afresh")
+    active = None if active is None else {id(cb) for cb in active}
+    for key, cb in given.items():
+        if key in saved and (active is None or id(cb) in active):
+            try:
+                cb.load_state_dict(saved[key])
+            except (TypeError, ValueError, KeyError) as exc:
+                raise ModelFormatError(f"{path}: the checkpoint's state of {key} cannot be restored: {exc}") from None
 
 
 def _check_model(path, model, header) -> None:

@@ -209,11 +209,17 @@ class Sequential:
         ``optimizer`` default to ``"mse"`` and ``"sgd"`` (the checkpoint's, when resuming).
 
         ``checkpoint_dir``: write ``checkpoint_dir/last.npz`` (:mod:`xpnet.checkpoint`) at the end of every
-        epoch, after the callbacks. ``resume_from``: a checkpoint to go on from; ``epochs`` counts the
-        total (Keras' ``initial_epoch``), so a run stopped after epoch k and resumed ends with the weights
-        of one that never stopped, bit for bit on the CPU. The returned history holds every epoch. An
-        optimizer of another class than the checkpoint's is a ``ValueError``; of the same class, it takes
-        the checkpoint's configuration and state (a warning names what differed).
+        epoch, after the callbacks: the weights, the optimizer's state, the schedule, the history, the
+        random state, and the state of the callbacks that have one (``EarlyStopping``'s patience count,
+        best value and best weights; ``ModelCheckpoint``'s best value; where ``CSVLogger``'s file had got
+        to). ``resume_from``: a checkpoint to go on from; ``epochs`` counts the total (Keras'
+        ``initial_epoch``), so a run stopped after epoch k and resumed, given the same callbacks in the
+        same order, ends with the weights, the history and the callbacks' files of one that never
+        stopped, bit for bit on the CPU (a callback state that no callback given takes, or the reverse,
+        is a warning). The returned history holds every epoch. The arguments and the data are checked
+        before the checkpoint is loaded. An optimizer of another class than the checkpoint's is a
+        ``ValueError``; of the same class, it takes the checkpoint's configuration and state (a warning
+        names what differed).
 
         ``validation_split`` holds out the last fraction of the rows (before shuffling, as Keras) and
         reports ``val_`` metrics on them; ``validation_data=(X_val, y_val)`` gives them instead.

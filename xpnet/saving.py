@@ -22,6 +22,13 @@ from .layers import LAYERS
 
 OPTIMIZER_PREFIX = "optimizer/"
 """Where a checkpoint's optimizer state goes among the arrays (:mod:`xpnet.checkpoint`); not the model's."""
+CALLBACK_PREFIX = "callbacks/"
+"""Where a checkpoint's callbacks keep their arrays (``EarlyStopping``'s best weights); not the model's."""
+
+
+def model_arrays(arrays: dict) -> dict:
+    """The arrays of a file that are the model's: a checkpoint adds its optimizer's and callbacks'."""
+    return {k: v for k, v in arrays.items() if not k.startswith((OPTIMIZER_PREFIX, CALLBACK_PREFIX))}
 
 # The losses load() rebuilds, by class name: xpnet's own (not the Loss base class, not a user's subclass).
 LOSSES: dict[str, type] = {cls.__name__: cls for cls in losses.LOSSES.values()}
@@ -110,7 +117,7 @@ def restore(path, model, header: dict, arrays: dict) -> None:
     """Load a file's arrays into ``model`` (built from its header) and give it the header's loss and metadata."""
     path = os.fspath(path)
     if "checkpoint" in header:  # a checkpoint is a model file plus the training state: the model is this part
-        arrays = {k: v for k, v in arrays.items() if not k.startswith(OPTIMIZER_PREFIX)}
+        arrays = model_arrays(arrays)
     # the parameters and the buffers (running statistics); a file from before buffers has none, and
     # neither has a model of the layers such a file can name
     state = {**model.parameters(), **model.buffers()}
@@ -122,7 +129,7 @@ def restore(path, model, header: dict, arrays: dict) -> None:
         if tuple(state[k].shape) != v.shape:
             raise ModelFormatError(f"{path}: array {k!r} has shape {v.shape}, but the layer it belongs to "
                                    f"needs {tuple(state[k].shape)}")
-    loss = _loss_from(path, header.get("loss"))  # before the weights: a file refused changes nothing
+    loss = loss_from(path, header.get("loss"))  # before the weights: a file refused changes nothing
     model.load_state_dict(arrays)
     _restore_streams(path, model, header.get("layer_rng"))
     model.metadata = header.get("metadata") or {}
@@ -151,7 +158,8 @@ def _restore_streams(path, model, streams) -> None:
                                    f"{exc})") from None
 
 
-def _loss_from(path, spec):
+def loss_from(path, spec):
+    """The loss a header names (``{"class", "config"}``), rebuilt; ``None`` for none."""
     if spec is None:
         return None
     cls = LOSSES.get(spec["class"])

@@ -170,23 +170,37 @@ def fit(model, X, y, *, loss, optimizer, epochs, batch_size, shuffle=True, valid
 
     ``distributed`` arrives here as a :class:`xpnet.distributed.DataParallel` (or ``None``): its hooks
     shard each batch, all-reduce the gradients and the window's figures, and keep output to rank 0.
+
+    With ``resume_from``, the checkpoint is read and checked against the model, then every argument is
+    checked (the data too), and only then is it loaded: a refused argument leaves the model as it was.
+    The callbacks get their states back after ``on_train_begin`` (:func:`xpnet.checkpoint.restore_callbacks`).
     """
     par = distributed
-    # -- checkpoints: resume (model, optimizer, RNG, history, epoch) and where to write ------------
-    resumed = None if resume_from is None else checkpoint.resume(model, resume_from, loss, optimizer, lr)
-    if resumed is None:
+    callbacks = list(callbacks)  # iterated more than once (a generator would be spent by the first)
+    # -- checkpoints: the one to resume from, read and checked against the model (which it does not
+    # change yet: bad data below must leave the model as it was), and where to write ----------------
+    pending = None if resume_from is None else checkpoint.prepare_resume(model, resume_from, loss, optimizer, lr)
+    if pending is None:
         loss = losses.get("mse" if loss is None else loss)
         optimizer = optim.get("sgd" if optimizer is None else optimizer, lr)
     else:
-        loss, optimizer = resumed.loss, resumed.optimizer
-    first_epoch, global_step = (0, 0) if resumed is None else (resumed.epoch, resumed.step)
+        loss = pending.loss
     writes = par is None or par.is_root
     last = None if checkpoint_dir is None or not writes else checkpoint.checkpoint_path(checkpoint_dir)
-    # ----------------------------------------------------------------------------------------------
     with _uploading(model.device, "fit", X, y):
-        X, y, classify, val = _prepare(model, X, y, loss, epochs, batch_size, check_every, validation_data,
-                                       validation_split)
+        X, y, classify, val, span = _prepare(model, X, y, loss, epochs, batch_size, check_every, validation_data,
+                                             validation_split)
     found = metrics_mod.get_all(metrics, classify, "fit")
+    _check_schedule(schedule, callbacks)
+    # -- every argument checked: resume (model, optimizer, RNG, history, epoch) -----------------------
+    resumed = None if pending is None else pending.restore()
+    if resumed is not None:
+        optimizer = resumed.optimizer
+    first_epoch, global_step = (0, 0) if resumed is None else (resumed.epoch, resumed.step)
+    old = model.input_range  # the checkpoint's, when resuming
+    model.input_range = span if old is None else (min(old[0], span[0]), max(old[1], span[1]))
+    model.loss = loss
+    # ----------------------------------------------------------------------------------------------
     dev, xp, n = model.device, model.device.xp, X.shape[0]
     params, grads = model.parameters(), model.gradients()
     steps = list(_batches(n, batch_size))
@@ -195,8 +209,9 @@ def fit(model, X, y, *, loss, optimizer, epochs, batch_size, shuffle=True, valid
     schedule = _bind_schedule(schedule, optimizer, epochs, len(steps), callbacks)
     per_step = schedule is not None and schedule.per == "step"
     verbose = 1 if verbose == "auto" else verbose  # Keras' rule: epoch lines everywhere, the bar on a terminal
+    given = callbacks  # as the user gave them: their checkpoint keys count every one, on every rank
     if par is not None:
-        verbose, callbacks = par.local(verbose, callbacks)
+        verbose, callbacks = par.local(verbose, given)
     history, progress = History(), ProgressBar()
     if resumed is not None:  # the returned history holds every epoch, those before the checkpoint too
         history.history = resumed.history
@@ -212,6 +227,8 @@ def fit(model, X, y, *, loss, optimizer, epochs, batch_size, shuffle=True, valid
         par.start(model, optimizer, n, first_epoch)
         nothing = dev.asarray(0.0, model.dtype)
     cbs.on_train_begin()
+    if resumed is not None:  # after on_train_begin, which sets up a fresh run: the checkpoint's state wins
+        checkpoint.restore_callbacks(resumed, given, os.fspath(resume_from), active=callbacks, say=writes)
     epoch = step = 0
     try:
         for epoch in range(first_epoch, epochs):
@@ -255,7 +272,7 @@ def fit(model, X, y, *, loss, optimizer, epochs, batch_size, shuffle=True, valid
             global_step += len(steps)
             if last is not None:  # after the callbacks, so that a run one of them stops is saved too
                 checkpoint.save_checkpoint(last, model, optimizer, epoch=epoch + 1, step=global_step,
-                                           schedule=schedule, history=history.history)
+                                           schedule=schedule, history=history.history, callbacks=given)
             if par is not None:
                 model.stop_training = par.stop(model.stop_training)
             if model.stop_training:
@@ -272,13 +289,21 @@ def fit(model, X, y, *, loss, optimizer, epochs, batch_size, shuffle=True, valid
     return history
 
 
+def _check_schedule(schedule, callbacks) -> None:
+    """Refuse a schedule that fit could not use, before anything is loaded or trained."""
+    if schedule is None:
+        return
+    if any(isinstance(cb, LearningRateScheduler) for cb in callbacks):
+        raise ValueError("fit: schedule= and a LearningRateScheduler callback would both set the learning rate; "
+                         "use one of them")
+    schedules.get(schedule)
+
+
 def _bind_schedule(schedule, optimizer, epochs: int, steps_per_epoch: int, callbacks):
     """fit's schedule with its base lr (the optimizer's, unless given) and its total length filled in."""
     if schedule is None:
         return None
-    if any(isinstance(cb, LearningRateScheduler) for cb in callbacks):
-        raise ValueError("fit: schedule= and a LearningRateScheduler callback would both set the learning rate; "
-                         "use one of them")
+    _check_schedule(schedule, callbacks)
     schedule = schedules.get(schedule)
     total = epochs * steps_per_epoch if schedule.per == "step" else epochs
     return schedule.bind(lr=optimizer.lr, total=max(total, 1))
@@ -300,7 +325,11 @@ def _split(X, y, validation_split):
 
 
 def _prepare(model, X, y, loss, epochs, batch_size, check_every, validation_data, validation_split=0.0):
-    """Check fit's arguments, move the data to the model's device and record the input range."""
+    """Check fit's arguments and move the data to the model's device, changing nothing in the model.
+
+    Returns ``(X, y, classify, val, span)``: ``val`` the held-out ``(X, y, classify)`` or ``None``, ``span``
+    the training rows' ``(min, max)``, which fit adds to the model's input range.
+    """
     check_positive_int("epochs", epochs, allow_zero=True)
     check_batch_size(batch_size)
     check_positive_int("check_every", check_every)
@@ -313,14 +342,11 @@ def _prepare(model, X, y, loss, epochs, batch_size, check_every, validation_data
         X, y, X_val, y_val = _split(X, y, validation_split)
         val = (X_val, y_val, classify)
         span = data_range(X)  # the training rows' own
-    old = model.input_range
-    model.input_range = span if old is None else (min(old[0], span[0]), max(old[1], span[1]))
     if validation_data is not None:
         if not (isinstance(validation_data, (tuple, list)) and len(validation_data) == 2):
             raise TypeError("fit: validation_data must be a pair (X_val, y_val)")
         val = prepare_xy(model, validation_data[0], validation_data[1], loss, "validation_data")
-    model.loss = loss
-    return X, y, classify, val
+    return X, y, classify, val, span
 
 
 def _ends_in(model, kinds) -> bool:

@@ -13,6 +13,12 @@ mean over the epoch so far), ``accuracy`` (likewise, for classification), ``samp
 epoch) and ``state_finite`` (whether every parameter and buffer was finite at the window's end: it came
 back in the same transfer as the losses).
 
+A callback whose state must outlive an interrupted run (as PyTorch Lightning's do) overrides
+``state_dict()`` / ``load_state_dict(state)``: ``fit(checkpoint_dir=...)`` keeps the state in each
+epoch's checkpoint under the callback's class name and place (``"EarlyStopping[0]"``), and a resumed
+``fit`` gives it back after ``on_train_begin``. ``EarlyStopping``, ``ModelCheckpoint`` and ``CSVLogger``
+do so.
+
 ``base.py`` holds the protocol and :class:`History`; ``loop.py`` the callbacks every ``fit`` runs (the
 divergence rollback, the progress bar, the epoch line); ``keras.py`` Keras' own callbacks, with Keras'
 names, arguments and rules: :class:`EarlyStopping`, :class:`ModelCheckpoint`,

@@ -27,6 +27,24 @@ class Callback:
     def on_train_end(self, logs=None) -> None:
         pass
 
+    # -- what a checkpoint keeps (fit(checkpoint_dir=...), fit(resume_from=...)) ---------------------
+    def state_dict(self) -> dict | None:
+        """What a resumed ``fit`` needs to go on as if it had never stopped (``None``: nothing, the default).
+
+        JSON values (numbers, strings, lists, dicts; a non-finite float as its ``repr``, which JSON has
+        not), plus an optional ``"arrays"`` entry, a flat ``{name: array}`` of host or device arrays (the
+        checkpoint keeps them among its arrays). Called at each epoch's end, after ``on_epoch_end``.
+        """
+        return None
+
+    def load_state_dict(self, state: dict) -> None:
+        """Take back what :meth:`state_dict` gave, its ``"arrays"`` as host NumPy arrays (``{}`` if none).
+
+        A resumed ``fit`` calls it after ``on_train_begin``, so it overrides what that set up. Raise
+        ``ValueError`` for a state that does not fit; warn and keep a fresh state for one that is of
+        another kind of run (another ``monitor``, say).
+        """
+
 
 class LambdaCallback(Callback):
     """A plain function ``f(epoch, logs)`` as a callback: returning ``True`` (exactly) stops training."""
