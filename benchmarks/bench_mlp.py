@@ -71,7 +71,8 @@ def parse_args(argv=None):
     p.add_argument("--peers", default=None,
                    help="comma-separated subset of numpy,torch,sklearn,gemm (cpu) or cupy,torch (cuda); "
                         "default: numpy,torch,sklearn, those installed; 'none' for xpnet alone. gemm: the "
-                        "step's matrix products alone (the floor), reported with each runner's distance above it")
+                        "step's matrix products alone (the floor), reported with each runner's distance above it. "
+                        "xpnet-threads: xpnet's fit with distributed=Threads(--threads)")
     p.add_argument("--batch-size", default="128", help="one or more, comma-separated (e.g. 32,128,1024)")
     p.add_argument("--layers", default="784,256,10", help="layer widths; first 784 (MNIST), last 10")
     p.add_argument("--epochs", type=int, default=1, help="timed epochs per repeat (default 1)")
@@ -203,11 +204,13 @@ def plain_loop(xp, X, y, Ws, bs, perms, batch, lr):
 
 # -- runners: setup (untimed), reset to the initial weights (untimed), train (timed), accuracy ---------------
 class XpnetRunner:
-    def __init__(self, backend, args):
+    def __init__(self, backend, args, threads=None):
         import xpnet
+        from xpnet.distributed import Threads
 
         self.xpnet, self.args = xpnet, args
-        self.name = f"xpnet ({backend})"
+        self.distributed = Threads(threads) if threads else None
+        self.name = f"xpnet ({backend})" if threads is None else f"xpnet ({backend}, Threads({threads}))"
         self.uses_numpy = backend in ("numpy", "array-api-strict")
         sizes = args.sizes
         layers = []
@@ -232,7 +235,7 @@ class XpnetRunner:
         self.model.rng = SharedOrder(perms)
         history = self.model.fit(self.X, self.y, loss=self.xpnet.SoftmaxCrossEntropy(),
                                  optimizer=self.xpnet.SGD(self.args.lr), epochs=len(perms),
-                                 batch_size=batch, verbose=0)
+                                 batch_size=batch, verbose=0, distributed=self.distributed)
         self.xpnet.synchronize(self.device)
         return history["loss"][-1]
 
@@ -250,16 +253,29 @@ class XpnetRunner:
         return {"gpu_held_bytes": backend.memory_pool_bytes(self.device), "gpu_used_peak_bytes": used}
 
 
-class SharedOrder:
-    """Stands in for the model's host generator inside ``fit``, so xpnet shuffles with the shared permutations."""
+def SharedOrder(perms):
+    """Stands in for the model's host generator inside ``fit``, so xpnet shuffles with the shared permutations.
 
-    def __init__(self, perms):
-        self._perms = iter(perms)
+    A ``numpy.random.Generator`` (fit's ``distributed=Threads(n)`` reads and sets its state, and copies it
+    for each rank: every copy goes on with the same permutations). Made by a function because NumPy is
+    imported only after the thread settings."""
+    import numpy as np
 
-    def permutation(self, n):
-        perm = next(self._perms)
-        assert perm.shape[0] == n
-        return perm
+    class _SharedOrder(np.random.Generator):
+        def __init__(self, perms, start=0):
+            super().__init__(np.random.PCG64(0))
+            self._perms, self._next = list(perms), start
+
+        def permutation(self, n):
+            perm = self._perms[self._next]
+            self._next += 1
+            assert perm.shape[0] == n
+            return perm
+
+        def __deepcopy__(self, memo):
+            return _SharedOrder(self._perms, self._next)
+
+    return _SharedOrder(perms)
 
 
 class PlainLoopRunner:
@@ -446,6 +462,8 @@ def make_runner(rid, args, batch):
     kind, _, backend = rid.partition(":")
     if kind == "xpnet":
         return XpnetRunner(backend, args)
+    if kind == "xpnet-threads":  # fit(distributed=Threads(--threads)): each thread its shard of every batch
+        return XpnetRunner(backend, args, threads=args.threads)
     if kind in ("numpy", "cupy"):
         return PlainLoopRunner(args, cuda=kind == "cupy")
     if kind == "torch":
@@ -471,18 +489,19 @@ def runner_ids(args):
     if args.peers == "none":
         return ids
     wanted = args.peers.split(",") if args.peers else (PEERS_CUDA if args.cuda else PEERS_CPU)
-    module = {"numpy": "numpy", "cupy": "cupy", "torch": "torch", "sklearn": "sklearn", "gemm": "numpy"}
+    module = {"numpy": "numpy", "cupy": "cupy", "torch": "torch", "sklearn": "sklearn", "gemm": "numpy",
+              "xpnet-threads": "threadpoolctl"}
     for peer in wanted:
         if peer not in module:
-            raise SystemExit(f"unknown peer {peer!r}: choose from numpy, torch, sklearn, gemm, cupy")
-        if args.cuda and peer in ("numpy", "sklearn", "gemm"):
+            raise SystemExit(f"unknown peer {peer!r}: choose from numpy, torch, sklearn, gemm, cupy, xpnet-threads")
+        if args.cuda and peer in ("numpy", "sklearn", "gemm", "xpnet-threads"):
             continue  # CPU-only peers have no place in a GPU table
         if not _installed(module[peer]):
             print(f"# peer {peer}: not installed, skipped", file=sys.stderr)
         elif args.cuda and peer == "torch" and not __import__("torch").cuda.is_available():
             print("# peer torch: this PyTorch sees no CUDA device, skipped", file=sys.stderr)
         else:
-            ids.append(peer)
+            ids.append("xpnet-threads:numpy" if peer == "xpnet-threads" else peer)
     return ids
 
 

@@ -5,7 +5,7 @@ the products of one small layer little: on the 2-core machine of BENCHMARKS.md t
 step ran 1.2x faster with two BLAS threads than with one. Splitting each batch over threads instead
 keeps every operation of every layer busy on its own core, each thread's BLAS on one core: the preset
 trained 1.4x (batch 64) and 1.6x (batch 256) faster than with two BLAS threads. A step that is mostly one
-large product gains nothing (the MLP preset at batch 128 ran 1.5x slower: the threads' per-step Python
+large product gains nothing (an MNIST MLP ran 1.6x slower at batch 128: the threads' per-step Python
 work and all-reduce come on top).
 
 The algorithm is the MPI data parallel's (:mod:`xpnet.distributed.data_parallel`), with threads for
