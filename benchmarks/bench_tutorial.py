@@ -117,6 +117,8 @@ class FloorRunner:
     uses_numpy = True
 
     def __init__(self, dtype, args):
+        import scipy.special  # noqa: F401  (imported here, as the book's class does: not in the timed pass)
+
         self.dtype, self.name, self.lr = dtype, f"floor {dtype} (hand-fused)", args.lr
 
     def reset(self, wih, who):
