@@ -435,6 +435,12 @@ def test_a_truncated_checkpoint_is_refused_and_the_model_is_untouched(tmp_path):
 def _rewrite(tmp_path, edit=None, arrays_edit=None):
     """The checkpoint of one epoch, rewritten with its header's checkpoint entry or its arrays changed."""
     _fit(_model(), 1, loss=LOSS, optimizer=Adam(0.01), checkpoint_dir=tmp_path)
+    return _edited(tmp_path, edit, arrays_edit)
+
+
+def _edited(tmp_path, edit=None, arrays_edit=None):
+    """``tmp_path/last.npz`` written again as ``bad.npz``, with ``edit(checkpoint entry)`` and
+    ``arrays_edit(arrays)`` applied."""
     header, arrays = xio.read(tmp_path / "last.npz")
     if edit:
         edit(header["checkpoint"])
@@ -771,15 +777,9 @@ def test_non_finite_bests_round_trip_through_the_json_header(tmp_path):
 ])
 def test_a_garbled_callback_state_is_named(tmp_path, edit, arrays_edit, match):
     _with_early_stopping(tmp_path, restore_best_weights=True)
-    header, arrays = xio.read(tmp_path / "last.npz")
-    if edit:
-        edit(header["checkpoint"])
-    if arrays_edit:
-        arrays_edit(arrays)
-    header = {k: v for k, v in header.items() if k not in ("magic", "format", "xpnet_version", "parameters")}
-    xio.write(tmp_path / "bad.npz", header, arrays)
+    bad = _edited(tmp_path, edit, arrays_edit)
     with pytest.raises(ModelFormatError, match=match):
-        _fit(_model(), 3, resume_from=tmp_path / "bad.npz",
+        _fit(_model(), 3, resume_from=bad,
              callbacks=[Scripted([1.0, 0.5, 0.7, 0.6]), EarlyStopping(patience=3, restore_best_weights=True)])
 
 

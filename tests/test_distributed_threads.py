@@ -202,7 +202,7 @@ def test_bad_arguments_say_what_to_do():
                 return "cuda:0"
 
     with pytest.raises(ValueError, match="one MPI rank per GPU"):
-        threads_mod.run(training.fit, OnGPU(), (None, None), {}, Threads(2))
+        threads_mod.run(training.fit, OnGPU(), (None, None), {}, Threads(2), None)
 
     class Uncopyable(callbacks.Callback):
         def __deepcopy__(self, memo):

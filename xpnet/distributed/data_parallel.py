@@ -22,10 +22,9 @@ import time
 import numpy as np
 
 from .. import backend
-from . import threads
 from .comm import Communicator, shard
 from .flat import FlatBuffer
-from .threads import Threads
+from .threads import Threads, run as run_threads
 
 log = logging.getLogger("xpnet")
 
@@ -55,7 +54,7 @@ def entry(fit):
     @functools.wraps(fit)
     def run(model, *args, distributed=None, **kwargs):
         if isinstance(distributed, Threads):
-            return threads.run(fit, model, args, kwargs, distributed)
+            return run_threads(fit, model, args, kwargs, distributed, DataParallel)
         comm = communicator(distributed)
         if comm is None:
             return fit(model, *args, distributed=None, **kwargs)

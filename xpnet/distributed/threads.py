@@ -204,10 +204,9 @@ def _one_thread_each():
         yield
 
 
-def run(fit, model, args, kwargs, spec: Threads):
-    """``fit(model, *args, **kwargs)`` on ``spec.n`` ranks (threads); returns rank 0's result."""
-    from .data_parallel import DataParallel
-
+def run(fit, model, args, kwargs, spec: Threads, hooks):
+    """``fit(model, *args, **kwargs)`` on ``spec.n`` ranks (threads), each given ``distributed=hooks(its
+    communicator)`` (:class:`~xpnet.distributed.DataParallel`); returns rank 0's result."""
     if spec.n == 1:
         return fit(model, *args, distributed=None, **kwargs)
     if model.device.kind != "cpu":
@@ -224,7 +223,7 @@ def run(fit, model, args, kwargs, spec: Threads):
         from ..callbacks import TrainingDiverged
 
         with comm.guard("fit", spare=(TrainingDiverged,)):
-            results[rank] = fit(rank_model, *args, distributed=DataParallel(comm), **rank_kwargs)
+            results[rank] = fit(rank_model, *args, distributed=hooks(comm), **rank_kwargs)
 
     def other(rank: int) -> None:
         try:
