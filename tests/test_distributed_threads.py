@@ -167,8 +167,10 @@ def test_callbacks_that_write_run_once_and_the_others_on_every_rank(tmp_path):
 
     stop = callbacks.EarlyStopping(monitor="loss", patience=0, min_delta=10.0)  # stops after epoch 2
     h = fit(mpi_worker.model("float32"), X, y, mpi_worker.OPTIMIZERS["sgd"](), 32, epochs=5,
-            callbacks=[Writes(), Counts(), stop, callbacks.CSVLogger(tmp_path / "log.csv")], distributed=Threads(2))
+            callbacks=[Writes(), Counts(), stop, callbacks.CSVLogger(tmp_path / "log.csv"),
+                       lambda epoch, logs: ran.append(("function", epoch))], distributed=Threads(2))
     assert len(h.history["loss"]) == 2  # every rank stopped at rank 0's epoch
+    assert [e for what, e in ran if what == "function"] == [0, 1]  # a plain function: once, on rank 0
     names = {t for what, t in ran if what == "writes"}
     assert names == {threading.current_thread().name}
     assert len([1 for what, _ in ran if what == "counts"]) == 4  # 2 epochs x 2 ranks, each its own copy

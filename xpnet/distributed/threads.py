@@ -182,13 +182,16 @@ def _copy_for_rank(value, what: str):
 
 def _rank_kwargs(kwargs: dict) -> dict:
     """fit's arguments for a rank other than 0: its own optimizer, loss, schedule and callbacks (they keep
-    state), the data shared (only read)."""
+    state), the data shared (only read). A plain function ``f(epoch, logs)`` runs on rank 0 alone: it only
+    watches, and a copy of it would share its closure, so it would see every epoch once per rank."""
+    from ..callbacks import Callback
+
     mine = dict(kwargs)
     for key in ("optimizer", "loss", "schedule"):
         if mine.get(key) is not None and not isinstance(mine[key], str):
             mine[key] = _copy_for_rank(mine[key], key)
     mine["callbacks"] = [_copy_for_rank(cb, "the callback") for cb in kwargs.get("callbacks") or ()
-                         if not getattr(cb, "rank_zero_only", False)]
+                         if isinstance(cb, Callback) and not getattr(cb, "rank_zero_only", False)]
     return mine
 
 
