@@ -113,6 +113,18 @@ def test_info(capsys):
         assert "CUDA devices: none (" in out
 
 
+def test_info_says_what_threads_would_use(capsys):
+    from threadpoolctl import threadpool_limits
+
+    from xpnet.distributed.threads import usable_cores
+
+    with threadpool_limits(limits=1, user_api="blas"):
+        code, out, _ = run_main(capsys, "info")
+    line = next(line for line in out.splitlines() if line.startswith("CPU (--threads): "))
+    assert line.startswith(f"CPU (--threads): {usable_cores()} usable cores; BLAS threads: ")
+    assert line.endswith(" x1"), line  # NumPy's BLAS is loaded, and its count is read now, not at start
+
+
 def test_layers_must_match_the_data(capsys):
     code, out, err = run_main(capsys, "train", "--dataset", "spirals", "--layers", "3,10,3", "--device", "cpu")
     assert code == 1
