@@ -223,3 +223,34 @@ def test_one_thread_is_a_plain_fit():
     fit(m, X, y, mpi_worker.OPTIMIZERS["adam"](), 32, distributed=Threads(1))
     for k, w in weights(ref).items():
         np.testing.assert_array_equal(weights(m)[k], w, err_msg=k)
+
+
+def test_a_broadcast_is_copied_before_the_root_goes_on():
+    """Rank 0 may change what it broadcast as soon as bcast returns: the other ranks must have their copy
+    by then (a slow copy here, and rank 0 appends right after)."""
+    import copy
+    import time
+
+    class SlowToCopy:
+        def __init__(self, items):
+            self.items = items
+
+        def __deepcopy__(self, memo):
+            time.sleep(0.2)
+            return SlowToCopy(copy.deepcopy(self.items, memo))
+
+    group = threads_mod._Group(2)
+    got = {}
+
+    def rank(r):
+        comm = ThreadCommunicator(group, r)
+        value = comm.bcast(SlowToCopy([1, 2, 3]) if r == 0 else None)
+        if r == 0:
+            value.items.append(4)  # rank 0 goes on with its object
+        got[r] = list(value.items)
+
+    other = threading.Thread(target=rank, args=(1,))
+    other.start()
+    rank(0)
+    other.join()
+    assert got == {0: [1, 2, 3, 4], 1: [1, 2, 3]}

@@ -109,23 +109,26 @@ class ThreadCommunicator:
             who = f"rank {failed[0]}" if failed else "another rank"
             raise RankFailed(f"rank {self.rank} of {self.size} stopped: {who} failed") from None
 
-    def _exchange(self, obj) -> list:
+    def _exchange(self, obj, read):
+        """Put ``obj`` in this rank's slot and return ``read(slots)``. ``read`` runs while every rank waits
+        at the second barrier, so no rank goes on (and changes what it gave) before all have copied it."""
         self.group.slots[self.rank] = obj
         self._wait()
-        got = list(self.group.slots)
-        self._wait()  # nobody writes the slots again before every rank has read them
+        got = read(self.group.slots)
+        self._wait()
         return got
 
     # -- collectives ----------------------------------------------------------------------------
     def bcast(self, obj):
-        root = self._exchange(obj if self.is_root else None)[0]
-        return root if self.is_root else copy.deepcopy(root)
+        return self._exchange(obj if self.is_root else None,
+                              lambda slots: slots[0] if self.is_root else copy.deepcopy(slots[0]))
 
     def gather(self, obj) -> list:
-        return [o if r == self.rank else copy.deepcopy(o) for r, o in enumerate(self._exchange(obj))]
+        return self._exchange(obj, lambda slots: [o if r == self.rank else copy.deepcopy(o)
+                                                  for r, o in enumerate(slots)])
 
     def any(self, flag: bool) -> bool:
-        return any(self._exchange(bool(flag)))
+        return self._exchange(bool(flag), any)
 
     def allreduce_(self, host: np.ndarray) -> np.ndarray:
         """Sum ``host`` over the ranks, in place. Each rank adds up one contiguous segment of every rank's
