@@ -50,6 +50,14 @@ def test_hooks_run_in_order_once_per_read_back_window():
                                                  "verbose": 0, "held_out": "test"}
 
 
+def test_the_model_method_takes_the_read_back_window_too():
+    rec = Recorder()
+    X = np.linspace(0, 1, 10, dtype=np.float32).reshape(10, 1)
+    model = Sequential([Dense(1, 1)], device="cpu", seed=0)
+    model.fit(X, 2 * X, loss=MSE(), optimizer=SGD(0.1), batch_size=3, verbose=0, callbacks=[rec], check_every=1)
+    assert [e[1:] for e in rec.events if e[0] == "batch_end"] == [(0, 1, 3), (1, 1, 6), (2, 1, 9), (3, 1, 10)]
+
+
 def test_stop_training_ends_after_the_epoch_and_every_callback_sees_it():
     first, second = Recorder(stop_at=0), Recorder()
     _, history = _fit([first, second], epochs=5)

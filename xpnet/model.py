@@ -200,7 +200,7 @@ class Sequential:
     def fit(self, X, y, loss=None, optimizer=None, epochs: int = 1, batch_size: int = 32,
             shuffle: bool = True, validation_data=None, verbose="auto", callbacks=(), lr=None, *,
             validation_split: float = 0.0, metrics=None, schedule=None, checkpoint_dir=None, resume_from=None,
-            distributed=None):
+            distributed=None, check_every: int = 50):
         """Train; returns a :class:`~xpnet.training.History` with per-epoch loss and accuracy.
 
         ``X``/``y`` may be NumPy arrays or arrays of the model's backend. They are moved to the device
@@ -229,6 +229,10 @@ class Sequential:
         ``callbacks`` take :mod:`xpnet.callbacks` objects (``EarlyStopping``, ``ModelCheckpoint``, ...)
         or plain functions ``f(epoch, logs)``.
 
+        ``check_every``: read the window's losses back from the device every this many steps (and at each
+        epoch's end); the progress bar, the callbacks' ``on_batch_end`` and the divergence check see them
+        then. Smaller reacts sooner to a NaN, larger waits on the GPU less often (default 50).
+
         ``distributed``: ``True`` (or an :class:`xpnet.distributed.Communicator`) trains data-parallel on
         the ranks of an MPI job (``mpiexec -n N python script.py``): ``batch_size`` is the global batch,
         split across the ranks, and N ranks end with the weights one process would have (see
@@ -241,7 +245,7 @@ class Sequential:
                                 shuffle=shuffle, validation_data=validation_data, verbose=verbose,
                                 callbacks=callbacks, lr=lr, validation_split=validation_split, metrics=metrics,
                                 schedule=schedule, checkpoint_dir=checkpoint_dir, resume_from=resume_from,
-                                distributed=distributed)
+                                distributed=distributed, check_every=check_every)
         except _backend.DeviceOutOfMemoryError as exc:
             # Out here the failed step's frames are finished: release their arrays, then give the pool's
             # blocks back to the driver, so the process (or another library on the GPU) can go on.
