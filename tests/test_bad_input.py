@@ -256,3 +256,47 @@ def test_divergence_names_the_exact_step():
 def test_float64_model_rejects_nan_too():
     with pytest.raises(ValueError, match="NaN"):
         fit(net(dtype="float64"), X=_with(X, (0, 0), np.nan))
+
+
+def test_finite_targets_whose_sum_overflows_are_taken():
+    """The NaN check sums the targets first (no boolean copy); a sum that overflows is checked in full."""
+    model = Sequential([Dense(4, 1)], device="cpu", seed=0, dtype="float64")
+    y = np.full((10, 1), 1e308)
+    with np.errstate(over="ignore", invalid="ignore"):
+        assert math.isinf(model.evaluate(X, y, loss="mse")["loss"])  # no ValueError about NaN
+        y[3, 0] = np.inf
+        with pytest.raises(ValueError, match="y contains NaN or infinite values"):
+            model.evaluate(X, y, loss="mse")
+
+
+@pytest.mark.parametrize("y, hint", [
+    (np.arange(10, dtype=np.float32) % 3, "these look like class labels: pass them as integers, y.astype(np.int64)"),
+    (np.arange(10, dtype=np.float32) % 3 + 0.5, "the model has 3 outputs"),
+    (np.arange(10, dtype=np.float32) % 3 - 1, "the model has 3 outputs"),  # negative: not labels
+])
+def test_float_labels_of_one_column_get_a_hint_only_when_they_look_like_labels(y, hint):
+    with pytest.raises(ValueError) as info:
+        fit(net(), y=y)
+    assert str(info.value) == (f"fit: y has shape (10,), floats of one column, but the model outputs 3 values per "
+                               f"sample; {hint}")
+
+
+@pytest.mark.parametrize("span, warns", [
+    ((-0.125, 1.375), False),  # trained on 0.25..1: half the span (0.375) beyond either end is still fine
+    ((0.25, 1.3125), False),
+    ((-0.25, 1.0), True),
+    ((0.25, 1.5), True),
+])
+def test_inputs_warn_only_beyond_half_the_trained_span(span, warns):
+    import types
+    import warnings
+
+    from xpnet.validation import check_input_range
+
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        check_input_range(types.SimpleNamespace(input_range=(0.25, 1.0)), span, "predict")
+        check_input_range(types.SimpleNamespace(), span, "predict")  # no range recorded: nothing to check
+    assert [str(w.message).split(";")[0] for w in seen] == (
+        [f"predict: X holds values from {span[0]:g} to {span[1]:g}, but the model was trained on inputs from "
+         f"0.25 to 1"] if warns else [])
