@@ -816,3 +816,76 @@ def test_a_csv_logger_writing_another_file_after_a_resume_starts_it_afresh_and_s
         _fit(_model(), 3, resume_from=tmp_path / "last.npz", callbacks=[CSVLogger(tmp_path / "b.csv")])
     assert [r["epoch"] for r in _csv_rows(tmp_path / "b.csv")] == ["2"]  # append=False: emptied, then its row
     assert [r["epoch"] for r in _csv_rows(tmp_path / "a.csv")] == ["0", "1"]
+
+
+def test_a_resumed_schedule_compares_only_the_values_given_and_names_those_that_lose(tmp_path):
+    import warnings
+
+    saved = schedules.ExponentialDecay(0.2, gamma=0.5, per="step")
+    ckpt.save_checkpoint(tmp_path / "c.npz", _model(), SGD(0.1), epoch=1, step=0, schedule=saved)
+    found = ckpt.load_checkpoint(tmp_path / "c.npz", _model())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the same values, or values left unset: nothing to say
+        assert ckpt.resumed_schedule(found, schedules.ExponentialDecay(gamma=0.5, per="step")) is found.schedule
+        assert ckpt.resumed_schedule(found, schedules.ExponentialDecay(0.2, gamma=0.5, per="step")) is found.schedule
+    with pytest.warns(UserWarning) as seen:
+        ckpt.resumed_schedule(found, schedules.ExponentialDecay(0.5, gamma=0.25, per="step"))
+    assert [str(w.message) for w in seen] == [
+        "fit: resuming with the checkpoint's learning-rate schedule, not the one given: lr=0.2 (given 0.5), "
+        "gamma=0.5 (given 0.25)"]
+    # one of the user's own (a get_config, not a Schedule) is compared as it is, not looked up by its name
+    with pytest.warns(UserWarning, match=r"name='exponential' \(given 'halving'\)"):
+        assert ckpt.resumed_schedule(found, Halving(0.2, "step")) is found.schedule
+
+
+class _Kept(Callback):
+    """A callback with a state: what load_state_dict was given."""
+
+    def __init__(self):
+        self.loaded = None
+
+    def state_dict(self):
+        return {"n": 1}
+
+    def load_state_dict(self, state):
+        self.loaded = state
+
+
+def test_restore_callbacks_gives_the_active_ones_their_state_and_names_the_rest_in_one_sentence():
+    a, b, c = _Kept(), _Kept(), _Kept()
+    found = ckpt.Checkpoint(epoch=1, step=1, optimizer=SGD(0.1), loss=None,
+                            callbacks={"_Kept[0]": {"n": 0}, "_Kept[1]": {"n": 1}, "EarlyStopping[0]": {},
+                                       "EarlyStopping[1]": {}})
+    with pytest.warns(UserWarning) as seen:
+        ckpt.restore_callbacks(found, [a, b, c, _Kept()], "run/last.npz", active=[a, c])
+    assert (a.loaded, b.loaded, c.loaded) == ({"n": 0}, None, None)  # b is not run here; c has no state kept
+    assert [str(w.message) for w in seen] == [
+        "resume from run/last.npz: the checkpoint holds the state of EarlyStopping[0], EarlyStopping[1], which no "
+        "callback given to fit takes; it is dropped (give fit the callbacks of the checkpoint's run, in the same "
+        "order, to go on with them)",
+        "resume from run/last.npz: the checkpoint holds no state for _Kept[2], _Kept[3], so they start afresh"]
+    found.callbacks = None  # a checkpoint from before callback states were kept
+    with pytest.warns(UserWarning) as seen:
+        ckpt.restore_callbacks(found, [_Kept(), _Kept()], "old.npz")
+    assert [str(w.message) for w in seen] == [
+        "resume from old.npz: the checkpoint holds no callback states (an older xpnet wrote it), so _Kept[0], "
+        "_Kept[1] start afresh"]
+
+
+def test_an_optimizer_given_to_load_checkpoint_takes_the_saved_config_and_the_warning_names_each_value(tmp_path):
+    import warnings
+
+    path = os.fspath(tmp_path / "c.npz")
+    ckpt.save_checkpoint(path, _model(), Adam(0.01), epoch=0, step=0)
+    mine = Adam(0.5, beta2=0.9)
+    with pytest.warns(UserWarning) as seen:
+        found = ckpt.load_checkpoint(path, _model(), mine)
+    assert found.optimizer is mine and (mine.lr, mine.beta2) == (0.01, 0.999)
+    assert [str(w.message) for w in seen] == [
+        f"resume from {path}: the checkpoint's Adam configuration wins over the one given: lr=0.01 (given 0.5), "
+        f"beta2=0.999 (given 0.9)"]
+    # with a schedule kept, the lr is the schedule's to set: a different one given is not worth a warning
+    ckpt.save_checkpoint(path, _model(), Adam(0.01), epoch=0, step=0, schedule=schedules.Constant(0.01))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ckpt.load_checkpoint(path, _model(), Adam(0.5))
