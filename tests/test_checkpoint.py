@@ -889,3 +889,17 @@ def test_an_optimizer_given_to_load_checkpoint_takes_the_saved_config_and_the_wa
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         ckpt.load_checkpoint(path, _model(), Adam(0.5))
+
+
+def test_a_model_with_fewer_or_more_layers_is_refused_naming_the_missing_one(tmp_path):
+    path = os.fspath(tmp_path / "c.npz")
+    ckpt.save_checkpoint(path, _model(), SGD(0.1), epoch=0, step=0)
+    short = Sequential([Dense(6, 8), Tanh()], seed=0)
+    with pytest.raises(ValueError) as info:
+        ckpt.load_checkpoint(path, short)
+    assert str(info.value) == (  # the checkpoint's layer as its header has it (JSON, keys sorted)
+        f"resume from {path}: the model's layers [Dense, Tanh] are not the checkpoint's [Dense, Tanh, Dense]; "
+        f"layer 2 is missing in the model, Dense(bias=True, in_features=8, init='lecun_normal', out_features=2) "
+        f"in the checkpoint; build the same model (or xpnet.load({path!r}))")
+    with pytest.raises(ValueError, match=r"layer 3 is Tanh\(\) in the model, missing in the checkpoint"):
+        ckpt.load_checkpoint(path, Sequential([Dense(6, 8), Tanh(), Dense(8, 2), Tanh()], seed=0))
