@@ -330,3 +330,23 @@ def test_usable_cores_without_an_affinity_mask(monkeypatch):
     assert threads_mod.usable_cores() == 3
     monkeypatch.setattr(os, "cpu_count", lambda: None)  # "undeterminable"
     assert threads_mod.usable_cores() == 1
+
+
+def test_one_communicator_reduces_buffers_of_other_dtypes_in_turn():
+    """The gradients (float32) and a window's figures (float64) go through the same communicator: the
+    scratch segment follows the buffer's dtype even when the sizes match."""
+    comm = ThreadCommunicator(threads_mod._Group(1), 0)
+    np.testing.assert_array_equal(comm.allreduce_(np.ones(4, np.float32)), np.ones(4, np.float32))
+    precise = np.full(4, 1 + 1e-12)
+    np.testing.assert_array_equal(comm.allreduce_(precise.copy()), precise)
+
+
+def test_abort_fails_the_group_and_device_is_the_backends():
+    group = threads_mod._Group(2)
+    exc = RuntimeError("diverged")
+    ThreadCommunicator(group, 1).abort(exc, "fit")
+    assert group.failed == (1, exc)
+    with pytest.raises(threads_mod.RankFailed, match="rank 1 failed"):
+        ThreadCommunicator(group, 0).any(True)
+    strict = ThreadCommunicator(group, 0).device("cpu", "array-api-strict")
+    assert strict == xpnet.backend.device("cpu", backend="array-api-strict") != xpnet.backend.device("cpu")
