@@ -903,3 +903,50 @@ def test_a_model_with_fewer_or_more_layers_is_refused_naming_the_missing_one(tmp
         f"in the checkpoint; build the same model (or xpnet.load({path!r}))")
     with pytest.raises(ValueError, match=r"layer 3 is Tanh\(\) in the model, missing in the checkpoint"):
         ckpt.load_checkpoint(path, Sequential([Dense(6, 8), Tanh(), Dense(8, 2), Tanh()], seed=0))
+
+
+def test_resume_loads_with_the_loss_optimizer_and_lr_given(tmp_path):
+    _fit(_model(), 1, loss=LOSS, optimizer=Adam(0.01), checkpoint_dir=tmp_path)
+    path = tmp_path / "last.npz"
+    mine = xpnet.losses.get(LOSS)
+    model = _model(seed=5)
+    with pytest.warns(UserWarning) as seen:
+        found = ckpt.resume(model, path, mine, "adam", 0.5)
+    assert [str(w.message) for w in seen] == [f"resume from {path}: the checkpoint's Adam configuration wins over "
+                                              f"the one given: lr=0.01 (given 0.5)"]
+    assert found.loss is mine and model.loss is mine and (found.epoch, found.step) == (1, 13)
+    assert type(found.optimizer) is Adam and found.optimizer.lr == 0.01 and found.extra == {}
+    _assert_same_state(model.state_dict(), xpnet.load(path).state_dict())
+
+
+def test_save_checkpoint_refuses_what_it_cannot_keep_naming_it(tmp_path):
+    model, path = _model(), tmp_path / "c.npz"
+    cases = [
+        (dict(optimizer=SGD(0.1), step=-1), ValueError, "save_checkpoint: step must be a non-negative int, got -1"),
+        (dict(optimizer=SGD(0.1), extra=[1]), TypeError, "save_checkpoint: extra must be a dict, got list"),
+    ]
+    for kwargs, kind, message in cases:
+        kwargs = {"epoch": 0, "step": 0, **kwargs}
+        with pytest.raises(kind) as info:
+            ckpt.save_checkpoint(path, model, **kwargs)
+        assert str(info.value) == message
+    with pytest.raises(TypeError, match=r"is not one of xpnet's optimizers \(SGD, Adam, AdamW, RMSprop\), which"):
+        ckpt.save_checkpoint(path, model, object(), epoch=0, step=0)
+    with pytest.raises(ValueError, match=r"not JSON-serializable \(Out of range float values"):
+        ckpt.save_checkpoint(path, model, SGD(0.1), epoch=0, step=0, extra={"x": float("nan")})
+    assert not path.exists()
+    model.metadata = {"scale": "x / 255"}  # a checkpoint is also a model file: the metadata goes with it
+    ckpt.save_checkpoint(path, model, SGD(0.1), epoch=0, step=0)
+    assert xpnet.load(path).metadata == {"scale": "x / 255"}
+
+
+def test_arrays_that_do_not_match_the_model_are_named_with_the_path(tmp_path):
+    bad = os.fspath(_rewrite(tmp_path, arrays_edit=lambda a: a.pop("2.b")))
+    with pytest.raises(xio.ModelFormatError) as info:
+        ckpt.load_checkpoint(bad, _model())
+    assert str(info.value) == f"{bad}: the model has arrays ['0.W', '0.b', '2.W', '2.b'] but the checkpoint holds " \
+                              f"['0.W', '0.b', '2.W']"
+    bad = os.fspath(_edited(tmp_path, arrays_edit=lambda a: a.update({"2.b": np.zeros(3, np.float32)})))
+    with pytest.raises(xio.ModelFormatError) as info:
+        ckpt.load_checkpoint(bad, _model())
+    assert str(info.value) == f"{bad}: array '2.b' has shape (3,), the model's (2,)"
