@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -950,3 +951,38 @@ def test_arrays_that_do_not_match_the_model_are_named_with_the_path(tmp_path):
     with pytest.raises(xio.ModelFormatError) as info:
         ckpt.load_checkpoint(bad, _model())
     assert str(info.value) == f"{bad}: array '2.b' has shape (3,), the model's (2,)"
+
+
+def test_a_callback_without_a_state_this_epoch_does_not_hide_the_next_ones():
+    class Nothing(_Kept):
+        def state_dict(self):
+            return None  # nothing to keep yet
+
+    states, _ = ckpt._callback_states(_model(), [Nothing(), _Kept()])
+    assert states == {"_Kept[0]": {"n": 1}}
+
+
+def test_a_checkpoint_that_cannot_be_restored_names_its_path_and_leaves_the_model_alone(tmp_path):
+    bad = os.fspath(_rewrite(tmp_path, lambda e: e.update(rng={"shuffle": {"bit_generator": "nope"}})))
+    model = _model()
+    before = model.get_rng_state()
+    with pytest.raises(xio.ModelFormatError, match=r"^" + re.escape(f"{bad}: garbled checkpoint (its random state")):
+        ckpt.load_checkpoint(bad, model)
+    assert model.get_rng_state() == before
+    bad = os.fspath(_edited(tmp_path, lambda e: e.update(schedule={"name": "step", "lr": 0.1, "step_size": 0,
+                                                                   "gamma": 0.5, "per": "epoch"})))
+    with pytest.raises(xio.ModelFormatError) as info:
+        ckpt.load_checkpoint(bad, _model())
+    assert str(info.value) == (f"{bad}: the schedule 'step' cannot be rebuilt: StepDecay: step_size must be an "
+                               f"integer >= 1, got 0")
+    bad = os.fspath(_edited(tmp_path, lambda e: e.update(history=[1.0])))
+    with pytest.raises(xio.ModelFormatError) as info:
+        ckpt.load_checkpoint(bad, _model())
+    assert str(info.value) == f"{bad}: garbled checkpoint (history is not a dict of lists)"
+    bad = os.fspath(_edited(tmp_path, lambda e: e.update(callbacks=[])))
+    with pytest.raises(xio.ModelFormatError) as info:
+        ckpt.load_checkpoint(bad, _model())
+    assert str(info.value) == f"{bad}: garbled checkpoint (callbacks is not {{key: state dict}})"
+    found = ckpt.load_checkpoint(tmp_path / "last.npz", _model())
+    assert type(found.loss).__name__ == "SoftmaxCrossEntropy"  # the loss the checkpoint's run trained with
+    assert ckpt.prepare_resume(_model(), tmp_path / "last.npz").path == os.fspath(tmp_path / "last.npz")
