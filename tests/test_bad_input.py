@@ -300,3 +300,10 @@ def test_inputs_warn_only_beyond_half_the_trained_span(span, warns):
     assert [str(w.message).split(";")[0] for w in seen] == (
         [f"predict: X holds values from {span[0]:g} to {span[1]:g}, but the model was trained on inputs from "
          f"0.25 to 1"] if warns else [])
+
+
+def test_labels_for_one_output_unit_must_be_0_or_1():
+    model = Sequential([Dense(4, 1)], device="cpu", seed=0)
+    with pytest.raises(ValueError) as info:
+        fit(model, y=np.arange(10) % 3, loss=BinaryCrossEntropy())
+    assert str(info.value) == "fit: labels must be in 0..1 for a model with 1 output(s), got labels from 0 to 2"

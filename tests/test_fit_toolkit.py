@@ -324,3 +324,19 @@ def test_history_plot_names_the_extra_without_matplotlib(monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
     with pytest.raises(ImportError, match="pip install 'xpnet\\[plot\\]'"):
         History().plot()
+
+
+def test_accuracy_takes_labels_of_another_dtype_than_argmaxs_on_a_strict_backend():
+    """array-api-strict compares no integer with a float: the labels are cast to the predictions' dtype."""
+    import array_api_strict as xps
+
+    scores = xps.asarray([[0.2, 0.8], [0.9, 0.1], [0.4, 0.6]])
+    for labels in (xps.asarray([1, 1, 0], dtype=xps.int32), xps.asarray([1.0, 1.0, 0.0])):
+        hits = xpnet.metrics.Accuracy().hits(scores, labels, 0.5)
+        assert [bool(h) for h in hits] == [True, False, False], labels.dtype
+
+
+def test_a_metric_named_twice_is_refused():
+    with pytest.raises(ValueError) as info:
+        xpnet.metrics.get_all(["accuracy", "acc"], classify=True, where="fit")
+    assert str(info.value) == "fit: metrics ['accuracy', 'accuracy'] name one metric twice"
