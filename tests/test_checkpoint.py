@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 import re
 import signal
@@ -975,14 +976,44 @@ def test_a_checkpoint_that_cannot_be_restored_names_its_path_and_leaves_the_mode
         ckpt.load_checkpoint(bad, _model())
     assert str(info.value) == (f"{bad}: the schedule 'step' cannot be rebuilt: StepDecay: step_size must be an "
                                f"integer >= 1, got 0")
-    bad = os.fspath(_edited(tmp_path, lambda e: e.update(history=[1.0])))
-    with pytest.raises(xio.ModelFormatError) as info:
-        ckpt.load_checkpoint(bad, _model())
-    assert str(info.value) == f"{bad}: garbled checkpoint (history is not a dict of lists)"
-    bad = os.fspath(_edited(tmp_path, lambda e: e.update(callbacks=[])))
-    with pytest.raises(xio.ModelFormatError) as info:
-        ckpt.load_checkpoint(bad, _model())
-    assert str(info.value) == f"{bad}: garbled checkpoint (callbacks is not {{key: state dict}})"
+    for edit, what in ((dict(history=[1.0]), "history is not a dict of lists"),
+                       (dict(callbacks=[]), "callbacks is not {key: state dict}")):
+        bad = os.fspath(_edited(tmp_path, lambda e: e.update(edit)))
+        for read in (ckpt.read_checkpoint, lambda path: ckpt.load_checkpoint(path, _model())):
+            with pytest.raises(xio.ModelFormatError) as info:
+                read(bad)
+            assert str(info.value) == f"{bad}: garbled checkpoint ({what})"
     found = ckpt.load_checkpoint(tmp_path / "last.npz", _model())
     assert type(found.loss).__name__ == "SoftmaxCrossEntropy"  # the loss the checkpoint's run trained with
     assert ckpt.prepare_resume(_model(), tmp_path / "last.npz").path == os.fspath(tmp_path / "last.npz")
+
+
+def test_history_values_of_every_kind_come_back_as_they_were(tmp_path):
+    history = {"loss": [np.float32(0.5), np.float64(-np.inf), float("nan"), 2], "note": ["x", "inf?"],
+               "lr": [float("inf")]}
+    ckpt.save_checkpoint(tmp_path / "c.npz", _model(), SGD(0.1), epoch=1, step=1, history=history)
+    found = ckpt.load_checkpoint(tmp_path / "c.npz", _model())
+    assert found.history["note"] == ["x", "inf?"] and found.history["lr"] == [float("inf")]
+    loss = found.history["loss"]
+    assert loss[:2] == [0.5, -np.inf] and math.isnan(loss[2]) and loss[3] == 2
+    assert [type(v) for v in loss] == [float, float, float, int]  # NumPy scalars as Python numbers
+    with pytest.raises(TypeError) as info:
+        ckpt.save_checkpoint(tmp_path / "c.npz", _model(), SGD(0.1), epoch=1, step=1, history=[0.5])
+    assert str(info.value) == "save_checkpoint: history must be a dict of lists (History.history), got list"
+
+
+@pytest.mark.parametrize("state, kind, message", [
+    ([1], TypeError, "save_checkpoint: _Kept[0].state_dict() gave a list, not a dict"),
+    ({"arrays": [1]}, TypeError, "save_checkpoint: _Kept[0].state_dict()['arrays'] is a list, not a dict {name: array}"),
+    ({"arrays": {"w": np.zeros(2)}}, ValueError, "save_checkpoint: _Kept[0]'s array 'w' is float64, not the model's "
+                                                 "float32"),
+])
+def test_a_callback_state_a_checkpoint_cannot_keep_is_named(tmp_path, state, kind, message):
+    class Odd(_Kept):
+        def state_dict(self):
+            return state
+
+    Odd.__name__ = "_Kept"
+    with pytest.raises(kind) as info:
+        ckpt.save_checkpoint(tmp_path / "c.npz", _model(), SGD(0.1), epoch=0, step=0, callbacks=[Odd()])
+    assert str(info.value) == message
