@@ -307,3 +307,16 @@ def test_labels_for_one_output_unit_must_be_0_or_1():
     with pytest.raises(ValueError) as info:
         fit(model, y=np.arange(10) % 3, loss=BinaryCrossEntropy())
     assert str(info.value) == "fit: labels must be in 0..1 for a model with 1 output(s), got labels from 0 to 2"
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("outputs", [1, 2])
+def test_bool_labels_train_as_0_1_integer_labels(backend, outputs):
+    y = np.arange(10) % 2
+    loss = BinaryCrossEntropy() if outputs == 1 else SoftmaxCrossEntropy()
+    runs = []
+    for labels in (y.astype(bool), y.astype(np.int64)):
+        model = Sequential([Dense(4, outputs)], device="cpu", backend=backend, seed=0)
+        history = fit(model, y=labels, loss=loss, epochs=2, batch_size=4, optimizer=SGD(0.1)).history
+        runs.append({k: history[k] for k in ("loss", "accuracy")})
+    assert runs[0] == runs[1]

@@ -1017,3 +1017,10 @@ def test_a_callback_state_a_checkpoint_cannot_keep_is_named(tmp_path, state, kin
     with pytest.raises(kind) as info:
         ckpt.save_checkpoint(tmp_path / "c.npz", _model(), SGD(0.1), epoch=0, step=0, callbacks=[Odd()])
     assert str(info.value) == message
+
+
+def test_a_checkpoint_without_history_or_extra_resumes_with_empty_ones(tmp_path):
+    """Both are optional in the file (read_checkpoint takes them as {}): a hand-made or trimmed checkpoint."""
+    bad = _rewrite(tmp_path, lambda e: (e.pop("history"), e.pop("extra")))
+    found = ckpt.load_checkpoint(bad, _model())
+    assert (found.history, found.extra) == ({}, {})
