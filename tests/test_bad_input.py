@@ -320,3 +320,61 @@ def test_bool_labels_train_as_0_1_integer_labels(backend, outputs):
         history = fit(model, y=labels, loss=loss, epochs=2, batch_size=4, optimizer=SGD(0.1)).history
         runs.append({k: history[k] for k in ("loss", "accuracy")})
     assert runs[0] == runs[1]
+
+
+def test_nested_lists_and_objects_with___array___are_taken_as_arrays():
+    class Frame:  # a table library's object: it converts itself
+        def __init__(self, a):
+            self.a = a
+
+        def __array__(self, dtype=None, copy=None):
+            return self.a
+
+    expected = net().predict(X)
+    np.testing.assert_array_equal(to_numpy(net().predict(X.tolist())), to_numpy(expected))
+    np.testing.assert_array_equal(to_numpy(net().predict(Frame(X))), to_numpy(expected))
+    with pytest.raises(TypeError) as info:
+        net().predict(object())
+    assert str(info.value).startswith("predict: X must be an array or nested lists of numbers, got object (")
+    with pytest.raises(ValueError) as info:
+        net().predict(None)
+    assert str(info.value) == "predict: X is None"
+    with pytest.raises(ValueError) as info:
+        fit(net(), y=None)
+    assert str(info.value) == "fit: y is None; pass the targets (labels or rows) for X"
+
+
+def test_images_for_a_dense_first_layer_get_the_flatten_hint_only_without_flatten():
+    with pytest.raises(ValueError) as info:
+        fit(net(), X=X.reshape(10, 2, 2))
+    assert str(info.value).endswith("expects (samples, 4); add a Flatten() layer first")
+    flat = Sequential([Flatten(), Dense(6, 3)], device="cpu", seed=0)
+    with pytest.raises(ValueError) as info:
+        fit(flat, X=X.reshape(10, 2, 2))
+    assert str(info.value).endswith("expects (samples, 6)")
+
+
+def test_integers_above_1_are_raw_pixels_and_0_1_are_not():
+    import warnings
+
+    with pytest.warns(UserWarning, match="X holds integers up to 2"):
+        fit(net(), X=np.arange(40).reshape(10, 4) % 3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fit(net(), X=np.arange(40).reshape(10, 4) % 2)
+
+
+def test_targets_are_checked_in_the_models_dtype():
+    """1e39 is finite in float64 but overflows float32: a float32 model would train on inf."""
+    model = Sequential([Dense(4, 1)], device="cpu", seed=0)
+    with np.errstate(over="ignore"):
+        with pytest.raises(ValueError, match="y contains NaN or infinite values"):
+            model.evaluate(X, np.full((10, 1), 1e39), loss="mse")
+
+
+@pytest.mark.parametrize("columns", [2, 3])
+def test_soft_label_rows_report_accuracy(columns):
+    rows = np.full((10, columns), 0.1 / (columns - 1), np.float32)
+    rows[np.arange(10), np.arange(10) % columns] = 0.9
+    model = Sequential([Dense(4, columns)], device="cpu", seed=0)
+    assert "accuracy" in model.evaluate(X, rows, loss="softmax_cross_entropy")
