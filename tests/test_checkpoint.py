@@ -866,6 +866,9 @@ def test_restore_callbacks_gives_the_active_ones_their_state_and_names_the_rest_
         "callback given to fit takes; it is dropped (give fit the callbacks of the checkpoint's run, in the same "
         "order, to go on with them)",
         "resume from run/last.npz: the checkpoint holds no state for _Kept[2], _Kept[3], so they start afresh"]
+    every = _Kept()
+    ckpt.restore_callbacks(found, [every], "run/last.npz")  # active left out: every callback runs here
+    assert every.loaded == {"n": 0}
     found.callbacks = None  # a checkpoint from before callback states were kept
     with pytest.warns(UserWarning) as seen:
         ckpt.restore_callbacks(found, [_Kept(), _Kept()], "old.npz")
@@ -989,11 +992,11 @@ def test_a_checkpoint_that_cannot_be_restored_names_its_path_and_leaves_the_mode
 
 
 def test_history_values_of_every_kind_come_back_as_they_were(tmp_path):
-    history = {"loss": [np.float32(0.5), np.float64(-np.inf), float("nan"), 2], "note": ["x", "inf?"],
+    history = {"loss": [np.float32(0.5), np.float64(-np.inf), float("nan"), 2], "note": ["x", "inf?", None, True],
                "lr": [float("inf")]}
     ckpt.save_checkpoint(tmp_path / "c.npz", _model(), SGD(0.1), epoch=1, step=1, history=history)
     found = ckpt.load_checkpoint(tmp_path / "c.npz", _model())
-    assert found.history["note"] == ["x", "inf?"] and found.history["lr"] == [float("inf")]
+    assert found.history["note"] == ["x", "inf?", None, True] and found.history["lr"] == [float("inf")]
     loss = found.history["loss"]
     assert loss[:2] == [0.5, -np.inf] and math.isnan(loss[2]) and loss[3] == 2
     assert [type(v) for v in loss] == [float, float, float, int]  # NumPy scalars as Python numbers
@@ -1024,3 +1027,44 @@ def test_a_checkpoint_without_history_or_extra_resumes_with_empty_ones(tmp_path)
     bad = _rewrite(tmp_path, lambda e: (e.pop("history"), e.pop("extra")))
     found = ckpt.load_checkpoint(bad, _model())
     assert (found.history, found.extra) == ({}, {})
+
+
+def test_more_refusals_name_what_to_do(tmp_path):
+    class MySGD(SGD):
+        pass
+
+    with pytest.raises(TypeError, match=r"MySGD.* is not one of xpnet's optimizers"):
+        ckpt.save_checkpoint(tmp_path / "c.npz", _model(), MySGD(0.1), epoch=0, step=0)
+    xpnet.save(_model(), tmp_path / "model.npz")
+    with pytest.raises(xio.ModelFormatError) as info:
+        ckpt.load_checkpoint(tmp_path / "model.npz", _model())
+    assert str(info.value).startswith(f"{tmp_path / 'model.npz'} is a model file (xpnet.save), not a checkpoint")
+    _fit(_model(), 1, loss=LOSS, optimizer=Adam(0.01), checkpoint_dir=tmp_path)
+    header, arrays = xio.read(tmp_path / "last.npz")
+    header = {k: v for k, v in header.items() if k not in ("magic", "format", "xpnet_version", "parameters")}
+    xio.write(tmp_path / "no-loss.npz", {**header, "loss": None}, arrays)
+    with pytest.raises(ValueError) as info:
+        ckpt.prepare_resume(_model(), tmp_path / "no-loss.npz")
+    assert str(info.value) == (f"resume from {tmp_path / 'no-loss.npz'}: the checkpoint names no loss xpnet can "
+                               f"rebuild (a custom one?): pass loss=...")
+
+
+def test_a_schedule_without_a_name_is_kept_under_its_class_name(tmp_path):
+    class Plain:
+        def __call__(self, t):
+            return 0.1
+
+        def get_config(self):
+            return {"lr": 0.1}
+
+    ckpt.save_checkpoint(tmp_path / "c.npz", _model(), SGD(0.1), epoch=0, step=0, schedule=Plain())
+    assert ckpt.read_checkpoint(tmp_path / "c.npz")[0]["schedule"] == {"name": "Plain", "lr": 0.1}
+
+
+def test_a_kept_schedule_leaves_the_lr_out_of_the_warning_about_the_rest(tmp_path):
+    path = os.fspath(tmp_path / "c.npz")
+    ckpt.save_checkpoint(path, _model(), Adam(0.01), epoch=0, step=0, schedule=schedules.Constant(0.01))
+    with pytest.warns(UserWarning) as seen:
+        ckpt.load_checkpoint(path, _model(), Adam(0.01, beta2=0.9))
+    assert [str(w.message) for w in seen] == [f"resume from {path}: the checkpoint's Adam configuration wins over "
+                                              f"the one given: beta2=0.999 (given 0.9)"]

@@ -348,5 +348,24 @@ def test_abort_fails_the_group_and_device_is_the_backends():
     assert group.failed == (1, exc)
     with pytest.raises(threads_mod.RankFailed, match="rank 1 failed"):
         ThreadCommunicator(group, 0).any(True)
+    with pytest.raises(ValueError, match="backend 'numpy' cannot run on 'cuda'"):  # the spec is passed on
+        ThreadCommunicator(group, 0).device("cuda", "numpy")
     strict = ThreadCommunicator(group, 0).device("cpu", "array-api-strict")
     assert strict == xpnet.backend.device("cpu", backend="array-api-strict") != xpnet.backend.device("cpu")
+
+
+def test_a_model_that_cannot_be_copied_for_the_other_ranks_is_named():
+    class Model:
+        class device:
+            kind = "cpu"
+
+        def __deepcopy__(self, memo):
+            raise ValueError("holds a file")
+
+        def __repr__(self):
+            return "Model()"
+
+    with pytest.raises(TypeError) as info:
+        threads_mod.run(training.fit, Model(), (None, None), {}, Threads(2), None)
+    assert str(info.value).startswith("fit(distributed=Threads(...)): the model Model() cannot be copied for the "
+                                      "other ranks (ValueError: holds a file)")
