@@ -378,3 +378,36 @@ def test_soft_label_rows_report_accuracy(columns):
     rows[np.arange(10), np.arange(10) % columns] = 0.9
     model = Sequential([Dense(4, columns)], device="cpu", seed=0)
     assert "accuracy" in model.evaluate(X, rows, loss="softmax_cross_entropy")
+
+
+def test_complex_data_and_objects_as_y_are_refused_naming_fit():
+    import array_api_strict as xps
+
+    with pytest.raises(TypeError) as info:
+        fit(net("array-api-strict"), X=xps.asarray(X.astype(np.complex64)))
+    assert str(info.value) == "fit: X has dtype array_api_strict.complex64; use float32 data"
+    with pytest.raises(TypeError) as info:
+        fit(net("array-api-strict"), X=xps.asarray(X), y=xps.asarray(Y.astype(np.complex64)))
+    assert str(info.value) == "fit: y has dtype array_api_strict.complex64; use int64 labels or float targets"
+    with pytest.raises(TypeError) as info:
+        fit(net(), y=object())
+    assert str(info.value).startswith("fit: y must be an array or nested lists of numbers, got object (")
+
+
+def test_only_fits_own_x_is_checked_for_raw_pixels():
+    """validation_data of the same integers says nothing more: fit's X already said it."""
+    pixels = np.arange(40).reshape(10, 4) % 7
+    with pytest.warns(UserWarning) as seen:
+        fit(net(), X=pixels, validation_data=(pixels, Y))
+    assert [str(w.message).split(";")[0] for w in seen if "raw pixels" in str(w.message)] == [
+        "fit: X holds integers up to 6 (raw pixels?)"]
+
+
+def test_positive_int_arguments_refuse_true():
+    from xpnet.validation import check_positive_int
+
+    assert check_positive_int("n", 3) == 3 and check_positive_int("n", 0, allow_zero=True) == 0
+    for bad, allow_zero in ((True, False), (0, False), (-1, True), (2.0, False)):
+        with pytest.raises(ValueError) as info:
+            check_positive_int("n", bad, allow_zero)
+        assert str(info.value) == f"n must be an int >= {0 if allow_zero else 1}, got {bad!r}"

@@ -1068,3 +1068,17 @@ def test_a_kept_schedule_leaves_the_lr_out_of_the_warning_about_the_rest(tmp_pat
         ckpt.load_checkpoint(path, _model(), Adam(0.01, beta2=0.9))
     assert [str(w.message) for w in seen] == [f"resume from {path}: the checkpoint's Adam configuration wins over "
                                               f"the one given: beta2=0.999 (given 0.9)"]
+
+
+def test_a_header_with_an_unknown_loss_or_a_garbled_entry_names_the_path(tmp_path):
+    _fit(_model(), 1, loss=LOSS, optimizer=Adam(0.01), checkpoint_dir=tmp_path)
+    header, arrays = xio.read(tmp_path / "last.npz")
+    header = {k: v for k, v in header.items() if k not in ("magic", "format", "xpnet_version", "parameters")}
+    bad = os.fspath(tmp_path / "bad.npz")
+    xio.write(bad, {**header, "loss": {"class": "Nope", "config": {}}}, arrays)
+    with pytest.raises(xio.ModelFormatError, match="^" + re.escape(f"{bad}: unknown loss 'Nope' in the header")):
+        ckpt.prepare_resume(_model(), bad)
+    xio.write(bad, {**header, "checkpoint": [1]}, arrays)
+    with pytest.raises(xio.ModelFormatError) as info:
+        ckpt.read_checkpoint(bad)
+    assert str(info.value) == f"{bad}: garbled checkpoint (its entry is not a dict)"
