@@ -256,3 +256,158 @@ def test_divergence_names_the_exact_step():
 def test_float64_model_rejects_nan_too():
     with pytest.raises(ValueError, match="NaN"):
         fit(net(dtype="float64"), X=_with(X, (0, 0), np.nan))
+
+
+def test_finite_targets_whose_sum_overflows_are_taken():
+    """The NaN check sums the targets first (no boolean copy); a sum that overflows is checked in full."""
+    model = Sequential([Dense(4, 1)], device="cpu", seed=0, dtype="float64")
+    y = np.full((10, 1), 1e308)
+    with np.errstate(over="ignore", invalid="ignore"):
+        assert math.isinf(model.evaluate(X, y, loss="mse")["loss"])  # no ValueError about NaN
+        y[3, 0] = np.inf
+        with pytest.raises(ValueError, match="y contains NaN or infinite values"):
+            model.evaluate(X, y, loss="mse")
+
+
+@pytest.mark.parametrize("y, hint", [
+    (np.arange(10, dtype=np.float32) % 3, "these look like class labels: pass them as integers, y.astype(np.int64)"),
+    (np.arange(10, dtype=np.float32) % 3 + 0.5, "the model has 3 outputs"),
+    (np.arange(10, dtype=np.float32) % 3 - 1, "the model has 3 outputs"),  # negative: not labels
+])
+def test_float_labels_of_one_column_get_a_hint_only_when_they_look_like_labels(y, hint):
+    with pytest.raises(ValueError) as info:
+        fit(net(), y=y)
+    assert str(info.value) == (f"fit: y has shape (10,), floats of one column, but the model outputs 3 values per "
+                               f"sample; {hint}")
+
+
+@pytest.mark.parametrize("span, warns", [
+    ((-0.125, 1.375), False),  # trained on 0.25..1: half the span (0.375) beyond either end is still fine
+    ((0.25, 1.3125), False),
+    ((-0.25, 1.0), True),
+    ((0.25, 1.5), True),
+])
+def test_inputs_warn_only_beyond_half_the_trained_span(span, warns):
+    import types
+    import warnings
+
+    from xpnet.validation import check_input_range
+
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        check_input_range(types.SimpleNamespace(input_range=(0.25, 1.0)), span, "predict")
+        check_input_range(types.SimpleNamespace(), span, "predict")  # no range recorded: nothing to check
+    assert [str(w.message).split(";")[0] for w in seen] == (
+        [f"predict: X holds values from {span[0]:g} to {span[1]:g}, but the model was trained on inputs from "
+         f"0.25 to 1"] if warns else [])
+
+
+def test_labels_for_one_output_unit_must_be_0_or_1():
+    model = Sequential([Dense(4, 1)], device="cpu", seed=0)
+    with pytest.raises(ValueError) as info:
+        fit(model, y=np.arange(10) % 3, loss=BinaryCrossEntropy())
+    assert str(info.value) == "fit: labels must be in 0..1 for a model with 1 output(s), got labels from 0 to 2"
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("outputs", [1, 2])
+def test_bool_labels_train_as_0_1_integer_labels(backend, outputs):
+    y = np.arange(10) % 2
+    loss = BinaryCrossEntropy() if outputs == 1 else SoftmaxCrossEntropy()
+    runs = []
+    for labels in (y.astype(bool), y.astype(np.int64)):
+        model = Sequential([Dense(4, outputs)], device="cpu", backend=backend, seed=0)
+        history = fit(model, y=labels, loss=loss, epochs=2, batch_size=4, optimizer=SGD(0.1)).history
+        runs.append({k: history[k] for k in ("loss", "accuracy")})
+    assert runs[0] == runs[1]
+
+
+def test_nested_lists_and_objects_with___array___are_taken_as_arrays():
+    class Frame:  # a table library's object: it converts itself
+        def __init__(self, a):
+            self.a = a
+
+        def __array__(self, dtype=None, copy=None):
+            return self.a
+
+    expected = net().predict(X)
+    np.testing.assert_array_equal(to_numpy(net().predict(X.tolist())), to_numpy(expected))
+    np.testing.assert_array_equal(to_numpy(net().predict(Frame(X))), to_numpy(expected))
+    with pytest.raises(TypeError) as info:
+        net().predict(object())
+    assert str(info.value).startswith("predict: X must be an array or nested lists of numbers, got object (")
+    with pytest.raises(ValueError) as info:
+        net().predict(None)
+    assert str(info.value) == "predict: X is None"
+    with pytest.raises(ValueError) as info:
+        fit(net(), y=None)
+    assert str(info.value) == "fit: y is None; pass the targets (labels or rows) for X"
+
+
+def test_images_for_a_dense_first_layer_get_the_flatten_hint_only_without_flatten():
+    with pytest.raises(ValueError) as info:
+        fit(net(), X=X.reshape(10, 2, 2))
+    assert str(info.value).endswith("expects (samples, 4); add a Flatten() layer first")
+    flat = Sequential([Flatten(), Dense(6, 3)], device="cpu", seed=0)
+    with pytest.raises(ValueError) as info:
+        fit(flat, X=X.reshape(10, 2, 2))
+    assert str(info.value).endswith("expects (samples, 6)")
+
+
+def test_integers_above_1_are_raw_pixels_and_0_1_are_not():
+    import warnings
+
+    with pytest.warns(UserWarning, match="X holds integers up to 2"):
+        fit(net(), X=np.arange(40).reshape(10, 4) % 3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fit(net(), X=np.arange(40).reshape(10, 4) % 2)
+
+
+def test_targets_are_checked_in_the_models_dtype():
+    """1e39 is finite in float64 but overflows float32: a float32 model would train on inf."""
+    model = Sequential([Dense(4, 1)], device="cpu", seed=0)
+    with np.errstate(over="ignore"):
+        with pytest.raises(ValueError, match="y contains NaN or infinite values"):
+            model.evaluate(X, np.full((10, 1), 1e39), loss="mse")
+
+
+@pytest.mark.parametrize("columns", [2, 3])
+def test_soft_label_rows_report_accuracy(columns):
+    rows = np.full((10, columns), 0.1 / (columns - 1), np.float32)
+    rows[np.arange(10), np.arange(10) % columns] = 0.9
+    model = Sequential([Dense(4, columns)], device="cpu", seed=0)
+    assert "accuracy" in model.evaluate(X, rows, loss="softmax_cross_entropy")
+
+
+def test_complex_data_and_objects_as_y_are_refused_naming_fit():
+    import array_api_strict as xps
+
+    with pytest.raises(TypeError) as info:
+        fit(net("array-api-strict"), X=xps.asarray(X.astype(np.complex64)))
+    assert str(info.value) == "fit: X has dtype array_api_strict.complex64; use float32 data"
+    with pytest.raises(TypeError) as info:
+        fit(net("array-api-strict"), X=xps.asarray(X), y=xps.asarray(Y.astype(np.complex64)))
+    assert str(info.value) == "fit: y has dtype array_api_strict.complex64; use int64 labels or float targets"
+    with pytest.raises(TypeError) as info:
+        fit(net(), y=object())
+    assert str(info.value).startswith("fit: y must be an array or nested lists of numbers, got object (")
+
+
+def test_only_fits_own_x_is_checked_for_raw_pixels():
+    """validation_data of the same integers says nothing more: fit's X already said it."""
+    pixels = np.arange(40).reshape(10, 4) % 7
+    with pytest.warns(UserWarning) as seen:
+        fit(net(), X=pixels, validation_data=(pixels, Y))
+    assert [str(w.message).split(";")[0] for w in seen if "raw pixels" in str(w.message)] == [
+        "fit: X holds integers up to 6 (raw pixels?)"]
+
+
+def test_positive_int_arguments_refuse_true():
+    from xpnet.validation import check_positive_int
+
+    assert check_positive_int("n", 3) == 3 and check_positive_int("n", 0, allow_zero=True) == 0
+    for bad, allow_zero in ((True, False), (0, False), (-1, True), (2.0, False)):
+        with pytest.raises(ValueError) as info:
+            check_positive_int("n", bad, allow_zero)
+        assert str(info.value) == f"n must be an int >= {0 if allow_zero else 1}, got {bad!r}"

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -816,3 +818,267 @@ def test_a_csv_logger_writing_another_file_after_a_resume_starts_it_afresh_and_s
         _fit(_model(), 3, resume_from=tmp_path / "last.npz", callbacks=[CSVLogger(tmp_path / "b.csv")])
     assert [r["epoch"] for r in _csv_rows(tmp_path / "b.csv")] == ["2"]  # append=False: emptied, then its row
     assert [r["epoch"] for r in _csv_rows(tmp_path / "a.csv")] == ["0", "1"]
+
+
+def test_a_resumed_schedule_compares_only_the_values_given_and_names_those_that_lose(tmp_path):
+    import warnings
+
+    saved = schedules.ExponentialDecay(0.2, gamma=0.5, per="step")
+    ckpt.save_checkpoint(tmp_path / "c.npz", _model(), SGD(0.1), epoch=1, step=0, schedule=saved)
+    found = ckpt.load_checkpoint(tmp_path / "c.npz", _model())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the same values, or values left unset: nothing to say
+        assert ckpt.resumed_schedule(found, schedules.ExponentialDecay(gamma=0.5, per="step")) is found.schedule
+        assert ckpt.resumed_schedule(found, schedules.ExponentialDecay(0.2, gamma=0.5, per="step")) is found.schedule
+    with pytest.warns(UserWarning) as seen:
+        ckpt.resumed_schedule(found, schedules.ExponentialDecay(0.5, gamma=0.25, per="step"))
+    assert [str(w.message) for w in seen] == [
+        "fit: resuming with the checkpoint's learning-rate schedule, not the one given: lr=0.2 (given 0.5), "
+        "gamma=0.5 (given 0.25)"]
+    # one of the user's own (a get_config, not a Schedule) is compared as it is, not looked up by its name
+    with pytest.warns(UserWarning, match=r"name='exponential' \(given 'halving'\)"):
+        assert ckpt.resumed_schedule(found, Halving(0.2, "step")) is found.schedule
+
+
+class _Kept(Callback):
+    """A callback with a state: what load_state_dict was given."""
+
+    def __init__(self):
+        self.loaded = None
+
+    def state_dict(self):
+        return {"n": 1}
+
+    def load_state_dict(self, state):
+        self.loaded = state
+
+
+def test_restore_callbacks_gives_the_active_ones_their_state_and_names_the_rest_in_one_sentence():
+    a, b, c = _Kept(), _Kept(), _Kept()
+    found = ckpt.Checkpoint(epoch=1, step=1, optimizer=SGD(0.1), loss=None,
+                            callbacks={"_Kept[0]": {"n": 0}, "_Kept[1]": {"n": 1}, "EarlyStopping[0]": {},
+                                       "EarlyStopping[1]": {}})
+    with pytest.warns(UserWarning) as seen:
+        ckpt.restore_callbacks(found, [a, b, c, _Kept()], "run/last.npz", active=[a, c])
+    assert (a.loaded, b.loaded, c.loaded) == ({"n": 0}, None, None)  # b is not run here; c has no state kept
+    assert [str(w.message) for w in seen] == [
+        "resume from run/last.npz: the checkpoint holds the state of EarlyStopping[0], EarlyStopping[1], which no "
+        "callback given to fit takes; it is dropped (give fit the callbacks of the checkpoint's run, in the same "
+        "order, to go on with them)",
+        "resume from run/last.npz: the checkpoint holds no state for _Kept[2], _Kept[3], so they start afresh"]
+    every = _Kept()
+    ckpt.restore_callbacks(found, [every], "run/last.npz")  # active left out: every callback runs here
+    assert every.loaded == {"n": 0}
+    found.callbacks = None  # a checkpoint from before callback states were kept
+    with pytest.warns(UserWarning) as seen:
+        ckpt.restore_callbacks(found, [_Kept(), _Kept()], "old.npz")
+    assert [str(w.message) for w in seen] == [
+        "resume from old.npz: the checkpoint holds no callback states (an older xpnet wrote it), so _Kept[0], "
+        "_Kept[1] start afresh"]
+
+
+def test_an_optimizer_given_to_load_checkpoint_takes_the_saved_config_and_the_warning_names_each_value(tmp_path):
+    import warnings
+
+    path = os.fspath(tmp_path / "c.npz")
+    ckpt.save_checkpoint(path, _model(), Adam(0.01), epoch=0, step=0)
+    mine = Adam(0.5, beta2=0.9)
+    with pytest.warns(UserWarning) as seen:
+        found = ckpt.load_checkpoint(path, _model(), mine)
+    assert found.optimizer is mine and (mine.lr, mine.beta2) == (0.01, 0.999)
+    assert [str(w.message) for w in seen] == [
+        f"resume from {path}: the checkpoint's Adam configuration wins over the one given: lr=0.01 (given 0.5), "
+        f"beta2=0.999 (given 0.9)"]
+    # with a schedule kept, the lr is the schedule's to set: a different one given is not worth a warning
+    ckpt.save_checkpoint(path, _model(), Adam(0.01), epoch=0, step=0, schedule=schedules.Constant(0.01))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ckpt.load_checkpoint(path, _model(), Adam(0.5))
+
+
+def test_a_model_with_fewer_or_more_layers_is_refused_naming_the_missing_one(tmp_path):
+    path = os.fspath(tmp_path / "c.npz")
+    ckpt.save_checkpoint(path, _model(), SGD(0.1), epoch=0, step=0)
+    short = Sequential([Dense(6, 8), Tanh()], seed=0)
+    with pytest.raises(ValueError) as info:
+        ckpt.load_checkpoint(path, short)
+    assert str(info.value) == (  # the checkpoint's layer as its header has it (JSON, keys sorted)
+        f"resume from {path}: the model's layers [Dense, Tanh] are not the checkpoint's [Dense, Tanh, Dense]; "
+        f"layer 2 is missing in the model, Dense(bias=True, in_features=8, init='lecun_normal', out_features=2) "
+        f"in the checkpoint; build the same model (or xpnet.load({path!r}))")
+    with pytest.raises(ValueError, match=r"layer 3 is Tanh\(\) in the model, missing in the checkpoint"):
+        ckpt.load_checkpoint(path, Sequential([Dense(6, 8), Tanh(), Dense(8, 2), Tanh()], seed=0))
+
+
+def test_resume_loads_with_the_loss_optimizer_and_lr_given(tmp_path):
+    _fit(_model(), 1, loss=LOSS, optimizer=Adam(0.01), checkpoint_dir=tmp_path)
+    path = tmp_path / "last.npz"
+    mine = xpnet.losses.get(LOSS)
+    model = _model(seed=5)
+    with pytest.warns(UserWarning) as seen:
+        found = ckpt.resume(model, path, mine, "adam", 0.5)
+    assert [str(w.message) for w in seen] == [f"resume from {path}: the checkpoint's Adam configuration wins over "
+                                              f"the one given: lr=0.01 (given 0.5)"]
+    assert found.loss is mine and model.loss is mine and (found.epoch, found.step) == (1, 13)
+    assert type(found.optimizer) is Adam and found.optimizer.lr == 0.01 and found.extra == {}
+    _assert_same_state(model.state_dict(), xpnet.load(path).state_dict())
+
+
+def test_save_checkpoint_refuses_what_it_cannot_keep_naming_it(tmp_path):
+    model, path = _model(), tmp_path / "c.npz"
+    cases = [
+        (dict(optimizer=SGD(0.1), step=-1), ValueError, "save_checkpoint: step must be a non-negative int, got -1"),
+        (dict(optimizer=SGD(0.1), extra=[1]), TypeError, "save_checkpoint: extra must be a dict, got list"),
+    ]
+    for kwargs, kind, message in cases:
+        kwargs = {"epoch": 0, "step": 0, **kwargs}
+        with pytest.raises(kind) as info:
+            ckpt.save_checkpoint(path, model, **kwargs)
+        assert str(info.value) == message
+    with pytest.raises(TypeError, match=r"is not one of xpnet's optimizers \(SGD, Adam, AdamW, RMSprop\), which"):
+        ckpt.save_checkpoint(path, model, object(), epoch=0, step=0)
+    with pytest.raises(ValueError, match=r"not JSON-serializable \(Out of range float values"):
+        ckpt.save_checkpoint(path, model, SGD(0.1), epoch=0, step=0, extra={"x": float("nan")})
+    assert not path.exists()
+    model.metadata = {"scale": "x / 255"}  # a checkpoint is also a model file: the metadata goes with it
+    ckpt.save_checkpoint(path, model, SGD(0.1), epoch=0, step=0)
+    assert xpnet.load(path).metadata == {"scale": "x / 255"}
+
+
+def test_arrays_that_do_not_match_the_model_are_named_with_the_path(tmp_path):
+    bad = os.fspath(_rewrite(tmp_path, arrays_edit=lambda a: a.pop("2.b")))
+    with pytest.raises(xio.ModelFormatError) as info:
+        ckpt.load_checkpoint(bad, _model())
+    assert str(info.value) == f"{bad}: the model has arrays ['0.W', '0.b', '2.W', '2.b'] but the checkpoint holds " \
+                              f"['0.W', '0.b', '2.W']"
+    bad = os.fspath(_edited(tmp_path, arrays_edit=lambda a: a.update({"2.b": np.zeros(3, np.float32)})))
+    with pytest.raises(xio.ModelFormatError) as info:
+        ckpt.load_checkpoint(bad, _model())
+    assert str(info.value) == f"{bad}: array '2.b' has shape (3,), the model's (2,)"
+
+
+def test_a_callback_without_a_state_this_epoch_does_not_hide_the_next_ones():
+    class Nothing(_Kept):
+        def state_dict(self):
+            return None  # nothing to keep yet
+
+    states, _ = ckpt._callback_states(_model(), [Nothing(), _Kept()])
+    assert states == {"_Kept[0]": {"n": 1}}
+
+
+def test_a_checkpoint_that_cannot_be_restored_names_its_path_and_leaves_the_model_alone(tmp_path):
+    bad = os.fspath(_rewrite(tmp_path, lambda e: e.update(rng={"shuffle": {"bit_generator": "nope"}})))
+    model = _model()
+    before = model.get_rng_state()
+    with pytest.raises(xio.ModelFormatError, match=r"^" + re.escape(f"{bad}: garbled checkpoint (its random state")):
+        ckpt.load_checkpoint(bad, model)
+    assert model.get_rng_state() == before
+    bad = os.fspath(_edited(tmp_path, lambda e: e.update(schedule={"name": "step", "lr": 0.1, "step_size": 0,
+                                                                   "gamma": 0.5, "per": "epoch"})))
+    with pytest.raises(xio.ModelFormatError) as info:
+        ckpt.load_checkpoint(bad, _model())
+    assert str(info.value) == (f"{bad}: the schedule 'step' cannot be rebuilt: StepDecay: step_size must be an "
+                               f"integer >= 1, got 0")
+    for edit, what in ((dict(history=[1.0]), "history is not a dict of lists"),
+                       (dict(callbacks=[]), "callbacks is not {key: state dict}")):
+        bad = os.fspath(_edited(tmp_path, lambda e: e.update(edit)))
+        for read in (ckpt.read_checkpoint, lambda path: ckpt.load_checkpoint(path, _model())):
+            with pytest.raises(xio.ModelFormatError) as info:
+                read(bad)
+            assert str(info.value) == f"{bad}: garbled checkpoint ({what})"
+    found = ckpt.load_checkpoint(tmp_path / "last.npz", _model())
+    assert type(found.loss).__name__ == "SoftmaxCrossEntropy"  # the loss the checkpoint's run trained with
+    assert ckpt.prepare_resume(_model(), tmp_path / "last.npz").path == os.fspath(tmp_path / "last.npz")
+
+
+def test_history_values_of_every_kind_come_back_as_they_were(tmp_path):
+    history = {"loss": [np.float32(0.5), np.float64(-np.inf), float("nan"), 2], "note": ["x", "inf?", None, True],
+               "lr": [float("inf")]}
+    ckpt.save_checkpoint(tmp_path / "c.npz", _model(), SGD(0.1), epoch=1, step=1, history=history)
+    found = ckpt.load_checkpoint(tmp_path / "c.npz", _model())
+    assert found.history["note"] == ["x", "inf?", None, True] and found.history["lr"] == [float("inf")]
+    loss = found.history["loss"]
+    assert loss[:2] == [0.5, -np.inf] and math.isnan(loss[2]) and loss[3] == 2
+    assert [type(v) for v in loss] == [float, float, float, int]  # NumPy scalars as Python numbers
+    with pytest.raises(TypeError) as info:
+        ckpt.save_checkpoint(tmp_path / "c.npz", _model(), SGD(0.1), epoch=1, step=1, history=[0.5])
+    assert str(info.value) == "save_checkpoint: history must be a dict of lists (History.history), got list"
+
+
+@pytest.mark.parametrize("state, kind, message", [
+    ([1], TypeError, "save_checkpoint: _Kept[0].state_dict() gave a list, not a dict"),
+    ({"arrays": [1]}, TypeError, "save_checkpoint: _Kept[0].state_dict()['arrays'] is a list, not a dict {name: array}"),
+    ({"arrays": {"w": np.zeros(2)}}, ValueError, "save_checkpoint: _Kept[0]'s array 'w' is float64, not the model's "
+                                                 "float32"),
+])
+def test_a_callback_state_a_checkpoint_cannot_keep_is_named(tmp_path, state, kind, message):
+    class Odd(_Kept):
+        def state_dict(self):
+            return state
+
+    Odd.__name__ = "_Kept"
+    with pytest.raises(kind) as info:
+        ckpt.save_checkpoint(tmp_path / "c.npz", _model(), SGD(0.1), epoch=0, step=0, callbacks=[Odd()])
+    assert str(info.value) == message
+
+
+def test_a_checkpoint_without_history_or_extra_resumes_with_empty_ones(tmp_path):
+    """Both are optional in the file (read_checkpoint takes them as {}): a hand-made or trimmed checkpoint."""
+    bad = _rewrite(tmp_path, lambda e: (e.pop("history"), e.pop("extra")))
+    found = ckpt.load_checkpoint(bad, _model())
+    assert (found.history, found.extra) == ({}, {})
+
+
+def test_more_refusals_name_what_to_do(tmp_path):
+    class MySGD(SGD):
+        pass
+
+    with pytest.raises(TypeError, match=r"MySGD.* is not one of xpnet's optimizers"):
+        ckpt.save_checkpoint(tmp_path / "c.npz", _model(), MySGD(0.1), epoch=0, step=0)
+    xpnet.save(_model(), tmp_path / "model.npz")
+    with pytest.raises(xio.ModelFormatError) as info:
+        ckpt.load_checkpoint(tmp_path / "model.npz", _model())
+    assert str(info.value).startswith(f"{tmp_path / 'model.npz'} is a model file (xpnet.save), not a checkpoint")
+    _fit(_model(), 1, loss=LOSS, optimizer=Adam(0.01), checkpoint_dir=tmp_path)
+    header, arrays = xio.read(tmp_path / "last.npz")
+    header = {k: v for k, v in header.items() if k not in ("magic", "format", "xpnet_version", "parameters")}
+    xio.write(tmp_path / "no-loss.npz", {**header, "loss": None}, arrays)
+    with pytest.raises(ValueError) as info:
+        ckpt.prepare_resume(_model(), tmp_path / "no-loss.npz")
+    assert str(info.value) == (f"resume from {tmp_path / 'no-loss.npz'}: the checkpoint names no loss xpnet can "
+                               f"rebuild (a custom one?): pass loss=...")
+
+
+def test_a_schedule_without_a_name_is_kept_under_its_class_name(tmp_path):
+    class Plain:
+        def __call__(self, t):
+            return 0.1
+
+        def get_config(self):
+            return {"lr": 0.1}
+
+    ckpt.save_checkpoint(tmp_path / "c.npz", _model(), SGD(0.1), epoch=0, step=0, schedule=Plain())
+    assert ckpt.read_checkpoint(tmp_path / "c.npz")[0]["schedule"] == {"name": "Plain", "lr": 0.1}
+
+
+def test_a_kept_schedule_leaves_the_lr_out_of_the_warning_about_the_rest(tmp_path):
+    path = os.fspath(tmp_path / "c.npz")
+    ckpt.save_checkpoint(path, _model(), Adam(0.01), epoch=0, step=0, schedule=schedules.Constant(0.01))
+    with pytest.warns(UserWarning) as seen:
+        ckpt.load_checkpoint(path, _model(), Adam(0.01, beta2=0.9))
+    assert [str(w.message) for w in seen] == [f"resume from {path}: the checkpoint's Adam configuration wins over "
+                                              f"the one given: beta2=0.999 (given 0.9)"]
+
+
+def test_a_header_with_an_unknown_loss_or_a_garbled_entry_names_the_path(tmp_path):
+    _fit(_model(), 1, loss=LOSS, optimizer=Adam(0.01), checkpoint_dir=tmp_path)
+    header, arrays = xio.read(tmp_path / "last.npz")
+    header = {k: v for k, v in header.items() if k not in ("magic", "format", "xpnet_version", "parameters")}
+    bad = os.fspath(tmp_path / "bad.npz")
+    xio.write(bad, {**header, "loss": {"class": "Nope", "config": {}}}, arrays)
+    with pytest.raises(xio.ModelFormatError, match="^" + re.escape(f"{bad}: unknown loss 'Nope' in the header")):
+        ckpt.prepare_resume(_model(), bad)
+    xio.write(bad, {**header, "checkpoint": [1]}, arrays)
+    with pytest.raises(xio.ModelFormatError) as info:
+        ckpt.read_checkpoint(bad)
+    assert str(info.value) == f"{bad}: garbled checkpoint (its entry is not a dict)"

@@ -122,6 +122,37 @@ def test_an_empty_shard_packs_zeros_even_without_gradients(dev):
     assert {k: tuple(v.shape) for k, v in m.gradients().items()} == {k: tuple(v.shape) for k, v in m.parameters().items()}
 
 
+@pytest.mark.parametrize("writeable", [True, False])
+def test_pack_writes_the_weighted_gradients_end_to_end_in_the_parameters_dtype(monkeypatch, writeable):
+    """Both ways of packing: in place into the one preallocated buffer, and the new buffer per step for
+    arrays that cannot be written (JAX's), forced here on NumPy so that a run without JAX tests it too."""
+    from xpnet.distributed import flat as flat_module
+
+    if not writeable:
+        monkeypatch.setattr(flat_module, "is_writeable_array", lambda array: False)
+    params = {"W": np.zeros((2, 3), np.float32), "b": np.zeros(3, np.float32)}
+    grads = {"W": np.arange(6, dtype=np.float32).reshape(2, 3), "b": np.array([10, 20, 30], np.float32)}
+    buf = FlatBuffer(params)
+    data = buf.pack(grads, 0.5)
+    assert data.dtype == np.float32 and data.shape == (9,)
+    np.testing.assert_array_equal(data, [0, 0.5, 1, 1.5, 2, 2.5, 5, 10, 15])
+    np.testing.assert_array_equal(buf.pack(grads, 1.0), [0, 1, 2, 3, 4, 5, 10, 20, 30])
+    if writeable:  # no allocation per step: the same buffer every time
+        assert buf.pack(grads, 0.5) is data
+    zeros = buf.pack({}, 0.0)  # an empty shard: its gradients may be missing
+    assert zeros.dtype == np.float32 and zeros.shape == (9,) and not np.any(zeros)
+    out = {}
+    buf.unpack(buf.pack(grads, 2.0), out)
+    assert list(out) == ["W", "b"]
+    np.testing.assert_array_equal(out["W"], 2 * grads["W"])
+    np.testing.assert_array_equal(out["b"], 2 * grads["b"])
+    single = FlatBuffer({"b": params["b"]})
+    np.testing.assert_array_equal(single.pack({"b": grads["b"]}, 0.5), [5, 10, 15])
+    with pytest.raises(ValueError) as info:
+        FlatBuffer({})
+    assert str(info.value) == "FlatBuffer: the model has no parameters to train"
+
+
 class _TwoRanks:
     """Rank 0 of a pretend pair: its all-reduce adds the other rank's vector, given in advance."""
     rank, size, is_root = 0, 2, True

@@ -254,3 +254,151 @@ def test_a_broadcast_is_copied_before_the_root_goes_on():
     rank(0)
     other.join()
     assert got == {0: [1, 2, 3, 4], 1: [1, 2, 3]}
+
+
+# -- the communicator and the ranks' arguments, one piece at a time ---------------------------------------
+def _on_ranks(n, work):
+    """``work(comm)`` on ``n`` threads, one communicator each; the results by rank."""
+    group = threads_mod._Group(n)
+    out = [None] * n
+
+    def one(rank):
+        out[rank] = work(ThreadCommunicator(group, rank))
+
+    workers = [threading.Thread(target=one, args=(r,)) for r in range(n)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(timeout=60)
+    return out
+
+
+def test_allreduce_sums_in_the_buffers_dtype_in_rank_order():
+    """float32 1 + 2**-24 + 2**-24 is 1 in float32, step by step as one process adds; summed in float64
+    and rounded once it would be 1 + 2**-23."""
+    parts = [np.float32(1.0), np.float32(2.0 ** -24), np.float32(2.0 ** -24)]
+    out = _on_ranks(3, lambda comm: comm.allreduce_(np.full(5, parts[comm.rank], dtype=np.float32)))
+    for got in out:
+        assert got.dtype == np.float32
+        np.testing.assert_array_equal(got, np.ones(5, np.float32))
+    fresh = ThreadCommunicator(threads_mod._Group(1), 0)
+    assert (fresh.allreduce_seconds, fresh.allreduce_calls) == (0.0, 0)  # DataParallel adds to them
+
+
+def test_gather_gives_each_rank_copies_of_the_others_objects_and_its_own():
+    mine = [{"rank": [r]} for r in range(2)]
+    out = _on_ranks(2, lambda comm: comm.gather(mine[comm.rank]))
+    for rank, got in enumerate(out):
+        assert got == mine
+        assert got[rank] is mine[rank]
+        other = 1 - rank
+        assert got[other] is not mine[other] and got[other]["rank"] is not mine[other]["rank"]  # deep copies
+
+
+def test_the_first_failure_is_kept_and_the_waiting_ranks_name_it():
+    group = threads_mod._Group(2)
+    first, second = RuntimeError("first"), RuntimeError("second")
+    group.fail(1, first)
+    group.fail(0, second)
+    group.fail(0, threads_mod.RankFailed("a rank stopped by another is not the cause"))
+    assert group.failed == (1, first)
+    with pytest.raises(threads_mod.RankFailed) as info:
+        ThreadCommunicator(group, 0).bcast(None)
+    assert str(info.value) == "rank 0 of 2 stopped: rank 1 failed"
+    quiet = threads_mod._Group(3)
+    quiet.fail(2, threads_mod.RankFailed("not a cause"))
+    assert quiet.failed is None
+    with pytest.raises(threads_mod.RankFailed) as info:
+        ThreadCommunicator(quiet, 1).any(False)
+    assert str(info.value) == "rank 1 of 3 stopped: another rank failed"
+
+
+def test_other_ranks_get_their_own_optimizer_loss_schedule_and_callbacks():
+    class Writes(callbacks.Callback):
+        rank_zero_only = True
+
+    kept = callbacks.Callback()
+    kwargs = {"optimizer": xpnet.SGD(0.1), "loss": xpnet.MSE(), "schedule": xpnet.schedules.StepDecay(),
+              "callbacks": [Writes(), kept], "epochs": 3}
+    mine = threads_mod._rank_kwargs(kwargs)
+    for key in ("optimizer", "loss", "schedule"):
+        assert type(mine[key]) is type(kwargs[key]) and mine[key] is not kwargs[key], key
+    assert [type(cb) for cb in mine["callbacks"]] == [callbacks.Callback] and mine["callbacks"][0] is not kept
+    assert mine["epochs"] == 3 and kwargs["callbacks"][1] is kept
+    named = threads_mod._rank_kwargs({"optimizer": "sgd", "loss": "mse", "schedule": None})
+    assert (named["optimizer"], named["loss"], named["schedule"], named["callbacks"]) == ("sgd", "mse", None, [])
+
+    class Uncopyable(callbacks.Callback):  # a callback object (a plain function is not copied: rank 0 runs it)
+        def __deepcopy__(self, memo):
+            raise ValueError("holds a lock")
+
+    for key, what in (("loss", "loss"), ("callbacks", "the callback")):
+        value = Uncopyable()
+        with pytest.raises(TypeError) as info:
+            threads_mod._rank_kwargs({key: [value] if key == "callbacks" else value})
+        assert str(info.value).startswith(f"fit(distributed=Threads(...)): {what} {value!r} cannot be copied for "
+                                          f"the other ranks (ValueError: holds a lock); a callback"), key
+
+
+def test_the_ranks_run_on_named_daemon_threads_and_fit_returns_rank_0s_history():
+    seen = []
+
+    class Where(callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            thread = threading.current_thread()
+            seen.append((thread.name, thread.daemon))
+
+    X, y = mpi_worker.data("float32")
+    m = mpi_worker.model("float32")
+    history = fit(m, X[:64], y[:64], mpi_worker.OPTIMIZERS["sgd"](), 32, epochs=1, callbacks=[Where()],
+                  distributed=Threads(3))
+    assert sorted(seen) == [(threading.current_thread().name, threading.current_thread().daemon),
+                            ("xpnet-rank-1", True), ("xpnet-rank-2", True)]
+    assert history.model is m
+
+
+def test_usable_cores_without_an_affinity_mask(monkeypatch):
+    monkeypatch.delattr(os, "sched_getaffinity", raising=False)
+    monkeypatch.setattr(os, "cpu_count", lambda: 3)
+    assert threads_mod.usable_cores() == 3
+    monkeypatch.setattr(os, "cpu_count", lambda: None)  # "undeterminable"
+    assert threads_mod.usable_cores() == 1
+
+
+def test_one_communicator_reduces_buffers_of_other_dtypes_in_turn():
+    """The gradients (float32) and a window's figures (float64) go through the same communicator: the
+    scratch segment follows the buffer's dtype even when the sizes match."""
+    comm = ThreadCommunicator(threads_mod._Group(1), 0)
+    np.testing.assert_array_equal(comm.allreduce_(np.ones(4, np.float32)), np.ones(4, np.float32))
+    precise = np.full(4, 1 + 1e-12)
+    np.testing.assert_array_equal(comm.allreduce_(precise.copy()), precise)
+
+
+def test_abort_fails_the_group_and_device_is_the_backends():
+    group = threads_mod._Group(2)
+    exc = RuntimeError("diverged")
+    ThreadCommunicator(group, 1).abort(exc, "fit")
+    assert group.failed == (1, exc)
+    with pytest.raises(threads_mod.RankFailed, match="rank 1 failed"):
+        ThreadCommunicator(group, 0).any(True)
+    with pytest.raises(ValueError, match="backend 'numpy' cannot run on 'cuda'"):  # the spec is passed on
+        ThreadCommunicator(group, 0).device("cuda", "numpy")
+    strict = ThreadCommunicator(group, 0).device("cpu", "array-api-strict")
+    assert strict == xpnet.backend.device("cpu", backend="array-api-strict") != xpnet.backend.device("cpu")
+
+
+def test_a_model_that_cannot_be_copied_for_the_other_ranks_is_named():
+    class Model:
+        class device:
+            kind = "cpu"
+
+        def __deepcopy__(self, memo):
+            raise ValueError("holds a file")
+
+        def __repr__(self):
+            return "Model()"
+
+    with pytest.raises(TypeError) as info:
+        threads_mod.run(training.fit, Model(), (None, None), {}, Threads(2), None)
+    assert str(info.value).startswith("fit(distributed=Threads(...)): the model Model() cannot be copied for the "
+                                      "other ranks (ValueError: holds a file)")

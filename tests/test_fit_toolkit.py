@@ -123,6 +123,34 @@ def test_metrics_errors():
         TopKAccuracy(0)
 
 
+def test_top_k_on_two_classes_with_labels_of_any_dtype_and_not_on_one_output():
+    scores = np.array([[0.2, 0.8], [0.9, 0.1], [0.5, 0.5]], dtype=np.float32)
+    labels = np.array([1, 1, 0])
+    for given in (labels, labels.astype(np.int32), labels.astype(np.float64)):  # labels as a file gives them
+        assert list(TopKAccuracy(1).hits(scores, given, 0.5)) == [True, False, True], given.dtype
+    assert list(TopKAccuracy(2).hits(scores, labels, 0.5)) == [True, True, True]
+    assert (TopKAccuracy().k, TopKAccuracy().name, repr(TopKAccuracy(3))) == (5, "top_5_accuracy", "TopKAccuracy(3)")
+    with pytest.raises(ValueError) as info:
+        TopKAccuracy(2).hits(scores[:, :1], labels, 0.5)
+    assert str(info.value) == ("top_2_accuracy: the model has one output unit, so there is no ranking of classes; "
+                               "use 'accuracy' for a binary classifier")
+    with pytest.raises(ValueError) as info:
+        TopKAccuracy(True)
+    assert str(info.value) == "TopKAccuracy: k must be an int >= 1, got True"
+
+
+def test_metric_names_resolve_and_unknown_ones_are_refused():
+    from xpnet import metrics
+
+    assert [type(metrics.get(s)).__name__ for s in ("accuracy", "acc")] == ["Accuracy", "Accuracy"]
+    assert metrics.get("top_12_accuracy").k == 12 and repr(metrics.get("acc")) == "Accuracy()"
+    for spec in (5, None, "ACC", "top_k_accuracy"):
+        with pytest.raises(ValueError) as info:
+            metrics.get(spec)
+        assert str(info.value) == (f"unknown metric {spec!r}: use 'accuracy', 'top_5_accuracy' (any k), or "
+                                   f"xpnet.metrics.TopKAccuracy(k)")
+
+
 # -- EarlyStopping --------------------------------------------------------------------------------
 class Scripted(Callback):
     """Writes a scripted value into each epoch's logs (and notes the weights then), for the callbacks after it."""
@@ -296,3 +324,19 @@ def test_history_plot_names_the_extra_without_matplotlib(monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
     with pytest.raises(ImportError, match="pip install 'xpnet\\[plot\\]'"):
         History().plot()
+
+
+def test_accuracy_takes_labels_of_another_dtype_than_argmaxs_on_a_strict_backend():
+    """array-api-strict compares no integer with a float: the labels are cast to the predictions' dtype."""
+    import array_api_strict as xps
+
+    scores = xps.asarray([[0.2, 0.8], [0.9, 0.1], [0.4, 0.6]])
+    for labels in (xps.asarray([1, 1, 0], dtype=xps.int32), xps.asarray([1.0, 1.0, 0.0])):
+        hits = xpnet.metrics.Accuracy().hits(scores, labels, 0.5)
+        assert [bool(h) for h in hits] == [True, False, False], labels.dtype
+
+
+def test_a_metric_named_twice_is_refused():
+    with pytest.raises(ValueError) as info:
+        xpnet.metrics.get_all(["accuracy", "acc"], classify=True, where="fit")
+    assert str(info.value) == "fit: metrics ['accuracy', 'accuracy'] name one metric twice"

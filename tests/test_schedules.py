@@ -179,3 +179,68 @@ def test_callbacks_see_the_optimizer():
 
     opt, _ = _fit("cpu", ExponentialDecay(gamma=0.5), callbacks=[Peek()])
     assert seen == [0.2, 0.1, 0.05]
+
+
+# -- every argument checked at its bound, with a message naming the class, the argument and the value ---
+@pytest.mark.parametrize("make, message", [
+    (lambda: Constant(0.0), "Constant: lr must be a finite number > 0, got 0.0"),
+    (lambda: Constant(True), "Constant: lr must be a finite number > 0, got True"),
+    (lambda: Constant(math.inf), "Constant: lr must be a finite number > 0, got inf"),
+    (lambda: Constant(0.1, per="batch"), "Constant: per must be 'epoch' or 'step', got 'batch'"),
+    (lambda: StepDecay(0.1, step_size=0), "StepDecay: step_size must be an integer >= 1, got 0"),
+    (lambda: StepDecay(0.1, step_size=2.0), "StepDecay: step_size must be an integer >= 1, got 2.0"),
+    (lambda: StepDecay(0.1, gamma=0.0), "StepDecay: gamma must be a finite number > 0, got 0.0"),
+    (lambda: ExponentialDecay(0.1, gamma=0.0), "ExponentialDecay: gamma must be a finite number > 0, got 0.0"),
+    (lambda: CosineDecay(0.1, total=0), "CosineDecay: total must be an integer >= 1, got 0"),
+    (lambda: CosineDecay(0.1, warmup=-1), "CosineDecay: warmup must be an integer >= 0, got -1"),
+    (lambda: CosineDecay(0.1, min_lr=-0.5), "CosineDecay: min_lr must be a finite number >= 0, got -0.5"),
+    (lambda: CosineDecay(0.1, start_factor=0.0),
+     "CosineDecay: start_factor must be a finite number > 0 and <= 1, got 0.0"),
+    (lambda: CosineDecay(0.1, start_factor=1.5),
+     "CosineDecay: start_factor must be a finite number > 0 and <= 1, got 1.5"),
+    (lambda: CosineDecay(0.1, total=5, warmup=5, per="step"),
+     "CosineDecay: total (5) must be greater than warmup (5): the cosine needs at least one step after the warm-up"),
+    (lambda: CosineDecay(0.1, min_lr=0.2), "CosineDecay: min_lr (0.2) must not exceed lr (0.1)"),
+    (lambda: StepDecay(0.1)(-1), "StepDecay: t must be an int >= 0 (the epoch), got -1"),
+    (lambda: StepDecay(0.1, per="step")(True), "StepDecay: t must be an int >= 0 (the step), got True"),
+    (lambda: StepDecay(0.1)(2.0), "StepDecay: t must be an int >= 0 (the epoch), got 2.0"),
+    (lambda: ExponentialDecay()(0),
+     "ExponentialDecay: no base lr: pass lr=..., or give the schedule to fit, which takes the optimizer's lr"),
+    (lambda: CosineDecay(0.1)(0), "CosineDecay: no total length: pass total=..., or give the schedule to fit, "
+                                  "which fills it in from epochs (and steps per epoch when per='step')"),
+])
+def test_each_bad_argument_gets_the_whole_message(make, message):
+    with pytest.raises(ValueError) as info:
+        make()
+    assert str(info.value) == message
+
+
+def test_arguments_at_their_bounds_are_taken_and_the_defaults_are_the_documented_ones():
+    assert StepDecay().get_config() == {"lr": None, "step_size": 10, "gamma": 0.1, "per": "epoch"}
+    assert ExponentialDecay().get_config() == {"lr": None, "gamma": 0.95, "per": "epoch"}
+    assert CosineDecay().get_config() == {"lr": None, "total": None, "warmup": 0, "min_lr": 0.0,
+                                          "start_factor": 0.01, "per": "epoch"}
+    edge = CosineDecay(0.1, total=1, warmup=0, min_lr=0.1, start_factor=1.0)  # min_lr == lr, factor 1
+    assert [edge(t) for t in range(3)] == [0.1, 0.1, 0.1]
+    assert StepDecay(0.5, step_size=1, gamma=1)(3) == 0.5
+    assert type(StepDecay(0.5, step_size=1, gamma=1).gamma) is float
+    assert type(StepDecay(0.5, step_size=1).step_size) is int
+    assert Constant(1)(0) == 1.0 and type(Constant(1).lr) is float
+
+
+def test_repr_is_the_call_that_rebuilds_it():
+    s = StepDecay(0.1, step_size=3, per="step")
+    assert repr(s) == "StepDecay(lr=0.1, step_size=3, gamma=0.1, per='step')"
+    assert eval(repr(s)).get_config() == s.get_config()
+
+
+def test_unknown_names_list_the_known_ones():
+    with pytest.raises(ValueError) as info:
+        schedules.get("linear")
+    assert str(info.value) == ("unknown schedule 'linear': choose constant, step, exponential, cosine, or pass a "
+                               "Schedule from xpnet.schedules (for arguments, e.g. CosineDecay(warmup=500, "
+                               "per='step'))")
+    with pytest.raises(ValueError) as info:
+        schedules.from_config({"name": "linear", "lr": 0.1})
+    assert str(info.value) == ("schedules.from_config: unknown schedule name 'linear' (known: constant, step, "
+                               "exponential, cosine); the dict must come from schedules.to_config")

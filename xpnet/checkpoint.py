@@ -175,8 +175,8 @@ def _schedule_spec(schedule):
 def _encode_history(history: dict) -> dict:
     # JSON has no inf or nan (io writes strict JSON): such a value goes in as its name, a string.
     def encode(v):
-        if hasattr(v, "item") and not isinstance(v, (int, float, str)):
-            v = v.item()  # a NumPy scalar
+        if hasattr(v, "item") and type(v) not in (int, float, str):
+            v = v.item()  # a NumPy scalar (np.float64 is a float too, but its repr is 'np.float64(inf)')
         if isinstance(v, float) and not math.isfinite(v):
             return repr(v)
         return v
