@@ -18,7 +18,7 @@ from .. import backend, datasets, io, losses, saving
 from .. import callbacks as callbacks_mod
 from .._version import __version__
 from ..callbacks import format_epoch
-from ..distributed.threads import Threads
+from ..distributed.threads import Threads, cpu_status
 from ..layers import Dense, Reshape
 from ..model import Sequential, load
 from ..validation import output_width
@@ -322,21 +322,6 @@ def _mpi_status() -> str:
     return f"{found} (the system's MPI)"
 
 
-def _cpu_status() -> str:
-    """Cores and NumPy's BLAS threads: what ``--threads`` would split the work over."""
-    from ..distributed.threads import usable_cores
-
-    try:
-        from threadpoolctl import threadpool_info
-    except ImportError:
-        blas = "threadpoolctl not installed (pip install threadpoolctl)"
-    else:
-        libs = [lib for lib in threadpool_info() if lib.get("user_api") == "blas"]
-        blas = ", ".join(f"{lib['internal_api']} {lib.get('version') or ''} x{lib['num_threads']}".replace("  ", " ")
-                         for lib in libs) or "none loaded"
-    return f"{usable_cores()} usable cores; BLAS threads: {blas}"
-
-
 def cmd_info(args) -> int:
     import array_api_compat
 
@@ -349,7 +334,7 @@ def cmd_info(args) -> int:
         print(f"  {name:17s} {status}")
     print(f"CUDA devices: {backend.cuda_devices()}")
     print(f"MPI (--distributed): {_mpi_status()}")
-    print(f"CPU (--threads): {_cpu_status()}")
+    print(f"CPU (--threads): {cpu_status()}")
     try:
         chosen = str(backend.device(args.device, backend=args.backend))
     except (backend.DeviceUnavailableError, ValueError) as exc:

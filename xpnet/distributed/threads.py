@@ -198,16 +198,20 @@ def _rank_kwargs(kwargs: dict) -> dict:
     return mine
 
 
-@contextlib.contextmanager
 def _one_thread_each():
-    """BLAS and OpenMP at one thread while the ranks run (threadpoolctl), their setting back afterwards."""
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError as exc:
-        raise ImportError(f"fit(distributed=Threads(...)) needs threadpoolctl to hold BLAS to one thread per "
-                          f"rank ({exc}). Fix: pip install threadpoolctl") from exc
-    with threadpool_limits(limits=1):
-        yield
+    """BLAS and OpenMP at one thread while the ranks run, their setting back afterwards (a context)."""
+    from threadpoolctl import threadpool_limits  # a dependency of xpnet
+
+    return threadpool_limits(limits=1)
+
+
+def cpu_status() -> str:
+    """The usable cores and NumPy's BLAS threads (``xpnet info``): what ``Threads`` would split the work over."""
+    from threadpoolctl import threadpool_info
+
+    blas = ", ".join(f"{lib['internal_api']} {lib.get('version') or ''} x{lib['num_threads']}".replace("  ", " ")
+                     for lib in threadpool_info() if lib.get("user_api") == "blas")
+    return f"{usable_cores()} usable cores; BLAS threads: {blas or 'none loaded'}"
 
 
 def run(fit, model, args, kwargs, spec: Threads, hooks):
