@@ -8,7 +8,8 @@
     xpnet export mnist.npz --onnx mnist.onnx     # for ONNX Runtime and other ONNX runtimes
 
 Exit status: 0 on success, 2 for usage errors (argparse's), 1 for runtime errors, which are printed as
-one line ``xpnet: error: <message>`` on stderr; ``--debug`` shows the traceback instead.
+one line ``xpnet: error: <message>`` on stderr; warnings print as ``xpnet: warning: <message>``, once each.
+``--debug`` shows the traceback, and Python's own warnings, instead.
 """
 
 from __future__ import annotations
