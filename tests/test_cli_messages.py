@@ -120,7 +120,8 @@ def _idx(arr, magic) -> bytes:
 @pytest.fixture
 def test_files_only(tmp_path, monkeypatch):
     """A data folder holding only MNIST's two t10k files (3 tiny images), the sums patched to match, and a
-    784-10 model saved as the tutorial's."""
+    784-10 model saved as the tutorial's. No $XPNET_DATA: its real files would fill the gaps."""
+    monkeypatch.delenv("XPNET_DATA", raising=False)
     rng = np.random.default_rng(0)
     files = {"t10k-images-idx3-ubyte.gz": gzip.compress(_idx(rng.integers(0, 256, (3, 28, 28)), 0x803)),
              "t10k-labels-idx1-ubyte.gz": gzip.compress(_idx([7, 2, 1], 0x801))}
