@@ -30,7 +30,8 @@ def cuda_status() -> tuple[int, str]:
     # The fix is PyTorch's to make, not CuPy's: a CUDA build of torch, or a driver and a visible GPU.
     cupy_sees = _cupy.cuda_status()[0]
     other = f"; or use CuPy, which sees {cupy_sees} GPU(s): --backend cupy" if cupy_sees else ""
-    if torch.version.cuda is None and torch.version.hip is None:
+    built = torch.version.cuda or getattr(torch.version, "hip", None)  # ROCm builds answer to "cuda" too
+    if built is None:
         return 0, _cupy.Reason(
             f"PyTorch {torch.__version__} is a CPU-only build, without CUDA",
             f"Fix: install a CUDA build of PyTorch (`pip install torch --index-url "
@@ -39,9 +40,9 @@ def cuda_status() -> tuple[int, str]:
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     hidden = f" (CUDA_VISIBLE_DEVICES={visible!r})" if visible is not None else ""
     return 0, _cupy.Reason(
-        f"PyTorch {torch.__version__} (built for CUDA {torch.version.cuda or torch.version.hip}) sees no GPU{hidden}",
-        f"Fix: check that `nvidia-smi` lists a GPU and that its driver supports CUDA "
-        f"{torch.version.cuda or torch.version.hip}{' (and unset or fix CUDA_VISIBLE_DEVICES)' if hidden else ''}"
+        f"PyTorch {torch.__version__} (built for CUDA {built}) sees no GPU{hidden}",
+        f"Fix: check that `nvidia-smi` lists a GPU and that its driver supports CUDA {built}"
+        f"{' (and unset or fix CUDA_VISIBLE_DEVICES)' if hidden else ''}"
         f"{other}; {_cupy._CPU}.")
 
 
