@@ -134,6 +134,32 @@ def test_every_backend_has_one_module_with_the_same_surface():
             assert all(hasattr(lib, n) for n in ("synchronize", "memory_pool_bytes", "free_memory_pool"))
 
 
+@pytest.mark.parametrize("build, cupy_sees", [(None, 0), ("12.6", 0), (None, 1)],
+                         ids=["cpu-only-build", "cuda-build-no-gpu", "cpu-only-build-cupy-sees-a-gpu"])
+def test_torch_cuda_without_a_gpu_names_the_torch_fix(monkeypatch, build, cupy_sees):
+    """backend="torch", device="cuda" where torch sees no GPU (simulated, so it runs on GPU machines too):
+    the fix is PyTorch's (a CUDA build, or the driver), never "install CuPy"."""
+    torch = pytest.importorskip("torch")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.version, "cuda", build)
+    monkeypatch.setattr(torch.version, "hip", None)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    monkeypatch.setattr(backend._cupy, "cuda_status", lambda: (cupy_sees, "" if cupy_sees else "no CuPy GPU"))
+    with pytest.raises(xpnet.DeviceUnavailableError) as info:
+        xpnet.device("cuda", backend="torch")
+    message = str(info.value)
+    assert message.startswith(f"cuda:0 was requested but PyTorch {torch.__version__} ")
+    assert "xpnet[cuda12]" not in message and "install CuPy" not in message
+    if build is None:
+        assert "is a CPU-only build, without CUDA. Fix: install a CUDA build of PyTorch" in message
+        assert "--index-url https://download.pytorch.org/whl/cu" in message
+    else:
+        assert "(built for CUDA 12.6) sees no GPU. Fix: check that `nvidia-smi` lists a GPU" in message
+    assert ("or use CuPy, which sees 1 GPU(s): --backend cupy" in message) == bool(cupy_sees)
+    assert message.endswith("or run on the CPU with `--device cpu` / XPNET_DEVICE=cpu.")
+    assert xpnet.device("auto", backend="torch").kind == "cpu"
+
+
 # -- JAX: immutable arrays, 32 bits unless asked -----------------------------------------------------
 def test_jax_not_installed_names_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "jax", None)  # makes `import jax` raise ImportError

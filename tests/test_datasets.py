@@ -342,6 +342,47 @@ def test_no_download_means_no_fetch(tmp_path):
     assert "fashion-mnist" in str(err.value) and "XPNET_DATA" in str(err.value)
 
 
+def test_no_download_error_says_what_is_missing_and_what_to_do(tmp_path, fake_mnist):
+    """Not "mirrors tried: none: download=False": the files, the folders, that downloads are off, and both
+    fixes (allow the download, or put the files, named, in a folder for --data-dir / $XPNET_DATA)."""
+    _put(tmp_path / "mine" / "mnist", {k: v for k, v in fake_mnist.items() if k.startswith("t10k")})
+    with pytest.raises(ds.DatasetNotFoundError) as err:
+        ds.load_mnist(data_dir=tmp_path / "mine", download=False, fetch=lambda url: pytest.fail(f"fetched {url}"))
+    cache, train = tmp_path / "cache" / "mnist", ", ".join(MNIST_FILES[:2])
+    assert str(err.value) == (
+        f"mnist data not found, and downloads are off (--no-download, or download=False): missing {train}\n"
+        f"  looked in: {tmp_path / 'mine' / 'mnist'}, {tmp_path / 'mine'}, {cache}\n"
+        f"  fix: drop --no-download (or pass download=True) to download them into {cache}, or put the files "
+        f"({', '.join(MNIST_FILES)}) in <dir>/mnist/ and pass --data-dir <dir> or set XPNET_DATA=<dir>")
+
+
+@pytest.mark.parametrize("name", ["mnist", "csv", "spirals"])
+def test_a_split_is_the_same_rows_and_needs_only_its_files(tmp_path, fake_mnist, fake_csv, name):
+    folder = "mnist-csv" if name == "csv" else "mnist"
+    files = fake_csv if name == "csv" else fake_mnist
+    _put(tmp_path / "all" / folder, files)
+    flat = name == "spirals"  # the image sets as images: a split keeps the shape too
+    both = ds.load(name, data_dir=tmp_path / "all", download=False, flat=flat)
+    for split, (X, y) in zip(("train", "test"), both):
+        got_X, got_y = ds.load(name, data_dir=tmp_path / "all", download=False, flat=flat, split=split)
+        np.testing.assert_array_equal(got_X, X)
+        np.testing.assert_array_equal(got_y, y)
+    with pytest.raises(ValueError, match="split must be 'train', 'test' or None"):
+        ds.load(name, data_dir=tmp_path / "all", split="val")
+    if name == "spirals":
+        return
+    test_only = {k: v for k, v in files.items() if "t10k" in k or "test" in k}
+    assert len(test_only) == len(files) // 2
+    _put(tmp_path / "test-only" / folder, test_only)
+    X, y = ds.load(name, data_dir=tmp_path / "test-only", download=False, split="test")
+    assert X.shape == (len(both[1][1]), 784) and y.tolist() == both[1][1].tolist()
+    for split in ("train", None):  # the train files are missing: named, and only they
+        with pytest.raises(ds.DatasetNotFoundError) as err:
+            ds.load(name, data_dir=tmp_path / "test-only", download=False, split=split)
+        missing = str(err.value).split("missing ")[1].split("\n")[0]
+        assert missing == ", ".join(k for k in files if k not in test_only)
+
+
 def test_local_checksum_mismatch(tmp_path, fake_mnist):
     folder = tmp_path / "data" / "mnist"
     folder.mkdir(parents=True)

@@ -173,6 +173,7 @@ def test_save_to_proc_fails_before_training_and_names_the_path(capsys, monkeypat
     _no_training(monkeypatch)
     code, _, err = run_main(capsys, "train", "--dataset", "spirals", "--device", "cpu", "--save", "/proc/m.npz")
     assert code == 1 and "cannot save to /proc/m.npz" in err and ".tmp" not in err
+    assert "[Errno" not in err and "save into" in err  # the cause and the fix, not a bare strerror
 
 
 def test_a_save_that_fails_after_training_rescues_the_model(tmp_path, capsys, monkeypatch):

@@ -177,3 +177,31 @@ def test_the_checks_catch_a_planted_cycle(tmp_path):
     root = _package(tmp_path / "root", {"__init__.py": "from .a import f\nversion = '1'\n",
                                         "a.py": "def f():\n    from . import version\n"})
     assert find_cycle(import_graph(root)) == ["pkgx", "pkgx.a", "pkgx"]
+
+
+# -- an extra that is not installed names its install command -----------------------------------------
+_WITHOUT = textwrap.dedent("""
+    import sys
+    {setup}
+    try:
+        import xpnet.sklearn
+    except ImportError as exc:
+        print(type(exc).__name__, exc.name, exc, sep="|")
+""")
+
+
+@pytest.mark.parametrize("setup, kind, message", [
+    ("sys.modules['sklearn'] = None  # `import sklearn` now raises, as when it is not installed",
+     "ModuleNotFoundError", "xpnet.sklearn needs scikit-learn 1.6 or later, which is not installed: "
+                            "pip install 'xpnet[sklearn]' (or pip install 'scikit-learn>=1.6')"),
+    ("import types; sys.modules['sklearn'] = types.SimpleNamespace(__version__='1.5.2')",
+     "ImportError", "xpnet.sklearn needs scikit-learn 1.6 or later (validate_data, __sklearn_tags__), but 1.5.2 "
+                    "is installed: pip install -U 'scikit-learn>=1.6'"),
+], ids=["not-installed", "too-old"])
+def test_xpnet_sklearn_without_scikit_learn_names_the_extra(setup, kind, message):
+    """In a fresh interpreter where scikit-learn cannot be imported (or is too old), whether or not this
+    machine has it: the error says what to install, as the onnx, plot and backend extras do."""
+    done = subprocess.run([sys.executable, "-c", _WITHOUT.format(setup=setup)], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip() == f"{kind}|sklearn|{message}"

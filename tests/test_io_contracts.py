@@ -477,13 +477,32 @@ def test_check_writable_refuses_a_folder(tmp_path):
 
 
 def test_check_writable_refuses_a_missing_folder(tmp_path, monkeypatch):
+    """The folder, and the fix (create it, or save elsewhere); no "[Errno 2]" for the CLI's line."""
+    folder = tmp_path / "nope"
     with pytest.raises(FileNotFoundError, match=_exactly(
-            f"cannot save to {tmp_path / 'nope' / 'm.npz'}: the folder {tmp_path / 'nope'} does not exist")):
-        xio.check_writable(tmp_path / "nope" / "m.npz")
+            f"cannot save to {folder / 'm.npz'}: the folder {folder} does not exist; create it first "
+            f"(mkdir -p {folder}) or save elsewhere")) as why:
+        xio.check_writable(folder / "m.npz")
+    assert why.value.errno == errno.ENOENT
     monkeypatch.chdir(tmp_path)  # a relative path is named as given, its folder in full
     with pytest.raises(FileNotFoundError, match=_exactly(
-            f"cannot save to {os.path.join('nope', 'm.npz')}: the folder {tmp_path / 'nope'} does not exist")):
+            f"cannot save to {os.path.join('nope', 'm.npz')}: the folder {folder} does not exist; create it "
+            f"first (mkdir -p {folder}) or save elsewhere")):
         xio.check_writable(os.path.join("nope", "m.npz"))
+
+
+@pytest.mark.parametrize("under", [(), ("a", "b")])
+def test_check_writable_names_a_file_where_a_folder_should_be(tmp_path, under):
+    """A file in the path is not "a folder that does not exist": the message names that file, whoever runs it."""
+    (tmp_path / "m.npz").write_bytes(b"a model")
+    target = tmp_path.joinpath("m.npz", *under, "new.npz")
+    model = Sequential([Dense(2, 2)], device="cpu", seed=0)
+    for attempt in (xio.check_writable, lambda p: xpnet.save(model, p)):
+        with pytest.raises(NotADirectoryError, match=_exactly(
+                f"cannot save to {target}: {tmp_path / 'm.npz'} is a file, not a folder; choose another path")) as why:
+            attempt(target)
+        assert why.value.errno == errno.ENOTDIR
+    assert (tmp_path / "m.npz").read_bytes() == b"a model"
 
 
 def test_check_writable_fails_where_save_would_on_a_long_name(tmp_path):
@@ -497,7 +516,9 @@ def test_check_writable_fails_where_save_would_on_a_long_name(tmp_path):
         with pytest.raises(OSError) as why:
             attempt(long)
         assert why.value.errno == errno.ENAMETOOLONG
-        assert str(why.value) == f"[Errno {errno.ENAMETOOLONG}] cannot save to {long}: File name too long"
+        assert str(why.value) == (f"cannot save to {long} (File name too long): the name is too long for the "
+                                  f"file system once save adds the 14 characters of its temporary file "
+                                  f"(.NAME.XXXXXXXX.tmp); choose a shorter name")
     assert os.listdir(tmp_path) == [ok.name]
 
 
@@ -512,9 +533,11 @@ def test_check_writable_refuses_a_read_only_folder(tmp_path):
         except PermissionError:
             pass
         else:
-            pytest.skip("this user may write into a read-only folder (root)")
-        with pytest.raises(PermissionError, match=_exactly(f"[Errno {errno.EACCES}] cannot save to "
-                                                           f"{folder / 'm.npz'}: Permission denied")):
+            pytest.skip("this user may write into a read-only folder (root); "
+                        "test_check_writable_names_the_path_the_cause_and_the_fix covers the message")
+        with pytest.raises(PermissionError, match=_exactly(
+                f"cannot save to {folder / 'm.npz'} (Permission denied): this user may not create files in "
+                f"{folder}; save into a folder you can write, or change that folder's permissions")):
             xio.check_writable(folder / "m.npz")
     finally:
         folder.chmod(0o755)
@@ -523,22 +546,40 @@ def test_check_writable_refuses_a_read_only_folder(tmp_path):
 @pytest.mark.skipif(not sys.platform.startswith("linux") or not os.path.isdir("/proc/self"),
                     reason="needs Linux's /proc")
 def test_check_writable_refuses_proc_even_as_root():
-    """/proc takes no new files, whoever asks: the error names the user's path, not the probe."""
+    """/proc takes no new files, whoever asks: the error names the user's path (not the probe), the cause
+    and the fix, on one line without "[Errno N]"."""
     with pytest.raises(OSError) as why:
         xio.check_writable("/proc/xpnet-test.npz")
     code = why.value.errno
     assert code is not None and type(why.value) is type(OSError(code, ""))
-    assert str(why.value) == f"[Errno {code}] cannot save to /proc/xpnet-test.npz: {os.strerror(code)}"
+    message = str(why.value)
+    assert message.startswith(f"cannot save to /proc/xpnet-test.npz ({os.strerror(code)}): "), message
+    assert "save into" in message and "[Errno" not in message and ".tmp" not in message
+    if code == errno.ENOENT:  # Linux's answer, which read "No such file or directory" for a folder that is there
+        assert "/proc takes no new files: it is not a folder on disk" in message
     with pytest.raises(type(why.value)) as again:
         xpnet.save(Sequential([Dense(2, 2)], device="cpu", seed=0), "/proc/xpnet-test.npz")
-    assert str(again.value) == str(why.value)
+    assert str(again.value) == message
 
 
-@pytest.mark.parametrize("error", [
-    PermissionError(errno.EACCES, "Permission denied", "/there/.m.npz.abcdefgh.tmp"),
-    OSError(errno.EROFS, "Read-only file system", "/there/.m.npz.abcdefgh.tmp"),
+@pytest.mark.parametrize("error, fix", [
+    (PermissionError(errno.EACCES, "Permission denied", "/there/.m.npz.abcdefgh.tmp"),
+     "this user may not create files in {folder}; save into a folder you can write, or change that folder's "
+     "permissions"),
+    (PermissionError(errno.EPERM, "Operation not permitted", "/there/.m.npz.abcdefgh.tmp"),
+     "this user may not create files in {folder}; save into a folder you can write, or change that folder's "
+     "permissions"),
+    (OSError(errno.EROFS, "Read-only file system", "/there/.m.npz.abcdefgh.tmp"),
+     "{folder} is on a read-only file system; save into a folder on a writable disk"),
+    (FileNotFoundError(errno.ENOENT, "No such file or directory", "/there/.m.npz.abcdefgh.tmp"),
+     "{folder} takes no new files: it is not a folder on disk (a virtual file system such as /proc or /sys); "
+     "save into an ordinary folder, such as the current one"),
+    (OSError(errno.ENOSPC, "No space left on device", "/there/.m.npz.abcdefgh.tmp"),
+     "the disk holding {folder} is full; free some space, or save elsewhere"),
 ])
-def test_check_writable_names_the_path_not_the_probe(tmp_path, monkeypatch, error):
+def test_check_writable_names_the_path_the_cause_and_the_fix(tmp_path, monkeypatch, error, fix):
+    """Each errno the folder can give, simulated (root writes into a chmod 555 folder): the user's path,
+    not the probe's, the system's words and what to do, in the same class of OSError."""
     def mkstemp(**kwargs):
         raise error
 
@@ -546,8 +587,18 @@ def test_check_writable_names_the_path_not_the_probe(tmp_path, monkeypatch, erro
     with pytest.raises(OSError) as why:
         xio.check_writable(tmp_path / "m.npz")
     assert type(why.value) is type(error) and why.value.errno == error.errno
-    assert str(why.value) == f"[Errno {error.errno}] cannot save to {tmp_path / 'm.npz'}: {error.strerror}"
+    assert str(why.value) == f"cannot save to {tmp_path / 'm.npz'} ({error.strerror}): {fix.format(folder=tmp_path)}"
     assert why.value.__cause__ is None and why.value.__suppress_context__
+
+
+def test_an_unexpected_errno_still_names_the_path(tmp_path, monkeypatch):
+    def mkstemp(**kwargs):
+        raise OSError(errno.EIO, "Input/output error", "/there/.m.npz.abcdefgh.tmp")
+
+    monkeypatch.setattr(tempfile, "mkstemp", mkstemp)
+    with pytest.raises(OSError, match=_exactly(f"cannot save to {tmp_path / 'm.npz'}: Input/output error")) as why:
+        xio.check_writable(tmp_path / "m.npz")
+    assert why.value.errno == errno.EIO
 
 
 def _fail_in(monkeypatch, where, error):
@@ -571,11 +622,14 @@ def _fail_in(monkeypatch, where, error):
 
 
 @pytest.mark.parametrize("where", ["mkstemp", "np.savez", "os.fsync", "os.chmod", "os.replace"])
-@pytest.mark.parametrize("error", [
-    OSError(errno.ENOSPC, "No space left on device", "/x/.m.npz.abcdefgh.tmp"),
-    PermissionError(errno.EACCES, "Permission denied", "/x/.m.npz.abcdefgh.tmp", errno.EACCES, "/x/m.npz"),
+@pytest.mark.parametrize("error, fix", [
+    (OSError(errno.ENOSPC, "No space left on device", "/x/.m.npz.abcdefgh.tmp"),
+     "the disk holding {folder} is full; free some space, or save elsewhere"),
+    (PermissionError(errno.EACCES, "Permission denied", "/x/.m.npz.abcdefgh.tmp", errno.EACCES, "/x/m.npz"),
+     "this user may not create files in {folder}; save into a folder you can write, or change that folder's "
+     "permissions"),
 ], ids=["ENOSPC", "EACCES"])
-def test_save_errors_name_the_path_never_the_temporary_file(tmp_path, monkeypatch, where, error):
+def test_save_errors_name_the_path_never_the_temporary_file(tmp_path, monkeypatch, where, error, fix):
     path = tmp_path / "m.npz"
     model = Sequential([Dense(2, 2)], device="cpu", seed=0)
     xpnet.save(model, path)
@@ -585,7 +639,7 @@ def test_save_errors_name_the_path_never_the_temporary_file(tmp_path, monkeypatc
         xpnet.save(Sequential([Dense(2, 2)], device="cpu", seed=1), path)
     monkeypatch.undo()
     assert type(why.value) is type(error) and why.value.errno == error.errno
-    assert str(why.value) == f"[Errno {error.errno}] cannot save to {path}: {error.strerror}"
+    assert str(why.value) == f"cannot save to {path} ({error.strerror}): {fix.format(folder=tmp_path)}"
     assert ".tmp" not in str(why.value) and why.value.filename is None
     assert path.read_bytes() == before and os.listdir(tmp_path) == ["m.npz"]
 

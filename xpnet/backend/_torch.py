@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
+
 import array_api_compat
+
+from . import _cupy
 
 NAME = "torch"
 KINDS = ("cpu", "cuda")
@@ -18,11 +22,28 @@ def missing() -> str | None:
 
 
 def cuda_status() -> tuple[int, str]:
+    """Return (number of CUDA devices PyTorch can use, a :class:`~._cupy.Reason` with the fix when it is 0)."""
     import torch
 
     if torch.cuda.is_available():
         return torch.cuda.device_count(), ""
-    return 0, f"PyTorch {torch.__version__} sees no CUDA device (a CPU-only build, or no driver)"
+    # The fix is PyTorch's to make, not CuPy's: a CUDA build of torch, or a driver and a visible GPU.
+    cupy_sees = _cupy.cuda_status()[0]
+    other = f"; or use CuPy, which sees {cupy_sees} GPU(s): --backend cupy" if cupy_sees else ""
+    built = torch.version.cuda or getattr(torch.version, "hip", None)  # ROCm builds answer to "cuda" too
+    if built is None:
+        return 0, _cupy.Reason(
+            f"PyTorch {torch.__version__} is a CPU-only build, without CUDA",
+            f"Fix: install a CUDA build of PyTorch (`pip install torch --index-url "
+            f"https://download.pytorch.org/whl/cu126`; https://pytorch.org/get-started/locally/ gives the command "
+            f"for your driver){other}; {_cupy._CPU}.")
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    hidden = f" (CUDA_VISIBLE_DEVICES={visible!r})" if visible is not None else ""
+    return 0, _cupy.Reason(
+        f"PyTorch {torch.__version__} (built for CUDA {built}) sees no GPU{hidden}",
+        f"Fix: check that `nvidia-smi` lists a GPU and that its driver supports CUDA {built}"
+        f"{' (and unset or fix CUDA_VISIBLE_DEVICES)' if hidden else ''}"
+        f"{other}; {_cupy._CPU}.")
 
 
 def namespace():

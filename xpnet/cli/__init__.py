@@ -8,7 +8,8 @@
     xpnet export mnist.npz --onnx mnist.onnx     # for ONNX Runtime and other ONNX runtimes
 
 Exit status: 0 on success, 2 for usage errors (argparse's), 1 for runtime errors, which are printed as
-one line ``xpnet: error: <message>`` on stderr; ``--debug`` shows the traceback instead.
+one line ``xpnet: error: <message>`` on stderr; warnings print as ``xpnet: warning: <message>``, once each.
+``--debug`` shows the traceback, and Python's own warnings, instead.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import contextlib
 import logging
 import os
 import sys
+import warnings
 
 import numpy as np
 
@@ -70,6 +72,30 @@ class _StderrHandler(logging.StreamHandler):
         pass
 
 
+@contextlib.contextmanager
+def _warnings_as_lines(debug: bool):
+    """Inside, a warning prints as the command's own line ``xpnet: warning: ...`` on stderr, once per text,
+    not as Python's ``.../bin/xpnet:8: UserWarning: ...`` plus the source line ``sys.exit(main())``, which
+    points at the launcher rather than at anything the user wrote. The filters stay the caller's (``-W
+    error`` still raises); ``--debug`` keeps Python's own form. The Python API is untouched: only main()
+    enters this."""
+    if debug:
+        yield
+        return
+    seen = set()
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        text = _one_line(message) if isinstance(message, Warning) else " ".join(str(message).split())
+        kind = "" if category is UserWarning else f"{category.__name__}: "  # xpnet's own warnings are all
+        if (kind, text) not in seen:
+            seen.add((kind, text))
+            print(f"xpnet: warning: {kind}{text}", file=sys.stderr, flush=True)
+
+    with warnings.catch_warnings():
+        warnings.showwarning = show
+        yield
+
+
 _EXPECTED = (backend.DeviceUnavailableError, datasets.DatasetError, io.ModelFormatError, ValueError, OSError,
              FloatingPointError, TypeError, MemoryError, ImportError)
 
@@ -89,7 +115,8 @@ def main(argv=None) -> int:
         log.setLevel(logging.INFO)
     command = globals()[f"cmd_{args.command}"]  # looked up at each call: tests and wrappers replace them
     try:
-        with datasets.quiet_downloads() if getattr(args, "quiet", False) else contextlib.nullcontext():
+        with datasets.quiet_downloads() if getattr(args, "quiet", False) else contextlib.nullcontext(), \
+                _warnings_as_lines(args.debug):
             if args.debug:
                 return command(args)
             # NumPy's overflow/invalid warnings would only repeat, less clearly, what the one-line error

@@ -27,10 +27,10 @@ from .presets import cnn_network, network, optimizer_from, schedule_from
 
 
 # -- data helpers -------------------------------------------------------------------------------
-def _load(args, scale):
+def _load(args, scale, split=None):
     scale = scale if args.dataset in IMAGES else None
     return datasets.load(args.dataset, data_dir=args.data_dir, scale=scale or "unit", limit=args.limit,
-                          download=not args.no_download, seed=getattr(args, "seed", 0))
+                          download=not args.no_download, seed=getattr(args, "seed", 0), split=split)
 
 
 def _targets(y, loss: str, width: int, dtype: str):
@@ -185,8 +185,7 @@ def cmd_evaluate(args) -> int:
     if args.dataset is None:
         args.dataset = meta.get("dataset") if meta.get("dataset") in datasets.DATASETS else "mnist"
     loss_name = args.loss or _loss_name(model, args.model)
-    train, test = _load(args, meta.get("scale") or "tutorial")
-    X, y = test if args.split == "test" else train
+    X, y = _load(args, meta.get("scale") or "tutorial", split=args.split)  # only that split's files are needed
     if X.shape[0] == 0:
         raise ValueError(f"{args.dataset}: the {args.split} split is empty")
     if X.shape[1] != _input_width(model):

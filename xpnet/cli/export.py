@@ -5,10 +5,12 @@ only its subparser and ``cmd_export`` are registered in ``parser.py`` and ``__in
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 
+from ..layers import Flatten, Reshape
 from ..model import load
-from ..onnx import DEFAULT_OPSET, export_onnx
+from ..onnx import _IMAGE_LAYERS, DEFAULT_OPSET, _sample_shape, export_onnx
 
 
 def _shape_arg(text: str) -> tuple:
@@ -35,8 +37,9 @@ def add_export_parser(sub) -> None:
     p.add_argument("--opset", type=int, default=DEFAULT_OPSET,
                    help=f"ONNX operator set (default {DEFAULT_OPSET}; 13 or later)")
     p.add_argument("--input-shape", type=_shape_arg, metavar="N[,N...]",
-                   help="one sample's shape (default: the first Dense layer's inputs; needed when the model "
-                        "starts with Flatten), e.g. 28,28")
+                   help="one sample's shape (default: the first Dense layer's inputs, or all of a leading "
+                        "Reshape's, as in --model cnn; needed when the model starts with Flatten or Conv2D), "
+                        "e.g. 28,28")
     p.add_argument("--debug", action="store_true", help="show the full traceback of an error")
 
 
@@ -45,10 +48,28 @@ def _shape(value_info) -> str:
     return "(" + ", ".join(d.dim_param or str(d.dim_value) for d in dims) + ")"
 
 
+def _input_shape(model, path):
+    """One sample's shape as the model file tells it, or an error that names --input-shape.
+
+    Beyond export_onnx's default (a leading Dense's inputs): a leading Reshape to a fixed shape, such as the
+    cnn preset's (1, 28, 28), takes flat rows of that many numbers, which is what xpnet trained it on."""
+    try:
+        return _sample_shape(model, None)
+    except ValueError:  # it starts with a Flatten, a Reshape or an image layer
+        first = next(layer for layer in model.layers if isinstance(layer, (Flatten, Reshape, *_IMAGE_LAYERS)))
+    if isinstance(first, Reshape) and -1 not in first.shape:
+        return (math.prod(first.shape),)
+    example = "1,28,28 (channels, height, width)" if isinstance(first, _IMAGE_LAYERS) else \
+        "28,28" if isinstance(first, Flatten) else "784"
+    raise ValueError(f"{path} starts with {type(first).__name__}, so the shape of one sample is not known: "
+                     f"pass it with --input-shape, e.g. --input-shape {example}")
+
+
 def cmd_export(args) -> int:
     model = load(args.model, device="cpu")  # the weights are read on the host in any case
+    shape = args.input_shape or _input_shape(model, args.model)
     try:
-        proto = export_onnx(model, args.onnx, opset=args.opset, input_shape=args.input_shape)
+        proto = export_onnx(model, args.onnx, opset=args.opset, input_shape=shape)
     except ModuleNotFoundError as exc:  # no onnx: a one-line error saying what to install, not a traceback
         print(f"xpnet: error: {exc}", file=sys.stderr)
         return 1

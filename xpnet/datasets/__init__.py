@@ -16,29 +16,32 @@ from .synthetic import make_moons, make_spirals, make_xor  # noqa: F401
 DATASETS = ("mnist", "fashion-mnist", "csv", "spirals", "moons")
 
 
-def load(name, *, data_dir=None, scale="unit", limit=None, download=True, seed=0, flat=True):
+def load(name, *, data_dir=None, scale="unit", limit=None, download=True, seed=0, flat=True, split=None):
     """Load any of :data:`DATASETS` as ``(X_train, y_train), (X_test, y_test)``.
 
     ``"mnist"``/``"fashion-mnist"`` go to :func:`load_mnist`, ``"csv"`` to
     :func:`load_tutorial_csv`; ``"spirals"``/``"moons"`` are generated with ``seed`` and
     split 80/20 by a seeded shuffle (``scale`` does not apply). ``limit`` caps each split.
     ``flat=False`` gives the image sets as ``(n, 1, 28, 28)`` images (for ``Conv2D``) instead of rows.
+    ``split="train"`` or ``"test"`` gives only that split's ``(X, y)``, and reads (or downloads) only its files.
 
     >>> (X, y), (Xt, yt) = load("spirals")
     >>> X.shape, Xt.shape
     ((240, 2), (60, 2))
     """
     if name in ("mnist", "fashion-mnist"):
-        return load_mnist(name, data_dir=data_dir, scale=scale, download=download, limit=limit, flat=flat)
+        return load_mnist(name, data_dir=data_dir, scale=scale, download=download, limit=limit, flat=flat,
+                          split=split)
     if name == "csv":
-        _check_args(scale, limit, flat)
-        train, test = load_tutorial_csv(data_dir, scale=scale, limit=limit, download=download)
-        if flat:
-            return train, test
-        return tuple((X.reshape(len(X), 1, 28, 28), y) for X, y in (train, test))
+        _check_args(scale, limit, flat, split)
+        parts = load_tutorial_csv(data_dir, scale=scale, limit=limit, download=download, split=split)
+        parts = (parts,) if split else parts
+        if not flat:
+            parts = tuple((X.reshape(len(X), 1, 28, 28), y) for X, y in parts)
+        return parts[0] if split else parts
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}, choose one of {', '.join(DATASETS)}")
-    _check_args(scale, limit, flat)
+    _check_args(scale, limit, flat, split)
     if not flat:
         raise ValueError(f"flat=False: {name} holds points, not images; only mnist, fashion-mnist and csv have "
                          f"an image shape")
@@ -46,4 +49,7 @@ def load(name, *, data_dir=None, scale="unit", limit=None, download=True, seed=0
     order = np.random.default_rng(seed).permutation(len(y))
     n_test = len(y) // 5
     test, train = order[:n_test][:limit], order[n_test:][:limit]
+    if split:
+        rows = train if split == "train" else test
+        return X[rows], y[rows]
     return (X[train], y[train]), (X[test], y[test])

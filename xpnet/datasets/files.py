@@ -204,10 +204,11 @@ def _download(folder, name, downloader, dest, tried):
     return None
 
 
-def _find_files(folder, data_dir, download, fetch, title):
-    """Locate (or download) every file of ``SHA256[folder]``, verified; returns {name: Path}."""
+def _find_files(folder, data_dir, download, fetch, title, names=None):
+    """Locate (or download) the files ``names`` (default: all of ``SHA256[folder]``), verified; returns
+    {name: Path}."""
     _check_data_dirs(data_dir)
-    names, found, looked, tried = list(SHA256[folder]), {}, [], []
+    names, found, looked, tried = list(names or SHA256[folder]), {}, [], []
     for i, d in enumerate(data_dirs(data_dir)):
         # users often pass the dataset folder itself as data_dir
         looked += [d / folder, d] if i == 0 and data_dir is not None else [d / folder]
@@ -227,11 +228,24 @@ def _find_files(folder, data_dir, download, fetch, title):
             found[name] = path
     missing = [n for n in names if n not in found]
     if missing:
-        how = "".join(f"    {t}\n" for t in tried) if download else "    none: download=False\n"
-        raise DatasetNotFoundError(
-            f"{title} not found: missing {', '.join(missing)}\n"
-            f"  needs the files: {', '.join(names)}\n"
-            f"  looked in: {', '.join(map(str, looked))}\n  mirrors tried:\n{how}"
-            f"  fix: put the files in <dir>/{folder}/ and set XPNET_DATA=<dir> or pass --data-dir <dir>"
-            + (" (or check your network)" if download else ""))
+        raise DatasetNotFoundError(_not_found(title, folder, names, missing, looked, tried if download else None))
     return found
+
+
+def _not_found(title, folder, names, missing, looked, tried) -> str:
+    """The error's text: what is missing, where it was looked for, why nothing was downloaded (``tried``:
+    each mirror's failure, or None when downloads are off) and the fix, each line readable on its own
+    (the CLI joins them with "; ")."""
+    put = (f"put the files ({', '.join(names)}) in <dir>/{folder}/ and pass --data-dir <dir> or set "
+           f"XPNET_DATA=<dir>")
+    where = f"  looked in: {', '.join(map(str, looked))}\n"
+    if tried is None:
+        return (f"{title} not found, and downloads are off (--no-download, or download=False): missing "
+                f"{', '.join(missing)}\n{where}"
+                f"  fix: drop --no-download (or pass download=True) to download them into {_cache_dir() / folder}, "
+                f"or {put}")
+    how = "".join(f"    {t}\n" for t in tried)
+    return (f"{title} not found: missing {', '.join(missing)}\n  needs the files: {', '.join(names)}\n{where}"
+            f"  mirrors tried:\n{how}"
+            f"  fix: put the files in <dir>/{folder}/ and set XPNET_DATA=<dir> or pass --data-dir <dir> "
+            f"(or check your network)")

@@ -79,7 +79,9 @@ def _scale(raw, scale):
     return np.take(_LUT[scale], raw)
 
 
-def _check_args(scale, limit, flat=True):
+def _check_args(scale, limit, flat=True, split=None):
+    if split not in (None, "train", "test"):
+        raise ValueError(f"split must be 'train', 'test' or None (both), not {split!r}")
     if not isinstance(flat, bool):
         raise ValueError(f"flat must be True (rows of 784 features) or False (images (n, 1, 28, 28)), not {flat!r}")
     if scale is not None and scale not in _LUT:
@@ -88,8 +90,10 @@ def _check_args(scale, limit, flat=True):
         raise ValueError(f"limit must be a non-negative int or None, not {limit!r}")
 
 
-def load_mnist(kind="mnist", *, data_dir=None, scale="unit", download=True, limit=None, fetch=None, flat=True):
-    """Load MNIST or Fashion-MNIST: ``(X_train, y_train), (X_test, y_test)``.
+def load_mnist(kind="mnist", *, data_dir=None, scale="unit", download=True, limit=None, fetch=None, flat=True,
+               split=None):
+    """Load MNIST or Fashion-MNIST: ``(X_train, y_train), (X_test, y_test)``; with ``split="train"`` or
+    ``"test"`` only that split's ``(X, y)``, which needs only its two files (``xpnet evaluate``: the test set).
 
     ``X`` is float32 ``(n, 784)``, or with ``flat=False`` images ``(n, 1, 28, 28)`` (NCHW, one channel:
     what ``Conv2D`` takes; the same numbers, reshaped): ``scale="unit"`` gives ``pixels / 255`` in [0, 1],
@@ -106,19 +110,21 @@ def load_mnist(kind="mnist", *, data_dir=None, scale="unit", download=True, limi
     """
     if kind not in ("mnist", "fashion-mnist"):
         raise ValueError(f"kind must be 'mnist' or 'fashion-mnist', not {kind!r}")
-    _check_args(scale, limit, flat)
-    paths = _find_files(kind, data_dir, download, fetch, f"{kind} data")
+    _check_args(scale, limit, flat, split)
+    prefixes = [{"train": "train", "test": "t10k"}[split]] if split else ["train", "t10k"]
+    names = [f"{p}-{what}-idx{n}-ubyte.gz" for p in prefixes for what, n in (("images", 3), ("labels", 1))]
+    paths = _find_files(kind, data_dir, download, fetch, f"{kind} data", names)
     out = []
-    for split in ("train", "t10k"):
-        images = _parse_idx(*_read_bytes(paths[f"{split}-images-idx3-ubyte.gz"], None))
-        labels = _parse_idx(*_read_bytes(paths[f"{split}-labels-idx1-ubyte.gz"], None))
+    for prefix in prefixes:
+        images = _parse_idx(*_read_bytes(paths[f"{prefix}-images-idx3-ubyte.gz"], None))
+        labels = _parse_idx(*_read_bytes(paths[f"{prefix}-labels-idx1-ubyte.gz"], None))
         if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
-            raise DatasetCorruptError(f"{paths[f'{split}-images-idx3-ubyte.gz']}: images {images.shape} "
+            raise DatasetCorruptError(f"{paths[f'{prefix}-images-idx3-ubyte.gz']}: images {images.shape} "
                                       f"do not match labels {labels.shape}")
         images, labels = images[:limit], labels[:limit]  # slice first: only convert what is kept
         shape = (len(images), -1) if flat else (len(images), 1, *images.shape[1:])
         out.append((_scale(images.reshape(shape), scale), labels.astype(np.int64)))
-    return tuple(out)
+    return out[0] if split else tuple(out)
 
 
 # label, then 784 pixels; bounded digit counts keep NumPy's int64 parse from overflowing
@@ -178,13 +184,17 @@ def load_csv(path, *, scale="unit", limit=None):
     return _scale(values[:, 1:].astype(np.uint8), scale), values[:, 0].copy()
 
 
-def load_tutorial_csv(data_dir=None, *, scale="unit", limit=None, download=True, fetch=None):
+def load_tutorial_csv(data_dir=None, *, scale="unit", limit=None, download=True, fetch=None, split=None):
     """Load the tutorial's ``mnist_train_100.csv`` / ``mnist_test_10.csv`` (found like MNIST,
     in ``<dir>/mnist-csv/``), checksum-verified: ``(X_train, y_train), (X_test, y_test)``
-    with shapes ``(100, 784), (100,)`` and ``(10, 784), (10,)``. See :func:`load_csv`.
+    with shapes ``(100, 784), (100,)`` and ``(10, 784), (10,)``; with ``split="train"`` or ``"test"``
+    only that file's ``(X, y)``. See :func:`load_csv`.
 
     >>> (X, y), (Xt, yt) = load_tutorial_csv(scale="tutorial")
     """
-    _check_args(scale, limit)
-    paths = _find_files("mnist-csv", data_dir, download, fetch, "tutorial MNIST CSV")
-    return tuple(load_csv(paths[n], scale=scale, limit=limit) for n in SHA256["mnist-csv"])
+    _check_args(scale, limit, split=split)
+    train, test = SHA256["mnist-csv"]
+    names = [{"train": train, "test": test}[split]] if split else [train, test]
+    paths = _find_files("mnist-csv", data_dir, download, fetch, "tutorial MNIST CSV", names)
+    out = tuple(load_csv(paths[n], scale=scale, limit=limit) for n in names)
+    return out[0] if split else out

@@ -30,6 +30,19 @@ scikit-learn exactly and where it differs:
 Importing this module imports scikit-learn (the ``sklearn`` extra); ``import xpnet`` does not.
 """
 
-from ._estimators import MLPClassifier, MLPRegressor, expected_failed_checks
+import re as _re
+
+try:
+    import sklearn as _sklearn
+except ImportError:  # an extra: say how to install it, as the other extras do, rather than a bare "No module"
+    raise ModuleNotFoundError("xpnet.sklearn needs scikit-learn 1.6 or later, which is not installed: "
+                              "pip install 'xpnet[sklearn]' (or pip install 'scikit-learn>=1.6')",
+                              name="sklearn") from None
+if tuple(int(n) for n in _re.findall(r"\d+", _sklearn.__version__)[:2]) < (1, 6):
+    # otherwise a puzzling "cannot import name 'validate_data'" from deep inside
+    raise ImportError(f"xpnet.sklearn needs scikit-learn 1.6 or later (validate_data, __sklearn_tags__), but "
+                      f"{_sklearn.__version__} is installed: pip install -U 'scikit-learn>=1.6'", name="sklearn")
+
+from ._estimators import MLPClassifier, MLPRegressor, expected_failed_checks  # noqa: E402
 
 __all__ = ["MLPClassifier", "MLPRegressor", "expected_failed_checks"]
