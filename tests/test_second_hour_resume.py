@@ -250,8 +250,9 @@ def test_ctrl_c_of_a_resumed_run_without_a_checkpoint_dir_names_both(capsys, tmp
     with pytest.warns(UserWarning, match="schedule now spans 4 epochs"):
         code, _, err = run_main(capsys, *SPIRALS, "--epochs", "4", "--resume", str(run / "last.npz"))
     assert code == 130
-    assert (f"interrupted in epoch 4 of 4; the 2 epochs finished since {run / 'last.npz'} are lost (no "
-            f"--checkpoint-dir); the last checkpoint (epoch 1 of 4) is {run / 'last.npz'}; go on with: xpnet train") in err
+    path = run / "last.npz"
+    assert (f"interrupted in epoch 4 of 4; the 2 epochs finished since {path} are lost (no --checkpoint-dir); the "
+            f"last checkpoint (epoch 1 of 4) is {path}; go on with: xpnet train") in err
 
 
 @pytest.mark.parametrize("given", [["--resume", "old.npz"], ["--resume=old.npz"], ["--res", "old.npz"], []])

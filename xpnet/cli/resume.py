@@ -36,8 +36,10 @@ def resume_command(argv, path) -> str:
 
 
 def _lost(n: int, since=None) -> str:
-    what = ("the finished epoch" if n == 1 else f"the {n} finished epochs") if since is None else \
-        ("the epoch finished" if n == 1 else f"the {n} epochs finished") + f" since {since}"
+    if since is None:
+        what = "the finished epoch" if n == 1 else f"the {n} finished epochs"
+    else:
+        what = ("the epoch" if n == 1 else f"the {n} epochs") + f" finished since {since}"
     return f"{what} {'is' if n == 1 else 'are'} lost"
 
 
