@@ -12,6 +12,8 @@ input range, metadata) with one more entry::
                    "rng": {"shuffle": <the host generator's bit_generator.state>,
                            "layers": {"<layer index>": <layer.rng_state()>}},
                    "callbacks": {"EarlyStopping[0]": {"wait": 1, "best": 0.31, ...}, ...},
+                   "run": {"epochs": 10, "steps_per_epoch": 47, "rows": 6000, "batch_size": 128,
+                           "fingerprint": "9c0e..."},
                    "extra": {...}}
 
 and its arrays are the model's ``state_dict()`` (``"0.W"``, ... and layer buffers) plus the optimizer's
@@ -27,6 +29,11 @@ under its key (:func:`restore_callbacks`); a state that no callback takes, or a 
 kept (a checkpoint from before callback states were kept included), is a warning, and that callback
 starts afresh.
 
+``run`` is what the run was asked for and trained on (:func:`run_entry`): a resumed ``fit`` says what
+changed (:func:`compare_runs`: other rows, another batch size) and stretches a schedule whose length
+was the run's when the run's length changed (:func:`resumed_schedule`). Files from before it was kept
+resume as they did.
+
     >>> model.fit(X, y, optimizer=Adam(), epochs=10, checkpoint_dir="run")       # killed in epoch 4
     >>> model.fit(X, y, epochs=10, resume_from="run/last.npz")                   # epochs 4 to 10
 
@@ -37,10 +44,14 @@ model from the file alone, ``xpnet.load(path)`` it first.
 
 from __future__ import annotations
 
+import errno
+import hashlib
 import json
 import math
 import os
 from dataclasses import dataclass, field
+
+import numpy as np
 
 from . import backend, io, losses, optim, saving, schedules
 from .callbacks import Callback
@@ -68,18 +79,20 @@ class Checkpoint:
     extra: dict = field(default_factory=dict)
     # {key: state, its "arrays" as host arrays} (restore_callbacks); None: a file from before they were kept
     callbacks: dict | None = None
+    run: dict | None = None  # run_entry's dict; None: a file from before it was kept
 
 
 # -- save ---------------------------------------------------------------------------------------
 def save_checkpoint(path, model, optimizer, *, epoch: int, step: int, schedule=None, history=None,
-                    extra: dict | None = None, callbacks=()) -> None:
+                    extra: dict | None = None, callbacks=(), run: dict | None = None) -> None:
     """Write ``model``, ``optimizer`` and the run's position to ``path`` as one ``.npz``, atomically.
 
     ``epoch`` is the number of epochs completed and ``step`` the optimizer steps taken; ``history`` a
     ``{name: [values per epoch]}`` dict (``History.history``); ``schedule`` a learning-rate schedule with
     ``get_config()`` (one without is not saved, with a warning); ``extra`` any JSON dict of the caller's;
     ``callbacks`` the callbacks given to ``fit``, whose states (:meth:`~xpnet.callbacks.Callback.state_dict`)
-    are kept under their keys (:func:`callback_keys`). The random state saved is the model's
+    are kept under their keys (:func:`callback_keys`); ``run`` what the run was asked for and trained
+    on (:func:`run_entry`). The random state saved is the model's
     (:meth:`xpnet.Sequential.get_rng_state`). Raises ``ValueError`` for values that cannot be saved and
     ``OSError`` when the file cannot be written (a previous file is then left as it was).
     """
@@ -101,6 +114,8 @@ def save_checkpoint(path, model, optimizer, *, epoch: int, step: int, schedule=N
              "rng": model.get_rng_state(),
              "callbacks": states,
              "extra": {} if extra is None else extra}
+    if run is not None:
+        entry["run"] = run
     if not isinstance(entry["extra"], dict):
         raise TypeError(f"save_checkpoint: extra must be a dict, got {type(extra).__name__}")
     try:
@@ -155,10 +170,88 @@ def checkpoint_path(checkpoint_dir) -> str:
     if os.path.exists(checkpoint_dir) and not os.path.isdir(checkpoint_dir):
         raise NotADirectoryError(f"checkpoint_dir={checkpoint_dir!r} is a file; give a folder (fit writes "
                                  f"{LAST} into it every epoch)")
-    os.makedirs(checkpoint_dir, exist_ok=True)
     path = os.path.join(checkpoint_dir, LAST)
-    io.check_writable(path)
+    try:
+        os.makedirs(checkpoint_dir, exist_ok=True)
+        io.check_writable(path)
+    except OSError as exc:
+        raise _unwritable(checkpoint_dir, exc) from None
     return path
+
+
+_WHY = {errno.EROFS: "it is on a read-only file system", errno.EACCES: "no permission to write there",
+        errno.EPERM: "no permission to write there", errno.ENOSPC: "the disk is full",
+        errno.EDQUOT: "the disk quota is used up"}
+
+
+def _unwritable(checkpoint_dir, exc: OSError) -> OSError:
+    """The same kind of OSError, naming the folder, the cause and the fix instead of ``[Errno 30] ...``."""
+    why = _WHY.get(exc.errno) or exc.strerror or str(exc)
+    found = type(exc)(f"checkpoint_dir {checkpoint_dir!r} cannot be written ({why}), so fit could save no "
+                      f"checkpoint; nothing was trained. Give a folder you can write to (checkpoint_dir=..., "
+                      f"--checkpoint-dir DIR on the command line)")
+    found.errno = exc.errno  # set after: str() of a one-argument OSError is its message alone
+    return found
+
+
+FINGERPRINT_ROWS = 32
+
+
+def run_entry(dev, X, y, epochs: int, batch_size: int, steps_per_epoch: int) -> dict:
+    """What a checkpoint keeps of its run (``"run"``): the epochs and steps per epoch ``fit`` was asked
+    for, and the training rows' count, batch size and :func:`fingerprint`."""
+    return {"epochs": epochs, "steps_per_epoch": steps_per_epoch, "rows": int(X.shape[0]),
+            "batch_size": batch_size, "fingerprint": fingerprint(dev, X, y)}
+
+
+def fingerprint(dev, X, y) -> str:
+    """A cheap fingerprint of the training rows ``X``, ``y`` (on ``dev``, as ``fit`` holds them): a hash of
+    their shapes, dtypes and :data:`FINGERPRINT_ROWS` rows at fixed places, the first to the last.
+
+    Taken once per ``fit``, it reads back those rows alone, never the whole data from a GPU. Rows rather
+    than sums because they are exact: the same data gives the same fingerprint on every backend, where a
+    float sum's rounding depends on the order of its additions. It sees other data, another order and
+    another split; an edit to a row between those it reads goes unseen.
+    """
+    n = X.shape[0]
+    at = np.unique(np.linspace(0, n - 1, num=min(n, FINGERPRINT_ROWS)).round().astype("int64"))
+    rows = dev.asarray(at, "int64")
+    digest = hashlib.blake2b(digest_size=8)
+    for a in (X, y):
+        part = np.ascontiguousarray(backend.to_numpy(dev.xp.take(a, rows, axis=0)))
+        digest.update(f"{tuple(a.shape)} {part.dtype};".encode())
+        digest.update(part.tobytes())
+    return digest.hexdigest()
+
+
+def say_if_done(found: Checkpoint, epochs: int, path, verbose, say: bool = True) -> None:
+    """A resumed ``fit`` with no epoch left: a line where ``verbose`` when the checkpoint has ``epochs``
+    epochs (a finished run), a warning when it has more (``epochs`` was taken for the epochs to add)."""
+    if found.epoch > epochs and say:
+        warn(f"fit: nothing to do: the checkpoint {os.fspath(path)} already has {found.epoch} epochs, more than "
+             f"epochs={epochs} (epochs counts them all, as Keras' initial_epoch: pass epochs={found.epoch + 1} "
+             f"or more to train on)")
+    elif found.epoch == epochs and verbose and say:
+        print(f"nothing to do: the checkpoint {os.fspath(path)} already has {epochs} of {epochs} epochs (epochs "
+              f"counts them all: pass epochs={epochs + 1} or more to train on)", flush=True)
+
+
+def compare_runs(found: Checkpoint, run: dict, path, say: bool = True) -> None:
+    """Warn, in one line naming each, about what differs between the data and batch size of a resumed
+    ``fit`` (``run``, :func:`run_entry`) and those of the checkpoint's run. A file without them: silent."""
+    saved = {} if found.run is None or found.epoch >= run["epochs"] else found.run  # (nothing left to train)
+    changes = []
+    if saved.get("rows") not in (None, run["rows"]):
+        changes.append(f"the data has {run['rows']} rows, the checkpoint was trained on {saved['rows']}")
+    elif saved.get("fingerprint") not in (None, run["fingerprint"]):
+        changes.append(f"the rows differ from the checkpoint's (as many, {run['rows']}, but another fingerprint: "
+                       f"other values or another order)")
+    if saved.get("batch_size") not in (None, run["batch_size"]):
+        changes.append(f"batch_size {run['batch_size']}, the checkpoint used {saved['batch_size']}")
+    if changes and say:
+        warn(f"resume from {os.fspath(path)}: " + "; ".join(changes) + f". Training goes on from epoch "
+             f"{found.epoch + 1} with them, so it is no longer the run the checkpoint began; give fit the data "
+             f"and batch size it was trained on to go on with that one.")
 
 
 def _schedule_spec(schedule):
@@ -230,6 +323,8 @@ def read_checkpoint(path) -> tuple[dict, dict, dict]:
         raise ModelFormatError(f"{path}: garbled checkpoint (schedule is not {{'name', ...its config}})")
     if not isinstance(entry.get("extra", {}), dict):
         raise ModelFormatError(f"{path}: garbled checkpoint (extra is not a dict)")
+    if not isinstance(entry.get("run", {}), dict):
+        raise ModelFormatError(f"{path}: garbled checkpoint (run is not a dict)")
     _decode_history(path, entry.get("history", {}))
     _callbacks_from(path, entry, arrays)
     return entry, header, arrays
@@ -279,8 +374,9 @@ def _checked(path, entry, header, arrays, model, optimizer):
     _check_arrays(path, model.state_dict(), model_arrays)
     spec = entry["optimizer"]
     cls = OPTIMIZERS[spec["class"]]
+    config = _rebuildable(spec["config"], entry.get("schedule"))
     try:
-        saved = cls(**spec["config"])
+        saved = cls(**config)
     except (TypeError, ValueError) as exc:
         raise ModelFormatError(f"{path}: the optimizer {spec['class']} cannot be rebuilt from "
                                f"{spec['config']!r}: {exc}") from None
@@ -291,10 +387,10 @@ def _checked(path, entry, header, arrays, model, optimizer):
                          f"given; an optimizer's state cannot carry over to another kind. Pass optimizer=None "
                          f"to go on with the checkpoint's, or start a new run from its weights: "
                          f"xpnet.load({path!r}) and fit without resume_from.")
-    state = {"class": spec["class"], "config": spec["config"], "counters": spec.get("counters", {}),
+    state = {"class": spec["class"], "config": config, "counters": spec.get("counters", {}),
              "state": {k[len(OPTIMIZER_PREFIX):]: v for k, v in arrays.items() if k.startswith(OPTIMIZER_PREFIX)}}
     try:  # on a throwaway optimizer, against the host arrays of the parameters
-        cls(**spec["config"]).load_state_dict(state, {k: model_arrays[k] for k in model.parameters()})
+        cls(**config).load_state_dict(state, {k: model_arrays[k] for k in model.parameters()})
     except (TypeError, ValueError) as exc:
         raise ModelFormatError(f"{path}: {exc}") from None
     schedule = _schedule_from(path, entry.get("schedule"))
@@ -322,9 +418,22 @@ def _checked(path, entry, header, arrays, model, optimizer):
             warn(f"resume from {path}: the checkpoint's {type(optimizer).__name__} configuration wins over the "
                  f"one given: " + ", ".join(f"{k}={new!r} (given {old!r})" for k, (old, new) in changed.items()))
         return Checkpoint(epoch=entry["epoch"], step=entry["step"], optimizer=optimizer, loss=model.loss,
-                          schedule=schedule, history=history, extra=entry.get("extra", {}), callbacks=callbacks)
+                          schedule=schedule, history=history, extra=entry.get("extra", {}), callbacks=callbacks,
+                          run=entry.get("run"))
 
     return restore
+
+
+def _rebuildable(config: dict, schedule) -> dict:
+    """The optimizer's saved configuration, with the schedule's base lr for a saved lr that no optimizer takes.
+
+    Under a schedule the lr saved is the schedule's last value, which is 0 for a cosine down to
+    ``min_lr=0`` that ended before the run did; fit sets the lr from the schedule before every use anyway.
+    """
+    lr, base = config.get("lr"), (schedule or {}).get("lr")
+    if isinstance(lr, (int, float)) and lr <= 0 and isinstance(base, (int, float)) and base > 0:
+        return {**config, "lr": base}
+    return config
 
 
 class Resume:
@@ -451,24 +560,100 @@ def _count(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
-def resumed_schedule(found: Checkpoint, given):
+def resumed_schedule(found: Checkpoint, given, run: dict | None = None, say: bool = True):
     """The learning-rate schedule a resumed ``fit`` goes on with: the checkpoint's, as saved (its base lr
     and length filled in by the first run), unless it holds none; then ``given``.
 
     A ``given`` schedule whose set values differ from the checkpoint's loses, with a warning naming them
     (as an optimizer's configuration does); values it leaves unset (``lr=None``: "the optimizer's") are
     not compared, since after a resume the optimizer's lr is the schedule's last, not its base.
+
+    When the run's length changed (``run``, :func:`run_entry`, asks for other epochs, or other steps per
+    epoch for a per-step schedule), the schedule is stretched to the new length, with one warning saying
+    so: its length values (:data:`LENGTH_KEYS`) are the given schedule's where it sets them (the
+    schedule built for the longer run, as the command line's is), and a cosine's ``total`` that was the
+    run's length becomes the new one. A checkpoint that does not say how long its run was (from an older
+    xpnet) keeps its schedule, with a warning where a cosine would end before the run.
     """
-    if found.schedule is None or given is None:
-        return found.schedule if given is None else given
-    if not callable(getattr(given, "get_config", None)):
+    if found.schedule is None:
+        return given
+    if (given is None and run is None) or (run is not None and found.epoch >= run["epochs"]):
+        return found.schedule  # (nothing left to train: nothing to compare or stretch)
+    if given is not None and not callable(getattr(given, "get_config", None)):
         given = schedules.get(given)  # a name ("cosine") or a config dict
     want, have = _schedule_spec(given) or {}, _schedule_spec(found.schedule)
-    differ = {k: (v, have.get(k)) for k, v in want.items() if v is not None and have.get(k) != v}
+    lengths = _lengths(found, run)
+    stretch = {} if lengths is None else _stretched(have, want, *lengths)
+    keys = () if lengths is None else LENGTH_KEYS.get(have["name"], ())
+    differ = {k: (v, have.get(k)) for k, v in want.items() if v is not None and have.get(k) != v and k not in keys}
     if differ:
         warn("fit: resuming with the checkpoint's learning-rate schedule, not the one given: "
              + ", ".join(f"{k}={new!r} (given {old!r})" for k, (old, new) in differ.items()))
-    return found.schedule
+    if not stretch:
+        if say and run is not None and found.run is None:
+            _ends_early(found, run)
+        return found.schedule
+    config = {**found.schedule.get_config(), **stretch}
+    try:
+        stretched = type(found.schedule)(**config)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"resume: the {have['name']} schedule cannot be stretched to this run's length "
+                         f"({exc}); resume with the checkpoint's epochs and batch size") from None
+    if say:
+        warn(_stretch_message(found, run, have, stretch, stretched, lengths))
+    return stretched
+
+
+LENGTH_KEYS = {"cosine": ("total",), "step": ("step_size",), "exponential": ("gamma",)}
+"""The values that set how a schedule spreads over the run (the command line derives them from its length)."""
+
+
+def _length(per: str, run: dict) -> int:
+    return run["epochs"] * run["steps_per_epoch"] if per == "step" else run["epochs"]
+
+
+def _lengths(found: Checkpoint, run):
+    """``(old, new)``: the lengths of the checkpoint's run and of this one in the schedule's units, if they differ."""
+    old = found.run or {}
+    known = all(_count(old.get(k)) for k in ("epochs", "steps_per_epoch"))
+    if run is None or not known:
+        return None
+    per = found.schedule.per
+    return None if _length(per, old) == _length(per, run) else (_length(per, old), _length(per, run))
+
+
+def _stretched(have: dict, want: dict, old: int, new: int) -> dict:
+    """The length values that change: the given schedule's where set, a cosine's total that was the run's."""
+    stretch = {}
+    for key in LENGTH_KEYS.get(have["name"], ()):
+        if want.get(key) is not None:
+            stretch[key] = want[key]
+        elif key == "total" and have[key] == old:
+            stretch[key] = new
+    return {k: v for k, v in stretch.items() if v != have[k]}
+
+
+def _stretch_message(found, run, have, stretch, stretched, lengths) -> str:
+    old, per = found.run, found.schedule.per
+    span = (f"{run['epochs']} epochs ({lengths[1]} steps) instead of {old['epochs']} ({lengths[0]} steps)"
+            if per == "step" else f"{run['epochs']} epochs instead of {old['epochs']}")
+    t = found.epoch * run["steps_per_epoch"] if per == "step" else found.epoch  # as fit counts its steps
+    at = f"step {t}" if per == "step" else f"epoch {t + 1}"
+    also = "; ".join(f"{k} {v!r}, was {have[k]!r}" for k, v in stretch.items() if k != "total")
+    return (f"resume: the {have['name']} schedule now spans {span}{f' ({also})' if also else ''}; the learning "
+            f"rate at {at} becomes {stretched(t):.3g} (was {found.schedule(t):.3g})")
+
+
+def _ends_early(found: Checkpoint, run: dict) -> None:
+    saved = found.schedule
+    total = getattr(saved, "total", None)
+    if saved.name != "cosine" or total is None or _length(saved.per, run) <= total:
+        return
+    unit = "step" if saved.per == "step" else "epoch"
+    warn(f"resume: the checkpoint does not say how long its run was (an older xpnet wrote it), so its cosine "
+         f"schedule keeps its {total} {unit}s, but this run has {_length(saved.per, run)}: from {unit} {total} on "
+         f"the learning rate stays at min_lr {saved.min_lr:g}. To train on at a useful rate, start a new run from "
+         f"its weights (xpnet.load) with a schedule of its own.")
 
 
 def _schedule_from(path, spec):

@@ -204,8 +204,12 @@ def fit(model, X, y, *, loss, optimizer, epochs, batch_size, shuffle=True, valid
     dev, xp, n = model.device, model.device.xp, X.shape[0]
     params, grads = model.parameters(), model.gradients()
     steps = list(_batches(n, batch_size))
-    if resumed is not None:  # the checkpoint's schedule, bound to the first run's base lr
-        schedule = checkpoint.resumed_schedule(resumed, schedule)
+    # what the run is asked for and trains on: kept in its checkpoints, compared with the one resumed
+    run = None if last is None and resumed is None else checkpoint.run_entry(dev, X, y, epochs, batch_size,
+                                                                             len(steps))
+    if resumed is not None:  # the checkpoint's schedule, bound to the first run's base lr (stretched to a new length)
+        checkpoint.compare_runs(resumed, run, resume_from, say=writes)
+        schedule = checkpoint.resumed_schedule(resumed, schedule, run, say=writes)
     schedule = _bind_schedule(schedule, optimizer, epochs, len(steps), callbacks)
     per_step = schedule is not None and schedule.per == "step"
     verbose = 1 if verbose == "auto" else verbose  # Keras' rule: epoch lines everywhere, the bar on a terminal
@@ -215,9 +219,7 @@ def fit(model, X, y, *, loss, optimizer, epochs, batch_size, shuffle=True, valid
     history, progress = History(), ProgressBar()
     if resumed is not None:  # the returned history holds every epoch, those before the checkpoint too
         history.history = resumed.history
-        if first_epoch > epochs:
-            warn(f"fit: the checkpoint {os.fspath(resume_from)} has done {first_epoch} epochs, more than "
-                 f"epochs={epochs}: nothing to train (epochs counts the total, as Keras' initial_epoch)")
+        checkpoint.say_if_done(resumed, epochs, resume_from, verbose, say=writes)
     cbs = CallbackList([DivergenceRollback(), progress, history, EpochLine(), *callbacks], model, {
         "epochs": epochs, "steps": len(steps), "samples": n, "check_every": check_every, "verbose": verbose,
         "held_out": "val" if validation_split else "test"},
@@ -272,7 +274,7 @@ def fit(model, X, y, *, loss, optimizer, epochs, batch_size, shuffle=True, valid
             global_step += len(steps)
             if last is not None:  # after the callbacks, so that a run one of them stops is saved too
                 checkpoint.save_checkpoint(last, model, optimizer, epoch=epoch + 1, step=global_step,
-                                           schedule=schedule, history=history.history, callbacks=given)
+                                           schedule=schedule, history=history.history, callbacks=given, run=run)
             if par is not None:
                 model.stop_training = par.stop(model.stop_training)
             if model.stop_training:

@@ -104,6 +104,7 @@ def main(argv=None) -> int:
     """Run the command line ``argv`` (default ``sys.argv[1:]``); returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # to print the command that resumes a run
     _check_environment(parser)
     if args.command == "train" and args.warmup and args.schedule not in (None, "cosine"):
         parser.error("--warmup goes with --schedule cosine (a linear warm-up, then the cosine)")

@@ -24,6 +24,7 @@ from ..model import Sequential, load
 from ..validation import output_width
 from .parser import IMAGES, LOSSES, TARGETS, apply_preset
 from .presets import cnn_network, network, optimizer_from, schedule_from
+from .resume import EpochTracker, on_interrupt
 
 
 # -- data helpers -------------------------------------------------------------------------------
@@ -119,7 +120,8 @@ def _train(args, comm) -> int:
     n_train = X.shape[0] - int(X.shape[0] * (args.val_split or 0.0))
     schedule = schedule_from(args, args.lr, -(-n_train // args.batch_size))
     width = layers[-1]
-    callbacks = []
+    tracker = EpochTracker()  # where Ctrl-C stopped the run, and whether an epoch ran at all
+    callbacks = [tracker]
     if args.early_stopping:
         callbacks.append(callbacks_mod.EarlyStopping(patience=args.early_stopping, restore_best_weights=True))
     if not args.quiet:
@@ -135,20 +137,24 @@ def _train(args, comm) -> int:
               f"{f', {comm.size} ranks (batch {args.batch_size} over all)' if comm else ''}"
               f"{f', {args.threads} threads (batch {args.batch_size} over all)' if args.threads else ''}", flush=True)
     test = (X_test, _targets(y_test, args.loss, width, args.dtype))
-    history = model.fit(X, _targets(y, args.loss, width, args.dtype), loss=loss, optimizer=optimizer,
-                        epochs=args.epochs, batch_size=args.batch_size, schedule=schedule,
-                        validation_split=args.val_split or 0.0,
-                        validation_data=None if args.val_split else test,
-                        callbacks=callbacks, checkpoint_dir=args.checkpoint_dir, resume_from=args.resume,
-                        verbose=0 if args.quiet else 1,
-                        distributed=comm if comm is not None else Threads(args.threads) if args.threads else None)
+    try:
+        history = model.fit(X, _targets(y, args.loss, width, args.dtype), loss=loss, optimizer=optimizer,
+                            epochs=args.epochs, batch_size=args.batch_size, schedule=schedule,
+                            validation_split=args.val_split or 0.0,
+                            validation_data=None if args.val_split else test,
+                            callbacks=callbacks, checkpoint_dir=args.checkpoint_dir, resume_from=args.resume,
+                            verbose=0 if args.quiet else 1,
+                            distributed=comm if comm is not None else Threads(args.threads) if args.threads else None)
+    except KeyboardInterrupt as exc:
+        return on_interrupt(exc, args, tracker, root, mpi=comm is not None)
     if not root:
         return 0
     if args.quiet:
         last = {k: v[-1] for k, v in history.history.items()}
         print(format_epoch(len(history["loss"]) - 1, args.epochs, last, dev, "val" if args.val_split else "test"),
               flush=True)
-    if args.val_split:  # the epoch lines showed the held-out split; the test set's turn comes once, at the end
+    # the epoch lines showed the held-out split (or no epoch ran: a finished run resumed); the test set's turn
+    if args.val_split or (tracker.epoch is None and not args.quiet):
         result = model.evaluate(*test)
         print("test " + "  ".join(f"{k} {v:.4f}" for k, v in result.items()), flush=True)
     if args.plot:
