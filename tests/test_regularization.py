@@ -149,6 +149,18 @@ def test_dropout_backward_uses_the_forward_mask(dev):
     assert set(np.round(np.unique(mask), 12)) == {0.0, round(1 / 0.6, 12)}
 
 
+def test_dropout_backward_after_an_evaluation_forward_is_the_identity(dev):
+    """The last forward decides: after a training forward, an evaluation one (validation, predict, an input
+    gradient taken in evaluation mode) passes x through, so its backward must pass dy through, not apply
+    the training mask that is still around."""
+    layer = _dropout(0.5, dev)
+    x = dev.asarray(np.ones((8, 16)))
+    assert (to_numpy(layer.forward(x, training=True)) == 0).any()  # a mask that zeroes something
+    assert layer.forward(x) is x
+    dy_host = np.random.default_rng(1).normal(size=(8, 16))
+    np.testing.assert_array_equal(to_numpy(layer.backward(dev.asarray(dy_host))), dy_host.astype(np.float32))
+
+
 @pytest.mark.parametrize("p", [-0.1, 1.0, 1.5, math.nan, True, "0.5", None])
 def test_dropout_refuses_a_p_outside_0_1(p):
     with pytest.raises(ValueError, match=r"Dropout: p is the probability of zeroing an input and must be a "
