@@ -209,6 +209,19 @@ def test_early_stopping_restores_the_best_weights_exactly(dev):
     assert xpnet.device_of(next(iter(model.parameters().values()))) == model.device
 
 
+def test_early_stopping_restores_the_best_weights_also_when_it_never_stopped(dev):
+    """Keras 3's rule (keras/src/callbacks/early_stopping.py, on_train_end): the best epoch's weights come
+    back whenever training ends, not only after an early stop (tf.keras 2 restored them only then)."""
+    snapshots = []
+    stop = EarlyStopping(patience=5, restore_best_weights=True)
+    model, history = _train(dev, [Scripted([1.0, 0.5, 0.7, 0.6], snapshots=snapshots), stop], epochs=4)
+    assert len(history["loss"]) == 4 and stop.stopped_epoch == 0 and stop.best_epoch == 1
+    restored = _weights(model)
+    for k in restored:
+        np.testing.assert_array_equal(restored[k], snapshots[1][k])
+    assert any(not np.array_equal(restored[k], snapshots[-1][k]) for k in restored)  # the last epoch's differ
+
+
 def test_early_stopping_restores_batchnorm_running_statistics_too(dev):
     X, y = _data(30)
     model = Sequential([Dense(5, 8), BatchNorm1d(8), ReLU(), Dense(8, 6)], device=dev, seed=3)

@@ -129,6 +129,24 @@ def test_every_xpnet_layer_has_an_exporter_and_a_case():
     assert ours <= set(CASES)
 
 
+@pytest.mark.parametrize("layers, shape", [
+    (lambda: [Dense(5, 4), layers.BatchNorm1d(4, eps=0.1)], (5,)),
+    (lambda: [Conv2D(2, 3, 3), BatchNorm2d(3, eps=0.1)], (2, 6, 6)),
+], ids=["BatchNorm1d", "BatchNorm2d"])
+def test_batch_norm_exports_its_own_epsilon(layers, shape, tmp_path):
+    """ONNX's default epsilon is PyTorch's 1e-5, the layer's default too: only another eps shows whether the
+    node carries it. Small running variances make eps count: a node without it is 240 off here."""
+    model = randomized(xpnet.Sequential(layers(), device="cpu", seed=0))
+    state = model.state_dict()
+    state["1.running_var"] = np.linspace(0.001, 0.01, state["1.running_var"].size)
+    model.load_state_dict(state)
+    proto = export_onnx(model, tmp_path / "bn.onnx", input_shape=shape)
+    (node,) = [n for n in proto.graph.node if n.op_type == "BatchNormalization"]
+    assert {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute} == {"epsilon": pytest.approx(0.1)}
+    X = np.random.default_rng(2).normal(size=(7, *shape)).astype("float32")
+    assert_close(run(tmp_path / "bn.onnx", X), xpnet.to_numpy(model.predict(X)))
+
+
 def test_the_graph_names_batch_inputs_and_weights(tmp_path):
     model = xpnet.Sequential([Dense(784, 20), ReLU(), Dense(20, 10)], seed=0)
     proto = export_onnx(model, tmp_path / "m.onnx")

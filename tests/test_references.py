@@ -315,6 +315,40 @@ def test_clipping_by_global_norm_matches_torch_and_the_formula(dev, max_norm):
         np.testing.assert_allclose(to_numpy(mine[k]), p.grad.numpy(), rtol=1e-12, err_msg=k)
 
 
+CLIP_THEN_DECAY = {  # id -> (xpnet factory, reference step and kwargs, torch factory); clip 1.0, decay 0.5
+    "sgd": (lambda: SGD(0.1, weight_decay=0.5, clip_norm=1.0), ref.sgd_step, {"lr": 0.1, "weight_decay": 0.5},
+            lambda t, p: t.optim.SGD(p, lr=0.1, weight_decay=0.5)),
+    "adam": (lambda: Adam(0.1, weight_decay=0.5, clip_norm=1.0), ref.adam_step, {"lr": 0.1, "weight_decay": 0.5},
+             lambda t, p: t.optim.Adam(p, lr=0.1, weight_decay=0.5)),
+    "rmsprop": (lambda: RMSprop(0.01, weight_decay=0.5, clip_norm=1.0), ref.rmsprop_step,
+                {"lr": 0.01, "weight_decay": 0.5}, lambda t, p: t.optim.RMSprop(p, lr=0.01, weight_decay=0.5)),
+}
+
+
+@pytest.mark.parametrize("name", list(CLIP_THEN_DECAY))
+def test_the_gradient_is_clipped_before_the_weight_decay_is_added(dev, name):
+    """PyTorch's order: clip_grad_norm_ on the loss's gradients, then the optimizer adds weight_decay * p.
+    Clipping the sum instead shrinks the decay too, and the step is another one (checked below to be far off)."""
+    make, step, kwargs, make_torch = CLIP_THEN_DECAY[name]
+    params, grads = _start(3, steps=1)
+    got = _run_xpnet(dev, "float64", make, params, [{k: v.copy() for k, v in grads[0].items()}])[0]
+    expected, wrong = dict(params), dict(params)
+    step(expected, ref.clip(grads[0], 1.0), {}, **kwargs)
+    decayed = {k: g + kwargs["weight_decay"] * params[k] for k, g in grads[0].items()}
+    step(wrong, ref.clip(decayed, 1.0), {}, **{**kwargs, "weight_decay": 0.0})
+    assert max(np.abs(wrong[k] - expected[k]).max() for k in expected) > 1e-3  # the orders differ here
+    for k in expected:
+        np.testing.assert_allclose(got[k], expected[k], rtol=1e-12, atol=1e-15, err_msg=k)
+    torch = pytest.importorskip("torch", reason="torch.optim after clip_grad_norm_ is the second reference")
+    tensors = {k: torch.tensor(v, dtype=torch.float64, requires_grad=True) for k, v in params.items()}
+    for k, p in tensors.items():
+        p.grad = torch.tensor(grads[0][k], dtype=torch.float64)
+    torch.nn.utils.clip_grad_norm_(list(tensors.values()), 1.0)
+    make_torch(torch, list(tensors.values())).step()
+    for k, p in tensors.items():
+        np.testing.assert_allclose(got[k], p.detach().numpy(), rtol=1e-12, atol=1e-15, err_msg=k)
+
+
 @pytest.mark.parametrize("make, message", [
     (lambda: SGD(weight_decay=-0.1), r"^SGD: weight_decay must be a finite number >= 0, got -0.1$"),
     (lambda: Adam(clip_norm=0), r"^Adam: clip_norm must be a positive number or None, got 0$"),

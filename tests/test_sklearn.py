@@ -1,8 +1,9 @@
 """xpnet.sklearn: MLPClassifier / MLPRegressor as scikit-learn estimators.
 
 The oracle is scikit-learn's own MLP: with ``shuffle=False`` both walk the same path (same initial
-weights, batches, penalty, optimizer), so trained weights and loss curves must agree to float32
-precision. Then the estimator contract (``check_estimator``) and the tools users reach for.
+weights, batches, penalty, optimizer) in X's dtype, so trained weights and loss curves must agree to
+float64 rounding for float64 input (1e-12; measured 6e-16) and to float32 precision for float32 input.
+Then the estimator contract (``check_estimator``) and the tools users reach for.
 """
 
 from __future__ import annotations
@@ -63,19 +64,25 @@ SAME_PATH = {
 }
 
 
+TOLERANCES = {"float64": (1e-12, 1e-12), "float32": (2e-6, 1e-6)}  # dtype -> (weights' atol, loss curve's rtol)
+
+
+@pytest.mark.parametrize("dtype", list(TOLERANCES))
 @pytest.mark.parametrize("classes", [10, 2], ids=["multiclass", "binary"])
 @pytest.mark.parametrize("setting", list(SAME_PATH))
-def test_classifier_walks_scikit_learns_path(setting, classes):
+def test_classifier_walks_scikit_learns_path(setting, classes, dtype):
     """Same init (drawn from random_state in scikit-learn's order), penalty alpha W / n_b on the weights of
-    each batch (150 rows in batches of 64: the last one has 22), SGD/Adam steps, loss curve with the penalty."""
+    each batch (150 rows in batches of 64: the last one has 22), SGD/Adam steps, loss curve with the penalty,
+    all in X's dtype (a float32 model is 1e-7 off scikit-learn's float64 one)."""
     X, y = load_digits(return_X_y=True)
-    X, y = X[:150] / 16.0, y[:150] % classes
+    X, y = (X[:150] / 16.0).astype(dtype), y[:150] % classes
     params = {**dict(hidden_layer_sizes=(20, 10), max_iter=5, shuffle=False, batch_size=64, random_state=0),
               **SAME_PATH[setting]}
     theirs = SkClassifier(**params).fit(X, y)
     ours = MLPClassifier(device="cpu", **params).fit(X, y)
-    _assert_same_weights(ours, theirs)
-    np.testing.assert_allclose(ours.loss_curve_, theirs.loss_curve_, rtol=1e-6)
+    atol, rtol = TOLERANCES[dtype]
+    _assert_same_weights(ours, theirs, atol=atol)
+    np.testing.assert_allclose(ours.loss_curve_, theirs.loss_curve_, rtol=rtol)
     assert (ours.n_iter_, ours.t_, ours.n_layers_, ours.n_outputs_) == \
         (theirs.n_iter_, theirs.t_, theirs.n_layers_, theirs.n_outputs_)
     np.testing.assert_allclose(ours.predict_proba(X), theirs.predict_proba(X), atol=1e-5)
@@ -103,9 +110,9 @@ def test_regressor_walks_scikit_learns_path_with_several_targets():
                   solver="sgd", momentum=0.0, learning_rate_init=0.01, alpha=0.1)
     theirs = SkRegressor(**params).fit(X, y)
     ours = MLPRegressor(device="cpu", **params).fit(X, y)
-    _assert_same_weights(ours, theirs)
-    np.testing.assert_allclose(ours.loss_curve_, theirs.loss_curve_, rtol=1e-6)
-    np.testing.assert_allclose(ours.predict(X), theirs.predict(X), atol=1e-4)
+    _assert_same_weights(ours, theirs, atol=1e-12)  # float64 X: a float64 model
+    np.testing.assert_allclose(ours.loss_curve_, theirs.loss_curve_, rtol=1e-12)
+    np.testing.assert_allclose(ours.predict(X), theirs.predict(X), rtol=1e-12, atol=1e-12)
 
 
 def test_early_stopping_stops_as_scikit_learn_does_and_keeps_the_best_weights():
@@ -125,7 +132,57 @@ def test_early_stopping_stops_as_scikit_learn_does_and_keeps_the_best_weights():
     assert ours.best_validation_score_ == max(ours.validation_scores_)
     assert ours.best_loss_ is None
     assert np.argmax(ours.validation_scores_) < ours.n_iter_ - 1  # so restoring the best weights shows
-    _assert_same_weights(ours, theirs, atol=1e-5)
+    _assert_same_weights(ours, theirs, atol=1e-12)
+
+
+@pytest.mark.parametrize("ours, theirs", [(MLPClassifier, SkClassifier), (MLPRegressor, SkRegressor)])
+@pytest.mark.parametrize("X_dtype, model_dtype", [("float64", "float64"), ("float32", "float32"),
+                                                  ("int64", "float64"), ("int32", "float64")])
+def test_the_model_takes_the_dtype_of_X_as_scikit_learns_does(ours, theirs, X_dtype, model_dtype):
+    """float32 in, a float32 model; float64 or ints in, float64; the weights, coefs_ and outputs say so, as
+    scikit-learn's MLP (its weights follow X). Outputs come in X's float dtype (float64 for ints)."""
+    X, y = load_digits(return_X_y=True)
+    X, y = X[:100].astype(X_dtype), y[:100] % 3  # pixel counts 0..16: ints as they come
+    y = y if ours is MLPClassifier else y.astype(np.float64)
+    params = dict(hidden_layer_sizes=(8,), max_iter=2, random_state=0)
+    sk, est = theirs(**params).fit(X, y), ours(device="cpu", **params).fit(X, y)
+    assert est._model.dtype == model_dtype
+    assert all(p.dtype == model_dtype for p in est._model.parameters().values())
+    assert [w.dtype for w in _weights(est)] == [w.dtype for w in _weights(sk)] == [np.dtype(model_dtype)] * 4
+    out = "predict_proba" if ours is MLPClassifier else "predict"
+    assert getattr(est, out)(X).dtype == getattr(sk, out)(X).dtype == ("float32" if X_dtype == "float32" else "float64")
+
+
+def test_a_device_without_float64_trains_in_float32():
+    """array-api-strict's "no_float64" device stands in for one without float64 (Apple's MPS; JAX without
+    its 64-bit mode): float64 X gives a float32 model there rather than an error, float64 outputs still."""
+    import xpnet
+
+    strict = pytest.importorskip("array_api_strict", reason="array-api-strict is not installed")
+    native = [d for d in strict.__array_namespace_info__().devices() if "no_float64" in repr(d)]
+    if not native:
+        pytest.skip("this array-api-strict has no float64-less device")
+    dev = xpnet.device_of(strict.asarray(0.0, device=native[0]))
+    X, y = load_digits(return_X_y=True)
+    clf = MLPClassifier(hidden_layer_sizes=(8,), max_iter=2, random_state=0, device=dev).fit(X[:100] / 16.0, y[:100])
+    assert clf._model.dtype == "float32" and clf.coefs_[0].dtype == np.float32
+    assert clf.predict_proba(X[:5] / 16.0).dtype == np.float64
+
+
+@pytest.mark.parametrize("first, then", [("float64", "float32"), ("float32", "float64")])
+def test_later_fits_keep_the_dtype_of_the_first(first, then):
+    """warm_start and partial_fit go on with the weights of the first fit, in its dtype (scikit-learn's
+    weights keep theirs too); X of another dtype is cast to it, and the outputs follow X."""
+    X, y = load_digits(return_X_y=True)
+    X, y = X[:120] / 16.0, y[:120]
+    warm = MLPClassifier(hidden_layer_sizes=(8,), max_iter=2, random_state=0, warm_start=True, device="cpu")
+    part = MLPClassifier(hidden_layer_sizes=(8,), random_state=0, device="cpu")
+    warm.fit(X.astype(first), y)
+    part.partial_fit(X.astype(first), y, classes=np.arange(10))
+    for est in (warm.fit(X.astype(then), y), part.partial_fit(X.astype(then), y)):
+        assert est._model.dtype == first and est.coefs_[0].dtype == first
+        assert est.predict_proba(X.astype(then)).dtype == then
+    assert warm.n_iter_ == 2 and part.t_ == 240
 
 
 def test_accuracy_is_close_to_scikit_learns_own(digits):
@@ -212,6 +269,7 @@ def test_partial_fit_after_pickling_goes_on_exactly(digits):
     X_train, _, y_train, _ = digits
     clf = MLPClassifier(hidden_layer_sizes=(16,), max_iter=3, random_state=0, device="cpu").fit(X_train, y_train)
     copy = pickle.loads(pickle.dumps(clf))
+    assert copy._model.dtype == clf._model.dtype == "float64"  # X's
     clf.partial_fit(X_train, y_train)
     copy.partial_fit(X_train, y_train)
     _assert_same_weights(copy, clf, atol=0)

@@ -151,8 +151,12 @@ class _BaseMLP(BaseEstimator):
                 state[f"{i}.b"] = rng.uniform(-bound, bound, layer.out_features)
         return layers, state
 
-    def _build(self, layers, state, seed):
-        model = Sequential(layers, device=self.device, backend=self.backend, seed=seed, init=False)
+    def _device(self):
+        return _backend.device(self.device, backend=self.backend)
+
+    @staticmethod
+    def _build(layers, state, seed, dtype, dev):
+        model = Sequential(layers, device=dev, seed=seed, dtype=dtype, init=False)
         model.load_state_dict(state)
         return model
 
@@ -186,7 +190,7 @@ class _BaseMLP(BaseEstimator):
         if self.early_stopping and incremental:
             raise ValueError(f"{where}: partial_fit does not support early_stopping=True")
         first = not hasattr(self, "_model") or not (self.warm_start or incremental)
-        X, y = self._validate(X, y, first, where)  # float32 X, encoded targets; sets the class attributes
+        X, y = self._validate(X, y, first, where)  # float X, encoded targets; sets the class attributes
         rng = check_random_state(self.random_state)
         if first:
             layers, state = self._new_model([X.shape[1], *hidden, self._n_outputs()], rng)
@@ -199,7 +203,8 @@ class _BaseMLP(BaseEstimator):
                 raise ValueError(f"{where}: the validation set is too small ({X_val.shape[0]} rows); increase "
                                  f"validation_fraction or the size of the data set")
         if first:
-            self._model = self._build(layers, state, int(rng.randint(2**31 - 1)))
+            dev = self._device()  # once: "auto" says which it took
+            self._model = self._build(layers, state, int(rng.randint(2**31 - 1)), _model_dtype(dev, X.dtype), dev)
             self.n_layers_, self.n_outputs_ = len(hidden) + 2, self._n_outputs()
             self.n_iter_, self.t_, self.loss_curve_, self._no_improvement = 0, 0, [], 0
             self.best_loss_ = None if self.early_stopping else math.inf
@@ -213,8 +218,11 @@ class _BaseMLP(BaseEstimator):
     def _iterate(self, X, y, X_val, y_val, incremental):
         model, opt, n = self._model, self._optimizer, X.shape[0]
         dev = model.device
-        X, y = dev.asarray(X), dev.asarray(y, None)  # once per fit: every epoch reuses them
-        X_val = None if X_val is None else dev.asarray(X_val)
+        # once per fit: every epoch reuses them. A later fit (warm_start, partial_fit) of another dtype is cast
+        # to the model's, the dtype of its first fit, as scikit-learn's weights keep theirs.
+        dt = model.dtype
+        X, y = dev.asarray(X, dt), dev.asarray(y, dt if y.dtype.kind == "f" else None)
+        X_val = None if X_val is None else dev.asarray(X_val, dt)
         if self.batch_size == "auto":
             batch_size = min(200, n)
         else:
@@ -272,10 +280,10 @@ class _BaseMLP(BaseEstimator):
 
     def _forward(self, X):
         """``(the model's outputs for X on its device, the float dtype of X)``: float64 and float32 inputs
-        get outputs of their own dtype, as scikit-learn's estimator gives, though the model computes in float32."""
+        get outputs of their own dtype, whatever dtype the model computes in (that of its first fit)."""
         check_is_fitted(self, "_model")
         X = validate_data(self, X, dtype=("float64", "float32"), reset=False)
-        return self._model.predict(self._model.device.asarray(X)), X.dtype
+        return self._model.predict(self._model.device.asarray(X, self._model.dtype)), X.dtype
 
     # -- pickling: the model's arrays travel as NumPy and are put back on the device when loaded ------
     def __getstate__(self):
@@ -294,10 +302,21 @@ class _BaseMLP(BaseEstimator):
         super().__setstate__(state)
         if saved is not None:
             config, weights, rng, span = saved
-            self._model = self._build([_layer(c) for c in config["layers"]], weights, None)
+            self._model = self._build([_layer(c) for c in config["layers"]], weights, None, config["dtype"],
+                                      self._device())
             self._model.rng, self._model.input_range = rng, span
             dev = self._model.device
             self._optimizer.inner.state = _map_arrays(self._optimizer.inner.state, lambda a: dev.asarray(a, None))
+
+
+def _model_dtype(dev, X_dtype) -> str:
+    """The model's dtype for a first fit on ``X``: X's own (float64 for ints, as ``validate_data`` gives), as
+    scikit-learn's MLP follows X; float32 where the device holds no float64 (JAX without its 64-bit mode, a
+    float64-less device), as scikit-learn's array API support falls back."""
+    if X_dtype == "float32":
+        return "float32"
+    floats = dev.xp.__array_namespace_info__().dtypes(device=dev.native, kind="real floating")
+    return "float64" if "float64" in floats else "float32"
 
 
 def _layer(entry):
