@@ -218,9 +218,9 @@ def fit(model, X, y, *, loss, optimizer, epochs, batch_size, shuffle=True, valid
         if first_epoch > epochs:
             warn(f"fit: the checkpoint {os.fspath(resume_from)} has done {first_epoch} epochs, more than "
                  f"epochs={epochs}: nothing to train (epochs counts the total, as Keras' initial_epoch)")
-    cbs = CallbackList([DivergenceRollback(), progress, history, EpochLine(), *callbacks], model, {
-        "epochs": epochs, "steps": len(steps), "samples": n, "check_every": check_every, "verbose": verbose,
-        "held_out": "val" if validation_split else "test"},
+    line = [] if any(isinstance(cb, EpochLine) for cb in callbacks) else [EpochLine()]  # the caller's wins
+    cbs = CallbackList([DivergenceRollback(), progress, history, *line, *callbacks], model, {
+        "epochs": epochs, "steps": len(steps), "samples": n, "check_every": check_every, "verbose": verbose},
         optimizer)
     model.stop_training = False
     if par is not None:
