@@ -119,9 +119,11 @@ def _train(args, comm) -> int:
     n_train = X.shape[0] - int(X.shape[0] * (args.val_split or 0.0))
     schedule = schedule_from(args, args.lr, -(-n_train // args.batch_size))
     width = layers[-1]
-    callbacks = []
+    held_out = "val" if args.val_split else "test"  # without --val-split, fit's validation_data is the test set
+    callbacks = [callbacks_mod.EpochLine(held_out)]
     if args.early_stopping:
-        callbacks.append(callbacks_mod.EarlyStopping(patience=args.early_stopping, restore_best_weights=True))
+        callbacks.append(callbacks_mod.EarlyStopping(patience=args.early_stopping, restore_best_weights=True,
+                                                     verbose=0 if args.quiet else 1))
     if not args.quiet:
         scale = f", inputs scaled {args.scale}" if args.dataset in IMAGES else ""
         dropout = "/".join(f"{p:g}" for p in args.dropout) if isinstance(args.dropout, tuple) else f"{args.dropout:g}"
@@ -146,8 +148,7 @@ def _train(args, comm) -> int:
         return 0
     if args.quiet:
         last = {k: v[-1] for k, v in history.history.items()}
-        print(format_epoch(len(history["loss"]) - 1, args.epochs, last, dev, "val" if args.val_split else "test"),
-              flush=True)
+        print(format_epoch(len(history["loss"]) - 1, args.epochs, last, dev, held_out), flush=True)
     if args.val_split:  # the epoch lines showed the held-out split; the test set's turn comes once, at the end
         result = model.evaluate(*test)
         print("test " + "  ".join(f"{k} {v:.4f}" for k, v in result.items()), flush=True)
