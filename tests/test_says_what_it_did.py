@@ -64,6 +64,12 @@ def test_no_progress_line_before_30_seconds_nor_when_silent(monkeypatch, capsys)
     assert capsys.readouterr() == ("", "")
 
 
+def test_verbose_2_is_the_epoch_lines_alone_as_in_keras(monkeypatch, capsys):
+    _slow_fit(monkeypatch, tick=100.0, verbose=2)
+    out, err = capsys.readouterr()
+    assert err == "" and [line[:10] for line in out.splitlines()] == ["epoch 1/2 ", "epoch 2/2 "]
+
+
 def test_an_epoch_line_starts_the_30_seconds_afresh(monkeypatch, capsys):
     _slow_fit(monkeypatch, tick=2.9, epochs=3)  # 3 x 29 s: never 30 s without a line of some kind
     assert capsys.readouterr().err == ""

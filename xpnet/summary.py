@@ -27,8 +27,11 @@ def summary_lines(model, input_shape=None) -> list[str]:
              _arguments(layer)) for i, (layer, s) in enumerate(zip(model.layers, shapes))]
     head = ("#", "Layer (type)", "Output shape", "Param #", "Arguments")
     widths = [max(len(r[c]) for r in [head, *rows]) for c in range(4)]
-    line = lambda r: "  ".join([r[0].rjust(widths[0]), r[1].ljust(widths[1]), r[2].ljust(widths[2]),
-                                r[3].rjust(widths[3]), r[4]]).rstrip()
+
+    def line(r):  # the arguments last: however long a layer's are, the other columns stay aligned
+        return "  ".join([r[0].rjust(widths[0]), r[1].ljust(widths[1]), r[2].ljust(widths[2]),
+                          r[3].rjust(widths[3]), r[4]]).rstrip()
+
     rule = "=" * (sum(widths) + 2 * 4 + len(head[4]))
     trained = sum(_size(p) for layer in model.layers for p in layer.params.values())
     kept = sum(_size(b) for layer in model.layers for b in _buffers(layer).values())

@@ -93,7 +93,8 @@ class DivergenceRollback(Callback):
 
 
 class ProgressBar(Callback):
-    """Progress through each epoch on stderr, once per read-back window, when ``verbose >= 1``.
+    """Progress through each epoch on stderr, once per read-back window, when ``verbose == 1``
+    (``verbose=2`` is Keras' "one line per epoch": the epoch lines alone).
 
     On a terminal, a tqdm bar per epoch. Elsewhere (a log file, CI, a batch job) a plain line
     ``epoch 1/5  step 400/469  loss 0.3100  1,234 samples/s  ~0:45 left in the epoch`` at most every
@@ -109,7 +110,7 @@ class ProgressBar(Callback):
 
     def on_epoch_begin(self, epoch, logs=None):
         self.epoch = epoch
-        if self.params["verbose"] < 1:
+        if self.params["verbose"] != 1:
             return
         if not sys.stderr.isatty():
             self.start = self.said = time.monotonic()
