@@ -47,7 +47,7 @@ def test_hooks_run_in_order_once_per_read_back_window():
     assert rec.events == [("train_begin",), ("epoch_begin", 0), *epoch, ("epoch_end", 0), ("epoch_begin", 1),
                           *epoch, ("epoch_end", 1), ("train_end", ["loss", "lr", "samples_per_s", "seconds"])]
     assert rec.model is model and rec.params == {"epochs": 2, "steps": 4, "samples": 10, "check_every": 3,
-                                                 "verbose": 0, "held_out": "test"}
+                                                 "verbose": 0}
 
 
 def test_the_model_method_takes_the_read_back_window_too():

@@ -126,12 +126,14 @@ def test_the_divergence_message_counts_from_one():
 def test_format_epoch_with_and_without_validation():
     logs = {"loss": 0.123456, "accuracy": 0.25, "val_loss": 1.5, "val_accuracy": 0.75,
             "samples_per_s": 12345.6, "seconds": 1.234}
-    assert format_epoch(0, 3, logs, "cpu") == ("epoch 1/3  loss 0.1235  train acc 0.2500  test loss 1.5000  "
-                                               "test acc 0.7500  12,346 samples/s  1.23 s  cpu")
+    assert format_epoch(0, 3, logs, "cpu") == ("epoch 1/3  loss 0.1235  train acc 0.2500  val loss 1.5000  "
+                                               "val acc 0.7500  12,346 samples/s  1.23 s  cpu")
+    assert format_epoch(0, 3, logs, "cpu", "test") == ("epoch 1/3  loss 0.1235  train acc 0.2500  test loss 1.5000  "
+                                                       "test acc 0.7500  12,346 samples/s  1.23 s  cpu")
     short = {"loss": 2.0, "samples_per_s": 10.0, "seconds": 0.5}
     assert format_epoch(4, 5, short, "dev") == "epoch 5/5  loss 2.0000  10 samples/s  0.50 s  dev"
     top = {"loss": 2.0, "top_5_accuracy": 0.5, "val_top_5_accuracy": 0.25, "samples_per_s": 10, "seconds": 0.5}
-    assert format_epoch(0, 1, top, "dev") == ("epoch 1/1  loss 2.0000  top 5 accuracy 0.5000  test top 5 accuracy "
+    assert format_epoch(0, 1, top, "dev") == ("epoch 1/1  loss 2.0000  top 5 accuracy 0.5000  val top 5 accuracy "
                                               "0.2500  10 samples/s  0.50 s  dev")
 
 

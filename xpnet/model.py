@@ -10,6 +10,7 @@ from . import backend as _backend
 from . import io
 from . import losses as losses_mod
 from . import saving
+from . import summary as _summary
 from . import training
 from .layers import Layer
 
@@ -113,8 +114,14 @@ class Sequential:
         return dy
 
     def parameters(self) -> ParameterDict:
-        """All parameters as a flat mapping ``"<layer>.<name>" -> array`` (write-through)."""
+        """All parameters as a flat ``{"<layer>.<name>": array}`` dict (write-through), the mapping that
+        optimizers step: iterating it gives the names, ``.values()`` the arrays, ``.items()`` both.
+        PyTorch's ``parameters()`` yields the arrays: here that is ``parameters().values()``."""
         return self._params
+
+    def named_parameters(self):
+        """``(name, array)`` pairs, one per parameter, as PyTorch's ``named_parameters()``."""
+        yield from self._params.items()
 
     def gradients(self) -> ParameterDict:
         """The gradients of the last ``backward``, keyed like :meth:`parameters`."""
@@ -290,19 +297,18 @@ class Sequential:
         """Save architecture and weights to one ``.npz`` file (see :func:`xpnet.save`)."""
         saving.save(self, path, metadata=metadata)
 
-    def summary(self) -> str:
-        lines = [f"Sequential on {self.device}, {self.dtype}"]
-        total = 0
-        buffered = 0
-        for i, layer in enumerate(self.layers):
-            n = sum(int(_size(p)) for p in layer.params.values())
-            b = sum(int(_size(v)) for v in _dict_of(layer, "buffers").values())
-            total += n
-            buffered += b
-            lines.append(f"  {i:2d} {layer!r:48s} {n:>10,d} params" + (f" + {b:,d} buffer values" if b else ""))
-        lines.append(f"  total {total:,d} parameters"
-                     + (f" (trained) + {buffered:,d} buffer values (running statistics)" if buffered else ""))
-        return "\n".join(lines)
+    def summary(self, input_shape=None, print_fn=None) -> None:
+        """Print a table of the layers, as Keras' ``model.summary()``: each layer's type, output shape
+        (batch axis ``None``), parameter count and arguments, then the totals (in values and bytes), the
+        device and the dtype.
+
+        ``input_shape`` is one sample's shape, e.g. ``(1, 28, 28)``; without it the shape is read from the
+        first layer that fixes it (a ``Dense``'s ``in_features``, a ``Reshape``), else the output shapes
+        are ``?``. "Trainable" counts :meth:`parameters`, "non-trainable" :meth:`buffers` (BatchNorm's
+        running statistics). ``print_fn`` gets each line instead of ``print`` (``lines.append``).
+        """
+        for line in _summary.summary_lines(self, input_shape):
+            (print if print_fn is None else print_fn)(line)
 
     def get_config(self) -> dict:
         return {"layers": [{"class": type(layer).__name__, "config": layer.get_config()} for layer in self.layers],
@@ -332,11 +338,3 @@ def load(path, device=None, backend: str | None = None) -> Sequential:
 def _dict_of(layer, attr: str) -> dict:
     # A user's layer that skipped Layer.__init__ (or predates buffers) has none.
     return getattr(layer, attr, None) or {}
-
-
-def _size(a) -> int:
-    n = 1
-    for d in a.shape:
-        n *= d
-    return n
-

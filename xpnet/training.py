@@ -220,9 +220,9 @@ def fit(model, X, y, *, loss, optimizer, epochs, batch_size, shuffle=True, valid
     if resumed is not None:  # the returned history holds every epoch, those before the checkpoint too
         history.history = resumed.history
         checkpoint.say_if_done(resumed, epochs, resume_from, verbose, say=writes)
-    cbs = CallbackList([DivergenceRollback(), progress, history, EpochLine(), *callbacks], model, {
-        "epochs": epochs, "steps": len(steps), "samples": n, "check_every": check_every, "verbose": verbose,
-        "held_out": "val" if validation_split else "test"},
+    line = [] if any(isinstance(cb, EpochLine) for cb in callbacks) else [EpochLine()]  # the caller's wins
+    cbs = CallbackList([DivergenceRollback(), progress, history, *line, *callbacks], model, {
+        "epochs": epochs, "steps": len(steps), "samples": n, "check_every": check_every, "verbose": verbose},
         optimizer)
     model.stop_training = False
     if par is not None:

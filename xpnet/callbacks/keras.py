@@ -85,7 +85,10 @@ class EarlyStopping(Callback):
     improvement and copied back into the model when training ends (stopped early or not), as Keras 3
     does. ``baseline``: training stops unless the monitor beats it within ``patience`` epochs.
     ``start_from_epoch``: epochs before it are not watched (a warm-up). ``stopped_epoch`` and
-    ``best_epoch`` say what happened (from 0; ``stopped_epoch`` stays 0 if it never stopped).
+    ``best_epoch`` say what happened (from 0; ``stopped_epoch`` stays 0 if it never stopped). With
+    ``verbose=1`` it prints one line when training ends, if it stopped training or put back the weights of
+    an earlier epoch than the last: ``EarlyStopping: stopped at epoch 7 of 30 (val_loss: 3 epochs without
+    improvement); best epoch 4 (val_loss 0.2310) restored``.
 
     A checkpoint (``fit(checkpoint_dir=...)``) keeps its ``wait``, ``best``, ``best_epoch`` and the best
     weights (a second copy of the model in the file), so a resumed ``fit`` stops at the epoch, and with
@@ -115,8 +118,11 @@ class EarlyStopping(Callback):
 
     def on_train_begin(self, logs=None):
         self.wait, self.stopped_epoch, self.best_epoch, self.best, self.best_weights = 0, 0, 0, None, None
+        self._stopped = False  # by this run (a resumed one loads stopped_epoch, but has not stopped yet)
+        self._last = None  # this run's last epoch
 
     def on_epoch_end(self, epoch, logs=None):
+        self._last = epoch
         if epoch < self.start_from_epoch:
             return
         current = _monitored("EarlyStopping", self.monitor, logs)
@@ -131,10 +137,7 @@ class EarlyStopping(Callback):
             return
         if self.wait >= self.patience and epoch > 0:
             self.stopped_epoch = epoch
-            self.model.stop_training = True
-            if self.verbose > 0:
-                print(f"Epoch {epoch + 1}: early stopping ({self.monitor} best {self.best:.6g} at epoch "
-                      f"{self.best_epoch + 1})", flush=True)
+            self.model.stop_training = self._stopped = True
 
     def _keep(self):
         # Overwrites this run's previous copy in place where it can: one copy of the weights, no allocation.
@@ -143,10 +146,24 @@ class EarlyStopping(Callback):
                              for i, arrays in enumerate(_state(self.model)) for k, p in arrays.items()}
 
     def on_train_end(self, logs=None):
-        if self.restore_best_weights and self.best_weights is not None:
-            if self.verbose > 0:
-                print(f"Restoring the weights of epoch {self.best_epoch + 1}, the best.", flush=True)
+        restored = self.restore_best_weights and self.best_weights is not None
+        if restored:
             _put_back(_state(self.model), self.best_weights, copy=True)
+        if self.verbose > 0 and (self._stopped or restored and self.best_epoch != self._last):
+            print(self._report(restored), flush=True)
+
+    def _report(self, restored: bool) -> str:
+        """The one line that says what it did: where it stopped, and whose weights the model now has."""
+        value = "?" if self.best is None else f"{self.best:.4f}"
+        best = f"best epoch {self.best_epoch + 1} ({self.monitor} {value})"
+        if not self._stopped:
+            return f"EarlyStopping: did not stop; {best} restored"
+        stopped = (f"EarlyStopping: stopped at epoch {self.stopped_epoch + 1} of {self.params['epochs']} "
+                   f"({self.monitor}: {self.wait} epoch{'s' * (self.wait != 1)} without improvement)")
+        if restored:
+            return f"{stopped}; {best} restored"
+        return f"{stopped}; {best}, not restored (restore_best_weights=False): the model has epoch " \
+               f"{self.stopped_epoch + 1}'s weights"
 
     def state_dict(self) -> dict:
         state = {"monitor": self.monitor, "mode": self.mode, "wait": self.wait, "best": _to_json(self.best),

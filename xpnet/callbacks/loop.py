@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import sys
+import time
 
 from array_api_compat import array_namespace
 
@@ -92,13 +93,27 @@ class DivergenceRollback(Callback):
 
 
 class ProgressBar(Callback):
-    """A tqdm bar per epoch on stderr, updated once per read-back window; only on a terminal."""
+    """Progress through each epoch on stderr, once per read-back window, when ``verbose == 1``
+    (``verbose=2`` is Keras' "one line per epoch": the epoch lines alone).
+
+    On a terminal, a tqdm bar per epoch. Elsewhere (a log file, CI, a batch job) a plain line
+    ``epoch 1/5  step 400/469  loss 0.3100  1,234 samples/s  ~0:45 left in the epoch`` at most every
+    ``interval`` seconds, the first ``interval`` seconds into an epoch (one shorter than that shows only
+    its epoch line). Both come from the losses the window already read back: no extra wait on the device.
+    """
+
+    interval = 30.0  # seconds between plain lines: a slow epoch shows it is alive, a fast one stays quiet
 
     def __init__(self):
         self.bar = None
+        self.start = self.said = None
 
     def on_epoch_begin(self, epoch, logs=None):
-        if self.params["verbose"] < 1 or not sys.stderr.isatty():
+        self.epoch = epoch
+        if self.params["verbose"] != 1:
+            return
+        if not sys.stderr.isatty():
+            self.start = self.said = time.monotonic()
             return
         from tqdm.auto import tqdm
 
@@ -109,30 +124,54 @@ class ProgressBar(Callback):
         if self.bar is not None:
             self.bar.update(logs["samples"] - self.bar.n)
             self.bar.set_postfix(loss=f"{logs['loss']:.4f}")
+        elif self.said is not None and step < self.params["steps"] - 1:  # the epoch line reports the last
+            now = time.monotonic()
+            if now - self.said >= self.interval:
+                self.said = now
+                print(self._line(step, logs, now - self.start), file=sys.stderr, flush=True)
+
+    def _line(self, step, logs, seconds: float) -> str:
+        rate = logs["samples"] / seconds
+        left = round((self.params["samples"] - logs["samples"]) / rate) if rate > 0 else 0
+        return (f"epoch {self.epoch + 1}/{self.params['epochs']}  step {step + 1}/{self.params['steps']}  "
+                f"loss {logs['loss']:.4f}  {rate:,.0f} samples/s  ~{_clock(left)} left in the epoch")
 
     def on_epoch_end(self, epoch, logs=None):
         self.close()
 
     def close(self):
+        self.said = None
         if self.bar is not None:
             self.bar.close()
             self.bar = None
 
 
+def _clock(seconds: int) -> str:
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"
+
+
 class EpochLine(Callback):
-    """Prints one line per epoch (loss, accuracies, throughput, device) when ``verbose >= 1``."""
+    """Prints one line per epoch (loss, accuracies, throughput, device) when ``verbose >= 1``.
+
+    ``held_out`` names the ``val_`` figures in the line: ``"val"`` (the default, as the history's keys),
+    or e.g. ``"test"`` when ``validation_data`` is the test set. ``fit`` prints with its own
+    ``EpochLine()`` unless ``callbacks`` holds one: ``callbacks=[EpochLine(held_out="test")]``.
+    """
+
+    def __init__(self, held_out: str = "val"):
+        self.held_out = held_out
 
     def on_epoch_end(self, epoch, logs=None):
         if self.params["verbose"] >= 1:
-            print(format_epoch(epoch, self.params["epochs"], logs, self.model.device,
-                               self.params.get("held_out", "test")), flush=True)
+            print(format_epoch(epoch, self.params["epochs"], logs, self.model.device, self.held_out), flush=True)
 
 
-def format_epoch(epoch: int, epochs: int, logs: dict, dev, held_out: str = "test") -> str:
+def format_epoch(epoch: int, epochs: int, logs: dict, dev, held_out: str = "val") -> str:
     """One line per epoch: loss, accuracies, throughput and device.
 
-    ``held_out`` names the ``val_`` figures: ``"test"`` for ``validation_data`` (the test set, in the
-    CLI and the examples), ``"val"`` for rows held out of the training set by ``validation_split``.
+    ``held_out`` names the ``val_`` figures: ``"val"`` (``validation_data`` or ``validation_split``, as
+    the history's keys), or ``"test"`` where the held-out set is the test set (the ``xpnet`` command).
     """
     parts = [f"epoch {epoch + 1}/{epochs}", f"loss {logs['loss']:.4f}"]
     if "accuracy" in logs:

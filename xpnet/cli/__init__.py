@@ -109,11 +109,14 @@ def main(argv=None) -> int:
     if args.command == "train" and args.warmup and args.schedule not in (None, "cosine"):
         parser.error("--warmup goes with --schedule cosine (a linear warm-up, then the cosine)")
     log = logging.getLogger("xpnet")
-    if not getattr(args, "quiet", False) and not log.handlers:
+    quiet = getattr(args, "quiet", False)
+    if not quiet and not log.handlers:
         handler = _StderrHandler()
         handler.setFormatter(logging.Formatter("%(message)s"))
         log.addHandler(handler)
-        log.setLevel(logging.INFO)
+    # The notes (INFO: "device auto -> cpu, because ...", the ranks' transport) where they tell what a run
+    # did: train and info. predict and export print results, evaluate names the device in its own line.
+    log.setLevel(logging.INFO if args.command in ("train", "info") and not quiet else logging.WARNING)
     command = globals()[f"cmd_{args.command}"]  # looked up at each call: tests and wrappers replace them
     try:
         with datasets.quiet_downloads() if getattr(args, "quiet", False) else contextlib.nullcontext(), \

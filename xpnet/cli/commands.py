@@ -121,9 +121,11 @@ def _train(args, comm) -> int:
     schedule = schedule_from(args, args.lr, -(-n_train // args.batch_size))
     width = layers[-1]
     tracker = EpochTracker()  # where Ctrl-C stopped the run, and whether an epoch ran at all
-    callbacks = [tracker]
+    held_out = "val" if args.val_split else "test"  # without --val-split, fit's validation_data is the test set
+    callbacks = [tracker, callbacks_mod.EpochLine(held_out)]
     if args.early_stopping:
-        callbacks.append(callbacks_mod.EarlyStopping(patience=args.early_stopping, restore_best_weights=True))
+        callbacks.append(callbacks_mod.EarlyStopping(patience=args.early_stopping, restore_best_weights=True,
+                                                     verbose=0 if args.quiet else 1))
     if not args.quiet:
         scale = f", inputs scaled {args.scale}" if args.dataset in IMAGES else ""
         dropout = "/".join(f"{p:g}" for p in args.dropout) if isinstance(args.dropout, tuple) else f"{args.dropout:g}"
@@ -151,8 +153,7 @@ def _train(args, comm) -> int:
         return 0
     if args.quiet:
         last = {k: v[-1] for k, v in history.history.items()}
-        print(format_epoch(len(history["loss"]) - 1, args.epochs, last, dev, "val" if args.val_split else "test"),
-              flush=True)
+        print(format_epoch(len(history["loss"]) - 1, args.epochs, last, dev, held_out), flush=True)
     # the epoch lines showed the held-out split (or no epoch ran: a finished run resumed); the test set's turn
     if args.val_split or (tracker.epoch is None and not args.quiet):
         result = model.evaluate(*test)
