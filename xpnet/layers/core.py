@@ -84,7 +84,7 @@ class Dense(Layer):
         which a file cannot hold) is kept by that name, and a later ``build(init=True)`` says so."""
         name = config.get("init", "lecun_normal")
         if isinstance(name, str) and name not in initializers.INITIALIZERS:
-            config = {**config, "init": _saved_by_name(name)}
+            config = {**config, "init": saved_by_name(name)}
         return cls(**config)
 
 
@@ -150,7 +150,10 @@ def _matmul_tn(x, dy):
     return x.T * dy if x.shape[0] == 1 else x.T @ dy
 
 
-def _saved_by_name(name: str, layer: str = "Dense"):
+def saved_by_name(name: str, layer: str = "Dense"):
+    """The stand-in for an initializer that a file kept by ``name`` only (a function of the user's): it keeps
+    the name for ``get_config`` and refuses to draw, naming ``layer`` (Dense, Conv2D) in the error."""
+
     def unavailable(shape, rng, device, dtype="float32"):
         raise ValueError(f"{layer}: the initializer {name!r} was a custom function, which a saved file keeps by "
                          f"name only; make the layer again with init=<that function> to draw new weights")
