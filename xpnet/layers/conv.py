@@ -43,6 +43,7 @@ class Conv2D(Layer):
     """
 
     im2col_budget = 2**20
+    example_input_shape = (1, 28, 28)
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0, bias: bool = True,
                  init="he_normal"):
@@ -71,6 +72,10 @@ class Conv2D(Layer):
         if self.bias:
             self.params["b"] = initializers.zeros((self.out_channels,), rng, device, dtype)
 
+    def compute_output_shape(self, input_shape):
+        shape = check_image(self, input_shape, self.in_channels)
+        return (shape[0], self.out_channels, *output_hw(self, shape, self.kernel_size, self.stride, self.padding))
+
     def _chunk(self, n: int, out) -> int:
         """Samples per chunk: as many as keep the columns within ``im2col_budget`` elements (at least one)."""
         per_sample = self.in_channels * self.kernel_size[0] * self.kernel_size[1] * out[0] * out[1]
@@ -83,9 +88,8 @@ class Conv2D(Layer):
         return array_namespace(xpad).reshape(cols, (n, cols.shape[1] * cols.shape[2], out[0] * out[1]))
 
     def forward(self, x, training=False):
-        check_image(self, x, self.in_channels)
+        out = self.compute_output_shape(x.shape)[2:]
         xp = array_namespace(x)
-        out = output_hw(self, x, self.kernel_size, self.stride, self.padding)
         n = x.shape[0]
         W2 = xp.reshape(self.params["W"], (self.out_channels, -1))
         xpad = pad2d(x, *self.padding)

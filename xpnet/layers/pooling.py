@@ -12,6 +12,8 @@ from .windows import check_image, fast_col2im, output_hw, pair, windows
 class _Pool2D(Layer):
     """Shared by the window poolings: the kernel, the stride (the kernel's by default), the shapes."""
 
+    example_input_shape = (1, 28, 28)
+
     def __init__(self, kernel_size, stride=None):
         super().__init__()
         name = type(self).__name__
@@ -22,9 +24,12 @@ class _Pool2D(Layer):
     def get_config(self):
         return {"kernel_size": list(self.kernel_size), "stride": list(self.stride)}
 
+    def compute_output_shape(self, input_shape):
+        shape = check_image(self, input_shape)
+        return (*shape[:2], *output_hw(self, shape, self.kernel_size, self.stride))
+
     def _windows(self, x):
-        check_image(self, x, None)
-        out = output_hw(self, x, self.kernel_size, self.stride)
+        out = self.compute_output_shape(x.shape)[2:]
         return windows(x, self.kernel_size, self.stride, out), out
 
 
@@ -102,8 +107,13 @@ class GlobalAvgPool2D(Layer):
         >>> GlobalAvgPool2D()               # (N, 64, 7, 7) -> (N, 64)
     """
 
+    example_input_shape = (1, 28, 28)
+
+    def compute_output_shape(self, input_shape):
+        return check_image(self, input_shape)[:2]
+
     def forward(self, x, training=False):
-        check_image(self, x, None)
+        self.compute_output_shape(x.shape)
         self._shape = tuple(x.shape)
         return array_namespace(x).mean(x, axis=(2, 3))
 

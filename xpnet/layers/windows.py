@@ -126,15 +126,20 @@ def fast_col2im(pieces, kernel, stride, size):
     return (fast or col2im)(pieces, kernel, stride, size)
 
 
-def check_image(layer, x, channels):
-    if x.ndim != 4 or (channels is not None and x.shape[1] != channels):
+def check_image(layer, shape, channels=None) -> tuple:
+    """``shape`` (with the batch axis) as a tuple if it is an NCHW image of ``channels`` channels (any number
+    where ``None``), else a ``ValueError`` that names ``layer``."""
+    shape = tuple(shape)
+    if len(shape) != 4 or (channels is not None and shape[1] != channels):
         want = f"(batch, {channels}, height, width)" if channels is not None else "(batch, channels, height, width)"
-        hint = " (NCHW: add a Reshape((1, 28, 28)) first for flat MNIST rows)" if x.ndim == 2 else ""
-        raise ValueError(f"{layer!r} expects input of shape {want}, got {tuple(x.shape)}{hint}")
+        hint = " (NCHW: add a Reshape((1, 28, 28)) first for flat MNIST rows)" if len(shape) == 2 else ""
+        raise ValueError(f"{layer!r} expects input of shape {want}, got {shape}{hint}")
+    return shape
 
 
-def output_hw(layer, x, kernel, stride, padding=(0, 0)):
-    h, w = x.shape[2], x.shape[3]
+def output_hw(layer, shape, kernel, stride, padding=(0, 0)) -> tuple[int, int]:
+    """``(OH, OW)``: how many windows fit on an image of ``shape`` (N, C, H, W); a ``ValueError`` if none does."""
+    h, w = shape[2], shape[3]
     oh, ow = (output_size(s, k, st, p) for s, k, st, p in zip((h, w), kernel, stride, padding))
     if oh < 1 or ow < 1:
         raise ValueError(f"{layer!r}: the input's {h}x{w} pixels (padded by {padding[0]}x{padding[1]}) are "
