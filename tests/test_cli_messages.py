@@ -60,6 +60,13 @@ def test_export_asks_for_the_option_not_the_python_argument(tmp_path, capsys, la
     assert not (tmp_path / "m.onnx").exists()
 
 
+def test_export_of_activations_alone_takes_any_width(tmp_path, capsys):
+    pytest.importorskip("onnx", reason="the onnx package is not installed: pip install 'xpnet[onnx]'")
+    xpnet.save(xpnet.Sequential([xpnet.Tanh()], device="cpu"), tmp_path / "m.npz")
+    code, out, err = run_main(capsys, "export", str(tmp_path / "m.npz"), "--onnx", str(tmp_path / "m.onnx"))
+    assert (code, err) == (0, "") and "input 'input' (batch, features)" in out
+
+
 class Halve(xpnet.Layer):
     """A layer of the user's that tells no shapes (registered in the test that loads it)."""
 
