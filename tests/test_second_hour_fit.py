@@ -225,6 +225,13 @@ def test_a_converging_run_and_a_short_spike_do_not_warn():
             watch.on_batch_end(1, {"losses": np.array(window)})
     with pytest.warns(UserWarning, match=r"the last 3 steps were all at least 100x"):
         watch.on_batch_end(1, {"losses": np.array([500.0, 500.0])})  # 1 + 2 high steps in a row
+    quiet = xpnet.callbacks.LossWatch(say=False)  # a distributed fit's other ranks: rank 0 alone warns
+    quiet.model, quiet.optimizer = watch.model, watch.optimizer
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for window in ([1.0, 1.0], [500.0, 500.0], [500.0, 500.0]):
+            quiet.on_batch_end(1, {"losses": np.array(window)})
+    assert quiet.warned
 
 
 def test_the_divergence_warning_leaves_out_clipping_when_the_optimizer_clips():
