@@ -134,6 +134,22 @@ def test_every_backend_is_one_file_filling_the_protocol():
             assert [h for h in hooks if getattr(type(lib), h) is getattr(backend.Backend, h)] == [], name
 
 
+def test_the_protocol_requires_its_names_and_refuses_a_backend_without_one():
+    """The required names are written down once, in ``Backend``: a backend lacking one cannot be made
+    (so ``import xpnet`` fails naming it), and the optional hooks have defaults, never a missing name."""
+    required = {"NAME", "KINDS", "missing", "cuda_status", "namespace", "native", "owns", "locate", "asarray",
+                "status", "random_uniform"}
+    assert backend.Backend.__abstractmethods__ == required
+    lib = backend.LIBRARIES["array-api-strict"]
+    attrs = {n: getattr(type(lib), n) for n in required - {"status"}}
+    incomplete = type("Incomplete", (backend.Backend,), attrs)
+    with pytest.raises(TypeError, match="abstract method '?status"):
+        incomplete()
+    whole = type("Whole", (backend.Backend,), {**attrs, "status": lambda self: "ok"})()
+    assert whole.matmul_tn is None and whole.to_numpy(np.ones(1)) is None
+    assert whole.memory_pool_bytes(None) is None and whole.nccl_allreduce(None, 0, 1, None) is None
+
+
 @pytest.mark.parametrize("build, cupy_sees", [(None, 0), ("12.6", 0), (None, 1)],
                          ids=["cpu-only-build", "cuda-build-no-gpu", "cpu-only-build-cupy-sees-a-gpu"])
 def test_torch_cuda_without_a_gpu_names_the_torch_fix(monkeypatch, build, cupy_sees):
