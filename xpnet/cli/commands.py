@@ -22,30 +22,13 @@ from ..distributed.threads import Threads, cpu_status
 from ..layers import Dense, Reshape
 from ..model import Sequential, load
 from ..validation import output_width
-from .parser import IMAGES, LOSSES, TARGETS, apply_preset
+from .data import IMAGES, as_targets, load_data
+from .parser import LOSSES, apply_preset
 from .presets import cnn_network, network, optimizer_from, schedule_from
 from .resume import EpochTracker, on_interrupt
 
 
-# -- data helpers -------------------------------------------------------------------------------
-def _load(args, scale, split=None):
-    scale = scale if args.dataset in IMAGES else None
-    return datasets.load(args.dataset, data_dir=args.data_dir, scale=scale or "unit", limit=args.limit,
-                          download=not args.no_download, seed=getattr(args, "seed", 0), split=split)
-
-
-def _targets(y, loss: str, width: int, dtype: str):
-    """Labels as what ``loss`` trains on: int labels (softmax), 0/1 columns, or one-hot rows (off, on)."""
-    if loss == "softmax_cross_entropy":
-        return y
-    off, on = TARGETS[loss]
-    if width == 1:
-        return np.where(y.reshape(-1, 1) > 0, on, off).astype(dtype)
-    t = np.full((y.shape[0], width), off, dtype=dtype)
-    t[np.arange(y.shape[0]), y] = on
-    return t
-
-
+# -- checks ---------------------------------------------------------------------------------------
 def _check_widths(layers, features, classes, loss, dataset):
     if layers[0] != features:
         raise ValueError(f"--layers starts with {layers[0]} inputs, but {dataset} has {features} features "
@@ -100,7 +83,7 @@ def _train(args, comm) -> int:
               f"a GPU runs this slower than the CPU; --batch-size 128 (or --model mlp) puts the GPU to work",
               file=sys.stderr, flush=True)
     with contextlib.nullcontext() if comm is None else comm.root_first():  # one rank downloads
-        (X, y), (X_test, y_test) = _load(args, args.scale)
+        (X, y), (X_test, y_test) = load_data(args, args.scale)
     if X.shape[0] == 0 or X_test.shape[0] == 0:
         raise ValueError(f"{args.dataset}: no samples to train or test on")
     features, classes = X.shape[1], int(max(y.max(), y_test.max())) + 1
@@ -138,9 +121,9 @@ def _train(args, comm) -> int:
               f"samples{scale}, {dev}, {args.dtype}"
               f"{f', {comm.size} ranks (batch {args.batch_size} over all)' if comm else ''}"
               f"{f', {args.threads} threads (batch {args.batch_size} over all)' if args.threads else ''}", flush=True)
-    test = (X_test, _targets(y_test, args.loss, width, args.dtype))
+    test = (X_test, as_targets(y_test, args.loss, width, args.dtype))
     try:
-        history = model.fit(X, _targets(y, args.loss, width, args.dtype), loss=loss, optimizer=optimizer,
+        history = model.fit(X, as_targets(y, args.loss, width, args.dtype), loss=loss, optimizer=optimizer,
                             epochs=args.epochs, batch_size=args.batch_size, schedule=schedule,
                             validation_split=args.val_split or 0.0,
                             validation_data=None if args.val_split else test,
@@ -192,7 +175,7 @@ def cmd_evaluate(args) -> int:
     if args.dataset is None:
         args.dataset = meta.get("dataset") if meta.get("dataset") in datasets.DATASETS else "mnist"
     loss_name = args.loss or _loss_name(model, args.model)
-    X, y = _load(args, meta.get("scale") or "tutorial", split=args.split)  # only that split's files are needed
+    X, y = load_data(args, meta.get("scale") or "tutorial", split=args.split)  # only that split's files are needed
     if X.shape[0] == 0:
         raise ValueError(f"{args.dataset}: the {args.split} split is empty")
     if X.shape[1] != _input_width(model):
@@ -202,7 +185,7 @@ def cmd_evaluate(args) -> int:
     if int(y.max()) >= max(width, 2):
         raise ValueError(f"{args.dataset} has labels up to {int(y.max())}, but {args.model} has only {width} "
                          f"outputs")
-    result = model.evaluate(X, _targets(y, loss_name, width, model.dtype), loss=loss_name,
+    result = model.evaluate(X, as_targets(y, loss_name, width, model.dtype), loss=loss_name,
                             batch_size=args.batch_size)
     acc = f"  accuracy {result['accuracy']:.4f}" if "accuracy" in result else ""
     print(f"{args.split} loss {result['loss']:.4f}{acc}  ({X.shape[0]} samples of {args.dataset}, "

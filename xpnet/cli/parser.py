@@ -30,8 +30,6 @@ PRESETS = {
                  "batch_size": 1, "scale": "tutorial", "schedule": "constant"},
 }
 CNN_DROPOUT = (0.25, 0.5)  # the cnn preset's dropout after its pooling and after its dense layer
-IMAGES = ("mnist", "fashion-mnist", "csv")  # datasets of 0..255 pixels, where --scale applies
-TARGETS = {"mse": (0.01, 0.99), "binary_cross_entropy": (0.0, 1.0)}  # one-hot (off, on) per loss
 
 
 # -- argument types -----------------------------------------------------------------------------
