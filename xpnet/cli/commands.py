@@ -23,8 +23,7 @@ from ..layers import Dense, Reshape
 from ..model import Sequential, load
 from ..validation import output_width
 from .data import IMAGES, as_targets, load_data
-from .parser import LOSSES, apply_preset
-from .presets import cnn_network, network, optimizer_from, schedule_from
+from .presets import LOSSES, apply_preset, cnn_network, network, optimizer_from, schedule_from
 from .resume import EpochTracker, on_interrupt
 
 
