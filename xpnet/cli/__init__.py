@@ -23,9 +23,10 @@ import warnings
 import numpy as np
 
 from .. import backend, datasets, io
-from .commands import cmd_evaluate, cmd_info, cmd_predict, cmd_train
+from .commands import cmd_evaluate, cmd_info, cmd_predict
 from .export import cmd_export  # noqa: F401 (main looks commands up by name)
 from .parser import _check_environment, add_device_options, build_parser
+from .train import cmd_train
 
 __all__ = ["add_device_options", "build_parser", "cmd_evaluate", "cmd_info", "cmd_predict", "cmd_train", "main",
            "run_script"]
