@@ -14,7 +14,7 @@ import argparse
 
 import pytest
 
-from xpnet import backend, datasets
+from xpnet import backend, cli, datasets
 from xpnet.cli import build_parser
 from xpnet.onnx import DEFAULT_OPSET
 
@@ -221,3 +221,9 @@ def test_each_commands_options_are_unchanged(name):
     positional = [row[1] for row in options if not row[0][0].startswith("-")]
     assert [[a.dest for a in group._group_actions] for group in parser._action_groups] == [
         positional, [row[1] for row in options if row[0][0].startswith("-")]]
+
+
+@pytest.mark.parametrize("argv", [["train"], ["evaluate", "m.npz"], ["predict", "m.npz", "--input", "x.npy"], ["info"],
+                                  ["export", "m.npz", "--onnx", "m.onnx"]], ids=lambda argv: argv[0])
+def test_each_command_runs_its_own_function(argv):
+    assert build_parser().parse_args(argv).func is getattr(cli, f"cmd_{argv[0]}")
