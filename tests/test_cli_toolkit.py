@@ -216,3 +216,12 @@ def test_threads_train_to_the_one_thread_weights(capsys, tmp_path, monkeypatch):
 def test_threads_and_mpi_exclude_each_other(capsys):
     code, out, err = run_main(capsys, *SPIRALS, "--threads", "2", "--distributed")
     assert code != 0 and "exclude each other" in err
+
+
+def test_the_saved_file_records_how_it_was_trained(capsys, tmp_path):
+    """evaluate and predict read the scale and the loss back; the rest tells a reader how the model came about."""
+    model, _ = _trained(capsys, tmp_path, "--epochs", "1", "--batchnorm", "--dropout", "0.1", "--limit", "64")
+    assert model.metadata == {"dataset": "spirals", "scale": None, "loss": "softmax_cross_entropy", "classes": 3,
+                              "layers": [2, 512, 256, 3], "model": "mlp", "activation": "relu", "optimizer": "adamw",
+                              "lr": 0.003, "schedule": "cosine", "dropout": 0.1, "batchnorm": True, "epochs": 1,
+                              "batch_size": 128, "seed": 0}
