@@ -124,7 +124,8 @@ def data_options(default) -> list:
 
 
 TRAIN_OPTIONS = [
-    (("--model",), dict(choices=tuple(PRESETS), default="mlp", help="preset: mlp (default), cnn or tutorial (see above)")),
+    (("--model",), dict(choices=tuple(PRESETS), default="mlp",
+                        help="preset: mlp (default), cnn or tutorial (see above)")),
     (("--layers",), dict(type=_layers_arg, metavar="N,N,...",
                          help="layer sizes from input to output (default: the preset's hidden sizes between the "
                               "data's features and classes, e.g. 784,512,256,10); the first must equal the features")),
@@ -200,7 +201,8 @@ PREDICT_OPTIONS = [
 ]
 EXPORT_OPTIONS = [
     (("--onnx",), dict(required=True, metavar="OUT", help="the ONNX file to write, e.g. model.onnx")),
-    (("--opset",), dict(type=int, default=DEFAULT_OPSET, help=f"ONNX operator set (default {DEFAULT_OPSET}; 13 or later)")),
+    (("--opset",), dict(type=int, default=DEFAULT_OPSET,
+                        help=f"ONNX operator set (default {DEFAULT_OPSET}; 13 or later)")),
     (("--input-shape",), dict(type=_shape_arg, metavar="N[,N...]",
                               help="one sample's shape (default: the first Dense layer's inputs, or all of a leading "
                                    "Reshape's, as in --model cnn; needed when the model starts with Flatten or "
