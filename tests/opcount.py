@@ -190,11 +190,11 @@ def mlp_layers():
 
 def cnn_preset_layers():
     """``xpnet train --model cnn``'s network for MNIST (flat 784-pixel rows), as the CLI builds it."""
-    from xpnet.cli import parser, presets
+    from xpnet.cli import presets
 
-    preset = parser.PRESETS["cnn"]
+    preset = presets.PRESETS["cnn"]
     return presets.cnn_network(784, 10, preset["hidden"][0], preset["activation"], preset["loss"],
-                               parser.CNN_DROPOUT, False, "mnist")
+                               presets.CNN_DROPOUT, False, "mnist")
 
 
 NETWORKS = {"mlp": ("MLP 784-256-10", mlp_layers), "cnn": ("MNIST CNN preset", cnn_preset_layers)}
