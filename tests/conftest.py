@@ -20,7 +20,7 @@ from xpnet import backend
 @functools.cache
 def cuda_status() -> tuple[int, str]:
     """xpnet's own probe: CuPy imports, the driver counts a device, and a matmul and a kernel ran on it."""
-    return backend._cuda_status()
+    return backend.cuda_status()
 
 
 def cuda_available() -> bool:
@@ -29,7 +29,7 @@ def cuda_available() -> bool:
 
 @functools.cache
 def torch_cuda_available() -> bool:
-    return _have("torch") and backend._torch_cuda_status()[0] > 0
+    return _have("torch") and backend.cuda_status("torch")[0] > 0
 
 
 def _strict_device(index: int) -> xpnet.Device:

@@ -42,7 +42,7 @@ def test_explicit_cuda_without_gpu_names_cause_and_fix(spec):
 
 
 def test_cuda_index_beyond_device_count_names_the_count(monkeypatch):
-    monkeypatch.setattr(backend, "_cuda_status", lambda: (1, ""))
+    monkeypatch.setattr(backend.LIBRARIES["cupy"], "cuda_status", lambda: (1, ""))
     with pytest.raises(xpnet.DeviceUnavailableError, match=r"cuda:7 .* has 1 CUDA device\(s\), numbered 0 to 0"):
         xpnet.device("cuda:7")
 
@@ -119,19 +119,35 @@ def test_available_backends_reports_each():
 
 
 def test_cuda_devices_names_the_cause_without_a_gpu(monkeypatch):
-    monkeypatch.setattr(backend, "_cuda_status", lambda: (0, "no driver here"))
+    monkeypatch.setattr(backend.LIBRARIES["cupy"], "cuda_status", lambda: (0, "no driver here"))
     assert backend.cuda_devices().startswith("none (CuPy: no driver here")
 
 
-def test_every_backend_has_one_module_with_the_same_surface():
-    """A backend is one file: each holds the probe, the namespace and the transfers for its library."""
-    needed = ("NAME", "KINDS", "missing", "cuda_status", "namespace", "native", "owns", "locate", "asarray",
-              "status")
-    for name, lib in backend._LIBS.items():
-        assert lib.NAME == name and lib.__name__ == f"xpnet.backend._{name.split('-')[-1]}"
-        assert [n for n in needed if not hasattr(lib, n)] == []
+def test_every_backend_is_one_file_filling_the_protocol():
+    """A backend is one file holding a :class:`~xpnet.backend.Backend`: the probe, the namespace and the
+    transfers for its library; a CUDA one also waits for its queue and has a memory pool."""
+    for name, lib in backend.LIBRARIES.items():
+        assert isinstance(lib, backend.Backend) and lib.NAME == name
+        assert type(lib).__module__ == f"xpnet.backend._{name.split('-')[-1]}"
         if "cuda" in lib.KINDS:
-            assert all(hasattr(lib, n) for n in ("synchronize", "memory_pool_bytes", "free_memory_pool"))
+            hooks = ("synchronize", "memory_pool_bytes", "free_memory_pool")
+            assert [h for h in hooks if getattr(type(lib), h) is getattr(backend.Backend, h)] == [], name
+
+
+def test_the_protocol_requires_its_names_and_refuses_a_backend_without_one():
+    """The required names are written down once, in ``Backend``: a backend lacking one cannot be made
+    (so ``import xpnet`` fails naming it), and the optional hooks have defaults, never a missing name."""
+    required = {"NAME", "KINDS", "missing", "cuda_status", "namespace", "native", "owns", "locate", "asarray",
+                "status", "random_uniform"}
+    assert backend.Backend.__abstractmethods__ == required
+    lib = backend.LIBRARIES["array-api-strict"]
+    attrs = {n: getattr(type(lib), n) for n in required - {"status"}}
+    incomplete = type("Incomplete", (backend.Backend,), attrs)
+    with pytest.raises(TypeError, match="abstract method '?status"):
+        incomplete()
+    whole = type("Whole", (backend.Backend,), {**attrs, "status": lambda self: "ok"})()
+    assert whole.matmul_tn is None and whole.to_numpy(np.ones(1)) is None
+    assert whole.memory_pool_bytes(None) is None and whole.nccl_allreduce(None, 0, 1, None) is None
 
 
 @pytest.mark.parametrize("build, cupy_sees", [(None, 0), ("12.6", 0), (None, 1)],
@@ -144,7 +160,8 @@ def test_torch_cuda_without_a_gpu_names_the_torch_fix(monkeypatch, build, cupy_s
     monkeypatch.setattr(torch.version, "cuda", build)
     monkeypatch.setattr(torch.version, "hip", None)
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
-    monkeypatch.setattr(backend._cupy, "cuda_status", lambda: (cupy_sees, "" if cupy_sees else "no CuPy GPU"))
+    monkeypatch.setattr(backend.LIBRARIES["cupy"], "cuda_status",
+                        lambda: (cupy_sees, "" if cupy_sees else "no CuPy GPU"))
     with pytest.raises(xpnet.DeviceUnavailableError) as info:
         xpnet.device("cuda", backend="torch")
     message = str(info.value)
@@ -185,7 +202,7 @@ def test_jax_device_arrays_and_immutability():
 
 def test_jax_cuda_without_a_gpu_names_the_jax_fix():
     pytest.importorskip("jax")
-    if backend._LIBS["jax"].cuda_status()[0]:
+    if backend.cuda_status("jax")[0]:
         pytest.skip("JAX sees a GPU here")
     with pytest.raises(xpnet.DeviceUnavailableError, match=r"cuda:0 was requested but JAX .* sees no GPU.*jax\[cuda"):
         xpnet.device("cuda", backend="jax")

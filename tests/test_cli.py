@@ -252,7 +252,7 @@ def test_mnist_save_evaluate_predict(data_dir, tmp_path, capsys):
 def test_main_without_subprocess_handles_keyboard_interrupt(capsys, monkeypatch):
     def interrupted(args):
         raise KeyboardInterrupt
-    monkeypatch.setattr(cli, "cmd_info", interrupted)
+    monkeypatch.setattr(cli.parser, "cmd_info", interrupted)
     code, _, err = run_main(capsys, "info")
     assert code == 130 and err.strip() == "xpnet: interrupted"
 
@@ -262,6 +262,6 @@ def test_train_quiet_keeps_downloads_quiet_too(capsys, monkeypatch, quiet):
     from xpnet.datasets import files
 
     seen = []
-    monkeypatch.setattr(cli, "cmd_train", lambda args: seen.append(files._QUIET.get()) or 0)
+    monkeypatch.setattr(cli.parser, "cmd_train", lambda args: seen.append(files._QUIET.get()) or 0)
     code, _, _ = run_main(capsys, "train", "--dataset", "spirals", *(["--quiet"] if quiet else []))
     assert code == 0 and seen == [quiet]

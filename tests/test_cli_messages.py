@@ -98,7 +98,7 @@ def _warns_thrice(args):
 
 
 def test_warnings_print_as_the_commands_lines_once_each(monkeypatch, capsys):
-    monkeypatch.setattr(cli, "cmd_info", _warns_thrice)  # main looks its commands up at each call
+    monkeypatch.setattr(cli.parser, "cmd_info", _warns_thrice)  # build_parser reads its commands at each call
     code, out, err = run_main(capsys, "info")
     assert (code, out) == (0, "")
     assert err == ("xpnet: warning: fit: something worth knowing\n"
@@ -115,7 +115,7 @@ def test_warnings_print_as_the_commands_lines_once_each(monkeypatch, capsys):
 def test_the_python_api_keeps_real_warnings(monkeypatch, capsys):
     """main() puts the warning display back: a later warning from the library is a Python warning again."""
     before = warnings.showwarning
-    monkeypatch.setattr(cli, "cmd_info", _warns_thrice)
+    monkeypatch.setattr(cli.parser, "cmd_info", _warns_thrice)
     run_main(capsys, "info")
     assert warnings.showwarning is before
     model = xpnet.Sequential([Dense(2, 2)], device="cpu", seed=0)

@@ -10,7 +10,8 @@ import pytest
 
 import xpnet
 from xpnet import cli
-from xpnet.cli.parser import PRESETS, build_parser
+from xpnet.cli.parser import build_parser
+from xpnet.cli.presets import PRESETS, apply_preset
 from conftest import run_main
 
 SPIRALS = ("train", "--dataset", "spirals", "--device", "cpu")
@@ -46,7 +47,7 @@ def test_the_cnn_preset_is_the_classic_convnet():
     from xpnet.cli.presets import cnn_network
 
     args = build_parser().parse_args(["train", "--model", "cnn"])
-    cli.parser.apply_preset(args)
+    apply_preset(args)
     assert (args.optimizer, args.lr, args.schedule, args.batch_size, args.dropout) == (
         "adamw", 0.001, "cosine", 128, (0.25, 0.5))
     stack = cnn_network(784, 10, 128, "relu", "softmax_cross_entropy", args.dropout, False, "mnist")
@@ -84,10 +85,10 @@ def test_the_cnn_preset_trains_and_its_file_evaluates_on_rows(data_dir, capsys, 
 
 def test_options_override_the_preset():
     args = build_parser().parse_args(["train", "--model", "tutorial", "--optimizer", "adam", "--batch-size", "7"])
-    cli.parser.apply_preset(args)
+    apply_preset(args)
     assert (args.optimizer, args.lr, args.batch_size, args.activation) == ("adam", 0.001, 7, "sigmoid")
     args = build_parser().parse_args(["train", "--lr", "0.5"])
-    cli.parser.apply_preset(args)
+    apply_preset(args)
     assert (args.optimizer, args.lr, args.schedule) == (PRESETS["mlp"]["optimizer"], 0.5, "cosine")
 
 
@@ -121,7 +122,7 @@ def _rates(*argv, steps_per_epoch=10):
     from xpnet.cli.presets import schedule_from
 
     args = build_parser().parse_args(["train", *argv])
-    cli.parser.apply_preset(args)
+    apply_preset(args)
     sched = schedule_from(args, 0.003, steps_per_epoch)
     assert sched.per == "step"
     return [sched(t) for t in range(args.epochs * steps_per_epoch)]
@@ -215,3 +216,12 @@ def test_threads_train_to_the_one_thread_weights(capsys, tmp_path, monkeypatch):
 def test_threads_and_mpi_exclude_each_other(capsys):
     code, out, err = run_main(capsys, *SPIRALS, "--threads", "2", "--distributed")
     assert code != 0 and "exclude each other" in err
+
+
+def test_the_saved_file_records_how_it_was_trained(capsys, tmp_path):
+    """evaluate and predict read the scale and the loss back; the rest tells a reader how the model came about."""
+    model, _ = _trained(capsys, tmp_path, "--epochs", "1", "--batchnorm", "--dropout", "0.1", "--limit", "64")
+    assert model.metadata == {"dataset": "spirals", "scale": None, "loss": "softmax_cross_entropy", "classes": 3,
+                              "layers": [2, 512, 256, 3], "model": "mlp", "activation": "relu", "optimizer": "adamw",
+                              "lr": 0.003, "schedule": "cosine", "dropout": 0.1, "batchnorm": True, "epochs": 1,
+                              "batch_size": 128, "seed": 0}

@@ -267,7 +267,7 @@ def test_gpu_is_a_spelling_of_cuda():
     assert backend.parse_device("auto") is None
     with pytest.raises(ValueError, match=r"^bad device 'gpu:x' \(from --device\)"):
         backend.parse_device("gpu:x", "--device")
-    if not backend._cuda_status()[0]:
+    if not backend.cuda_status()[0]:
         with pytest.raises(xpnet.DeviceUnavailableError, match=r"^cuda:1 was requested"):
             xpnet.device("gpu:1")
 
@@ -288,7 +288,7 @@ def test_predict_on_a_scalar_npy_or_an_empty_csv_is_one_line(pixel_model, tmp_pa
         assert len(err.splitlines()) == 1
 
 
-@pytest.mark.skipif(backend._cuda_status()[0] > 0, reason="a CUDA GPU is usable here")
+@pytest.mark.skipif(backend.cuda_status()[0] > 0, reason="a CUDA GPU is usable here")
 @pytest.mark.parametrize("script", ["xor.py", "perceptron.py", "appended_bias.py"])
 def test_examples_say_one_line_when_cuda_is_missing(script):
     env = {k: v for k, v in os.environ.items() if k not in ("XPNET_DEVICE", "XPNET_BACKEND", "XPNET_DEBUG")}

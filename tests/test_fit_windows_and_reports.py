@@ -252,12 +252,12 @@ def test_fit_errors_say_where():
     model = Sequential([Dense(FEATURES, CLASSES)], device="cpu", seed=0)
     X, y = _data()
     with pytest.raises(ValueError, match=r"^fit: X has shape \(22, 5\) but the first layer Dense"):
-        model.fit(np.zeros((N, 5), np.float32), y, verbose=0)
+        model.fit(np.zeros((N, 5), np.float32), y, loss="softmax_cross_entropy", verbose=0)
     with pytest.raises(ValueError, match=r"^check_every must be an int >= 1, got 0$"):
         training.fit(model, X, y, loss="mse", optimizer="sgd", epochs=1, batch_size=4, check_every=0)
     for bad in ((X, y, X), [X], X):
         with pytest.raises(TypeError, match=r"^fit: validation_data must be a pair \(X_val, y_val\)$"):
-            model.fit(X, y, validation_data=bad, verbose=0)
+            model.fit(X, y, loss="softmax_cross_entropy", validation_data=bad, verbose=0)
 
 
 # -- callbacks and accuracy at the edges ------------------------------------------------------------

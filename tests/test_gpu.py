@@ -107,7 +107,7 @@ def test_models_on_two_gpus_each_run_under_their_own():
 
 def test_jax_on_cuda_matches_numpy():
     pytest.importorskip("jax")
-    if not xpnet.backend._LIBS["jax"].cuda_status()[0]:
+    if not xpnet.backend.cuda_status("jax")[0]:
         pytest.skip("this jaxlib sees no GPU (a CUDA build is `pip install 'jax[cuda12]'`)")
     rng = np.random.default_rng(0)
     X, y = rng.normal(size=(256, 20)).astype(np.float32), rng.integers(0, 4, size=256)

@@ -18,27 +18,14 @@ from xpnet import SGD, Dense, ReLU, Sequential, SoftmaxCrossEntropy, training
 
 strict = pytest.importorskip("array_api_strict")
 
-# The ways an array-api-strict array reaches the host; on CUDA each one is a transfer and a sync.
-_HOST_DOORS = ("__bool__", "__float__", "__int__", "__index__", "__dlpack__", "__array__", "tolist", "item")
+import opcount  # noqa: E402  (the read-back counter, shared with test_op_counts.py)
 
 
 @pytest.fixture
-def read_backs(monkeypatch):
+def read_backs():
     """A list that gets one entry per read-back of an array-api-strict array, naming the door it took."""
-    from array_api_strict._array_object import Array
-
-    seen = []
-    for name in _HOST_DOORS:
-        original = getattr(Array, name, None)
-        if original is None:
-            continue
-
-        def door(self, *args, _original=original, _name=name, **kwargs):
-            seen.append(_name)
-            return _original(self, *args, **kwargs)
-
-        monkeypatch.setattr(Array, name, door)
-    return seen
+    with opcount.host_reads() as seen:
+        yield seen
 
 
 def _classification(n=96, d=5, classes=3, seed=0):
@@ -120,10 +107,8 @@ class CurrentDevice:
 def current_device(monkeypatch):
     import array_api_compat.numpy as cxp
 
-    from xpnet.backend import _numpy
-
     fake = CurrentDevice()
-    monkeypatch.setattr(_numpy, "context", fake.context, raising=False)
+    monkeypatch.setattr(xpnet.backend.LIBRARIES["numpy"], "context", fake.context)
     for name in _RECORDED:
         original = getattr(cxp, name)
 
@@ -211,10 +196,10 @@ def _fake_cupy(monkeypatch):
 
 
 def test_cupy_devices_never_change_the_current_device_for_good(monkeypatch):
-    from xpnet.backend import Device, _cupy
+    from xpnet.backend import Device
 
     log = _fake_cupy(monkeypatch)
-    native = _cupy.native("cuda", 1, None)
+    native = xpnet.backend.LIBRARIES["cupy"].native("cuda", 1, None)
     assert log == []  # making cuda:1 does not make it current for the whole process (no .use())
     dev = Device("cuda", 1, "cupy", None, native)
     with dev.context() as entered:
@@ -320,15 +305,13 @@ def test_fit_says_a_batch_overflowed_and_frees_the_pool_after_releasing_it(fake_
 
 
 def test_fit_says_the_data_upload_overflowed(fake_oom, monkeypatch):
-    from xpnet.backend import _numpy
-
     X, y = _classification(n=40)
     model, _ = _oom_model(1000, monkeypatch, fake_oom)
 
     def upload(xp, host, native):
         raise FakeOutOfMemory("out of memory allocating 160 bytes")
 
-    monkeypatch.setattr(_numpy, "asarray", upload)
+    monkeypatch.setattr(xpnet.backend.LIBRARIES["numpy"], "asarray", upload)
     with pytest.raises(MemoryError, match=r"while moving the data there \(\(40, 5\) float32.*a smaller batch "
                                           r"size would not help"):
         model.fit(X, y, loss=SoftmaxCrossEntropy(), epochs=1, batch_size=16, verbose=0)
@@ -355,8 +338,6 @@ class FakeRuntime:
 
 def _cupy_with(monkeypatch, runtime: FakeRuntime, matmul_error: str | None = None):
     """A fake ``cupy`` (NumPy inside) whose driver and libraries behave as told; returns the matmul log."""
-    from xpnet.backend import _cupy
-
     _fake_cupy(monkeypatch)
     import sys
 
@@ -382,18 +363,16 @@ def _cupy_with(monkeypatch, runtime: FakeRuntime, matmul_error: str | None = Non
     cupy.matmul = matmul
     cupy.ElementwiseKernel = ElementwiseKernel
     cupy.cuda.runtime = runtime
-    _cupy.prove.cache_clear()
+    xpnet.backend.LIBRARIES["cupy"].prove.cache_clear()
     return calls
 
 
 @pytest.fixture
 def fresh_proof():
     """The proof is cached per process: start and end each test with none."""
-    from xpnet.backend import _cupy
-
-    _cupy.prove.cache_clear()
+    xpnet.backend.LIBRARIES["cupy"].prove.cache_clear()
     yield
-    _cupy.prove.cache_clear()
+    xpnet.backend.LIBRARIES["cupy"].prove.cache_clear()
 
 
 def _auto_and_explicit(caplog):
@@ -439,10 +418,8 @@ def test_auto_proves_cuda_computes_before_picking_it_and_names_the_missing_libra
 
 
 def test_a_working_gpu_is_proved_once(monkeypatch, fresh_proof):
-    from xpnet.backend import _cupy
-
     calls = _cupy_with(monkeypatch, FakeRuntime(count=2))
-    assert [_cupy.cuda_status() for _ in range(3)] == [(2, "")] * 3
+    assert [xpnet.backend.cuda_status() for _ in range(3)] == [(2, "")] * 3
     assert calls == ["matmul"]
 
 
@@ -451,7 +428,7 @@ def test_the_real_cupy_without_a_driver_says_so():
     pytest.importorskip("cupy")
     from xpnet import backend
 
-    count, why = backend._cuda_status()
+    count, why = backend.cuda_status()
     if count:
         pytest.skip("a CUDA GPU is usable here")
     assert "install CuPy" not in why.fix and "Fix:" in why.fix
@@ -607,7 +584,7 @@ def test_the_gpu_tests_skip_with_the_probes_reason(tmp_path):
 
     from xpnet import backend
 
-    count, why = backend._cuda_status()
+    count, why = backend.cuda_status()
     if count:
         pytest.skip("a CUDA GPU is usable here")
     root = pathlib.Path(__file__).parents[1]

@@ -101,15 +101,25 @@ def test_target_errors_name_the_loss(cls):
 
 @pytest.mark.parametrize("name, cls", [
     ("mse", MSE), ("MSE", MSE), ("softmax_cross_entropy", SoftmaxCrossEntropy),
-    ("softmax-cross-entropy", SoftmaxCrossEntropy), ("xent", SoftmaxCrossEntropy), ("ce", SoftmaxCrossEntropy),
-    ("CrossEntropy", SoftmaxCrossEntropy), ("crossentropy", SoftmaxCrossEntropy),
+    ("softmax-cross-entropy", SoftmaxCrossEntropy),
     ("cross_entropy", CrossEntropy), ("cross-entropy", CrossEntropy),
+    ("categorical_crossentropy", CrossEntropy), ("sparse_categorical_crossentropy", CrossEntropy),
     ("bce", BinaryCrossEntropy), ("binary-cross-entropy", BinaryCrossEntropy),
 ])
 def test_losses_by_name_and_alias(name, cls):
+    """"softmax_" names take logits; the plain and Keras names take probabilities (Keras' own rule)."""
     assert type(losses.get(name)) is cls
     instance = cls()
     assert losses.get(instance) is instance
+
+
+@pytest.mark.parametrize("name", ["ce", "CE", "xent", "crossentropy", "CrossEntropy"])
+def test_ambiguous_cross_entropy_names_are_refused_with_both_choices(name):
+    """They meant logits here, while "cross_entropy" meant probabilities: one spelling, two meanings."""
+    with pytest.raises(ValueError, match=rf"^ambiguous loss '{name}': say which cross-entropy\. "
+                                         r"loss='softmax_cross_entropy' takes logits .*loss='cross_entropy' takes "
+                                         r"probabilities \(a model that ends in Softmax\(\)"):
+        losses.get(name)
 
 
 def test_unknown_loss_lists_the_choices():

@@ -21,6 +21,7 @@ from .optim import SGD, Adam, AdamW, Optimizer, RMSprop, clip_grad_norm
 from .saving import save
 from .training import History, TrainingDiverged
 from .tutorial import NeuralNetwork
+from .validation import UnscaledInputWarning
 
 __all__ = [
     "Adam", "AdamW", "AvgPool2D", "BACKENDS", "BatchNorm1d", "BatchNorm2d", "BinaryCrossEntropy", "Callback",
@@ -28,8 +29,8 @@ __all__ = [
     "DeviceUnavailableError", "Dropout", "EarlyStopping", "Flatten", "GlobalAvgPool2D", "History", "Identity",
     "LambdaCallback", "Layer", "LeakyReLU", "LearningRateScheduler", "Loss", "MaxPool2D", "ModelCheckpoint",
     "ModelFormatError", "MSE", "NeuralNetwork", "Optimizer", "ReLU", "Reshape", "RMSprop", "Sequential", "SGD",
-    "Sigmoid", "Softmax", "SoftmaxCrossEntropy", "Step", "Tanh", "TopKAccuracy", "TrainingDiverged", "available_backends",
-    "clip_grad_norm", "device", "device_of", "export_onnx", "load", "load_checkpoint", "metrics", "save",
-    "save_checkpoint", "schedules", "synchronize", "to_numpy",
+    "Sigmoid", "Softmax", "SoftmaxCrossEntropy", "Step", "Tanh", "TopKAccuracy", "TrainingDiverged",
+    "UnscaledInputWarning", "available_backends", "clip_grad_norm", "device", "device_of", "export_onnx", "load",
+    "load_checkpoint", "metrics", "save", "save_checkpoint", "schedules", "synchronize", "to_numpy",
     "__version__",
 ]

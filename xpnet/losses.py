@@ -105,10 +105,12 @@ class SoftmaxCrossEntropy(Loss):
 
 
 class CrossEntropy(Loss):
-    """Cross-entropy on probabilities (a Softmax or Sigmoid output): ``L = mean_batch(-sum t log p)``.
+    """Cross-entropy on probabilities (a Softmax output): ``L = mean_batch(-sum t log p)``.
 
     ``dL/dp = -t / p / batch``; probabilities are clamped to ``[1e-7, 1]`` first. Prefer
     :class:`SoftmaxCrossEntropy` on logits; this one exists for networks that end in ``Softmax``.
+    Not after ``Sigmoid``: ``-t log p`` pulls only the true class's output up, so every output drifts
+    to 1 (``fit`` refuses it); for one sigmoid output use :class:`BinaryCrossEntropy` on the logits.
     """
 
     name = "cross_entropy"
@@ -149,6 +151,14 @@ class BinaryCrossEntropy(Loss):
 LOSSES = {"mse": MSE, "softmax_cross_entropy": SoftmaxCrossEntropy, "cross_entropy": CrossEntropy,
           "binary_cross_entropy": BinaryCrossEntropy}
 
+# Each spelling means one thing: names with "softmax_" take logits (PyTorch's CrossEntropyLoss), the plain
+# "cross_entropy" and Keras' names take probabilities, as Keras' do by default (from_logits=False).
+ALIASES = {"bce": "binary_cross_entropy", "categorical_crossentropy": "cross_entropy",
+           "categorical_cross_entropy": "cross_entropy", "sparse_categorical_crossentropy": "cross_entropy",
+           "sparse_categorical_cross_entropy": "cross_entropy"}
+# Short names that meant logits here but read as probabilities (or the reverse) elsewhere: refused.
+AMBIGUOUS = ("ce", "xent", "crossentropy")
+
 
 def get(loss):
     """A loss from its name (``"mse"``, ``"softmax_cross_entropy"``, ...) or the instance itself."""
@@ -156,8 +166,12 @@ def get(loss):
         return loss
     if isinstance(loss, str):
         key = loss.lower().replace("-", "_")
-        key = {"xent": "softmax_cross_entropy", "ce": "softmax_cross_entropy", "bce": "binary_cross_entropy",
-               "crossentropy": "softmax_cross_entropy"}.get(key, key)
+        if key in AMBIGUOUS:
+            raise ValueError(f"ambiguous loss {loss!r}: say which cross-entropy. loss='softmax_cross_entropy' "
+                             f"takes logits (a model that ends in Dense, as PyTorch's CrossEntropyLoss); "
+                             f"loss='cross_entropy' takes probabilities (a model that ends in Softmax(), as "
+                             f"Keras' categorical_crossentropy)")
+        key = ALIASES.get(key, key)
         if key in LOSSES:
             return LOSSES[key]()
     raise ValueError(f"unknown loss {loss!r}: choose one of {', '.join(LOSSES)} or pass a Loss instance")

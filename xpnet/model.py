@@ -212,8 +212,10 @@ class Sequential:
 
         ``X``/``y`` may be NumPy arrays or arrays of the model's backend. They are moved to the device
         once; each epoch is shuffled by a permutation drawn on the host (from ``seed``), and batches are
-        gathered on the device. The loss is read back to the host only when it is reported. ``loss`` and
-        ``optimizer`` default to ``"mse"`` and ``"sgd"`` (the checkpoint's, when resuming).
+        gathered on the device. The loss is read back to the host only when it is reported. ``loss`` must
+        be given (a name such as ``"softmax_cross_entropy"`` or a :class:`~xpnet.losses.Loss`), except when
+        resuming (the checkpoint's is used); ``optimizer`` defaults to ``"sgd"`` (the checkpoint's, when
+        resuming).
 
         ``checkpoint_dir``: write ``checkpoint_dir/last.npz`` (:mod:`xpnet.checkpoint`) at the end of every
         epoch, after the callbacks: the weights, the optimizer's state, the schedule, the history, the

@@ -17,11 +17,13 @@ import time
 import traceback
 
 from . import backend, checkpoint, distributed as distributed_mod, losses, metrics as metrics_mod, optim, schedules
-from .callbacks import CallbackList, DivergenceRollback, EpochLine, History, LearningRateScheduler, ProgressBar
+from .callbacks import CallbackList, CSVLogger, DivergenceRollback, EarlyStopping, EpochLine, History
+from .callbacks import LearningRateScheduler, LossWatch, ModelCheckpoint, ProgressBar
 from .callbacks import state_finite
 from .callbacks import TrainingDiverged, format_epoch  # noqa: F401  (their old home: still importable here)
 from .layers import Sigmoid, Softmax, sigmoid, softmax
-from .validation import check_batch_size, check_input_range, check_positive_int, data_range, prepare_xy, warn
+from .validation import check_batch_size, check_input_range, check_positive_int, data_range, output_width, prepare_xy
+from .validation import warn
 
 
 def on_model_device(fn):
@@ -181,7 +183,9 @@ def fit(model, X, y, *, loss, optimizer, epochs, batch_size, shuffle=True, valid
     # change yet: bad data below must leave the model as it was), and where to write ----------------
     pending = None if resume_from is None else checkpoint.prepare_resume(model, resume_from, loss, optimizer, lr)
     if pending is None:
-        loss = losses.get("mse" if loss is None else loss)
+        if loss is None:
+            raise ValueError(_no_loss_message(model))
+        loss = losses.get(loss)
         optimizer = optim.get("sgd" if optimizer is None else optimizer, lr)
     else:
         loss = pending.loss
@@ -192,6 +196,7 @@ def fit(model, X, y, *, loss, optimizer, epochs, batch_size, shuffle=True, valid
                                              validation_split)
     found = metrics_mod.get_all(metrics, classify, "fit")
     _check_schedule(schedule, callbacks)
+    _check_monitors(callbacks, val is not None)
     # -- every argument checked: resume (model, optimizer, RNG, history, epoch) -----------------------
     resumed = None if pending is None else pending.restore()
     if resumed is not None:
@@ -221,7 +226,8 @@ def fit(model, X, y, *, loss, optimizer, epochs, batch_size, shuffle=True, valid
         history.history = resumed.history
         checkpoint.say_if_done(resumed, epochs, resume_from, verbose, say=writes)
     line = [] if any(isinstance(cb, EpochLine) for cb in callbacks) else [EpochLine()]  # the caller's wins
-    cbs = CallbackList([DivergenceRollback(), progress, history, *line, *callbacks], model, {
+    watchers = [DivergenceRollback(), LossWatch(say=writes)]
+    cbs = CallbackList([*watchers, progress, history, *line, *callbacks], model, {
         "epochs": epochs, "steps": len(steps), "samples": n, "check_every": check_every, "verbose": verbose},
         optimizer)
     model.stop_training = False
@@ -356,7 +362,9 @@ def _ends_in(model, kinds) -> bool:
 
 
 def _check_output_layer(model, loss) -> None:
-    if isinstance(loss, losses.SoftmaxCrossEntropy) and _ends_in(model, Softmax):
+    if isinstance(loss, losses.CrossEntropy):
+        _check_probabilities(model)
+    elif isinstance(loss, losses.SoftmaxCrossEntropy) and _ends_in(model, Softmax):
         warn("fit: the model ends in Softmax() and SoftmaxCrossEntropy applies softmax itself (it takes "
              "logits), so softmax is applied twice and training crawls. Remove the final Softmax() "
              "(predict_proba gives probabilities), or use loss='cross_entropy', which takes probabilities.")
@@ -364,6 +372,62 @@ def _check_output_layer(model, loss) -> None:
         warn("fit: the model ends in Sigmoid() and BinaryCrossEntropy applies the sigmoid itself (it takes "
              "logits), so the sigmoid is applied twice. Remove the final Sigmoid() (predict_proba gives "
              "probabilities).")
+
+
+def _check_probabilities(model) -> None:
+    """CrossEntropy takes probabilities: refuse an xpnet layer at the end that does not give them (on logits
+    the loss goes negative and accuracy stays at chance). A user's own last layer is left to LossWatch,
+    which stops fit at the first negative window loss."""
+    last = model.layers[-1] if model.layers else None
+    if isinstance(last, Softmax) or not type(last).__module__.startswith("xpnet."):
+        return
+    if isinstance(last, Sigmoid):
+        raise ValueError(
+            "fit: loss='cross_entropy' after Sigmoid() pulls only the true class's output up (-t log p has no "
+            "term for the others), so every output drifts to 1 and accuracy falls to chance. For one output "
+            "(0/1 labels) remove the final Sigmoid() and use loss='binary_cross_entropy', which takes logits; "
+            "for one class per row end the model in Softmax() instead.")
+    raise ValueError(
+        f"fit: loss='cross_entropy' takes probabilities, but the model ends in {last!r}, whose outputs are not "
+        f"probabilities (the loss would go negative and accuracy stay at chance). End the model in Softmax(), "
+        f"or use loss='softmax_cross_entropy', which takes these outputs as logits and applies softmax itself.")
+
+
+def _no_loss_message(model) -> str:
+    """fit without a loss: the choices, and the one that fits the model's last layer first."""
+    last, width = (model.layers[-1] if model.layers else None), output_width(model)
+    if isinstance(last, Softmax):
+        fits = "loss='cross_entropy' (the model ends in Softmax(), which gives probabilities)"
+    elif isinstance(last, Sigmoid):
+        fits = ("loss='mse' (the model ends in Sigmoid(), as the tutorial's), or remove the Sigmoid() and use "
+                "loss='binary_cross_entropy' for 0/1 labels")
+    elif width == 1:
+        fits = ("loss='binary_cross_entropy' for 0/1 labels (it takes the output as a logit), or loss='mse' for "
+                "regression")
+    else:
+        fits = ("loss='softmax_cross_entropy' for class labels (it takes the outputs as logits), or loss='mse' for "
+                "regression")
+    return (f"fit: no loss given; pass {fits}. The choices: "
+            f"{', '.join(losses.LOSSES)}, or a Loss instance.")
+
+
+def _check_monitors(callbacks, validating: bool) -> None:
+    """Refuse, before anything trains, a callback that would watch a val_ figure fit never computes.
+
+    Only while every callback before it is one of xpnet's Keras callbacks: a user's own (or a plain
+    function) may put val_ figures of its own into the logs, as tests and custom evaluations do.
+    """
+    if validating:
+        return
+    for cb in callbacks:
+        watches = isinstance(cb, EarlyStopping) or (isinstance(cb, ModelCheckpoint) and cb.save_best_only)
+        if watches and cb.monitor.startswith("val_"):
+            raise ValueError(
+                f"fit: {type(cb).__name__} monitors {cb.monitor!r}, a figure on held-out data, but fit was given "
+                f"neither validation_data nor validation_split. Pass validation_data=(X_val, y_val) or "
+                f"validation_split=0.2, or watch the training loss: {type(cb).__name__}(monitor='loss', ...).")
+        if not isinstance(cb, (CSVLogger, EarlyStopping, LearningRateScheduler, ModelCheckpoint)):
+            return
 
 
 @on_model_device

@@ -17,12 +17,20 @@ from .layers import model_output_shapes
 _PACKAGE = os.path.dirname(os.path.abspath(__file__)) + os.sep
 
 
-def warn(message: str) -> None:
-    """``warnings.warn`` a ``UserWarning`` that points at the user's line, not at xpnet's."""
+class UnscaledInputWarning(UserWarning):
+    """``fit`` got what look like raw 0..255 pixels; ``warnings.filterwarnings("ignore", category=...)``
+    silences it where the values are meant as they are."""
+
+
+_SILENCE = "warnings.filterwarnings('ignore', category=xpnet.UnscaledInputWarning)"
+
+
+def warn(message: str, category: type[Warning] = UserWarning) -> None:
+    """``warnings.warn`` a ``UserWarning`` (or ``category``) that points at the user's line, not at xpnet's."""
     frame, level = sys._getframe(1), 2
     while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE):
         frame, level = frame.f_back, level + 1
-    warnings.warn(message, UserWarning, stacklevel=level)
+    warnings.warn(message, category, stacklevel=level)
 
 
 def data_range(X) -> tuple[float, float]:
@@ -44,9 +52,13 @@ def check_input_range(model, span, where: str) -> None:
     lo, hi = trained
     margin = (hi - lo) / 2
     if span[0] < lo - margin or span[1] > hi + margin:
+        # pixel advice only where the ranges say pixels: tabular data gets none (a scaler's test fold)
+        pixels = hi <= 1.0 < span[1] <= 255.0 and span[0] >= 0.0
+        fix = ("raw 0..255 pixels: X / 255, or X / 255 * 0.99 + 0.01 for the tutorial's scaling" if pixels else
+               "the same transform, with the statistics of the training data")
         warn(f"{where}: X holds values from {span[0]:g} to {span[1]:g}, but the model was trained on inputs "
              f"from {lo:g} to {hi:g}; its outputs for these are likely meaningless. Scale X as the training "
-             f"data was (raw 0..255 pixels: X / 255, or X / 255 * 0.99 + 0.01 for the tutorial's scaling).")
+             f"data was ({fix}).")
 
 
 def check_positive_int(name: str, value, allow_zero: bool = False) -> int:
@@ -166,7 +178,8 @@ def prepare_xy(model, X, y, loss, where: str, targets: bool = True, warn_unscale
 
     Returns ``(X, y, classify)``: ``X`` in the model's dtype, ``y`` as int64 labels or float targets,
     both on the model's device (arrays from the host or another device are moved there), and whether
-    accuracy makes sense for these targets. ``warn_unscaled`` warns about integer inputs above 1.
+    accuracy makes sense for these targets. ``warn_unscaled`` warns (:class:`UnscaledInputWarning`) about
+    integer inputs above 1 and floats that look like raw 0..255 pixels (:func:`_pixel_floats`).
     ``with_range`` appends ``X``'s ``(min, max)`` (:func:`data_range`), which the check for NaN and inf
     computes anyway.
     """
@@ -184,8 +197,9 @@ def prepare_xy(model, X, y, loss, where: str, targets: bool = True, warn_unscale
     if top > 1:
         warn(f"{where}: X holds integers up to {top} (raw pixels?); the network "
              f"sees them unscaled, so sigmoid and softmax units saturate and training stalls. Scale them "
-             f"first: X / 255 (or X / 255 * 0.99 + 0.01, the tutorial's scaling), or pass floats to say "
-             f"that the values are meant as they are.")
+             f"first: X / 255 (or X / 255 * 0.99 + 0.01, the tutorial's scaling). If the values are meant "
+             f"as they are: {_SILENCE}.", UnscaledInputWarning)
+    floats = _is_floating(X)
     dev = model.device
     X = dev.asarray(X, model.dtype)
     # min and max propagate NaN (the standard says so) and reach an inf: the range the callers need is
@@ -193,6 +207,11 @@ def prepare_xy(model, X, y, loss, where: str, targets: bool = True, warn_unscale
     span = data_range(X)
     if not (math.isfinite(span[0]) and math.isfinite(span[1])):
         raise ValueError(f"{where}: X contains NaN or infinite values; clean or impute them first")
+    if warn_unscaled and floats and _pixel_floats(X, span):
+        warn(f"{where}: X holds floats from {span[0]:g} to {span[1]:g}, whole numbers (raw 0..255 pixels "
+             f"as floats?); the network sees them unscaled, so sigmoid and softmax units saturate and training "
+             f"stalls. Scale them first: X / 255 (or X / 255 * 0.99 + 0.01, the tutorial's scaling). If the "
+             f"values are meant as they are: {_SILENCE}.", UnscaledInputWarning)
     if not targets:
         return (X, None, False, span) if with_range else (X, None, False)
     if y is None:
@@ -224,6 +243,22 @@ def prepare_xy(model, X, y, loss, where: str, targets: bool = True, warn_unscale
         raise ValueError(f"{where}: y contains NaN or infinite values")
     classify = (y.ndim == 2 and y.shape[1] > 1) or _zero_one(y)
     return (X, y, classify, span) if with_range else (X, y, classify)
+
+
+def _pixel_floats(X, span) -> bool:
+    """Whether float ``X`` looks like raw 8-bit pixels: within 0..255, reaching past 127, and (in its first
+    1024 rows) at least 9 values in 10 whole numbers.
+
+    Each part keeps a kind of data out: negative values (a StandardScaler's output), a top below 128
+    (scikit-learn's 0..16 digits, counts, ages), a top above 255 (prices, 16-bit images), fractions
+    (measurements). Eight-bit images pass all four, as floats or not.
+    """
+    if not (span[0] >= 0.0 and 128.0 <= span[1] <= 255.0):
+        return False
+    xp = _xp(X)
+    head = X[:min(X.shape[0], 1024), ...]  # whole-number pixels show in any 1024 rows: no pass over all X
+    whole = xp.mean(xp.astype(head == xp.round(head), head.dtype))
+    return float(whole) >= 0.9
 
 
 def _integer_valued(y) -> bool:

@@ -2,7 +2,7 @@
 
 array-api-compat's CuPy creation functions ignore ``device=`` (compat #337): the current CUDA device
 decides where CuPy allocates (and CuPy refuses to compute on arrays of another device), so everything
-runs under :func:`context` (``Device.context()``), never under a global ``Device.use()``.
+runs under :meth:`CuPy.context` (``Device.context()``), never under a global ``Device.use()``.
 """
 
 from __future__ import annotations
@@ -13,48 +13,10 @@ import re
 
 import array_api_compat
 
-NAME = "cupy"
-KINDS = ("cuda",)
+from .protocol import CPU_FALLBACK, Backend, Reason
 
-
-_CPU = "or run on the CPU with `--device cpu` / XPNET_DEVICE=cpu"
 _INSTALL = ("Fix: install CuPy for your CUDA driver with `pip install 'xpnet[cuda12]'` (or 'xpnet[cuda13]'; "
-            f"`nvidia-smi` shows the driver's CUDA version), {_CPU}.")
-
-
-class Reason(str):
-    """Why CUDA cannot be used (the text), with ``fix``: what the user can do about that cause."""
-
-    def __new__(cls, text: str, fix: str):
-        self = super().__new__(cls, text)
-        self.fix = fix
-        return self
-
-
-def missing() -> str | None:
-    return None  # its absence is reported by cuda_status(), with the fix for the user's CUDA
-
-
-def cuda_status() -> tuple[int, str]:
-    """Return (number of CUDA devices CuPy can compute on, a :class:`Reason` when it is 0).
-
-    ``cupy.cuda.is_available()`` only counts devices: with a driver but without the CUDA libraries (the
-    bare wheel; cuBLAS and NVRTC come from its ``ctk`` extra or a CUDA Toolkit) it says True and the first
-    matmul fails. So CUDA counts as usable once a tiny matmul and an elementwise kernel have run on device
-    0 (once per process: :func:`prove`).
-    """
-    try:
-        import cupy
-    except Exception as exc:  # ImportError, or a broken CuPy/CUDA install raising on import
-        return 0, Reason(f"CuPy is not installed ({type(exc).__name__}: {exc})", _INSTALL)
-    try:
-        count = cupy.cuda.runtime.getDeviceCount()
-    except Exception as exc:  # is_available() swallows this error; it is the one that says what is wrong
-        return 0, _no_device(cupy, exc)
-    if count == 0:
-        return 0, _no_device(cupy, None)
-    failed = prove(0)
-    return (0, failed) if failed is not None else (count, "")
+            f"`nvidia-smi` shows the driver's CUDA version), {CPU_FALLBACK}.")
 
 
 def _cuda_version(v: int) -> str:
@@ -77,39 +39,19 @@ def _no_device(cupy, exc) -> Reason:
         return Reason(f"CuPy {cupy.__version__} is installed but finds no NVIDIA driver: libcuda cannot be "
                       f"loaded (CUDA says{error or ' nothing'})",
                       f"Fix: on a machine with an NVIDIA GPU install its driver (`nvidia-smi` should then list "
-                      f"the GPU); {_CPU}.")
+                      f"the GPU); {CPU_FALLBACK}.")
     if "InsufficientDriver" in str(exc):
         major = needs.split(".")[0]
         return Reason(f"the NVIDIA driver supports CUDA {_cuda_version(driver)}, older than the CUDA {needs} "
                       f"this CuPy ({cupy.__version__}) is built for{error}",
                       f"Fix: update the NVIDIA driver, or install the CuPy of the driver's CUDA "
                       f"(`pip install 'xpnet[cuda{_cuda_version(driver).split('.')[0]}]'` instead of cuda{major}); "
-                      f"{_CPU}.")
+                      f"{CPU_FALLBACK}.")
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     hidden = f" (CUDA_VISIBLE_DEVICES={visible!r})" if visible is not None else ""
     return Reason(f"the NVIDIA driver (CUDA {_cuda_version(driver)}) sees no usable CUDA device{hidden}{error}",
                   f"Fix: check that `nvidia-smi` lists a GPU{' and unset or fix CUDA_VISIBLE_DEVICES' if hidden else ''}"
-                  f"; {_CPU}.")
-
-
-@functools.cache
-def prove(index: int) -> "Reason | None":
-    """Run a tiny matmul (cuBLAS) and an elementwise kernel (compiled by NVRTC) on ``cuda:index`` and read
-    the result back; ``None`` if both worked, else the :class:`Reason` naming the library that is missing."""
-    import cupy
-
-    try:
-        with cupy.cuda.Device(index):
-            a = cupy.full((4, 4), 0.5, dtype=cupy.float32)
-            b = cupy.matmul(a, a)  # every entry 4 * 0.25 = 1
-            kernel = cupy.ElementwiseKernel("float32 x", "float32 y", "y = 2 * x + 1", "xpnet_probe")
-            total = float(kernel(b).sum())
-    except Exception as exc:
-        return _missing_library(cupy, index, exc)
-    if total != 48.0:
-        return Reason(f"cuda:{index} computed a wrong result in a test (48 expected, {total} found)",
-                      f"Fix: check the GPU and its driver with `nvidia-smi`; {_CPU}.")
-    return None
+                  f"; {CPU_FALLBACK}.")
 
 
 def _missing_library(cupy, index: int, exc) -> Reason:
@@ -122,120 +64,153 @@ def _missing_library(cupy, index: int, exc) -> Reason:
     what = f"the CUDA library {found.group(0)} is missing" if found else "a CUDA library failed"
     return Reason(f"CuPy sees cuda:{index} but cannot compute on it: {what} ({text})",
                   f"Fix: `pip install 'xpnet[cuda{major}]'` (it brings CuPy's CUDA libraries: "
-                  f"`pip install 'cupy-cuda{major}x[ctk]'`), or install the CUDA {major} Toolkit; {_CPU}.")
+                  f"`pip install 'cupy-cuda{major}x[ctk]'`), or install the CUDA {major} Toolkit; {CPU_FALLBACK}.")
 
 
-def device_names(count: int) -> list[str]:
-    import cupy
-
-    names = [cupy.cuda.runtime.getDeviceProperties(i)["name"] for i in range(count)]
-    return [n.decode() if isinstance(n, bytes) else n for n in names]
-
-
-def namespace():
-    import array_api_compat.cupy as xp
-
-    return xp
-
-
-def native(kind: str, index: int, xp):
-    import cupy
-
-    return cupy.cuda.Device(index)
-
-
-def context(dev):
+def _cupy_device(index: int):
     import cupy
 
     # A fresh Device object per `with`: each keeps its own stack of the devices to restore, so nested
     # and concurrent contexts (two threads, two models) never pop each other's.
-    return cupy.cuda.Device(dev.index)
+    return cupy.cuda.Device(index)
 
 
-def owns(xp) -> bool:
-    return array_api_compat.is_cupy_namespace(xp)
+class CuPy(Backend):
+    NAME = "cupy"
+    KINDS = ("cuda",)
 
+    def missing(self) -> str | None:
+        return None  # its absence is reported by cuda_status(), with the fix for the user's CUDA
 
-def locate(x, native) -> tuple[str, int, str]:
-    return "cuda", getattr(native, "id", 0), ""
+    def cuda_status(self) -> tuple[int, str]:
+        """Return (number of CUDA devices CuPy can compute on, a :class:`Reason` when it is 0).
 
+        ``cupy.cuda.is_available()`` only counts devices: with a driver but without the CUDA libraries (the
+        bare wheel; cuBLAS and NVRTC come from its ``ctk`` extra or a CUDA Toolkit) it says True and the
+        first matmul fails. So CUDA counts as usable once a tiny matmul and an elementwise kernel have run
+        on device 0 (once per process: :meth:`prove`).
+        """
+        try:
+            import cupy
+        except Exception as exc:  # ImportError, or a broken CuPy/CUDA install raising on import
+            return 0, Reason(f"CuPy is not installed ({type(exc).__name__}: {exc})", _INSTALL)
+        try:
+            count = cupy.cuda.runtime.getDeviceCount()
+        except Exception as exc:  # is_available() swallows this error; it is the one that says what is wrong
+            return 0, _no_device(cupy, exc)
+        if count == 0:
+            return 0, _no_device(cupy, None)
+        failed = self.prove(0)
+        return (0, failed) if failed is not None else (count, "")
 
-def asarray(xp, host, native):
-    with cupy_device(native.id):
-        return xp.asarray(host)
+    @staticmethod
+    @functools.cache
+    def prove(index: int) -> "Reason | None":
+        """Run a tiny matmul (cuBLAS) and an elementwise kernel (compiled by NVRTC) on ``cuda:index`` and
+        read the result back; ``None`` if both worked, else the :class:`Reason` naming the library that is
+        missing. Cached per process (``prove.cache_clear()`` forgets)."""
+        import cupy
 
-
-def cupy_device(index: int):
-    import cupy
-
-    return cupy.cuda.Device(index)  # fresh, as in context()
-
-
-def is_array(x) -> bool:
-    return array_api_compat.is_cupy_array(x)
-
-
-def to_numpy(x):
-    return x.get()
-
-
-def synchronize(dev) -> None:
-    dev.native.synchronize()
-
-
-def memory_pool_bytes(dev) -> int:
-    import cupy
-
-    return cupy.get_default_memory_pool().total_bytes()
-
-
-def free_memory_pool(dev) -> None:
-    import cupy
-
-    cupy.get_default_memory_pool().free_all_blocks()
-
-
-def status() -> str:
-    count, why = cuda_status()
-    return f"ok ({count} CUDA device(s))" if count else why
-
-
-def random_uniform(xp, native, seed, shape, dtype):
-    import cupy
-    import numpy as np
-
-    # As the numpy backend, with CuPy's generator on the GPU (allocations follow the current device).
-    with cupy_device(native.id):
-        return cupy.random.default_rng(int(seed.generate_state(1, np.uint64)[0])).random(shape, dtype=dtype)
-
-
-def nccl_allreduce(dev, rank: int, size: int, share):
-    """A function ``f(buf) -> buf`` that sums a flat CuPy array over ``size`` ranks through NCCL, in place,
-    or ``None`` when this CuPy has no NCCL (``cupy.cuda.nccl.available``).
-
-    ``share(obj)`` gives every rank rank 0's ``obj`` (an MPI broadcast): it carries NCCL's unique id, the
-    only thing NCCL needs from MPI. One communicator per process, on ``dev``'s GPU (one GPU per rank).
-    NOT RUN ON A GPU YET: written from CuPy's NCCL API (``cupy.cuda.nccl.NcclCommunicator.allReduce``)
-    without a GPU to test it on; ``tests/test_distributed.py::test_nccl_allreduce_sums`` runs it where
-    there are GPUs.
-    """
-    try:
-        from cupy.cuda import nccl
-    except ImportError:
+        try:
+            with cupy.cuda.Device(index):
+                a = cupy.full((4, 4), 0.5, dtype=cupy.float32)
+                b = cupy.matmul(a, a)  # every entry 4 * 0.25 = 1
+                kernel = cupy.ElementwiseKernel("float32 x", "float32 y", "y = 2 * x + 1", "xpnet_probe")
+                total = float(kernel(b).sum())
+        except Exception as exc:
+            return _missing_library(cupy, index, exc)
+        if total != 48.0:
+            return Reason(f"cuda:{index} computed a wrong result in a test (48 expected, {total} found)",
+                          f"Fix: check the GPU and its driver with `nvidia-smi`; {CPU_FALLBACK}.")
         return None
-    if not getattr(nccl, "available", False):
-        return None
-    import cupy
 
-    uid = share(nccl.get_unique_id() if rank == 0 else None)
-    with cupy_device(dev.index):
-        comm = nccl.NcclCommunicator(size, uid, rank)
-    kinds = {"float32": nccl.NCCL_FLOAT32, "float64": nccl.NCCL_FLOAT64}
+    def device_names(self, count: int) -> list[str]:
+        import cupy
 
-    def allreduce(buf):
-        with cupy_device(dev.index):
-            comm.allReduce(buf.data.ptr, buf.data.ptr, buf.size, kinds[buf.dtype.name], nccl.NCCL_SUM,
-                           cupy.cuda.get_current_stream().ptr)
-        return buf
+        names = [cupy.cuda.runtime.getDeviceProperties(i)["name"] for i in range(count)]
+        return [n.decode() if isinstance(n, bytes) else n for n in names]
 
-    return allreduce
+    def namespace(self):
+        import array_api_compat.cupy as xp
+
+        return xp
+
+    def native(self, kind: str, index: int, xp):
+        import cupy
+
+        return cupy.cuda.Device(index)
+
+    def context(self, dev):
+        return _cupy_device(dev.index)
+
+    def owns(self, xp) -> bool:
+        return array_api_compat.is_cupy_namespace(xp)
+
+    def locate(self, x, native) -> tuple[str, int, str]:
+        return "cuda", getattr(native, "id", 0), ""
+
+    def asarray(self, xp, host, native):
+        with _cupy_device(native.id):
+            return xp.asarray(host)
+
+    def to_numpy(self, x):
+        return x.get() if array_api_compat.is_cupy_array(x) else None
+
+    def synchronize(self, dev) -> None:
+        dev.native.synchronize()
+
+    def memory_pool_bytes(self, dev) -> int:
+        import cupy
+
+        return cupy.get_default_memory_pool().total_bytes()
+
+    def free_memory_pool(self, dev) -> None:
+        import cupy
+
+        cupy.get_default_memory_pool().free_all_blocks()
+
+    def status(self) -> str:
+        count, why = self.cuda_status()
+        return f"ok ({count} CUDA device(s))" if count else why
+
+    def random_uniform(self, xp, native, seed, shape, dtype):
+        import cupy
+        import numpy as np
+
+        # As the numpy backend, with CuPy's generator on the GPU (allocations follow the current device).
+        with _cupy_device(native.id):
+            return cupy.random.default_rng(int(seed.generate_state(1, np.uint64)[0])).random(shape, dtype=dtype)
+
+    def nccl_allreduce(self, dev, rank: int, size: int, share):
+        """A function ``f(buf) -> buf`` that sums a flat CuPy array over ``size`` ranks through NCCL, in
+        place, or ``None`` when this CuPy has no NCCL (``cupy.cuda.nccl.available``).
+
+        ``share(obj)`` gives every rank rank 0's ``obj`` (an MPI broadcast): it carries NCCL's unique id, the
+        only thing NCCL needs from MPI. One communicator per process, on ``dev``'s GPU (one GPU per rank).
+        NOT RUN ON A GPU YET: written from CuPy's NCCL API (``cupy.cuda.nccl.NcclCommunicator.allReduce``)
+        without a GPU to test it on; ``tests/test_distributed.py::test_nccl_allreduce_sums`` runs it where
+        there are GPUs.
+        """
+        try:
+            from cupy.cuda import nccl
+        except ImportError:
+            return None
+        if not getattr(nccl, "available", False):
+            return None
+        import cupy
+
+        uid = share(nccl.get_unique_id() if rank == 0 else None)
+        with _cupy_device(dev.index):
+            comm = nccl.NcclCommunicator(size, uid, rank)
+        kinds = {"float32": nccl.NCCL_FLOAT32, "float64": nccl.NCCL_FLOAT64}
+
+        def allreduce(buf):
+            with _cupy_device(dev.index):
+                comm.allReduce(buf.data.ptr, buf.data.ptr, buf.size, kinds[buf.dtype.name], nccl.NCCL_SUM,
+                               cupy.cuda.get_current_stream().ptr)
+            return buf
+
+        return allreduce
+
+
+BACKEND = CuPy()

@@ -6,8 +6,8 @@ Two things differ from the other backends, and both are handled here or by the c
 - Arrays are immutable (``array_api_compat.is_writeable_array`` is False), so optimizers and the
   training snapshot rebind through the parameter mapping instead of writing in place.
 - 64-bit types are off unless ``jax_enable_x64`` is set, and then a float64 request silently becomes
-  float32. xpnet refuses that instead (see :func:`check_dtype`): the fix is ``JAX_ENABLE_X64=1`` at start.
-  It does not flip the flag itself: it is process-wide and JAX wants it set before any array exists.
+  float32. xpnet refuses that instead (see :meth:`Jax.check_dtype`): the fix is ``JAX_ENABLE_X64=1`` at
+  start. It does not flip the flag itself: it is process-wide and JAX wants it set before any array exists.
 """
 
 from __future__ import annotations
@@ -15,21 +15,11 @@ from __future__ import annotations
 import array_api_compat
 import numpy as np
 
-NAME = "jax"
-KINDS = ("cpu", "cuda")
-CUDA_FIX = ("Fix: install a CUDA build of JAX (`pip install -U 'jax[cuda12]'`), "
-            "or run on the CPU with `--device cpu` / XPNET_DEVICE=cpu.")
+from .protocol import CPU_FALLBACK, Backend
+
 X64_FIX = ("JAX computes in 32 bits unless its 64-bit mode is on, and would silently give float32. "
            "Fix: start Python with JAX_ENABLE_X64=1 in the environment (or call "
            "jax.config.update('jax_enable_x64', True) before making any array), or use dtype='float32'.")
-
-
-def missing() -> str | None:
-    try:
-        import jax  # noqa: F401
-    except ImportError as exc:
-        return f"JAX is not installed ({exc}). Fix: pip install 'xpnet[jax]' (CPU; see JAX's docs for CUDA)"
-    return None
 
 
 def _gpus() -> list:
@@ -41,97 +31,96 @@ def _gpus() -> list:
         return []
 
 
-def cuda_status() -> tuple[int, str]:
-    import jax
-
-    count = len(_gpus())
-    return count, "" if count else f"JAX {jax.__version__} sees no GPU (a CPU-only jaxlib, or no driver)"
-
-
 def _x64() -> bool:
     import jax
 
     return bool(jax.config.read("jax_enable_x64"))
 
 
-def check_dtype(name: str) -> None:
-    """Refuse a 64-bit float type that JAX would silently compute in 32 bits (integer labels are held
-    as int32 by :func:`asarray`, which checks that they fit)."""
-    if name in ("float64", "complex128") and not _x64():
-        raise ValueError(f"dtype {name!r} on the jax backend: {X64_FIX}")
+class Jax(Backend):
+    NAME = "jax"
+    KINDS = ("cpu", "cuda")
+    CUDA_FIX = f"Fix: install a CUDA build of JAX (`pip install -U 'jax[cuda12]'`), {CPU_FALLBACK}."
 
+    def missing(self) -> str | None:
+        try:
+            import jax  # noqa: F401
+        except ImportError as exc:
+            return f"JAX is not installed ({exc}). Fix: pip install 'xpnet[jax]' (CPU; see JAX's docs for CUDA)"
+        return None
 
-def namespace():
-    import jax.numpy as xp
-
-    return xp
-
-
-def native(kind: str, index: int, xp):
-    import jax
-
-    return jax.devices("cpu")[0] if kind == "cpu" else _gpus()[index]
-
-
-def owns(xp) -> bool:
-    return array_api_compat.is_jax_namespace(xp)
-
-
-def locate(x, native) -> tuple[str, int, str]:
-    return ("cpu", 0, "") if native.platform == "cpu" else ("cuda", native.id, "")
-
-
-def asarray(xp, host, native):
-    if host.dtype.itemsize == 8 and host.dtype.kind in "iuf" and not _x64():
-        if host.dtype.kind == "f":
-            raise ValueError(f"float64 data on the jax backend: {X64_FIX}")
-        # Integer labels: int32 holds them; JAX would cast too, with a warning on every call.
-        small = host.astype(np.int32 if host.dtype.kind == "i" else np.uint32)
-        if host.size and not np.array_equal(small, host):
-            raise ValueError(f"{host.dtype} values beyond 32 bits on the jax backend: {X64_FIX}")
-        host = small
-    return xp.asarray(host, device=native)
-
-
-def is_array(x) -> bool:
-    return array_api_compat.is_jax_array(x)
-
-
-def to_numpy(x):
-    return np.array(x)  # a copy: np.asarray of a JAX array is a read-only view
-
-
-def synchronize(dev) -> None:
-    # JAX has no device-wide barrier; this waits for queued side effects. Block on arrays for timings.
-    import jax
-
-    jax.effects_barrier()
-
-
-def memory_pool_bytes(dev) -> int | None:
-    stats = dev.native.memory_stats() or {}
-    return stats.get("peak_bytes_in_use")
-
-
-def free_memory_pool(dev) -> None:
-    import jax
-
-    jax.clear_caches()  # compiled executables; JAX frees buffers itself when they are no longer referenced
-
-
-def status() -> str:
-    try:
+    def cuda_status(self) -> tuple[int, str]:
         import jax
-    except ImportError:
-        return "not installed"
-    count, _ = cuda_status()
-    return f"ok, cpu{f' + {count} GPU(s)' if count else ''} (jax {jax.__version__})"
+
+        count = len(_gpus())
+        return count, "" if count else f"JAX {jax.__version__} sees no GPU (a CPU-only jaxlib, or no driver)"
+
+    def check_dtype(self, name: str) -> None:
+        """Refuse a 64-bit float type that JAX would silently compute in 32 bits (integer labels are held
+        as int32 by :meth:`asarray`, which checks that they fit)."""
+        if name in ("float64", "complex128") and not _x64():
+            raise ValueError(f"dtype {name!r} on the jax backend: {X64_FIX}")
+
+    def namespace(self):
+        import jax.numpy as xp
+
+        return xp
+
+    def native(self, kind: str, index: int, xp):
+        import jax
+
+        return jax.devices("cpu")[0] if kind == "cpu" else _gpus()[index]
+
+    def owns(self, xp) -> bool:
+        return array_api_compat.is_jax_namespace(xp)
+
+    def locate(self, x, native) -> tuple[str, int, str]:
+        return ("cpu", 0, "") if native.platform == "cpu" else ("cuda", native.id, "")
+
+    def asarray(self, xp, host, native):
+        if host.dtype.itemsize == 8 and host.dtype.kind in "iuf" and not _x64():
+            if host.dtype.kind == "f":
+                raise ValueError(f"float64 data on the jax backend: {X64_FIX}")
+            # Integer labels: int32 holds them; JAX would cast too, with a warning on every call.
+            small = host.astype(np.int32 if host.dtype.kind == "i" else np.uint32)
+            if host.size and not np.array_equal(small, host):
+                raise ValueError(f"{host.dtype} values beyond 32 bits on the jax backend: {X64_FIX}")
+            host = small
+        return xp.asarray(host, device=native)
+
+    def to_numpy(self, x):
+        return np.array(x) if array_api_compat.is_jax_array(x) else None  # a copy: np.asarray is read-only
+
+    def synchronize(self, dev) -> None:
+        # JAX has no device-wide barrier; this waits for queued side effects. Block on arrays for timings.
+        import jax
+
+        jax.effects_barrier()
+
+    def memory_pool_bytes(self, dev) -> int | None:
+        stats = dev.native.memory_stats() or {}
+        return stats.get("peak_bytes_in_use")
+
+    def free_memory_pool(self, dev) -> None:
+        import jax
+
+        jax.clear_caches()  # compiled executables; JAX frees buffers itself when they are no longer referenced
+
+    def status(self) -> str:
+        try:
+            import jax
+        except ImportError:
+            return "not installed"
+        count, _ = self.cuda_status()
+        return f"ok, cpu{f' + {count} GPU(s)' if count else ''} (jax {jax.__version__})"
+
+    def random_uniform(self, xp, native, seed, shape, dtype):
+        import jax
+
+        # threefry named explicitly, so a change of JAX's default PRNG cannot change the numbers.
+        key = jax.random.wrap_key_data(seed.generate_state(2, np.uint32), impl="threefry2x32")
+        with jax.default_device(native):
+            return jax.random.uniform(key, shape, dtype=getattr(xp, dtype))
 
 
-def random_uniform(xp, native, seed, shape, dtype):
-    import jax
-
-    # threefry named explicitly, so a change of JAX's default PRNG cannot change the numbers.
-    key = jax.random.wrap_key_data(seed.generate_state(2, np.uint32), impl="threefry2x32")
-    with jax.default_device(native):
-        return jax.random.uniform(key, shape, dtype=getattr(xp, dtype))
+BACKEND = Jax()

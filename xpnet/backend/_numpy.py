@@ -3,106 +3,93 @@
 from __future__ import annotations
 
 import array_api_compat
+import numpy as np
 
-NAME = "numpy"
-KINDS = ("cpu",)
-
-
-def missing() -> str | None:
-    return None  # a dependency of xpnet
+from .protocol import Backend
 
 
-def cuda_status() -> tuple[int, str]:
-    return 0, "NumPy runs on the CPU only"
+class NumPy(Backend):
+    NAME = "numpy"
+    KINDS = ("cpu",)
 
+    def missing(self) -> str | None:
+        return None  # a dependency of xpnet
 
-def namespace():
-    import array_api_compat.numpy as xp
+    def cuda_status(self) -> tuple[int, str]:
+        return 0, "NumPy runs on the CPU only"
 
-    return xp
+    def namespace(self):
+        import array_api_compat.numpy as xp
 
+        return xp
 
-def native(kind: str, index: int, xp):
-    return "cpu"
+    def native(self, kind: str, index: int, xp):
+        return "cpu"
 
+    def owns(self, xp) -> bool:
+        return array_api_compat.is_numpy_namespace(xp)
 
-def owns(xp) -> bool:
-    return array_api_compat.is_numpy_namespace(xp)
+    def locate(self, x, native) -> tuple[str, int, str]:
+        return "cpu", 0, ""
 
+    def asarray(self, xp, host, native):
+        return host  # compat's numpy namespace works on plain ndarrays: no copy
 
-def locate(x, native) -> tuple[str, int, str]:
-    return "cpu", 0, ""
+    def status(self) -> str:
+        return "ok"
 
+    def random_uniform(self, xp, native, seed, shape, dtype):
+        return np.random.default_rng(seed).random(shape, dtype=dtype)
 
-def asarray(xp, host, native):
-    return host  # compat's numpy namespace works on plain ndarrays: no copy
+    # -- the layers' routines (backend.routine), tested against the generic lines --------------------------
+    def matmul_tn(self, a, b):
+        """``a.T @ b`` for one row each (``a``: (1, m), ``b``: (1, n)): the outer product, through BLAS.
 
+        NumPy's matmul does not send an inner dimension of 1 to BLAS (~220 us for 784x200 float32), and the
+        broadcast ``a.T * b`` runs ~75 us; ``numpy.dot`` calls BLAS gemm (~40 us), with the same products
+        (one per entry, nothing summed). ``None`` for more rows, where matmul already uses BLAS.
+        """
+        if a.shape[0] != 1:
+            return None
+        return np.dot(a.T, b)
 
-def status() -> str:
-    return "ok"
+    # -- the convolution layers' windows (xpnet.layers.windows), through NumPy's strides -------------------
+    # The generic lines stack kh*kw sliced views and undo them by adding zero-framed pieces (no scatter, no
+    # writes: JAX runs them too). On NumPy a strided view and slice-adds into one zeroed buffer do the same
+    # with fewer passes over memory (Chainer's col2im): at batch 64 of the MNIST preset's second convolution,
+    # col2im takes 12 ms instead of 22 ms.
 
+    def im2col(self, x, kernel, stride, out):
+        """``(N, C, kh*kw, OH, OW)``, C-contiguous: ``cols[n, c, i*kw + j, p, q] = x[n, c, i + sh*p, j + sw*q]``."""
+        (kh, kw), (sh, sw), (oh, ow) = kernel, stride, out
+        n, c = x.shape[:2]
+        # (N, C, H-kh+1, W-kw+1, kh, kw) as a view; the stride picks the rows and columns windows start at
+        view = np.lib.stride_tricks.sliding_window_view(x, (kh, kw), axis=(2, 3))[:, :, :sh * (oh - 1) + 1:sh,
+                                                                                   :sw * (ow - 1) + 1:sw]
+        cols = np.empty((n, c, kh, kw, oh, ow), dtype=x.dtype)
+        cols[...] = view.transpose(0, 1, 4, 5, 2, 3)  # one copy, straight into the layout the product wants
+        return cols.reshape(n, c, kh * kw, oh, ow)
 
-def random_uniform(xp, native, seed, shape, dtype):
-    import numpy as np
-
-    return np.random.default_rng(seed).random(shape, dtype=dtype)
-
-
-# -- the layers' routines (backend.routine), tested against the generic lines ------------------------------
-def matmul_tn(a, b):
-    """``a.T @ b`` for one row each (``a``: (1, m), ``b``: (1, n)): the outer product, through BLAS.
-
-    NumPy's matmul does not send an inner dimension of 1 to BLAS (~220 us for 784x200 float32), and the
-    broadcast ``a.T * b`` runs ~75 us; ``numpy.dot`` calls BLAS gemm (~40 us), with the same products
-    (one per entry, nothing summed). ``None`` for more rows, where matmul already uses BLAS.
-    """
-    if a.shape[0] != 1:
-        return None
-    import numpy
-
-    return numpy.dot(a.T, b)
-
-
-# -- the convolution layers' windows (xpnet.layers.conv), through NumPy's strides --------------------------
-# The generic lines stack kh*kw sliced views and undo them by adding zero-framed pieces (no scatter, no
-# writes: JAX runs them too). On NumPy a strided view and slice-adds into one zeroed buffer do the same
-# with fewer passes over memory (Chainer's col2im): at batch 64 of the MNIST preset's second convolution,
-# col2im takes 12 ms instead of 22 ms.
-
-
-def im2col(x, kernel, stride, out):
-    """``(N, C, kh*kw, OH, OW)``, C-contiguous: ``cols[n, c, i*kw + j, p, q] = x[n, c, i + sh*p, j + sw*q]``."""
-    import numpy as np
-
-    (kh, kw), (sh, sw), (oh, ow) = kernel, stride, out
-    n, c = x.shape[:2]
-    # (N, C, H-kh+1, W-kw+1, kh, kw) as a view; the stride picks the rows and columns windows start at
-    view = np.lib.stride_tricks.sliding_window_view(x, (kh, kw), axis=(2, 3))[:, :, :sh * (oh - 1) + 1:sh,
-                                                                               :sw * (ow - 1) + 1:sw]
-    cols = np.empty((n, c, kh, kw, oh, ow), dtype=x.dtype)
-    cols[...] = view.transpose(0, 1, 4, 5, 2, 3)  # one copy, straight into the layout the product wants
-    return cols.reshape(n, c, kh * kw, oh, ow)
-
-
-def col2im(pieces, kernel, stride, size):
-    """The transpose of :func:`im2col`, as the generic ``col2im`` takes it: ``pieces`` are ``kh*kw`` arrays
-    (N, C, OH, OW) in row-major kernel order; the result (N, C, H, W) holds at each pixel the sum of the
-    pieces' entries taken from it."""
-    import numpy as np
-
-    (kh, kw), (sh, sw), (h, w) = kernel, stride, size
-    n, c, oh, ow = pieces[0].shape
-    if (sh, sw) == (kh, kw):
-        # Windows that tile the image (pooling's default) never share a pixel: each piece is written, not
-        # added, and only rows and columns no window reached need zeros.
-        img = np.empty((n, c, h, w), dtype=pieces[0].dtype)
-        img[:, :, oh * kh:, :] = 0
-        img[:, :, :oh * kh, ow * kw:] = 0
-        for k, piece in enumerate(pieces):
-            img[:, :, k // kw:oh * kh:kh, k % kw:ow * kw:kw] = piece
+    def col2im(self, pieces, kernel, stride, size):
+        """The transpose of :meth:`im2col`, as the generic ``col2im`` takes it: ``pieces`` are ``kh*kw``
+        arrays (N, C, OH, OW) in row-major kernel order; the result (N, C, H, W) holds at each pixel the sum
+        of the pieces' entries taken from it."""
+        (kh, kw), (sh, sw), (h, w) = kernel, stride, size
+        n, c, oh, ow = pieces[0].shape
+        if (sh, sw) == (kh, kw):
+            # Windows that tile the image (pooling's default) never share a pixel: each piece is written, not
+            # added, and only rows and columns no window reached need zeros.
+            img = np.empty((n, c, h, w), dtype=pieces[0].dtype)
+            img[:, :, oh * kh:, :] = 0
+            img[:, :, :oh * kh, ow * kw:] = 0
+            for k, piece in enumerate(pieces):
+                img[:, :, k // kw:oh * kh:kh, k % kw:ow * kw:kw] = piece
+            return img
+        img = np.zeros((n, c, h, w), dtype=pieces[0].dtype)
+        for i in range(kh):
+            for j in range(kw):
+                img[:, :, i:i + sh * (oh - 1) + 1:sh, j:j + sw * (ow - 1) + 1:sw] += pieces[i * kw + j]
         return img
-    img = np.zeros((n, c, h, w), dtype=pieces[0].dtype)
-    for i in range(kh):
-        for j in range(kw):
-            img[:, :, i:i + sh * (oh - 1) + 1:sh, j:j + sw * (ow - 1) + 1:sw] += pieces[i * kw + j]
-    return img
+
+
+BACKEND = NumPy()

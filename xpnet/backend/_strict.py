@@ -5,62 +5,60 @@ from __future__ import annotations
 
 import array_api_compat
 
-NAME = "array-api-strict"
-KINDS = ("cpu",)
+from .protocol import Backend
 
 
-def missing() -> str | None:
-    try:
-        import array_api_strict  # noqa: F401
-    except ImportError as exc:
-        return f"array-api-strict is not installed ({exc}). Fix: pip install array-api-strict"
-    return None
+class ArrayApiStrict(Backend):
+    NAME = "array-api-strict"
+    KINDS = ("cpu",)
+
+    def missing(self) -> str | None:
+        try:
+            import array_api_strict  # noqa: F401
+        except ImportError as exc:
+            return f"array-api-strict is not installed ({exc}). Fix: pip install array-api-strict"
+        return None
+
+    def cuda_status(self) -> tuple[int, str]:
+        return 0, "array-api-strict runs on the CPU only"
+
+    def namespace(self):
+        import array_api_strict as xp
+
+        # 2024.12 is the first version with scalars in maximum/where and take_along_axis.
+        if xp.get_array_api_strict_flags()["api_version"] < "2024.12":
+            xp.set_array_api_strict_flags(api_version="2024.12")
+        return xp
+
+    def native(self, kind: str, index: int, xp):
+        return xp.__array_namespace_info__().default_device()
+
+    def owns(self, xp) -> bool:
+        return array_api_compat.is_array_api_strict_namespace(xp)
+
+    def locate(self, x, native) -> tuple[str, int, str]:
+        import array_api_strict as xp
+
+        default = xp.__array_namespace_info__().default_device()
+        # Its devices print as Device('device1'): keep the name, which tells them apart.
+        return "cpu", 0, "" if native == default else repr(native).split("'")[1]
+
+    def asarray(self, xp, host, native):
+        return xp.asarray(host, device=native)
+
+    def status(self) -> str:
+        try:
+            import array_api_strict
+        except ImportError:
+            return "not installed"
+        return f"ok (array-api-strict {array_api_strict.__version__})"
+
+    def random_uniform(self, xp, native, seed, shape, dtype):
+        # The standard has no random API: draw with NumPy (the same numbers as the numpy backend), then move.
+        import numpy as np
+
+        host = np.random.default_rng(seed).random(shape, dtype=dtype)
+        return xp.asarray(host, device=native)
 
 
-def cuda_status() -> tuple[int, str]:
-    return 0, "array-api-strict runs on the CPU only"
-
-
-def namespace():
-    import array_api_strict as xp
-
-    # 2024.12 is the first version with scalars in maximum/where and take_along_axis.
-    if xp.get_array_api_strict_flags()["api_version"] < "2024.12":
-        xp.set_array_api_strict_flags(api_version="2024.12")
-    return xp
-
-
-def native(kind: str, index: int, xp):
-    return xp.__array_namespace_info__().default_device()
-
-
-def owns(xp) -> bool:
-    return array_api_compat.is_array_api_strict_namespace(xp)
-
-
-def locate(x, native) -> tuple[str, int, str]:
-    import array_api_strict as xp
-
-    default = xp.__array_namespace_info__().default_device()
-    # Its devices print as Device('device1'): keep the name, which tells them apart.
-    return "cpu", 0, "" if native == default else repr(native).split("'")[1]
-
-
-def asarray(xp, host, native):
-    return xp.asarray(host, device=native)
-
-
-def status() -> str:
-    try:
-        import array_api_strict
-    except ImportError:
-        return "not installed"
-    return f"ok (array-api-strict {array_api_strict.__version__})"
-
-
-def random_uniform(xp, native, seed, shape, dtype):
-    # The standard has no random API: draw with NumPy (the same numbers as the numpy backend), then move.
-    import numpy as np
-
-    host = np.random.default_rng(seed).random(shape, dtype=dtype)
-    return xp.asarray(host, device=native)
+BACKEND = ArrayApiStrict()

@@ -6,125 +6,112 @@ import os
 
 import array_api_compat
 
-from . import _cupy
-
-NAME = "torch"
-KINDS = ("cpu", "cuda")
+from ._cupy import BACKEND as CUPY  # the fix for torch without a GPU names CuPy when CuPy sees one
+from .protocol import CPU_FALLBACK, NO_CONTEXT, Backend, Reason
 
 
-def missing() -> str | None:
-    try:
-        import torch  # noqa: F401
-    except ImportError as exc:
-        return (f"PyTorch is not installed ({exc}). Fix: pip install 'xpnet[torch]', or for a CPU-only build "
-                "(no GBs of CUDA libraries) pip install torch --index-url https://download.pytorch.org/whl/cpu")
-    return None
+class Torch(Backend):
+    NAME = "torch"
+    KINDS = ("cpu", "cuda")
 
+    def missing(self) -> str | None:
+        try:
+            import torch  # noqa: F401
+        except ImportError as exc:
+            return (f"PyTorch is not installed ({exc}). Fix: pip install 'xpnet[torch]', or for a CPU-only build "
+                    "(no GBs of CUDA libraries) pip install torch --index-url https://download.pytorch.org/whl/cpu")
+        return None
 
-def cuda_status() -> tuple[int, str]:
-    """Return (number of CUDA devices PyTorch can use, a :class:`~._cupy.Reason` with the fix when it is 0)."""
-    import torch
-
-    if torch.cuda.is_available():
-        return torch.cuda.device_count(), ""
-    # The fix is PyTorch's to make, not CuPy's: a CUDA build of torch, or a driver and a visible GPU.
-    cupy_sees = _cupy.cuda_status()[0]
-    other = f"; or use CuPy, which sees {cupy_sees} GPU(s): --backend cupy" if cupy_sees else ""
-    built = torch.version.cuda or getattr(torch.version, "hip", None)  # ROCm builds answer to "cuda" too
-    if built is None:
-        return 0, _cupy.Reason(
-            f"PyTorch {torch.__version__} is a CPU-only build, without CUDA",
-            f"Fix: install a CUDA build of PyTorch (`pip install torch --index-url "
-            f"https://download.pytorch.org/whl/cu126`; https://pytorch.org/get-started/locally/ gives the command "
-            f"for your driver){other}; {_cupy._CPU}.")
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-    hidden = f" (CUDA_VISIBLE_DEVICES={visible!r})" if visible is not None else ""
-    return 0, _cupy.Reason(
-        f"PyTorch {torch.__version__} (built for CUDA {built}) sees no GPU{hidden}",
-        f"Fix: check that `nvidia-smi` lists a GPU and that its driver supports CUDA {built}"
-        f"{' (and unset or fix CUDA_VISIBLE_DEVICES)' if hidden else ''}"
-        f"{other}; {_cupy._CPU}.")
-
-
-def namespace():
-    import array_api_compat.torch as xp
-
-    return xp
-
-
-def native(kind: str, index: int, xp):
-    import torch
-
-    return torch.device("cpu") if kind == "cpu" else torch.device("cuda", index)
-
-
-def context(dev):
-    import contextlib
-
-    if dev.kind != "cuda":
-        return contextlib.nullcontext()
-    import torch
-
-    # torch places by device=, but its caching allocator, streams and empty_cache() follow the current device.
-    return torch.cuda.device(dev.index)
-
-
-def owns(xp) -> bool:
-    return array_api_compat.is_torch_namespace(xp)
-
-
-def locate(x, native) -> tuple[str, int, str]:
-    return ("cuda", native.index or 0, "") if native.type == "cuda" else ("cpu", 0, "")
-
-
-def asarray(xp, host, native):
-    return xp.asarray(host, device=native)
-
-
-def is_array(x) -> bool:
-    return array_api_compat.is_torch_array(x)
-
-
-def to_numpy(x):
-    return x.detach().cpu().numpy()
-
-
-def synchronize(dev) -> None:
-    if dev.kind == "cuda":
+    def cuda_status(self) -> tuple[int, str]:
+        """Return (number of CUDA devices PyTorch can use, a :class:`~.protocol.Reason` with the fix when it
+        is 0)."""
         import torch
 
-        torch.cuda.synchronize(dev.native)
+        if torch.cuda.is_available():
+            return torch.cuda.device_count(), ""
+        # The fix is PyTorch's to make, not CuPy's: a CUDA build of torch, or a driver and a visible GPU.
+        cupy_sees = CUPY.cuda_status()[0]
+        other = f"; or use CuPy, which sees {cupy_sees} GPU(s): --backend cupy" if cupy_sees else ""
+        built = torch.version.cuda or getattr(torch.version, "hip", None)  # ROCm builds answer to "cuda" too
+        if built is None:
+            return 0, Reason(
+                f"PyTorch {torch.__version__} is a CPU-only build, without CUDA",
+                f"Fix: install a CUDA build of PyTorch (`pip install torch --index-url "
+                f"https://download.pytorch.org/whl/cu126`; https://pytorch.org/get-started/locally/ gives the "
+                f"command for your driver){other}; {CPU_FALLBACK}.")
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+        hidden = f" (CUDA_VISIBLE_DEVICES={visible!r})" if visible is not None else ""
+        return 0, Reason(
+            f"PyTorch {torch.__version__} (built for CUDA {built}) sees no GPU{hidden}",
+            f"Fix: check that `nvidia-smi` lists a GPU and that its driver supports CUDA {built}"
+            f"{' (and unset or fix CUDA_VISIBLE_DEVICES)' if hidden else ''}"
+            f"{other}; {CPU_FALLBACK}.")
 
+    def namespace(self):
+        import array_api_compat.torch as xp
 
-def memory_pool_bytes(dev) -> int:
-    import torch
+        return xp
 
-    # What the caching allocator holds (reserved), as CuPy's pool total_bytes(): the comparable figure;
-    # max_memory_allocated counts only the bytes in live tensors.
-    return torch.cuda.max_memory_reserved(dev.native)
-
-
-def free_memory_pool(dev) -> None:
-    import torch
-
-    torch.cuda.empty_cache()
-
-
-def status() -> str:
-    try:
+    def native(self, kind: str, index: int, xp):
         import torch
-    except ImportError:
-        return "not installed"
-    tcount, _ = cuda_status()
-    return f"ok, cpu{f' + {tcount} CUDA device(s)' if tcount else ''} (torch {torch.__version__})"
+
+        return torch.device("cpu") if kind == "cpu" else torch.device("cuda", index)
+
+    def context(self, dev):
+        if dev.kind != "cuda":
+            return NO_CONTEXT
+        import torch
+
+        # torch places by device=, but its caching allocator, streams and empty_cache() follow the current device.
+        return torch.cuda.device(dev.index)
+
+    def owns(self, xp) -> bool:
+        return array_api_compat.is_torch_namespace(xp)
+
+    def locate(self, x, native) -> tuple[str, int, str]:
+        return ("cuda", native.index or 0, "") if native.type == "cuda" else ("cpu", 0, "")
+
+    def asarray(self, xp, host, native):
+        return xp.asarray(host, device=native)
+
+    def to_numpy(self, x):
+        return x.detach().cpu().numpy() if array_api_compat.is_torch_array(x) else None
+
+    def synchronize(self, dev) -> None:
+        if dev.kind == "cuda":
+            import torch
+
+            torch.cuda.synchronize(dev.native)
+
+    def memory_pool_bytes(self, dev) -> int:
+        import torch
+
+        # What the caching allocator holds (reserved), as CuPy's pool total_bytes(): the comparable figure;
+        # max_memory_allocated counts only the bytes in live tensors.
+        return torch.cuda.max_memory_reserved(dev.native)
+
+    def free_memory_pool(self, dev) -> None:
+        import torch
+
+        torch.cuda.empty_cache()
+
+    def status(self) -> str:
+        try:
+            import torch
+        except ImportError:
+            return "not installed"
+        tcount, _ = self.cuda_status()
+        return f"ok, cpu{f' + {tcount} CUDA device(s)' if tcount else ''} (torch {torch.__version__})"
+
+    def random_uniform(self, xp, native, seed, shape, dtype):
+        import numpy as np
+        import torch
+
+        # A fresh generator on the tensor's device (Philox on CUDA), seeded from (key, counter): no state
+        # carried from call to call, so nothing but the two ints needs saving.
+        generator = torch.Generator(device=native)
+        generator.manual_seed(int(seed.generate_state(1, np.uint64)[0]))
+        return torch.rand(shape, generator=generator, dtype=getattr(xp, dtype), device=native)
 
 
-def random_uniform(xp, native, seed, shape, dtype):
-    import numpy as np
-    import torch
-
-    # A fresh generator on the tensor's device (Philox on CUDA), seeded from (key, counter): no state
-    # carried from call to call, so nothing but the two ints needs saving.
-    generator = torch.Generator(device=native)
-    generator.manual_seed(int(seed.generate_state(1, np.uint64)[0]))
-    return torch.rand(shape, generator=generator, dtype=getattr(xp, dtype), device=native)
+BACKEND = Torch()

@@ -20,8 +20,8 @@ epoch's checkpoint under the callback's class name and place (``"EarlyStopping[0
 do so.
 
 ``base.py`` holds the protocol and :class:`History`; ``loop.py`` the callbacks every ``fit`` runs (the
-divergence rollback, the progress bar, the epoch line); ``keras.py`` Keras' own callbacks, with Keras'
-names, arguments and rules: :class:`EarlyStopping`, :class:`ModelCheckpoint`,
+divergence rollback, the loss watch, the progress bar, the epoch line); ``keras.py`` Keras' own callbacks,
+with Keras' names, arguments and rules: :class:`EarlyStopping`, :class:`ModelCheckpoint`,
 :class:`LearningRateScheduler`, :class:`CSVLogger`. Where Keras warns that
 the monitored key is missing from the logs and goes on, these raise (a stop or a save that silently
 never happens is worse).
@@ -31,8 +31,9 @@ from __future__ import annotations
 
 from .base import Callback, CallbackList, History, LambdaCallback, require_matplotlib
 from .keras import CSVLogger, EarlyStopping, LearningRateScheduler, ModelCheckpoint
-from .loop import DivergenceRollback, EpochLine, ProgressBar, TrainingDiverged, format_epoch, state_finite
+from .loop import DivergenceRollback, EpochLine, LossWatch, ProgressBar, TrainingDiverged, format_epoch
+from .loop import state_finite
 
 __all__ = ["CSVLogger", "Callback", "CallbackList", "DivergenceRollback", "EarlyStopping", "EpochLine",
-           "History", "LambdaCallback", "LearningRateScheduler", "ModelCheckpoint", "ProgressBar",
+           "History", "LambdaCallback", "LearningRateScheduler", "LossWatch", "ModelCheckpoint", "ProgressBar",
            "TrainingDiverged", "format_epoch", "require_matplotlib", "state_finite"]

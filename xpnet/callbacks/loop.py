@@ -9,6 +9,8 @@ import time
 from array_api_compat import array_namespace
 
 from .._inplace import copy_
+from ..losses import CrossEntropy
+from ..validation import warn
 from .base import Callback
 
 
@@ -90,6 +92,59 @@ class DivergenceRollback(Callback):
             # fit's read-back brought the weights' finiteness with the losses: no second sync here.
             finite = logs.get("state_finite")
             self.good = _snapshot(_state(self.model), self.good, finite) or self.good
+
+
+class LossWatch(Callback):
+    """What a finite loss still proves, read from each window's losses (no extra transfer).
+
+    A negative ``CrossEntropy`` means its inputs are not probabilities (or its targets are negative):
+    a ``ValueError`` at once. A loss that stays far above where it started (every step of a run at least
+    as long as the first window, ``factor`` times the first window's mean or more) is diverging though
+    finite, on its way to chance accuracy: one warning per fit, naming the learning rate. ``say=False``
+    (a distributed fit's other ranks) keeps the warning to one process; every rank raises alike.
+    """
+
+    factor = 100.0
+
+    def __init__(self, say: bool = True):
+        self.say = say
+        self.on_train_begin()
+
+    def on_train_begin(self, logs=None):
+        self.start, self.need, self.run, self.warned, self.epoch = None, 0, 0, False, 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_batch_end(self, step, logs=None):
+        values = logs["losses"]
+        # -t log p >= 0 for p <= 1 and t >= 0; a softmax's rounding (p = 1 + ulp) stays above -1e-6
+        if isinstance(self.model.loss, CrossEntropy) and values.min() < -1e-4:
+            raise ValueError(
+                f"fit: loss='cross_entropy' went negative ({values.min():.4g}, epoch {self.epoch + 1}, step "
+                f"{step + 1}): the model's outputs are not probabilities in 0..1, or the targets are negative. "
+                f"End the model in Softmax(), or use loss='softmax_cross_entropy', which takes logits.")
+        if self.start is None:
+            self.start, self.need = float(values.mean()), len(values)
+            return
+        high = values >= self.factor * self.start
+        # the run of high steps that ends this window: a whole high window extends it, else it restarts at
+        # the window's last low step (argmin finds it, counting from the end)
+        self.run = self.run + len(values) if high.all() else int(high[::-1].argmin())
+        if self.start > 0 and self.run >= self.need and not self.warned:
+            self.warned = True
+            if self.say:
+                self._warn(step, float(values.max()))
+
+    def _warn(self, step, top):
+        opt = self.optimizer
+        name, lr = type(opt).__name__, float(opt.lr)
+        clip = ("" if getattr(opt, "clip_norm", None) is not None
+                else f", or clip the gradients: {name}(..., clip_norm=1.0)")
+        warn(f"fit: the loss is diverging though finite: the last {self.run} steps were all at least "
+             f"{self.factor:g}x the first window's mean loss ({self.start:.4g}), up to {top:.4g} (epoch "
+             f"{self.epoch + 1}, step {step + 1}); such a run does not recover and ends no better than a "
+             f"guess. Lower the learning rate ({name} lr={lr:g} now: try lr={lr / 10:g}){clip}.")
 
 
 class ProgressBar(Callback):

@@ -23,12 +23,13 @@ import warnings
 import numpy as np
 
 from .. import backend, datasets, io
-from .commands import cmd_evaluate, cmd_info, cmd_predict, cmd_train
-from .export import cmd_export  # noqa: F401 (main looks commands up by name)
-from .parser import _check_environment, add_device_options, build_parser
+from .commands import cmd_evaluate, cmd_info, cmd_predict
+from .export import cmd_export
+from .parser import add_device_options, build_parser, check_environment
+from .train import cmd_train
 
-__all__ = ["add_device_options", "build_parser", "cmd_evaluate", "cmd_info", "cmd_predict", "cmd_train", "main",
-           "run_script"]
+__all__ = ["add_device_options", "build_parser", "cmd_evaluate", "cmd_export", "cmd_info", "cmd_predict", "cmd_train",
+           "main", "run_script"]
 
 
 def run_script(main, argv=None) -> None:
@@ -105,7 +106,7 @@ def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)  # to print the command that resumes a run
-    _check_environment(parser)
+    check_environment(parser)
     if args.command == "train" and args.warmup and args.schedule not in (None, "cosine"):
         parser.error("--warmup goes with --schedule cosine (a linear warm-up, then the cosine)")
     log = logging.getLogger("xpnet")
@@ -117,16 +118,15 @@ def main(argv=None) -> int:
     # The notes (INFO: "device auto -> cpu, because ...", the ranks' transport) where they tell what a run
     # did: train and info. predict and export print results, evaluate names the device in its own line.
     log.setLevel(logging.INFO if args.command in ("train", "info") and not quiet else logging.WARNING)
-    command = globals()[f"cmd_{args.command}"]  # looked up at each call: tests and wrappers replace them
     try:
         with datasets.quiet_downloads() if getattr(args, "quiet", False) else contextlib.nullcontext(), \
                 _warnings_as_lines(args.debug):
             if args.debug:
-                return command(args)
+                return args.func(args)
             # NumPy's overflow/invalid warnings would only repeat, less clearly, what the one-line error
             # (TrainingDiverged, say) reports; --debug shows them.
             with np.errstate(all="ignore"):
-                return command(args)
+                return args.func(args)
     except KeyboardInterrupt:
         if args.debug:
             raise

@@ -1,64 +1,23 @@
-"""The ``xpnet`` commands: ``cmd_train``, ``cmd_evaluate``, ``cmd_predict`` and ``cmd_info``, each taking the
-parsed arguments and returning the exit status."""
+"""The small ``xpnet`` commands: ``cmd_evaluate``, ``cmd_predict`` and ``cmd_info``, each taking the parsed
+arguments and returning the exit status (``cmd_train`` is in train.py, ``cmd_export`` in export.py)."""
 
 from __future__ import annotations
 
-import contextlib
-import logging
-import math
 import os
 import platform
 import sys
-import tempfile
 from io import StringIO
 
 import numpy as np
 
-from .. import backend, datasets, io, losses, saving
-from .. import callbacks as callbacks_mod
+from .. import backend, datasets, losses
 from .._version import __version__
-from ..callbacks import format_epoch
-from ..distributed.threads import Threads, cpu_status
+from ..distributed.threads import cpu_status
 from ..layers import model_input_shape
-from ..model import Sequential, load
+from ..model import load
 from ..validation import output_width
-from .parser import IMAGES, LOSSES, TARGETS, apply_preset
-from .presets import cnn_network, network, optimizer_from, schedule_from
-from .resume import EpochTracker, on_interrupt
-
-
-# -- data helpers -------------------------------------------------------------------------------
-def _load(args, scale, split=None):
-    scale = scale if args.dataset in IMAGES else None
-    return datasets.load(args.dataset, data_dir=args.data_dir, scale=scale or "unit", limit=args.limit,
-                          download=not args.no_download, seed=getattr(args, "seed", 0), split=split)
-
-
-def _targets(y, loss: str, width: int, dtype: str):
-    """Labels as what ``loss`` trains on: int labels (softmax), 0/1 columns, or one-hot rows (off, on)."""
-    if loss == "softmax_cross_entropy":
-        return y
-    off, on = TARGETS[loss]
-    if width == 1:
-        return np.where(y.reshape(-1, 1) > 0, on, off).astype(dtype)
-    t = np.full((y.shape[0], width), off, dtype=dtype)
-    t[np.arange(y.shape[0]), y] = on
-    return t
-
-
-def _check_widths(layers, features, classes, loss, dataset):
-    if layers[0] != features:
-        raise ValueError(f"--layers starts with {layers[0]} inputs, but {dataset} has {features} features "
-                         f"per sample: use --layers {features},{','.join(map(str, layers[1:]))}")
-    out = layers[-1]
-    if loss == "softmax_cross_entropy" and out < 2:
-        raise ValueError("softmax_cross_entropy needs an output layer of 2 or more units (one per class)")
-    if out == 1 and classes > 2:
-        raise ValueError(f"{dataset} has {classes} classes, but the output layer has 1 unit: "
-                         f"end --layers with {classes}")
-    if out != 1 and out < classes:
-        raise ValueError(f"{dataset} has labels 0..{classes - 1}, but the output layer has only {out} units: "
-                         f"end --layers with {classes}")
+from .data import as_targets, load_data
+from .presets import LOSSES
 
 
 def _input_width(model) -> int | None:
@@ -69,129 +28,13 @@ def _input_width(model) -> int | None:
 
 
 # -- the commands -------------------------------------------------------------------------------
-def cmd_train(args) -> int:
-    apply_preset(args)
-    if args.distributed and args.threads:
-        raise ValueError("--distributed (MPI ranks) and --threads (threads of one process) exclude each other; "
-                         "under mpiexec each rank can use its cores through BLAS (OMP_NUM_THREADS)")
-    comm = None
-    if args.distributed:
-        from ..distributed import Communicator
-
-        comm = Communicator()
-    with contextlib.nullcontext() if comm is None else comm.guard("xpnet train"):
-        return _train(args, comm)
-
-
-def _train(args, comm) -> int:
-    root = comm is None or comm.is_root  # the one process that prints and writes files
-    if not root:
-        args.quiet, args.save, args.plot = True, None, None
-        logging.getLogger("xpnet").setLevel(logging.WARNING)
-    for path in (args.save, args.plot):
-        if path:
-            io.check_writable(path)  # before training, not after an hour of it
-    if args.plot:
-        callbacks_mod.require_matplotlib("--plot")
-    dev = backend.device(args.device, backend=args.backend) if comm is None else comm.device(args.device, args.backend)
-    if dev.kind == "cuda" and args.batch_size == 1 and not args.quiet:  # (GPU defaults, issue 11)
-        print(f"xpnet: batch 1 (the book's per-sample rule) on {dev}: each sample launches its own kernels, so "
-              f"a GPU runs this slower than the CPU; --batch-size 128 (or --model mlp) puts the GPU to work",
-              file=sys.stderr, flush=True)
-    with contextlib.nullcontext() if comm is None else comm.root_first():  # one rank downloads
-        (X, y), (X_test, y_test) = _load(args, args.scale)
-    if X.shape[0] == 0 or X_test.shape[0] == 0:
-        raise ValueError(f"{args.dataset}: no samples to train or test on")
-    features, classes = X.shape[1], int(max(y.max(), y_test.max())) + 1
-    if args.model == "cnn":
-        side = math.isqrt(features)
-        layers = [features, *args.hidden, classes]
-        stack = cnn_network(features, classes, args.hidden[0], args.activation, args.loss, args.dropout,
-                             args.batchnorm, args.dataset)
-        shape = f"{side}x{side} conv32-conv64-maxpool-{'-'.join(map(str, layers[1:]))}"
-    else:
-        layers = args.layers or [features, *args.hidden, classes]
-        _check_widths(layers, features, classes, args.loss, args.dataset)
-        stack = network(layers, args.activation, args.loss, args.dropout, args.batchnorm)
-        shape = '-'.join(map(str, layers))
-    model = Sequential(stack, device=dev, seed=args.seed, dtype=args.dtype)
-    loss, optimizer = losses.get(args.loss), optimizer_from(args)
-    n_train = X.shape[0] - int(X.shape[0] * (args.val_split or 0.0))
-    schedule = schedule_from(args, args.lr, -(-n_train // args.batch_size))
-    width = layers[-1]
-    tracker = EpochTracker()  # where Ctrl-C stopped the run, and whether an epoch ran at all
-    held_out = "val" if args.val_split else "test"  # without --val-split, fit's validation_data is the test set
-    callbacks = [tracker, callbacks_mod.EpochLine(held_out)]
-    if args.early_stopping:
-        callbacks.append(callbacks_mod.EarlyStopping(patience=args.early_stopping, restore_best_weights=True,
-                                                     verbose=0 if args.quiet else 1))
-    if not args.quiet:
-        scale = f", inputs scaled {args.scale}" if args.dataset in IMAGES else ""
-        dropout = "/".join(f"{p:g}" for p in args.dropout) if isinstance(args.dropout, tuple) else f"{args.dropout:g}"
-        extras = "".join([f", dropout {dropout}" if args.dropout else "", ", batchnorm" if args.batchnorm else ""])
-        print(f"xpnet: training {shape} ({args.activation} hidden{extras}, "
-              f"{'sigmoid' if args.loss == 'mse' else 'linear'} output), {args.loss}, {args.optimizer} lr {args.lr:g}"
-              f"{f' weight decay {optimizer.weight_decay:g}' if optimizer.weight_decay else ''}, "
-              f"{args.schedule} schedule{f' after {args.warmup:g} warm-up epochs' if args.warmup else ''}, "
-              f"batch {args.batch_size}, on {args.dataset}: {X.shape[0]} train / {X_test.shape[0]} test "
-              f"samples{scale}, {dev}, {args.dtype}"
-              f"{f', {comm.size} ranks (batch {args.batch_size} over all)' if comm else ''}"
-              f"{f', {args.threads} threads (batch {args.batch_size} over all)' if args.threads else ''}", flush=True)
-    test = (X_test, _targets(y_test, args.loss, width, args.dtype))
-    try:
-        history = model.fit(X, _targets(y, args.loss, width, args.dtype), loss=loss, optimizer=optimizer,
-                            epochs=args.epochs, batch_size=args.batch_size, schedule=schedule,
-                            validation_split=args.val_split or 0.0,
-                            validation_data=None if args.val_split else test,
-                            callbacks=callbacks, checkpoint_dir=args.checkpoint_dir, resume_from=args.resume,
-                            verbose=0 if args.quiet else 1,
-                            distributed=comm if comm is not None else Threads(args.threads) if args.threads else None)
-    except KeyboardInterrupt as exc:
-        return on_interrupt(exc, args, tracker, root, mpi=comm is not None)
-    if not root:
-        return 0
-    if args.quiet:
-        last = {k: v[-1] for k, v in history.history.items()}
-        print(format_epoch(len(history["loss"]) - 1, args.epochs, last, dev, held_out), flush=True)
-    # the epoch lines showed the held-out split (or no epoch ran: a finished run resumed); the test set's turn
-    if args.val_split or (tracker.epoch is None and not args.quiet):
-        result = model.evaluate(*test)
-        print("test " + "  ".join(f"{k} {v:.4f}" for k, v in result.items()), flush=True)
-    if args.plot:
-        history.plot(args.plot)
-        if not args.quiet:
-            print(f"xpnet: drew the learning curves to {args.plot}")
-    if args.save:
-        model.metadata = {"dataset": args.dataset, "scale": args.scale if args.dataset in IMAGES else None,
-                          "loss": args.loss, "classes": classes, "layers": layers, "model": args.model,
-                          "activation": args.activation, "optimizer": args.optimizer, "lr": args.lr,
-                          "schedule": args.schedule,
-                          "dropout": list(args.dropout) if isinstance(args.dropout, tuple) else args.dropout, "batchnorm": args.batchnorm,
-                          "epochs": args.epochs, "batch_size": args.batch_size, "seed": args.seed}
-        _save_or_rescue(model, args.save)
-        if not args.quiet:
-            print(f"xpnet: saved the model to {args.save}")
-    return 0
-
-
-def _save_or_rescue(model, path) -> None:
-    """Save to ``path``; if that fails now (after it was checked), keep the trained model in a temp file."""
-    try:
-        saving.save(model, path)
-    except OSError as exc:
-        fd, rescue = tempfile.mkstemp(prefix="xpnet-rescued-", suffix=".npz")
-        os.close(fd)
-        saving.save(model, rescue)
-        raise OSError(exc.errno, f"{exc.strerror or exc}; the trained model was saved to {rescue} instead") from None
-
-
 def cmd_evaluate(args) -> int:
     model = load(args.model, device=args.device, backend=args.backend)
     meta = model.metadata
     if args.dataset is None:
         args.dataset = meta.get("dataset") if meta.get("dataset") in datasets.DATASETS else "mnist"
     loss_name = args.loss or _loss_name(model, args.model)
-    X, y = _load(args, meta.get("scale") or "tutorial", split=args.split)  # only that split's files are needed
+    X, y = load_data(args, meta.get("scale") or "tutorial", split=args.split)  # only that split's files are needed
     if X.shape[0] == 0:
         raise ValueError(f"{args.dataset}: the {args.split} split is empty")
     features = _input_width(model)
@@ -203,7 +46,7 @@ def cmd_evaluate(args) -> int:
     if int(y.max()) >= max(width, 2):
         raise ValueError(f"{args.dataset} has labels up to {int(y.max())}, but {args.model} has only {width} "
                          f"outputs")
-    result = model.evaluate(X, _targets(y, loss_name, width, model.dtype), loss=loss_name,
+    result = model.evaluate(X, as_targets(y, loss_name, width, model.dtype), loss=loss_name,
                             batch_size=args.batch_size)
     acc = f"  accuracy {result['accuracy']:.4f}" if "accuracy" in result else ""
     print(f"{args.split} loss {result['loss']:.4f}{acc}  ({X.shape[0]} samples of {args.dataset}, "

@@ -1,45 +1,14 @@
 """``xpnet export MODEL --onnx OUT.onnx [--opset N]``: a saved model as an ONNX file for ONNX Runtime and
-the other runtimes that read ONNX (see :func:`xpnet.export_onnx`). Kept apart from the other commands:
-only its subparser and ``cmd_export`` are registered in ``parser.py`` and ``__init__.py``."""
+the other runtimes that read ONNX (see :func:`xpnet.export_onnx`). Its options are in parser.py, with the
+other commands'."""
 
 from __future__ import annotations
 
-import argparse
 import sys
 
 from ..layers import input_layer, model_input_shape
 from ..model import load
-from ..onnx import DEFAULT_OPSET, export_onnx
-
-
-def _shape_arg(text: str) -> tuple:
-    try:
-        shape = tuple(int(s) for s in text.split(","))
-    except ValueError:
-        shape = ()
-    if not shape or min(shape) < 1:
-        raise argparse.ArgumentTypeError(f"invalid shape {text!r}: one sample's shape as positive ints "
-                                         f"separated by commas, e.g. 784 or 28,28")
-    return shape
-
-
-def add_export_parser(sub) -> None:
-    """Add the ``export`` subcommand to the ``xpnet`` parser's subparsers ``sub``."""
-    p = sub.add_parser(
-        "export", help="write a saved model as an ONNX file", formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Write a saved model as an ONNX file, with a dynamic batch size, for ONNX Runtime (C++, C#,\n"
-                    "Java, JavaScript, phones) and other ONNX runtimes. The input scaling the model was trained\n"
-                    "with is recorded in the file's metadata (the runtime does not apply it). Needs the onnx\n"
-                    "package: pip install 'xpnet[onnx]'.")
-    p.add_argument("model", metavar="MODEL", help="a model file written by 'xpnet train --save' or xpnet.save")
-    p.add_argument("--onnx", required=True, metavar="OUT", help="the ONNX file to write, e.g. model.onnx")
-    p.add_argument("--opset", type=int, default=DEFAULT_OPSET,
-                   help=f"ONNX operator set (default {DEFAULT_OPSET}; 13 or later)")
-    p.add_argument("--input-shape", type=_shape_arg, metavar="N[,N...]",
-                   help="one sample's shape (default: the first Dense layer's inputs, or all of a leading "
-                        "Reshape's, as in --model cnn; needed when the model starts with Flatten or Conv2D), "
-                        "e.g. 28,28")
-    p.add_argument("--debug", action="store_true", help="show the full traceback of an error")
+from ..onnx import export_onnx
 
 
 def _shape(value_info) -> str:

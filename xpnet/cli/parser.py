@@ -1,4 +1,5 @@
-"""The ``xpnet`` command's arguments: the parser, its argument types, and ``add_device_options`` for scripts."""
+"""The ``xpnet`` command line: its argument types, each command's options as a table of (flags, keywords),
+``build_parser`` (a loop over the tables) and ``add_device_options`` for scripts."""
 
 from __future__ import annotations
 
@@ -7,31 +8,12 @@ import os
 
 from .. import backend, datasets
 from .._version import __version__
+from ..onnx import DEFAULT_OPSET
 from ..validation import check_positive_int
-from .export import add_export_parser
-
-HIDDEN = ("sigmoid", "relu", "tanh", "leaky_relu")
-LOSSES = ("mse", "softmax_cross_entropy", "binary_cross_entropy")
-OPTIMIZERS = ("sgd", "momentum", "adam", "adamw", "rmsprop")
-DEFAULT_LR = {"sgd": 0.1, "momentum": 0.01, "adam": 0.001, "adamw": 0.001, "rmsprop": 0.01}
-SCHEDULES = ("constant", "cosine", "step", "exponential")
-
-# What `xpnet train --model NAME` means; each option given on the command line overrides its entry.
-# mlp's batch of 128 suits a CPU (BLAS-sized products) and a GPU alike (a few kernels per step, not
-# per sample); one epoch of cosine decay from 3e-3 takes it past 0.97 on MNIST (0.976 measured).
-PRESETS = {
-    "mlp": {"hidden": (512, 256), "activation": "relu", "loss": "softmax_cross_entropy", "optimizer": "adamw",
-            "lr": 0.003, "batch_size": 128, "scale": "unit", "schedule": "cosine"},
-    # The classic Keras/PyTorch MNIST convnet (conv 32 - conv 64 - max-pool - dense 128), on flat rows
-    # reshaped by its first layer; AdamW at 1e-3 with a cosine over the run.
-    "cnn": {"hidden": (128,), "activation": "relu", "loss": "softmax_cross_entropy", "optimizer": "adamw",
-            "lr": 0.001, "batch_size": 128, "scale": "unit", "schedule": "cosine"},
-    "tutorial": {"hidden": (200,), "activation": "sigmoid", "loss": "mse", "optimizer": "sgd", "lr": 0.1,
-                 "batch_size": 1, "scale": "tutorial", "schedule": "constant"},
-}
-CNN_DROPOUT = (0.25, 0.5)  # the cnn preset's dropout after its pooling and after its dense layer
-IMAGES = ("mnist", "fashion-mnist", "csv")  # datasets of 0..255 pixels, where --scale applies
-TARGETS = {"mse": (0.01, 0.99), "binary_cross_entropy": (0.0, 1.0)}  # one-hot (off, on) per loss
+from .commands import cmd_evaluate, cmd_info, cmd_predict
+from .export import cmd_export
+from .presets import HIDDEN, LOSSES, OPTIMIZERS, PRESETS, SCHEDULES
+from .train import cmd_train
 
 
 # -- argument types -----------------------------------------------------------------------------
@@ -50,17 +32,7 @@ def _backend_arg(text: str) -> str:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def add_device_options(parser: argparse.ArgumentParser) -> None:
-    """Add ``--device`` and ``--backend`` as the ``xpnet`` command has them (for scripts and examples)."""
-    parser.add_argument("--device", type=_device_arg, default=None,
-                        help="auto, cpu, cuda or cuda:N ('gpu' works too; default: $XPNET_DEVICE, else auto: "
-                             "a CUDA GPU when one can be used, else the CPU)")
-    parser.add_argument("--backend", type=_backend_arg, default=None,
-                        help=f"array library: {', '.join(backend.BACKENDS)} (default: $XPNET_BACKEND, else "
-                             f"numpy on the CPU, cupy on CUDA)")
-
-
-def _check_environment(parser: argparse.ArgumentParser) -> None:
+def check_environment(parser: argparse.ArgumentParser) -> None:
     # A bad $XPNET_DEVICE / $XPNET_BACKEND is a usage error like a bad flag: exit 2, naming the variable.
     try:
         if os.environ.get("XPNET_DEVICE"):
@@ -111,160 +83,206 @@ def _probability(text: str) -> float:
     return _float_in(text, 0.0, 1.0, True, "a number in [0, 1)")
 
 
-def apply_preset(args) -> None:
-    """Fill every ``train`` option left unset with its ``--model`` preset's value (in place)."""
-    preset = PRESETS[args.model]
-    for name in ("activation", "loss", "scale", "schedule", "batch_size"):
-        if getattr(args, name) is None:
-            setattr(args, name, preset[name])
-    if args.optimizer is None:
-        args.optimizer = preset["optimizer"]
-        args.lr = preset["lr"] if args.lr is None else args.lr
-    elif args.lr is None:
-        args.lr = preset["lr"] if args.optimizer == preset["optimizer"] else DEFAULT_LR[args.optimizer]
-    args.hidden = preset["hidden"]
-    if args.model == "cnn" and args.layers:
-        raise ValueError("--layers sets the sizes of an MLP's layers; --model cnn has its own (see xpnet train "
-                         "--help): use --model mlp with --layers")
-    args.dropout = (CNN_DROPOUT if args.model == "cnn" else 0.0) if args.dropout is None else args.dropout
-    args.warmup = args.warmup or 0.0
+
+def _shape_arg(text: str) -> tuple:
+    try:
+        shape = tuple(int(s) for s in text.split(","))
+    except ValueError:
+        shape = ()
+    if not shape or min(shape) < 1:
+        raise argparse.ArgumentTypeError(f"invalid shape {text!r}: one sample's shape as positive ints "
+                                         f"separated by commas, e.g. 784 or 28,28")
+    return shape
 
 
-# -- the parser ---------------------------------------------------------------------------------
+# -- the options: (flags, add_argument's keywords) in --help's order ------------------------------
+DEVICE_OPTIONS = [
+    (("--device",), dict(type=_device_arg, default=None,
+                         help="auto, cpu, cuda or cuda:N ('gpu' works too; default: $XPNET_DEVICE, else auto: "
+                              "a CUDA GPU when one can be used, else the CPU)")),
+    (("--backend",), dict(type=_backend_arg, default=None,
+                          help=f"array library: {', '.join(backend.BACKENDS)} (default: $XPNET_BACKEND, else "
+                               f"numpy on the CPU, cupy on CUDA)")),
+]
+DEBUG = [(("--debug",), dict(action="store_true", help="show the full traceback of an error"))]
+COMMON = DEVICE_OPTIONS + DEBUG  # what every command but export takes
+MODEL_FILE = [(("model",), dict(metavar="MODEL", help="a model file written by 'xpnet train --save' or xpnet.save"))]
+
+
+def data_options(default) -> list:
+    """The dataset options of train (``default`` "mnist") and evaluate (None: the model's own)."""
+    return [
+        (("--dataset",), dict(choices=datasets.DATASETS, default=default,
+                              help=f"{default or 'the one the model was trained on'} (default), or any of: mnist, "
+                                   f"fashion-mnist, csv (the tutorial's 100/10-row CSV), and the synthetic 2-D sets "
+                                   f"spirals and moons (no files needed)")),
+        (("--data-dir",), dict(metavar="DIR", help="folder holding mnist/, fashion-mnist/, mnist-csv/ (default: "
+                                                   "$XPNET_DATA, then the download cache)")),
+        (("--limit",), dict(type=_positive_int, metavar="N", help="use only the first N train and test samples")),
+        (("--no-download",), dict(action="store_true", help="fail instead of downloading missing data")),
+    ]
+
+
+TRAIN_OPTIONS = [
+    (("--model",), dict(choices=tuple(PRESETS), default="mlp",
+                        help="preset: mlp (default), cnn or tutorial (see above)")),
+    (("--layers",), dict(type=_layers_arg, metavar="N,N,...",
+                         help="layer sizes from input to output (default: the preset's hidden sizes between the "
+                              "data's features and classes, e.g. 784,512,256,10); the first must equal the features")),
+    (("--activation",), dict(choices=HIDDEN, help="hidden-layer activation (mlp: relu, tutorial: sigmoid)")),
+    (("--loss",), dict(choices=LOSSES, help="mse (sigmoid output, targets 0.01/0.99; tutorial), softmax_cross_entropy "
+                                            "(mlp) or binary_cross_entropy (both on a linear output: logits)")),
+    (("--optimizer",), dict(choices=OPTIMIZERS, help="sgd (tutorial), momentum (0.9), adam, adamw (mlp) or rmsprop")),
+    (("--lr",), dict(type=_positive_float,
+                     help="learning rate (default: the preset's; for another --optimizer 0.1 for sgd, 0.01 for "
+                          "momentum and rmsprop, 0.001 for adam and adamw)")),
+    (("--weight-decay",), dict(type=_non_negative_float, metavar="WD",
+                               help="weight decay: decoupled for adamw (default 0.01), L2 in the gradient for the "
+                                    "others (default 0)")),
+    (("--schedule",), dict(choices=SCHEDULES,
+                           help="learning-rate schedule, per step: constant (tutorial), cosine (mlp: from lr down to "
+                                "0 over the run), step (x0.1 every third of the run) or exponential (x0.01 over the "
+                                "run)")),
+    (("--warmup",), dict(type=_non_negative_float, metavar="EPOCHS",
+                         help="linear warm-up from 0 to lr over this many epochs (fractions allowed) before the "
+                              "schedule (default 0)")),
+    (("--dropout",), dict(type=_probability, metavar="P",
+                          help="dropout after each hidden activation, with probability P (default 0: none; cnn: 0.25 "
+                               "after the pooling and 0.5 after the dense layer, both P when given)")),
+    (("--batchnorm",), dict(action="store_true",
+                            help="BatchNorm1d after each hidden Dense layer (before its activation); cnn: BatchNorm2d "
+                                 "after each convolution too")),
+    (("--epochs",), dict(type=_positive_int, default=1, help="passes over the training set (default 1)")),
+    (("--batch-size",), dict(type=_positive_int, help="samples per step (mlp: 128; tutorial: 1, the book's)")),
+    (("--val-split",), dict(type=_probability, metavar="F",
+                            help="hold out the last fraction F of the training set for validation (reported as val_*; "
+                                 "early stopping watches its loss). The test set is reported either way")),
+    (("--early-stopping",), dict(type=_positive_int, metavar="N",
+                                 help="stop when the validation loss has not improved for N epochs, and keep the best "
+                                      "weights")),
+    (("--seed",), dict(type=int, default=0, help="seed for the initial weights and shuffling (default 0)")),
+    (("--dtype",), dict(choices=("float32", "float64"), default="float32", help="default float32")),
+    (("--scale",), dict(choices=("tutorial", "unit"),
+                        help="pixel scaling: unit = 0..1 (mlp), tutorial = 0.01..1 (tutorial); image datasets only")),
+    (("--save",), dict(metavar="PATH", help="save the trained model to PATH (.npz)")),
+    (("--checkpoint-dir",), dict(metavar="DIR",
+                                 help="write DIR/last.npz after every epoch: model, optimizer state, schedule, epoch "
+                                      "and random state, so that --resume continues exactly")),
+    (("--resume",), dict(metavar="PATH",
+                         help="continue a run from its checkpoint (DIR/last.npz) up to --epochs in all; give the same "
+                              "options as the interrupted run")),
+    (("--plot",), dict(metavar="PNG", help="draw loss and accuracy curves to PNG (needs xpnet[plot])")),
+    (("--quiet",), dict(action="store_true", help="print only the last epoch's line")),
+    (("--distributed",), dict(action="store_true",
+                              help="data-parallel over the processes of an MPI job: mpiexec -n N xpnet train "
+                                   "--distributed ... (or srun). --batch-size is the global batch, split across the N "
+                                   "ranks; rank 0 prints and writes the files; one GPU per rank on CUDA. Needs pip "
+                                   "install 'xpnet[mpi]'")),
+    (("--threads",), dict(type=_positive_int, metavar="N",
+                          help="data-parallel over N threads of this process, on the CPU: each thread trains on its "
+                               "shard of every batch with one BLAS thread, so that all of NumPy's work runs on N cores "
+                               "(the weights match a one-thread run to rounding; Dropout masks differ per thread)")),
+]
+EVALUATE_OPTIONS = [
+    (("--split",), dict(choices=("test", "train"), default="test", help="which split (default test)")),
+    (("--loss",), dict(choices=LOSSES, help="the loss to report (default: the one saved with the model; files that do "
+                                            "not record it need this option)")),
+    (("--batch-size",), dict(type=_positive_int, default=1024, help="samples per forward pass (default 1024)")),
+]
+PREDICT_OPTIONS = [
+    (("--input",), dict(required=True, metavar="FILE",
+                        help="samples as rows: .npy (n, features) or (n, 28, 28), or .csv of comma-separated values "
+                             "(a leading label column, as in the tutorial's CSV, is dropped)")),
+    (("--scale",), dict(choices=("auto", "tutorial", "unit", "none"), default="auto",
+                        help="auto (default): integers (uint8 pixels, a CSV of whole numbers) are scaled as the "
+                             "model's training data was, floats are taken as already scaled; tutorial (x/255*0.99 "
+                             "+ 0.01) or unit (x/255) scale any input; none feeds the values unchanged")),
+    (("--raw",), dict(dest="scale", action="store_const", const="none", help="the same as --scale none")),
+]
+EXPORT_OPTIONS = [
+    (("--onnx",), dict(required=True, metavar="OUT", help="the ONNX file to write, e.g. model.onnx")),
+    (("--opset",), dict(type=int, default=DEFAULT_OPSET,
+                        help=f"ONNX operator set (default {DEFAULT_OPSET}; 13 or later)")),
+    (("--input-shape",), dict(type=_shape_arg, metavar="N[,N...]",
+                              help="one sample's shape (default: the first Dense layer's inputs, or all of a leading "
+                                   "Reshape's, as in --model cnn; needed when the model starts with Flatten or "
+                                   "Conv2D), e.g. 28,28")),
+]
+
+# -- the commands: what `xpnet --help` lists and what each one's --help opens with -----------------
+TRAIN_DESCRIPTION = (
+    "Train a network on a dataset; print loss and train/test accuracy after each epoch.\n\n"
+    "--model picks a preset; every option below overrides it:\n"
+    "  mlp (default)  784-512-256-10 ReLU, softmax cross-entropy, AdamW lr 0.003 with a cosine\n"
+    "                 schedule over the run, batch 128, inputs 0..1: about 0.975 MNIST test\n"
+    "                 accuracy after one epoch, in seconds on a laptop CPU (and a sensible\n"
+    "                 batch on a GPU)\n"
+    "  cnn            Reshape(1,28,28) - Conv 32 3x3 - ReLU - Conv 64 3x3 - ReLU - MaxPool 2 -\n"
+    "                 Dropout 0.25 - Dense 128 - ReLU - Dropout 0.5 - Dense 10, AdamW lr 0.001,\n"
+    "                 cosine, batch 128: >= 0.991 MNIST test accuracy in 5 epochs (minutes a\n"
+    "                 CPU epoch)\n"
+    "  tutorial       the book's 784-200-10 sigmoid network: the 1/2 squared error, SGD lr 0.1,\n"
+    "                 one sample per step, inputs 0.01..1, targets 0.01/0.99 (about 0.945)")
+EVALUATE_DESCRIPTION = (
+    "Report a saved model's loss and accuracy on a dataset's test (or train) split.\n\n"
+    "The dataset defaults to the one the model was trained on; inputs are scaled and targets\n"
+    "made as they were in training (models saved by 'xpnet train' record both).")
+PREDICT_DESCRIPTION = (
+    "Print the predicted class of each sample in a .npy or .csv file, one per line.\n\n"
+    "Integer input (uint8 pixels 0..255, a CSV of whole numbers) is scaled as the model's\n"
+    "training data was; float input is taken as already scaled. Input far outside the range\n"
+    "the model was trained on is an error, not a guess (see --scale).")
+INFO_DESCRIPTION = (
+    "Show versions, usable backends and CUDA devices (or why there are none).\n\n"
+    "Also the device that 'auto' (or --device/--backend) resolves to here, and the data folders.")
+EXPORT_DESCRIPTION = (
+    "Write a saved model as an ONNX file, with a dynamic batch size, for ONNX Runtime (C++, C#,\n"
+    "Java, JavaScript, phones) and other ONNX runtimes. The input scaling the model was trained\n"
+    "with is recorded in the file's metadata (the runtime does not apply it). Needs the onnx\n"
+    "package: pip install 'xpnet[onnx]'.")
+
+
+def subcommands() -> list:
+    """Each command as (name, function, its line in ``xpnet --help``, its description, its options).
+
+    A function, not a constant: it reads the ``cmd_*`` names of this module at each build_parser(), so that
+    a test can replace a command with ``monkeypatch.setattr(parser, "cmd_info", ...)``."""
+    return [
+        ("train", cmd_train, "train a network on a dataset", TRAIN_DESCRIPTION,
+         COMMON + data_options("mnist") + TRAIN_OPTIONS),
+        ("evaluate", cmd_evaluate, "loss and accuracy of a saved model", EVALUATE_DESCRIPTION,
+         COMMON + data_options(None) + MODEL_FILE + EVALUATE_OPTIONS),
+        ("predict", cmd_predict, "predict the class of each input row", PREDICT_DESCRIPTION,
+         COMMON + MODEL_FILE + PREDICT_OPTIONS),
+        ("info", cmd_info, "versions, backends and CUDA devices", INFO_DESCRIPTION, COMMON),
+        ("export", cmd_export, "write a saved model as an ONNX file", EXPORT_DESCRIPTION,
+         MODEL_FILE + EXPORT_OPTIONS + DEBUG),  # on the CPU in any case: no --device
+    ]
+
+
+def add_options(parser: argparse.ArgumentParser, options) -> None:
+    for flags, keywords in options:
+        parser.add_argument(*flags, **keywords)
+
+
+def add_device_options(parser: argparse.ArgumentParser) -> None:
+    """Add ``--device`` and ``--backend`` as the ``xpnet`` command has them (for scripts and examples)."""
+    add_options(parser, DEVICE_OPTIONS)
+
+
 def build_parser() -> argparse.ArgumentParser:
+    """The ``xpnet`` parser; each command's ``args.func`` is the function that runs it."""
+    raw = argparse.RawDescriptionHelpFormatter
     parser = argparse.ArgumentParser(
-        prog="xpnet", formatter_class=argparse.RawDescriptionHelpFormatter,
+        prog="xpnet", formatter_class=raw,
         description="Train and run neural networks from scratch on NumPy, CuPy, PyTorch or array-api-strict.",
         epilog="Run 'xpnet <command> --help' for a command's options. Exit status: 0 ok, 1 runtime error,\n"
                "2 usage error.")
     parser.add_argument("--version", action="version", version=f"xpnet {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="<command>")
     sub.required = True
-
-    common = argparse.ArgumentParser(add_help=False)
-    add_device_options(common)
-    common.add_argument("--debug", action="store_true", help="show the full traceback of an error")
-    def data_options(default):
-        data = argparse.ArgumentParser(add_help=False)
-        data.add_argument("--dataset", choices=datasets.DATASETS, default=default,
-                          help=f"{default or 'the one the model was trained on'} (default), or any of: mnist, "
-                               f"fashion-mnist, csv (the tutorial's 100/10-row CSV), and the synthetic 2-D sets "
-                               f"spirals and moons (no files needed)")
-        data.add_argument("--data-dir", metavar="DIR",
-                          help="folder holding mnist/, fashion-mnist/, mnist-csv/ (default: $XPNET_DATA, "
-                               "then the download cache)")
-        data.add_argument("--limit", type=_positive_int, metavar="N",
-                          help="use only the first N train and test samples")
-        data.add_argument("--no-download", action="store_true", help="fail instead of downloading missing data")
-        return data
-
-    raw = argparse.RawDescriptionHelpFormatter
-    p = sub.add_parser(
-        "train", parents=[common, data_options("mnist")], help="train a network on a dataset", formatter_class=raw,
-        description="Train a network on a dataset; print loss and train/test accuracy after each epoch.\n\n"
-                    "--model picks a preset; every option below overrides it:\n"
-                    "  mlp (default)  784-512-256-10 ReLU, softmax cross-entropy, AdamW lr 0.003 with a cosine\n"
-                    "                 schedule over the run, batch 128, inputs 0..1: about 0.975 MNIST test\n"
-                    "                 accuracy after one epoch, in seconds on a laptop CPU (and a sensible\n"
-                    "                 batch on a GPU)\n"
-                    "  cnn            Reshape(1,28,28) - Conv 32 3x3 - ReLU - Conv 64 3x3 - ReLU - MaxPool 2 -\n"
-                    "                 Dropout 0.25 - Dense 128 - ReLU - Dropout 0.5 - Dense 10, AdamW lr 0.001,\n"
-                    "                 cosine, batch 128: >= 0.991 MNIST test accuracy in 5 epochs (minutes a\n"
-                    "                 CPU epoch)\n"
-                    "  tutorial       the book's 784-200-10 sigmoid network: the 1/2 squared error, SGD lr 0.1,\n"
-                    "                 one sample per step, inputs 0.01..1, targets 0.01/0.99 (about 0.945)")
-    p.add_argument("--model", choices=tuple(PRESETS), default="mlp",
-                   help="preset: mlp (default), cnn or tutorial (see above)")
-    p.add_argument("--layers", type=_layers_arg, metavar="N,N,...",
-                   help="layer sizes from input to output (default: the preset's hidden sizes between the "
-                        "data's features and classes, e.g. 784,512,256,10); the first must equal the features")
-    p.add_argument("--activation", choices=HIDDEN, help="hidden-layer activation (mlp: relu, tutorial: sigmoid)")
-    p.add_argument("--loss", choices=LOSSES,
-                   help="mse (sigmoid output, targets 0.01/0.99; tutorial), softmax_cross_entropy (mlp) or "
-                        "binary_cross_entropy (both on a linear output: logits)")
-    p.add_argument("--optimizer", choices=OPTIMIZERS,
-                   help="sgd (tutorial), momentum (0.9), adam, adamw (mlp) or rmsprop")
-    p.add_argument("--lr", type=_positive_float,
-                   help="learning rate (default: the preset's; for another --optimizer 0.1 for sgd, 0.01 for "
-                        "momentum and rmsprop, 0.001 for adam and adamw)")
-    p.add_argument("--weight-decay", type=_non_negative_float, metavar="WD",
-                   help="weight decay: decoupled for adamw (default 0.01), L2 in the gradient for the others "
-                        "(default 0)")
-    p.add_argument("--schedule", choices=SCHEDULES,
-                   help="learning-rate schedule, per step: constant (tutorial), cosine (mlp: from lr down to 0 "
-                        "over the run), step (x0.1 every third of the run) or exponential (x0.01 over the run)")
-    p.add_argument("--warmup", type=_non_negative_float, metavar="EPOCHS",
-                   help="linear warm-up from 0 to lr over this many epochs (fractions allowed) before the "
-                        "schedule (default 0)")
-    p.add_argument("--dropout", type=_probability, metavar="P",
-                   help="dropout after each hidden activation, with probability P (default 0: none; cnn: 0.25 "
-                        "after the pooling and 0.5 after the dense layer, both P when given)")
-    p.add_argument("--batchnorm", action="store_true",
-                   help="BatchNorm1d after each hidden Dense layer (before its activation); cnn: BatchNorm2d "
-                        "after each convolution too")
-    p.add_argument("--epochs", type=_positive_int, default=1, help="passes over the training set (default 1)")
-    p.add_argument("--batch-size", type=_positive_int,
-                   help="samples per step (mlp: 128; tutorial: 1, the book's)")
-    p.add_argument("--val-split", type=_probability, metavar="F",
-                   help="hold out the last fraction F of the training set for validation (reported as val_*; "
-                        "early stopping watches its loss). The test set is reported either way")
-    p.add_argument("--early-stopping", type=_positive_int, metavar="N",
-                   help="stop when the validation loss has not improved for N epochs, and keep the best weights")
-    p.add_argument("--seed", type=int, default=0, help="seed for the initial weights and shuffling (default 0)")
-    p.add_argument("--dtype", choices=("float32", "float64"), default="float32", help="default float32")
-    p.add_argument("--scale", choices=("tutorial", "unit"),
-                   help="pixel scaling: unit = 0..1 (mlp), tutorial = 0.01..1 (tutorial); image datasets only")
-    p.add_argument("--save", metavar="PATH", help="save the trained model to PATH (.npz)")
-    p.add_argument("--checkpoint-dir", metavar="DIR",
-                   help="write DIR/last.npz after every epoch: model, optimizer state, schedule, epoch and "
-                        "random state, so that --resume continues exactly")
-    p.add_argument("--resume", metavar="PATH",
-                   help="continue a run from its checkpoint (DIR/last.npz) up to --epochs in all; give the same "
-                        "options as the interrupted run")
-    p.add_argument("--plot", metavar="PNG", help="draw loss and accuracy curves to PNG (needs xpnet[plot])")
-    p.add_argument("--quiet", action="store_true", help="print only the last epoch's line")
-    p.add_argument("--distributed", action="store_true",
-                   help="data-parallel over the processes of an MPI job: mpiexec -n N xpnet train --distributed "
-                        "... (or srun). --batch-size is the global batch, split across the N ranks; rank 0 "
-                        "prints and writes the files; one GPU per rank on CUDA. Needs pip install 'xpnet[mpi]'")
-    p.add_argument("--threads", type=_positive_int, metavar="N",
-                   help="data-parallel over N threads of this process, on the CPU: each thread trains on its shard "
-                        "of every batch with one BLAS thread, so that all of NumPy's work runs on N cores "
-                        "(the weights match a one-thread run to rounding; Dropout masks differ per thread)")
-
-    p = sub.add_parser(
-        "evaluate", parents=[common, data_options(None)], help="loss and accuracy of a saved model",
-        formatter_class=raw,
-        description="Report a saved model's loss and accuracy on a dataset's test (or train) split.\n\n"
-                    "The dataset defaults to the one the model was trained on; inputs are scaled and targets\n"
-                    "made as they were in training (models saved by 'xpnet train' record both).")
-    p.add_argument("model", metavar="MODEL", help="a model file written by 'xpnet train --save' or xpnet.save")
-    p.add_argument("--split", choices=("test", "train"), default="test", help="which split (default test)")
-    p.add_argument("--loss", choices=LOSSES,
-                   help="the loss to report (default: the one saved with the model; files that do not record "
-                        "it need this option)")
-    p.add_argument("--batch-size", type=_positive_int, default=1024,
-                   help="samples per forward pass (default 1024)")
-
-    p = sub.add_parser(
-        "predict", parents=[common], help="predict the class of each input row", formatter_class=raw,
-        description="Print the predicted class of each sample in a .npy or .csv file, one per line.\n\n"
-                    "Integer input (uint8 pixels 0..255, a CSV of whole numbers) is scaled as the model's\n"
-                    "training data was; float input is taken as already scaled. Input far outside the range\n"
-                    "the model was trained on is an error, not a guess (see --scale).")
-    p.add_argument("model", metavar="MODEL", help="a model file written by 'xpnet train --save' or xpnet.save")
-    p.add_argument("--input", required=True, metavar="FILE",
-                   help="samples as rows: .npy (n, features) or (n, 28, 28), or .csv of comma-separated "
-                        "values (a leading label column, as in the tutorial's CSV, is dropped)")
-    p.add_argument("--scale", choices=("auto", "tutorial", "unit", "none"), default="auto",
-                   help="auto (default): integers (uint8 pixels, a CSV of whole numbers) are scaled as the "
-                        "model's training data was, floats are taken as already scaled; tutorial (x/255*0.99 "
-                        "+ 0.01) or unit (x/255) scale any input; none feeds the values unchanged")
-    p.add_argument("--raw", dest="scale", action="store_const", const="none", help="the same as --scale none")
-
-    p = sub.add_parser(
-        "info", parents=[common], help="versions, backends and CUDA devices", formatter_class=raw,
-        description="Show versions, usable backends and CUDA devices (or why there are none).\n\n"
-                    "Also the device that 'auto' (or --device/--backend) resolves to here, and the data folders.")
-    add_export_parser(sub)
+    for name, func, summary, description, options in subcommands():
+        command = sub.add_parser(name, help=summary, description=description, formatter_class=raw)
+        add_options(command, options)
+        command.set_defaults(func=func)
     return parser

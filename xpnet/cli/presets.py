@@ -1,5 +1,6 @@
-"""What ``xpnet train``'s options build: the network of a preset (MLP, tutorial or CNN), its optimizer and
-its learning-rate schedule over the run."""
+"""What ``xpnet train``'s options mean and build: the presets of ``--model`` and the choices of the other
+options, then the network of a preset (MLP, tutorial or CNN), its optimizer and its learning-rate schedule
+over the run."""
 
 from __future__ import annotations
 
@@ -8,6 +9,27 @@ import math
 from .. import optim, schedules
 from ..layers import (ACTIVATIONS, BatchNorm1d, BatchNorm2d, Conv2D, Dense, Dropout, Flatten, MaxPool2D, Reshape,
                       Sigmoid)
+
+HIDDEN = ("sigmoid", "relu", "tanh", "leaky_relu")
+LOSSES = ("mse", "softmax_cross_entropy", "binary_cross_entropy")
+OPTIMIZERS = ("sgd", "momentum", "adam", "adamw", "rmsprop")
+DEFAULT_LR = {"sgd": 0.1, "momentum": 0.01, "adam": 0.001, "adamw": 0.001, "rmsprop": 0.01}
+SCHEDULES = ("constant", "cosine", "step", "exponential")
+
+# What `xpnet train --model NAME` means; each option given on the command line overrides its entry.
+# mlp's batch of 128 suits a CPU (BLAS-sized products) and a GPU alike (a few kernels per step, not
+# per sample); one epoch of cosine decay from 3e-3 takes it past 0.97 on MNIST (0.976 measured).
+PRESETS = {
+    "mlp": {"hidden": (512, 256), "activation": "relu", "loss": "softmax_cross_entropy", "optimizer": "adamw",
+            "lr": 0.003, "batch_size": 128, "scale": "unit", "schedule": "cosine"},
+    # The classic Keras/PyTorch MNIST convnet (conv 32 - conv 64 - max-pool - dense 128), on flat rows
+    # reshaped by its first layer; AdamW at 1e-3 with a cosine over the run.
+    "cnn": {"hidden": (128,), "activation": "relu", "loss": "softmax_cross_entropy", "optimizer": "adamw",
+            "lr": 0.001, "batch_size": 128, "scale": "unit", "schedule": "cosine"},
+    "tutorial": {"hidden": (200,), "activation": "sigmoid", "loss": "mse", "optimizer": "sgd", "lr": 0.1,
+                 "batch_size": 1, "scale": "tutorial", "schedule": "constant"},
+}
+CNN_DROPOUT = (0.25, 0.5)  # the cnn preset's dropout after its pooling and after its dense layer
 
 
 def tutorial_normal(shape, rng, device, dtype="float32"):
@@ -76,3 +98,22 @@ def optimizer_from(args):
     if args.optimizer == "momentum":
         return optim.SGD(args.lr, momentum=0.9, **kwargs)
     return optim.OPTIMIZERS[args.optimizer](args.lr, **kwargs)
+
+
+def apply_preset(args) -> None:
+    """Fill every ``train`` option left unset with its ``--model`` preset's value (in place)."""
+    preset = PRESETS[args.model]
+    for name in ("activation", "loss", "scale", "schedule", "batch_size"):
+        if getattr(args, name) is None:
+            setattr(args, name, preset[name])
+    if args.optimizer is None:
+        args.optimizer = preset["optimizer"]
+        args.lr = preset["lr"] if args.lr is None else args.lr
+    elif args.lr is None:
+        args.lr = preset["lr"] if args.optimizer == preset["optimizer"] else DEFAULT_LR[args.optimizer]
+    args.hidden = preset["hidden"]
+    if args.model == "cnn" and args.layers:
+        raise ValueError("--layers sets the sizes of an MLP's layers; --model cnn has its own (see xpnet train "
+                         "--help): use --model mlp with --layers")
+    args.dropout = (CNN_DROPOUT if args.model == "cnn" else 0.0) if args.dropout is None else args.dropout
+    args.warmup = args.warmup or 0.0

@@ -17,6 +17,7 @@ from .._inplace import add_
 from ..layers import Dense, Identity, ReLU, Sigmoid, Tanh
 from ..model import Sequential
 from ..optim import SGD, Adam, Optimizer
+from ..validation import UnscaledInputWarning
 
 _ACTIVATIONS = {"identity": Identity, "logistic": Sigmoid, "tanh": Tanh, "relu": ReLU}
 
@@ -233,8 +234,10 @@ class _BaseMLP(BaseEstimator):
         best, self.n_iter_ = None, 0  # scikit-learn counts the iterations of this call only (t_ goes on)
         for _ in range(self.max_iter):
             opt.start_epoch(n, batch_size)
-            history = model.fit(X, y, loss=self._loss(), optimizer=opt, epochs=1, batch_size=batch_size,
-                                shuffle=self.shuffle, verbose=0)
+            with warnings.catch_warnings():  # an estimator gets any tabular data: no advice about pixels
+                warnings.simplefilter("ignore", UnscaledInputWarning)
+                history = model.fit(X, y, loss=self._loss(), optimizer=opt, epochs=1, batch_size=batch_size,
+                                    shuffle=self.shuffle, verbose=0)
             penalty = float(_backend.to_numpy(opt.penalty)) if opt.alpha else 0.0
             self.loss_ = history.history["loss"][-1] / self._loss_scale() + 0.5 * opt.alpha * penalty / n
             self.n_iter_ += 1

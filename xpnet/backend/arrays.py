@@ -1,0 +1,93 @@
+"""Arrays of any backend: their namespace, the way back to NumPy, random numbers and the layer routines."""
+
+from __future__ import annotations
+
+import array_api_compat
+import numpy as np
+
+from .registry import LIBRARIES, owner
+
+
+def is_array(x) -> bool:
+    return array_api_compat.is_array_api_obj(x)
+
+
+_NAMESPACES: dict = {}
+
+
+def namespace(x):
+    """``array_namespace(x)`` for one array, looked up once per array type.
+
+    The namespace depends on the array's type only, and ``array_namespace`` costs ~3 us a call: at batch
+    1 a training step made ~20 of them. A type it refuses (a Python float) raises its ``TypeError``.
+    """
+    try:
+        return _NAMESPACES[type(x)]
+    except KeyError:
+        xp = _NAMESPACES[type(x)] = array_api_compat.array_namespace(x)
+        return xp
+
+
+def to_numpy(x) -> np.ndarray:
+    """Bring an array of any backend (or a scalar) back to the host as a NumPy array."""
+    if isinstance(x, np.ndarray):
+        return x
+    if isinstance(x, (np.generic, int, float, bool, list, tuple)):
+        # NumPy reductions return NumPy scalars rather than 0-D arrays (numpy #26850).
+        return np.asarray(x)
+    for lib in LIBRARIES.values():
+        host = lib.to_numpy(x)
+        if host is not None:
+            return host
+    return np.from_dlpack(x, device="cpu")
+
+
+def is_host_array(x) -> bool:
+    """Whether ``x`` is a NumPy array: host memory that MPI (or any C library) reads and writes in place."""
+    return isinstance(x, np.ndarray)
+
+
+def host_rng(seed=None) -> np.random.Generator:
+    """The host random generator that every random draw of xpnet comes from (init, shuffling, dropout)."""
+    return np.random.default_rng(seed)
+
+
+def random_uniform(dev, key: int, counter: int, shape, dtype: str = "float32"):
+    """Uniform numbers in ``[0, 1)`` of ``shape``, drawn on ``dev`` by its own library's generator.
+
+    Counter-based: draw ``counter`` of the stream ``key`` depends on ``(key, counter)`` alone, so a
+    layer's whole random state is two ints, which a checkpoint saves and restores exactly. The pair is
+    mixed on the host by NumPy's ``SeedSequence`` (a hash, no transfer) into the seed of each library's
+    generator. The same ``(key, counter)`` gives the same numbers on one backend; backends differ (NumPy
+    and array-api-strict agree, since strict draws through NumPy).
+    """
+    for name, value in (("key", key), ("counter", counter)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValueError(f"random_uniform: {name} must be a non-negative int, got {value!r}")
+    dev.dtype(dtype)  # refuses an unknown name, and float64 on JAX without its 64-bit mode
+    seed = np.random.SeedSequence([key, counter])
+    return LIBRARIES[dev.backend].random_uniform(dev.xp, dev.native, seed, tuple(shape), dtype)
+
+
+_ROUTINES: dict = {}
+# What a backend may define in its own way: Dense's one-sample ``x.T @ dy`` (layers/core.py) and the
+# convolution layers' windows (layers/windows.py)
+ROUTINES = ("matmul_tn", "im2col", "col2im")
+
+
+def routine(xp, name: str):
+    """The backend's own version of the layer routine ``name`` (one of :data:`ROUTINES`) for arrays of the
+    namespace ``xp``, or ``None`` where it has none and the caller runs its generic Array API lines.
+
+    The signatures are those of the generic code in :mod:`xpnet.layers`; each backend version is tested
+    against it (tests/test_backend.py, tests/test_conv.py). A version may also return ``None`` for a case
+    it does not take (``matmul_tn`` for more than one row): the generic lines run then too.
+    """
+    key = (id(xp), name)
+    found = _ROUTINES.get(key, _ROUTINES)  # the dict itself marks "not looked up yet" (None is an answer)
+    if found is _ROUTINES:
+        if name not in ROUTINES:
+            raise ValueError(f"routine: unknown routine {name!r}; one of {', '.join(ROUTINES)}")
+        lib = owner(xp)
+        found = _ROUTINES[key] = None if lib is None else getattr(lib, name)
+    return found

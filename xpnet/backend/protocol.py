@@ -1,0 +1,134 @@
+"""The backend protocol: what each library file of :mod:`xpnet.backend` provides, written down once.
+
+A backend is one file (``_numpy``, ``_cupy``, ``_torch``, ``_strict``, ``_jax``) holding a subclass of
+:class:`Backend` and one instance of it, ``BACKEND``; :mod:`.registry` collects them. The rest of the
+package asks the instance and never the library's name: what a library does in its own way (a fast
+routine, a memory pool, a device context) it overrides here under the generic name, and what it does not
+do falls to the default below. A backend that lacks a required name cannot be made (``TypeError``
+naming it), so ``import xpnet`` fails at once rather than a call later.
+"""
+
+from __future__ import annotations
+
+import abc
+import contextlib
+from typing import Any, Callable
+
+# How a fix for a missing GPU ends: the way around it, whatever the cause.
+CPU_FALLBACK = "or run on the CPU with `--device cpu` / XPNET_DEVICE=cpu"
+
+NO_CONTEXT = contextlib.nullcontext()  # reusable and reentrant: no object per call on the per-sample path
+
+
+class Reason(str):
+    """Why CUDA cannot be used (the text), with ``fix``: what the user can do about that cause."""
+
+    def __new__(cls, text: str, fix: str):
+        self = super().__new__(cls, text)
+        self.fix = fix
+        return self
+
+
+class Backend(abc.ABC):
+    """One array library as xpnet uses it. ``dev`` below is an :class:`xpnet.Device` of this backend,
+    ``xp`` its Array API namespace and ``native`` the library's own device object.
+
+    Required (abstract: a subclass without one of them cannot be instantiated): :attr:`NAME`,
+    :attr:`KINDS`, :meth:`missing`, :meth:`cuda_status`, :meth:`namespace`, :meth:`native`, :meth:`owns`,
+    :meth:`locate`, :meth:`asarray`, :meth:`status` and :meth:`random_uniform`. Optional, with the default
+    written here: :attr:`CUDA_FIX`, :meth:`check_dtype`, :meth:`context`, :meth:`to_numpy`,
+    :meth:`synchronize`, :meth:`memory_pool_bytes`, :meth:`free_memory_pool`, :meth:`nccl_allreduce`,
+    :meth:`device_names` and the layer routines :attr:`matmul_tn`, :attr:`im2col`, :attr:`col2im`.
+    """
+
+    @property
+    @abc.abstractmethod
+    def NAME(self) -> str:  # noqa: N802 (a constant: subclasses set it as a class attribute)
+        """The backend's name, as ``backend=`` takes it (``"numpy"``, ``"array-api-strict"``...)."""
+
+    @property
+    @abc.abstractmethod
+    def KINDS(self) -> tuple[str, ...]:  # noqa: N802
+        """The device kinds it can run on: ``("cpu",)``, ``("cuda",)`` or ``("cpu", "cuda")``."""
+
+    # What to do when CUDA cannot be had and the probe's :class:`Reason` carries no fix of its own.
+    CUDA_FIX = ("Fix: install CuPy for your CUDA driver with `pip install 'xpnet[cuda12]'` "
+                f"(or 'xpnet[cuda13]'), {CPU_FALLBACK}.")
+
+    # -- required ------------------------------------------------------------------------------------
+    @abc.abstractmethod
+    def missing(self) -> str | None:
+        """``None`` when the library imports, else why not and the install command."""
+
+    @abc.abstractmethod
+    def cuda_status(self) -> tuple[int, str]:
+        """``(number of CUDA devices it can compute on, why none when 0)``; the why may be a
+        :class:`Reason` carrying the fix for that cause. Called before :meth:`namespace`."""
+
+    @abc.abstractmethod
+    def namespace(self):
+        """The Array API namespace (imported here, when the backend is first used)."""
+
+    @abc.abstractmethod
+    def native(self, kind: str, index: int, xp):
+        """The library's device object for ``kind`` (``"cpu"``/``"cuda"``) and the CUDA ordinal ``index``."""
+
+    @abc.abstractmethod
+    def owns(self, xp) -> bool:
+        """Whether ``xp`` is this library's namespace."""
+
+    @abc.abstractmethod
+    def locate(self, x, native) -> tuple[str, int, str]:
+        """``(kind, index, name)`` of the device of array ``x``, whose library device is ``native``; the name
+        tells apart devices that share kind and index (array-api-strict's), else ``""``."""
+
+    @abc.abstractmethod
+    def asarray(self, xp, host, native):
+        """The NumPy array ``host``, already of the wanted dtype, as an array of this library on ``native``."""
+
+    @abc.abstractmethod
+    def status(self) -> str:
+        """``"ok"`` with what it found, or why it cannot be used (one line of ``xpnet info``)."""
+
+    @abc.abstractmethod
+    def random_uniform(self, xp, native, seed, shape: tuple, dtype: str):
+        """Uniform numbers in ``[0, 1)`` drawn on ``native`` by the library's own generator, seeded from the
+        ``numpy.random.SeedSequence`` ``seed`` (see :func:`xpnet.backend.random_uniform`)."""
+
+    # -- optional: the defaults are those of a CPU library that follows the standard ---------------------
+    def check_dtype(self, name: str) -> None:
+        """Raise ``ValueError`` (with the fix) for a dtype the library would silently compute in another."""
+
+    def context(self, dev):
+        """A context manager making ``dev`` the current device (see :meth:`xpnet.Device.context`)."""
+        return NO_CONTEXT
+
+    def to_numpy(self, x):
+        """``x`` copied to the host as NumPy if it is this library's array and DLPack will not do, else
+        ``None`` (the caller then reads it through ``numpy.from_dlpack``)."""
+        return None
+
+    def synchronize(self, dev) -> None:
+        """Wait until the work queued on ``dev`` has finished."""
+
+    def memory_pool_bytes(self, dev) -> int | None:
+        """Peak bytes the GPU memory pool of ``dev`` holds, or ``None`` where there is none."""
+        return None
+
+    def free_memory_pool(self, dev) -> None:
+        """Give the cached GPU memory of ``dev`` back to the driver."""
+
+    def nccl_allreduce(self, dev, rank: int, size: int, share) -> Callable[[Any], Any] | None:
+        """A function summing a flat array over ranks in place through NCCL, or ``None`` where there is
+        no NCCL path (the caller then sums through MPI on the host)."""
+        return None
+
+    def device_names(self, count: int) -> list[str]:
+        """The names of the first ``count`` CUDA devices, for ``xpnet info``."""
+        return [f"CUDA device {i}" for i in range(count)]
+
+    # The layer routines (:data:`xpnet.backend.ROUTINES`): ``None`` where the library has no faster way of
+    # its own and the layer runs its generic Array API lines. Signatures: those of the generic code.
+    matmul_tn: Callable[..., Any] | None = None
+    im2col: Callable[..., Any] | None = None
+    col2im: Callable[..., Any] | None = None
