@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
-
 from .layers import input_layer, model_input_shape, model_output_shapes
 
 
@@ -31,7 +29,7 @@ def summary_lines(model, input_shape=None) -> list[str]:
     rule = "=" * (sum(widths) + 2 * 4 + len(head[4]))
     trained = sum(_size(p) for layer in model.layers for p in layer.params.values())
     kept = sum(_size(b) for layer in model.layers for b in _buffers(layer).values())
-    item = np.dtype(model.dtype).itemsize
+    item = model.device.xp.finfo(model.device.dtype(model.dtype)).bits // 8  # bytes per number
     if sample is None:
         source = "? (not known from the first layers: pass summary(input_shape=...), one sample's shape)"
     else:
