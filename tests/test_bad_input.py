@@ -354,6 +354,25 @@ def test_images_for_a_dense_first_layer_get_the_flatten_hint_only_without_flatte
     assert str(info.value).endswith("expects (samples, 6)")
 
 
+class Pick(xpnet.Layer):
+    """Two of five columns, and it tells no shapes: a Dense(2, ...) after it takes X of five columns."""
+
+    def forward(self, x, training=False):
+        return x[:, :2]
+
+
+def test_x_is_checked_against_the_first_fixed_layer_only_through_layers_that_rearrange_it():
+    """Activations and a Flatten pass a sample's values on as they are, so the Dense after them checks X; a layer
+    that computes new ones (a convolution, one of your own) takes X first, and its forward says what it takes."""
+    X5 = np.ones((3, 5), np.float32)
+    assert tuple(Sequential([Pick(), Dense(2, 3)], device="cpu", seed=0).predict(X5).shape) == (3, 3)
+    with pytest.raises(ValueError, match=r"^predict: X has shape \(3, 5\) but the first layer Dense\(in_features=2"):
+        Sequential([ReLU(), Flatten(), Dense(2, 3)], device="cpu", seed=0).predict(X5)
+    conv = Sequential([xpnet.Conv2D(1, 2, 3), Flatten(), Dense(70, 3)], device="cpu", seed=0)
+    with pytest.raises(ValueError, match=r"^Dense\(70, 3\) expects input of shape \(batch, 70\), got \(2, 72\)$"):
+        conv.predict(np.ones((2, 1, 8, 8), np.float32))
+
+
 def test_integers_above_1_are_raw_pixels_and_0_1_are_not():
     import warnings
 

@@ -60,6 +60,35 @@ def test_export_asks_for_the_option_not_the_python_argument(tmp_path, capsys, la
     assert not (tmp_path / "m.onnx").exists()
 
 
+def test_export_of_activations_alone_takes_any_width(tmp_path, capsys):
+    pytest.importorskip("onnx", reason="the onnx package is not installed: pip install 'xpnet[onnx]'")
+    xpnet.save(xpnet.Sequential([xpnet.Tanh()], device="cpu"), tmp_path / "m.npz")
+    code, out, err = run_main(capsys, "export", str(tmp_path / "m.npz"), "--onnx", str(tmp_path / "m.onnx"))
+    assert (code, err) == (0, "") and "input 'input' (batch, features)" in out
+
+
+class Halve(xpnet.Layer):
+    """A layer of the user's that tells no shapes (registered in the test that loads it)."""
+
+    def forward(self, x, training=False):
+        return 0.5 * x
+
+
+def test_evaluate_asks_the_layers_for_the_widths(tmp_path, capsys, monkeypatch):
+    """Rows go to a model that starts with Flatten; one that starts with a convolution says it takes images; where
+    the layers do not tell the output's width, one row through the model does."""
+    monkeypatch.setitem(xpnet.layers.LAYERS, "Halve", Halve)
+    args = ("--dataset", "spirals", "--loss", "softmax_cross_entropy", "--device", "cpu")
+    for name, layers in (("flat", [Flatten(), Dense(2, 3)]), ("own", [Dense(2, 3), Halve()]),
+                         ("conv", [Conv2D(1, 2, 1), Flatten(), Dense(2, 3)])):
+        xpnet.save(xpnet.Sequential(layers, device="cpu", seed=0), tmp_path / f"{name}.npz")
+        code, out, err = run_main(capsys, "evaluate", str(tmp_path / f"{name}.npz"), *args)
+        if name == "conv":
+            assert code == 1 and err.startswith("xpnet: error: Conv2D(in_channels=1") and "NCHW" in err, err
+        else:
+            assert (code, err) == (0, "") and out.startswith("test loss "), err
+
+
 # -- warnings: the command's own lines ---------------------------------------------------------------------
 def _warns_thrice(args):
     warnings.warn("fit: something worth knowing", UserWarning)

@@ -332,20 +332,21 @@ def test_numpy_window_routines_equal_the_generic_lines(dtype):
     from array_api_compat import numpy as xp
 
     from xpnet import backend
-    from xpnet.layers import conv
+    from xpnet.layers import windows
 
     fast_im2col, fast_col2im = backend.routine(xp, "im2col"), backend.routine(xp, "col2im")
     assert fast_im2col is not None and fast_col2im is not None
     rng = np.random.default_rng(8)
     for n, c, h, w, kernel, stride, pad in _window_cases():
-        x = conv.pad2d(rng.normal(size=(n, c, h, w)).astype(dtype), *pad)
-        out = tuple(conv._output_size(s, k, st, 0) for s, k, st in zip(x.shape[2:], kernel, stride))
+        x = windows.pad2d(rng.normal(size=(n, c, h, w)).astype(dtype), *pad)
+        out = tuple(windows.output_size(s, k, st, 0) for s, k, st in zip(x.shape[2:], kernel, stride))
         what = f"N{n} C{c} {h}x{w} kernel {kernel} stride {stride} padding {pad}"
-        got, want = fast_im2col(x, kernel, stride, out), conv.im2col(x, kernel, stride, out)
+        got, want = fast_im2col(x, kernel, stride, out), windows.im2col(x, kernel, stride, out)
         assert got.dtype == want.dtype == x.dtype and got.flags.c_contiguous, what
         np.testing.assert_array_equal(got, want, err_msg="im2col " + what)
         pieces = [rng.normal(size=(n, c, *out)).astype(dtype) for _ in range(kernel[0] * kernel[1])]
-        got, want = fast_col2im(pieces, kernel, stride, x.shape[2:]), conv.col2im(pieces, kernel, stride, x.shape[2:])
+        size = x.shape[2:]
+        got, want = fast_col2im(pieces, kernel, stride, size), windows.col2im(pieces, kernel, stride, size)
         assert got.dtype == want.dtype == x.dtype and got.shape == x.shape, what
         np.testing.assert_allclose(got, want, rtol=1e-6 if dtype == "float32" else 1e-15, atol=0,
                                    err_msg="col2im " + what)

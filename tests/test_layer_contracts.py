@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import xpnet
-from xpnet import Dense, Flatten, Identity, Layer, LeakyReLU, ReLU, Softmax, Step, to_numpy
+from xpnet import Dense, Flatten, Identity, Layer, LeakyReLU, ReLU, Softmax, Step, Tanh, to_numpy
 from xpnet import init
 from xpnet.layers import activations, core
 from xpnet.backend import host_rng
@@ -202,3 +202,54 @@ def test_one_sigmoid_for_the_layer_and_the_loss(dev):
     z = dev.asarray(x.T, "float64")
     loss.forward(z, dev.asarray(np.ones((6, 1)), "float64"))
     np.testing.assert_allclose(to_numpy(loss.backward()), (expected.T - 1.0) / 6, rtol=1e-15)
+
+
+# -- a model's shapes, as its layers tell them ---------------------------------------------------------
+@pytest.mark.parametrize("layers, first, shape", [
+    ([Dense(4, 3), ReLU(), Dense(3, 2)], "Dense", (4,)),
+    ([xpnet.Dropout(0.1), Tanh(), xpnet.BatchNorm1d(5), Dense(5, 2)], "BatchNorm1d", (5,)),
+    ([xpnet.Reshape((1, 6, 6)), xpnet.Conv2D(1, 2, 3)], "Reshape", (36,)),  # the flat rows it takes
+    ([xpnet.Reshape((-1, 4)), Flatten(), Dense(4, 2)], "Reshape", None),
+    ([ReLU(), Flatten(), Dense(12, 2)], "Flatten", None),  # (3, 4), (12,), (2, 6): any of them
+    ([xpnet.Conv2D(1, 2, 3), Flatten()], "Conv2D", None),
+    ([xpnet.BatchNorm2d(3), ReLU()], "BatchNorm2d", None),
+    ([Tanh(), Softmax()], None, None),
+], ids=["Dense", "BatchNorm1d-after-shape-keeping", "Reshape", "Reshape-minus-1", "Flatten", "Conv2D",
+        "BatchNorm2d", "activations-only"])
+def test_the_model_input_shape_is_the_first_layers_that_fixes_it(layers, first, shape):
+    found = xpnet.layers.input_layer(layers)
+    assert (None if found is None else type(found).__name__) == first
+    assert xpnet.layers.model_input_shape(layers) == shape
+
+
+def test_the_output_shapes_go_from_layer_to_layer():
+    layers = [xpnet.Reshape((1, 6, 6)), xpnet.Conv2D(1, 4, 3), xpnet.MaxPool2D(2), Flatten(), Dense(16, 3)]
+    assert xpnet.layers.model_output_shapes(layers, (None, 36)) == [
+        (None, 1, 6, 6), (None, 4, 4, 4), (None, 4, 2, 2), (None, 16), (None, 3)]
+    assert xpnet.layers.model_output_shapes(layers, (7, 6, 6))[-1] == (7, 3)
+    with pytest.raises(ValueError, match=r"^layer 3, Dense\(in_features=16.*\), does not take input of shape "
+                                         r"\(None, 36\) \(ValueError: Dense\(16, 3\) expects input of shape "
+                                         r"\(batch, 16\), got \(None, 36\)\)$"):
+        xpnet.layers.model_output_shapes(layers[1:], (None, 1, 8, 8))  # 3x3 pixels after the pooling
+
+
+class Pick(Layer):
+    """A layer of the user's that changes the shape and does not say so: nothing guesses its shape."""
+
+    def forward(self, x, training=False):
+        return x[:, :2]
+
+
+class Doubler(Layer):
+    keeps_shape = True  # says that it takes any shape and keeps it
+
+    def forward(self, x, training=False):
+        return 2 * x
+
+
+def test_a_layer_of_your_own_tells_its_shapes_or_they_are_not_known():
+    assert Pick().compute_output_shape((None, 5)) is None and Pick().fixed_input_shape() is None
+    assert xpnet.layers.model_output_shapes([Dense(4, 5), Pick(), Dense(2, 1)], (None, 4)) == [(None, 5), None, None]
+    assert xpnet.layers.model_input_shape([Pick(), Dense(2, 1)]) is None  # not (2,): Pick takes 5 columns
+    assert Doubler().compute_output_shape((None, 3, 4)) == (None, 3, 4)
+    assert xpnet.layers.model_input_shape([Doubler(), Dense(2, 1)]) == (2,)

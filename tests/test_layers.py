@@ -7,6 +7,8 @@ as the input; gradients too).
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 from array_api_compat import array_namespace, device
@@ -80,6 +82,7 @@ LAYERS = {
                           lambda x, p: _windows(x, (3, 3), (2, 2)).mean(axis=(-2, -1)), True),
     "GlobalAvgPool2D": (GlobalAvgPool2D, (2, 3, 4, 5), lambda x, p: x.mean(axis=(2, 3)), True),
     "Reshape": (lambda: Reshape((3, -1)), (4, 6), lambda x, p: x.reshape(4, 3, 2), True),
+    "Reshape-fixed": (lambda: Reshape((2, 1, 3)), (4, 3, 2), lambda x, p: x.reshape(4, 2, 1, 3), True),
     "BatchNorm2d-eval": (lambda: BatchNorm2d(3), (2, 3, 4, 4),
                          lambda x, p: x / np.sqrt(1 + 1e-5) * _channels(p["gamma"]) + _channels(p["beta"]), True),
     "BatchNorm2d-train": (lambda: BatchNorm2d(3), (2, 3, 3, 4),
@@ -149,6 +152,53 @@ def test_layer_backward_matches_central_differences(case, dev):
     for k in params_host:
         np.testing.assert_allclose(grads[k], central_difference(objective, params_host[k]),
                                    rtol=1e-6, atol=1e-8, err_msg=f"{case} grads[{k!r}]")
+
+
+@pytest.mark.parametrize("case", list(LAYERS))
+def test_compute_output_shape_is_the_shape_forward_gives(case, dev):
+    """Each layer owns its shapes: summary(), fit's checks and the export read them instead of running it."""
+    make, shape, _, _ = LAYERS[case]
+    layer = _build(make, dev, "float32")
+    shapes = [shape, (1, 2, 3, 4)] if layer.keeps_shape else [shape]  # any shape at all: another rank too
+    for s in shapes:
+        y = layer.forward(dev.asarray(_inputs(s).astype(np.float32)), training=case in TRAINING)
+        assert layer.compute_output_shape(s) == tuple(y.shape), f"{case} on {s}"
+        assert layer.compute_output_shape((None, *s[1:])) == (None, *y.shape[1:]), f"{case}: the batch passes"
+
+
+def test_every_registered_layer_is_in_the_harness():
+    """A new layer joins the cases above, and so has its forward, backward and shapes checked."""
+    assert {type(make()).__name__ for make, *_ in LAYERS.values()} == set(xpnet.layers.LAYERS)
+
+
+@pytest.mark.parametrize("make, shape", [
+    (lambda: Dense(5, 3), (2, 4)), (lambda: Dense(5, 3), (2, 5, 1)), (lambda: BatchNorm1d(3), (2, 3, 4)),
+    (lambda: BatchNorm2d(3), (2, 3)), (lambda: Conv2D(2, 3, 3), (2, 1, 5, 5)), (lambda: Conv2D(2, 3, 3), (2, 2, 2, 5)),
+    (lambda: MaxPool2D(2), (2, 4)), (lambda: AvgPool2D(3), (2, 1, 2, 6)), (GlobalAvgPool2D, (2, 3, 4)),
+], ids=["Dense-width", "Dense-rank", "BatchNorm1d", "BatchNorm2d", "Conv2D-channels", "Conv2D-small",
+        "MaxPool2D", "AvgPool2D-small", "GlobalAvgPool2D"])
+def test_forward_and_compute_output_shape_refuse_alike(make, shape, dev):
+    layer = _build(make, dev, "float32")
+    with pytest.raises(ValueError) as by_forward:
+        layer.forward(dev.asarray(np.ones(shape, np.float32)))
+    with pytest.raises(ValueError) as by_shape:
+        layer.compute_output_shape(shape)
+    said = str(by_shape.value)
+    assert said == str(by_forward.value) and said.startswith(type(layer).__name__)
+    assert repr(shape) in said or f"{shape[2]}x{shape[3]} pixels" in said  # what it got
+
+
+def test_reshape_refuses_a_size_it_cannot_hold(dev):
+    layer = Reshape((3, -1))
+    for shape in [(2, 4), (2, 5, 1)]:
+        with pytest.raises(ValueError, match=rf"^Reshape\(shape=\[3, -1\]\) cannot hold a sample of shape "
+                                             rf"{re.escape(repr(shape[1:]))}"):
+            layer.forward(dev.asarray(np.ones(shape, np.float32)))
+        with pytest.raises(ValueError, match=rf"^Reshape\(shape=\[3, -1\]\) cannot hold a sample of shape "
+                                             rf"{re.escape(repr(shape[1:]))}; the sizes must have the same product$"):
+            layer.compute_output_shape((None, *shape[1:]))
+    with pytest.raises(ValueError, match=r"cannot hold a sample of shape \(5,\)"):
+        Reshape((2, 3)).compute_output_shape((None, 5))
 
 
 def test_step_is_straight_through(dev):

@@ -235,13 +235,22 @@ def test_bad_arguments(tmp_path):
         with pytest.raises(ValueError, match=rf"starts with {type(first).__name__}.*input_shape=\(1, 28, 28\)"):
             export_onnx(xpnet.Sequential([first], seed=0), tmp_path / "m.onnx")
     with pytest.raises(ValueError, match=r"starts with Reshape.*input_shape=\(784,\)"):
-        export_onnx(xpnet.Sequential([Reshape((1, 28, 28))], seed=0), tmp_path / "m.onnx")
+        export_onnx(xpnet.Sequential([Reshape((-1, 28))], seed=0), tmp_path / "m.onnx")
     with pytest.raises(ValueError, match="input_shape is one sample's shape"):
         export_onnx(model, tmp_path / "m.onnx", input_shape=(3, 0))
     for opset in (12, 10_000, "17", True):
         with pytest.raises(ValueError, match="opset must be an int from 13"):
             export_onnx(model, tmp_path / "m.onnx", opset=opset, input_shape=(3, 4))
     assert not (tmp_path / "m.onnx").exists()
+
+
+def test_the_input_shape_is_what_the_layers_tell(tmp_path):
+    """As summary() and ``xpnet export``: a leading Reshape to a fixed shape takes flat rows of its size."""
+    proto = export_onnx(xpnet.Sequential([Reshape((1, 4, 4)), Conv2D(1, 2, 3)], seed=0), tmp_path / "m.onnx")
+    dims = proto.graph.input[0].type.tensor_type.shape.dim
+    assert [d.dim_param or d.dim_value for d in dims] == ["batch", 16]
+    dims = export_onnx(xpnet.Sequential([ReLU(), xpnet.BatchNorm1d(3)], seed=0), tmp_path / "m.onnx").graph.input[0]
+    assert [d.dim_param or d.dim_value for d in dims.type.tensor_type.shape.dim] == ["batch", 3]
 
 
 def test_without_onnx_the_error_says_what_to_install(tmp_path, monkeypatch, capsys):

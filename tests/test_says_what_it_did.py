@@ -272,6 +272,24 @@ def test_summary_refuses_a_shape_the_layers_do_not_take():
         Sequential([Flatten(), Dense(12, 2)], device="cpu").summary(input_shape=(0, 5))
 
 
+def test_summary_shows_what_a_layer_of_your_own_tells_and_guesses_nothing():
+    """A layer that does not tell its output's shape gets ``?``, and every layer after it too: a shape kept by
+    default would be wrong for this one, and Dense(2, 1) after it would seem not to fit."""
+    class Pick(xpnet.Layer):  # keeps two columns, and does not say so
+        def forward(self, x, training=False):
+            return x[:, :2]
+
+    class Told(Pick):
+        def compute_output_shape(self, input_shape):
+            return (input_shape[0], 2)
+
+    for layer, shapes in ((Pick(), ["(None, 5)", "?", "?"]), (Told(), ["(None, 5)", "(None, 2)", "(None, 1)"])):
+        lines = _summary(Sequential([Dense(4, 5), layer, Dense(2, 1)], device="cpu"))
+        assert lines[1] == "Input shape: (None, 4) (from Dense)"
+        assert [re.split(r"  +", line.strip())[2] for line in lines[5:8]] == shapes
+    assert _summary(Sequential([Pick(), Dense(2, 1)], device="cpu"))[1].startswith("Input shape: ? (not known")
+
+
 def test_summary_between_forward_and_backward_changes_no_gradient(dev):
     """The shapes come from copies of the layers: the caches backward reads stay the training batch's."""
     rng = np.random.default_rng(0)

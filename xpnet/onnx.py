@@ -189,9 +189,10 @@ def export_onnx(model, path, *, opset: int = DEFAULT_OPSET, input_shape=None):
 
     The graph has one input ``"input"`` of shape ``(batch, *input_shape)`` and one output ``"output"``,
     in the model's dtype (float32, or float64), with a symbolic batch size. ``input_shape`` is one
-    sample's shape; it defaults to ``(in_features,)`` of the first ``Dense`` (or ``BatchNorm1d``) and
-    must be given when a ``Flatten``, a ``Reshape`` or an image layer (``Conv2D``, a pooling,
-    ``BatchNorm2d``: ``(channels, height, width)``) comes first. ``opset`` is the ONNX operator set, from 13 up to the
+    sample's shape; by default the model's layers tell it (``(in_features,)`` of the first ``Dense`` or
+    ``BatchNorm1d``, the flat rows a leading ``Reshape`` without -1 takes), and it must be given when a
+    ``Flatten``, a ``Reshape`` with -1 or an image layer (``Conv2D``, a pooling, ``BatchNorm2d``:
+    ``(channels, height, width)``) comes first. ``opset`` is the ONNX operator set, from 13 up to the
     newest the installed ``onnx`` knows. The file's ``metadata_props`` hold ``scale`` and
     ``input_scaling`` (how raw pixels were scaled for training), ``input_range`` (JSON ``[low, high]``
     of the inputs ``fit`` saw), ``loss``, ``xpnet_version`` and ``xpnet_metadata`` (all of
@@ -254,25 +255,15 @@ def _sample_shape(model, input_shape):
             raise ValueError(f"export_onnx: input_shape is one sample's shape, a tuple of positive ints such "
                              f"as (784,) or (28, 28), got {input_shape!r}")
         return shape
-    for layer in model.layers:
-        if isinstance(layer, _layers.Dense):
-            return (layer.in_features,)
-        if type(layer).__name__ == "BatchNorm1d":
-            return (layer.num_features,)
-        if isinstance(layer, _layers.Flatten):
-            raise ValueError("export_onnx: the model starts with Flatten, so the shape of its input is not "
-                             "known: pass input_shape, one sample's shape, e.g. input_shape=(28, 28)")
-        if isinstance(layer, _IMAGE_LAYERS):
-            raise ValueError(f"export_onnx: the model starts with {type(layer).__name__}, so the size of its "
-                             f"images is not known: pass input_shape, one sample's shape, e.g. input_shape="
-                             f"(1, 28, 28)")
-        if isinstance(layer, _layers.Reshape):
-            raise ValueError("export_onnx: the model starts with Reshape, so the shape of its input is not "
-                             "known: pass input_shape, one sample's shape, e.g. input_shape=(784,)")
-    return ("features",)  # elementwise layers only: any width
-
-
-_IMAGE_LAYERS = (_layers.Conv2D, _layers.MaxPool2D, _layers.AvgPool2D, _layers.GlobalAvgPool2D, _layers.BatchNorm2d)
+    first, shape = _layers.input_layer(model.layers), _layers.model_input_shape(model.layers)
+    if first is None:
+        return ("features",)  # elementwise layers only: any width
+    if shape is not None:
+        return shape
+    example = first.example_input_shape
+    what = "the size of its images" if example is not None and len(example) == 3 else "the shape of its input"
+    raise ValueError(f"export_onnx: the model starts with {type(first).__name__}, so {what} is not known: pass "
+                     f"input_shape, one sample's shape" + ("" if example is None else f", e.g. input_shape={example}"))
 
 
 def _metadata(model) -> dict:

@@ -1,29 +1,23 @@
 """``Sequential.summary()``: the table a Keras user knows (layer, output shape, parameter count, totals).
 
-The output shapes come from one all-zero sample put through the layers (in inference mode, through
-shallow copies: the layers' caches for ``backward`` stay as they were), so they are what ``forward``
-gives, for any layer, a user's own too. Where the input shape is not known they are ``?``.
+The shapes are the layers' own (``compute_output_shape``, from the input shape the first layers fix): nothing
+runs, and a layer's caches for ``backward`` stay as they were. Where the input shape is not known, or a layer
+(one of your own without ``compute_output_shape``) does not tell its output's, they are ``?``.
 """
 
 from __future__ import annotations
 
-import copy
 import math
 
-import numpy as np
-
-from .layers import BatchNorm1d, Dense, Dropout, Identity, LeakyReLU, ReLU, Reshape, Sigmoid, Softmax, Step, Tanh
-
-# Layers that keep the shape of what they get: the input shape may be read from a layer after them.
-_SHAPE_KEEPING = (Identity, LeakyReLU, ReLU, Sigmoid, Softmax, Step, Tanh, Dropout)
+from .layers import input_layer, model_input_shape, model_output_shapes
 
 
 def summary_lines(model, input_shape=None) -> list[str]:
     """The lines of ``model.summary(input_shape)``."""
     given = input_shape is not None
-    sample = _checked(input_shape) if given else _input_shape(model.layers)
+    sample = _checked(input_shape) if given else model_input_shape(model.layers)
     shapes = _output_shapes(model, sample)
-    rows = [(str(i), type(layer).__name__, "?" if s is None else str((None, *s)), f"{_count(layer):,d}",
+    rows = [(str(i), type(layer).__name__, "?" if s is None else str(s), f"{_count(layer):,d}",
              _arguments(layer)) for i, (layer, s) in enumerate(zip(model.layers, shapes))]
     head = ("#", "Layer (type)", "Output shape", "Param #", "Arguments")
     widths = [max(len(r[c]) for r in [head, *rows]) for c in range(4)]
@@ -35,11 +29,11 @@ def summary_lines(model, input_shape=None) -> list[str]:
     rule = "=" * (sum(widths) + 2 * 4 + len(head[4]))
     trained = sum(_size(p) for layer in model.layers for p in layer.params.values())
     kept = sum(_size(b) for layer in model.layers for b in _buffers(layer).values())
-    item = np.dtype(model.dtype).itemsize
+    item = model.device.xp.finfo(model.device.dtype(model.dtype)).bits // 8  # bytes per number
     if sample is None:
         source = "? (not known from the first layers: pass summary(input_shape=...), one sample's shape)"
     else:
-        source = str((None, *sample)) + ("" if given else f" (from {type(_first_sized(model.layers)).__name__})")
+        source = str((None, *sample)) + ("" if given else f" (from {type(input_layer(model.layers)).__name__})")
     return [f"Sequential on {model.device}, {model.dtype}", f"Input shape: {source}", rule, line(head), rule,
             *map(line, rows), rule,
             f"Total params: {trained + kept:,d} ({_bytes((trained + kept) * item)})",
@@ -56,40 +50,13 @@ def _checked(input_shape) -> tuple:
     return shape
 
 
-def _first_sized(layers):
-    """The first layer that fixes the input's width, if only shape-keeping layers come before it."""
-    for layer in layers:
-        if isinstance(layer, (Dense, BatchNorm1d)) or isinstance(layer, Reshape) and -1 not in layer.shape:
-            return layer
-        if not isinstance(layer, _SHAPE_KEEPING):
-            return None
-    return None
-
-
-def _input_shape(layers):
-    first = _first_sized(layers)
-    if isinstance(first, Dense):
-        return (first.in_features,)
-    if isinstance(first, BatchNorm1d):
-        return (first.num_features,)
-    return None if first is None else (math.prod(first.shape),)
-
-
 def _output_shapes(model, sample) -> list:
     if sample is None:
         return [None] * len(model.layers)
-    dev, shapes = model.device, []
-    with dev.context():
-        x = dev.asarray(np.zeros((1, *sample)), model.dtype)
-        for i, layer in enumerate(model.layers):
-            try:
-                x = copy.copy(layer).forward(x, training=False)
-            except Exception as exc:  # any layer's own refusal, a user's layer too
-                raise ValueError(f"summary: layer {i}, {layer!r}, does not take input of shape "
-                                 f"{(None, *x.shape[1:])} ({type(exc).__name__}: {exc}); check the layers, or "
-                                 f"input_shape") from None
-            shapes.append(tuple(x.shape[1:]))
-    return shapes
+    try:
+        return model_output_shapes(model.layers, (None, *sample))
+    except ValueError as exc:  # "layer i, ..., does not take input of shape ..."
+        raise ValueError(f"summary: {exc}; check the layers, or input_shape") from None
 
 
 def _arguments(layer) -> str:

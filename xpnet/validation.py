@@ -12,9 +12,7 @@ import sys
 import warnings
 
 from . import backend
-from .layers import AvgPool2D, Conv2D, Dense, Flatten, GlobalAvgPool2D, MaxPool2D, Reshape
-
-_RESHAPING = (AvgPool2D, Conv2D, GlobalAvgPool2D, MaxPool2D, Reshape)
+from .layers import model_output_shapes
 
 _PACKAGE = os.path.dirname(os.path.abspath(__file__)) + os.sep
 
@@ -113,27 +111,56 @@ def _is_floating(a) -> bool:
     return backend.device_of(a).xp.isdtype(a.dtype, "real floating")
 
 
-def _first_dense(model):
-    """The first Dense layer and whether a Flatten comes before it; ``(None, ...)`` when a layer that
-    changes the shape otherwise (a convolution, a pooling, a Reshape) comes first: that layer checks its
-    input itself."""
-    flat = False
+def _first_fixed(model, shape):
+    """The first layer that fixes one sample's shape (a Dense, a BatchNorm1d, a Reshape) and the shape that
+    inputs of ``shape`` reach it with, where the layers before it only rearrange a sample's values (the
+    activations, a Flatten); else ``(None, None)``: a layer that computes new values (a convolution) takes
+    ``X`` first, and its forward says what it takes."""
+    size = math.prod(shape[1:])
     for layer in model.layers:
-        if isinstance(layer, Flatten):
-            flat = True
-        if isinstance(layer, Dense):
-            return layer, flat
-        if isinstance(layer, _RESHAPING):
-            return None, flat
-    return None, flat
+        if layer.fixed_input_shape() is not None:
+            return layer, shape
+        try:
+            shape = layer.compute_output_shape(shape)
+        except ValueError:
+            return None, None
+        if shape is None or math.prod(shape[1:]) != size:
+            return None, None
+    return None, None
 
 
-def output_width(model):
-    """The number of outputs of the last Dense layer (``None`` without one)."""
-    for layer in reversed(model.layers):
-        if isinstance(layer, Dense):
-            return layer.out_features
-    return None
+def _takes(layer, shape) -> bool:
+    try:
+        layer.compute_output_shape(shape)
+    except ValueError:
+        return False
+    return True
+
+
+def _check_first_layer(model, X, where: str) -> None:
+    first, reached = _first_fixed(model, tuple(X.shape))
+    if first is None:
+        return
+    expects = f"(samples, {', '.join(map(str, first.fixed_input_shape()))})"
+    if X.ndim == 1:
+        raise ValueError(f"{where}: X has shape {tuple(X.shape)}, one dimension; the first layer {first!r} "
+                         f"expects {expects}. For one sample use X.reshape(1, -1)")
+    if not _takes(first, reached):
+        flat = _takes(first, (reached[0], math.prod(reached[1:])))  # what a Flatten would make of them
+        raise ValueError(f"{where}: X has shape {tuple(X.shape)} but the first layer {first!r} expects {expects}"
+                         + ("; add a Flatten() layer first" if flat else ""))
+
+
+def output_width(model, shape):
+    """How many values the model gives per sample for inputs of ``shape`` (with the batch axis), as its layers
+    tell it: the width of its 2-D output. ``None`` where they do not tell it, or do not take that shape (the
+    forward pass says why), or the output is not 2-D."""
+    try:
+        shapes = model_output_shapes(model.layers, shape)
+    except ValueError:
+        return None
+    last = shapes[-1] if shapes else None
+    return last[1] if last is not None and len(last) == 2 else None
 
 
 def _all_finite(a) -> bool:
@@ -162,18 +189,7 @@ def prepare_xy(model, X, y, loss, where: str, targets: bool = True, warn_unscale
     n = X.shape[0]
     if n == 0:
         raise ValueError(f"{where}: X is empty (0 samples)")
-    first, flat = _first_dense(model)
-    if first is not None:
-        features = 1
-        for d in X.shape[1:]:
-            features *= d
-        if X.ndim == 1:
-            raise ValueError(f"{where}: X has shape {tuple(X.shape)}, one dimension; the first layer {first!r} "
-                             f"expects (samples, {first.in_features}). For one sample use X.reshape(1, -1)")
-        if (not flat and X.ndim != 2) or features != first.in_features:
-            raise ValueError(f"{where}: X has shape {tuple(X.shape)} but the first layer {first!r} expects "
-                             f"(samples, {first.in_features})" + ("" if flat or X.ndim == 2 else
-                                                                  "; add a Flatten() layer first"))
+    _check_first_layer(model, X, where)
     if not _is_floating(X) and not _is_integral(X):
         raise TypeError(f"{where}: X has dtype {X.dtype}; use float32 data")
     # the max on X's own device, one scalar read back (not a host copy of X)
@@ -205,7 +221,7 @@ def prepare_xy(model, X, y, loss, where: str, targets: bool = True, warn_unscale
     if y.ndim == 0 or y.shape[0] != n:
         raise ValueError(f"{where}: X has {n} samples but y has shape {tuple(y.shape)}; "
                          f"they must have the same length")
-    width = output_width(model)
+    width = output_width(model, tuple(X.shape))
     if _is_integral(y):
         out = X, _labels(y, width, loss, where, dev, model.dtype), True
         return (*out, span) if with_range else out

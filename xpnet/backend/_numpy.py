@@ -53,7 +53,7 @@ class NumPy(Backend):
             return None
         return np.dot(a.T, b)
 
-    # -- the convolution layers' windows (xpnet.layers.conv), through NumPy's strides ----------------------
+    # -- the convolution layers' windows (xpnet.layers.windows), through NumPy's strides -------------------
     # The generic lines stack kh*kw sliced views and undo them by adding zero-framed pieces (no scatter, no
     # writes: JAX runs them too). On NumPy a strided view and slice-adds into one zeroed buffer do the same
     # with fewer passes over memory (Chainer's col2im): at batch 64 of the MNIST preset's second convolution,

@@ -71,7 +71,7 @@ def random_uniform(dev, key: int, counter: int, shape, dtype: str = "float32"):
 
 _ROUTINES: dict = {}
 # What a backend may define in its own way: Dense's one-sample ``x.T @ dy`` (layers/core.py) and the
-# convolution layers' windows (layers/conv.py)
+# convolution layers' windows (layers/windows.py)
 ROUTINES = ("matmul_tn", "im2col", "col2im")
 
 

@@ -3,7 +3,6 @@ arguments and returning the exit status (``cmd_train`` is in train.py, ``cmd_exp
 
 from __future__ import annotations
 
-import math
 import os
 import platform
 import sys
@@ -14,19 +13,18 @@ import numpy as np
 from .. import backend, datasets, losses
 from .._version import __version__
 from ..distributed.threads import cpu_status
-from ..layers import Dense, Reshape
+from ..layers import model_input_shape
 from ..model import load
 from ..validation import output_width
 from .data import as_targets, load_data
 from .presets import LOSSES
 
 
-def _input_width(model) -> int:
-    """How many numbers one input row has: the first Dense's inputs, or all of a leading Reshape's."""
-    first = model.layers[0] if model.layers else None
-    if isinstance(first, Reshape) and -1 not in first.shape:
-        return math.prod(first.shape)
-    return next(layer.in_features for layer in model.layers if isinstance(layer, Dense))
+def _input_width(model) -> int | None:
+    """How many numbers one input row has, as the model's layers tell it (a leading Dense's inputs, all of a
+    leading Reshape's); ``None`` where they do not fix it, and the model's own checks say what it takes."""
+    shape = model_input_shape(model.layers)
+    return shape[0] if shape is not None and len(shape) == 1 else None
 
 
 # -- the commands -------------------------------------------------------------------------------
@@ -39,10 +37,12 @@ def cmd_evaluate(args) -> int:
     X, y = load_data(args, meta.get("scale") or "tutorial", split=args.split)  # only that split's files are needed
     if X.shape[0] == 0:
         raise ValueError(f"{args.dataset}: the {args.split} split is empty")
-    if X.shape[1] != _input_width(model):
-        raise ValueError(f"{args.model} takes {_input_width(model)} inputs, but {args.dataset} has "
+    features = _input_width(model)
+    if features is not None and X.shape[1] != features:
+        raise ValueError(f"{args.model} takes {features} inputs, but {args.dataset} has "
                          f"{X.shape[1]} features per sample")
-    width = output_width(model)
+    # as its layers tell it; where they do not, one row through the model does (or says what the model takes)
+    width = output_width(model, X.shape) or int(model.predict(X[:1]).shape[-1])
     if int(y.max()) >= max(width, 2):
         raise ValueError(f"{args.dataset} has labels up to {int(y.max())}, but {args.model} has only {width} "
                          f"outputs")
@@ -143,9 +143,9 @@ def cmd_predict(args) -> int:
     model = load(args.model, device=args.device, backend=args.backend)
     X, csv = _read_input(args.input)
     features = _input_width(model)
-    if csv and X.shape[1] == features + 1:
+    if csv and features is not None and X.shape[1] == features + 1:
         X = X[:, 1:]  # the tutorial CSV's rows start with the label
-    if X.shape[1] != features:
+    if features is not None and X.shape[1] != features:
         raise ValueError(f"{args.input}: rows of {X.shape[1]} values, but the model takes {features} inputs")
     if model.loss is None and model.metadata.get("loss") in losses.LOSSES:
         model.loss = losses.get(model.metadata["loss"])  # files from before the loss had its own field

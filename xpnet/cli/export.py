@@ -4,12 +4,11 @@ other commands'."""
 
 from __future__ import annotations
 
-import math
 import sys
 
-from ..layers import Flatten, Reshape
+from ..layers import input_layer, model_input_shape
 from ..model import load
-from ..onnx import _IMAGE_LAYERS, _sample_shape, export_onnx
+from ..onnx import export_onnx
 
 
 def _shape(value_info) -> str:
@@ -18,20 +17,17 @@ def _shape(value_info) -> str:
 
 
 def _input_shape(model, path):
-    """One sample's shape as the model file tells it, or an error that names --input-shape.
-
-    Beyond export_onnx's default (a leading Dense's inputs): a leading Reshape to a fixed shape, such as the
-    cnn preset's (1, 28, 28), takes flat rows of that many numbers, which is what xpnet trained it on."""
-    try:
-        return _sample_shape(model, None)
-    except ValueError:  # it starts with a Flatten, a Reshape or an image layer
-        first = next(layer for layer in model.layers if isinstance(layer, (Flatten, Reshape, *_IMAGE_LAYERS)))
-    if isinstance(first, Reshape) and -1 not in first.shape:
-        return (math.prod(first.shape),)
-    example = "1,28,28 (channels, height, width)" if isinstance(first, _IMAGE_LAYERS) else \
-        "28,28" if isinstance(first, Flatten) else "784"
+    """One sample's shape as the model's layers tell it (a leading Dense's inputs, the flat rows a leading
+    Reshape to a fixed shape takes, as in --model cnn; ``None`` for export_onnx's any width where all its layers
+    keep any shape), or an error that names --input-shape."""
+    first, shape = input_layer(model.layers), model_input_shape(model.layers)
+    if first is None or shape is not None:
+        return shape
+    example = first.example_input_shape
+    hint = "" if example is None else (", e.g. --input-shape " + ",".join(map(str, example))
+                                       + (" (channels, height, width)" if len(example) == 3 else ""))
     raise ValueError(f"{path} starts with {type(first).__name__}, so the shape of one sample is not known: "
-                     f"pass it with --input-shape, e.g. --input-shape {example}")
+                     f"pass it with --input-shape{hint}")
 
 
 def cmd_export(args) -> int:

@@ -1,14 +1,17 @@
-"""Layers: the ``Layer`` protocol and its registry (``base``), ``Dense``, ``Flatten`` and ``Reshape`` (``core``),
-the activation functions (``activations``), ``Dropout``, ``BatchNorm1d`` and ``BatchNorm2d`` (``regularization``),
-``Conv2D`` and the poolings (``conv``). Every class registers itself where it is defined."""
+"""Layers: the ``Layer`` protocol, its registry and a model's shapes as its layers tell them (``base``);
+``Dense``, ``Flatten`` and ``Reshape`` (``core``); the activation functions (``activations``); ``Dropout``,
+``BatchNorm1d`` and ``BatchNorm2d`` (``regularization``); ``Conv2D`` (``conv``) and the poolings (``pooling``),
+on the windows of ``windows``. Every class registers itself where it is defined."""
 
 from .activations import (ACTIVATIONS, Identity, LeakyReLU, ReLU, Sigmoid, Softmax, Step, Tanh, log_softmax,
                           sigmoid, softmax)
-from .base import LAYERS, Layer, register_layer
-from .conv import AvgPool2D, Conv2D, GlobalAvgPool2D, MaxPool2D
+from .base import LAYERS, Layer, input_layer, model_input_shape, model_output_shapes, register_layer
+from .conv import Conv2D
 from .core import Dense, Flatten, Reshape
+from .pooling import AvgPool2D, GlobalAvgPool2D, MaxPool2D
 from .regularization import BatchNorm1d, BatchNorm2d, Dropout
 
 __all__ = ["ACTIVATIONS", "AvgPool2D", "BatchNorm1d", "BatchNorm2d", "Conv2D", "Dense", "Dropout", "Flatten",
            "GlobalAvgPool2D", "Identity", "LAYERS", "Layer", "LeakyReLU", "MaxPool2D", "ReLU", "Reshape", "Sigmoid",
-           "Softmax", "Step", "Tanh", "log_softmax", "register_layer", "sigmoid", "softmax"]
+           "Softmax", "Step", "Tanh", "input_layer", "log_softmax", "model_input_shape", "model_output_shapes",
+           "register_layer", "sigmoid", "softmax"]

@@ -1,7 +1,7 @@
 """Activation functions as layers: the value and its derivative side by side.
 
 Each keeps what its derivative needs (usually its own output ``y``), so ``backward(dy)`` is one line
-of the chain rule ``dx = dy * f'(x)``.
+of the chain rule ``dx = dy * f'(x)``. Each takes input of any shape and keeps it (``keeps_shape``).
 """
 
 from __future__ import annotations
@@ -25,6 +25,8 @@ def sigmoid(x):
 class Sigmoid(Layer):
     """Logistic sigmoid ``y = 1 / (1 + exp(-x))``, ``dy/dx = y (1 - y)``. Finite for any input."""
 
+    keeps_shape = True
+
     def forward(self, x, training=False):
         self._y = sigmoid(x)
         return self._y
@@ -38,6 +40,8 @@ class Sigmoid(Layer):
 class Tanh(Layer):
     """``y = tanh(x)``, ``dy/dx = 1 - y^2``."""
 
+    keeps_shape = True
+
     def forward(self, x, training=False):
         self._y = array_namespace(x).tanh(x)
         return self._y
@@ -49,6 +53,8 @@ class Tanh(Layer):
 @register_layer
 class ReLU(Layer):
     """``y = max(x, 0) = x * [x > 0]``, ``dy/dx = [x > 0]`` (1 where x > 0, else 0)."""
+
+    keeps_shape = True
 
     def forward(self, x, training=False):
         # Only y is kept: the next layer keeps the same array as its input, so the ReLU holds no memory of
@@ -65,6 +71,8 @@ class ReLU(Layer):
 @register_layer
 class LeakyReLU(Layer):
     """``y = x if x > 0 else alpha * x``, ``dy/dx = 1 or alpha``."""
+
+    keeps_shape = True
 
     def __init__(self, alpha: float = 0.01):
         super().__init__()
@@ -92,6 +100,8 @@ class Softmax(Layer):
     :class:`~xpnet.losses.SoftmaxCrossEntropy`, which fuses this with the loss and is more accurate.
     """
 
+    keeps_shape = True
+
     def forward(self, x, training=False):
         self._y = softmax(x)
         return self._y
@@ -111,6 +121,8 @@ class Step(Layer):
     ``w += lr (t - y) x``.
     """
 
+    keeps_shape = True
+
     def forward(self, x, training=False):
         xp = array_namespace(x)
         return xp.astype(x >= 0.0, x.dtype)
@@ -122,6 +134,8 @@ class Step(Layer):
 @register_layer
 class Identity(Layer):
     """``y = x`` (a linear output, as in the Wekinator network of the seeds)."""
+
+    keeps_shape = True
 
     def forward(self, x, training=False):
         return x

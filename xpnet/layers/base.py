@@ -26,12 +26,22 @@ class Layer:
 
     A layer that draws random numbers while training (Dropout) also has ``rng_state() -> dict`` (JSON)
     and ``set_rng_state(state)``, for checkpoints; layers without randomness do not define them.
+
+    A layer owns its shapes too: ``compute_output_shape`` and ``fixed_input_shape`` (with ``keeps_shape``),
+    which ``summary()``, ``fit``'s checks, ``export_onnx`` and the ``xpnet`` command ask instead of knowing
+    the layer classes.
     """
 
     params: dict
     grads: dict
     buffers: dict
     input_grad: bool = True
+    keeps_shape: bool = False
+    """True for a layer that takes input of any shape and gives output of that shape (the activations, Dropout):
+    a model's input shape is then read from a layer after it."""
+    example_input_shape: tuple | None = None
+    """One sample's shape for an error to suggest when this layer comes first and does not fix the input's
+    shape (Flatten: (28, 28); the image layers: (1, 28, 28))."""
 
     def __init__(self):
         self.params = {}
@@ -57,6 +67,25 @@ class Layer:
 
     def __call__(self, x, training: bool = False):
         return self.forward(x, training)
+
+    def compute_output_shape(self, input_shape: tuple) -> tuple | None:
+        """The shape of ``forward``'s output for input of shape ``input_shape``, both with the batch axis first,
+        as Keras' method of this name: ``Dense(784, 10)`` gives ``(None, 10)`` for ``(None, 784)`` (the batch
+        axis, ``None`` or a number, passes through). With the batch axis, ``forward`` makes its check of the
+        input through this method, so both refuse the same inputs with the same message: a ``ValueError``
+        that names the layer and the shape.
+
+        The default is the input's shape where ``keeps_shape`` is set, else ``None``: not known (``summary()``
+        shows ``?`` from such a layer on). So a layer of your own gets no guessed shape, which would be wrong
+        for one that changes it; define this method, or set ``keeps_shape = True``, to give it one.
+        """
+        return tuple(input_shape) if self.keeps_shape else None
+
+    def fixed_input_shape(self) -> tuple | None:
+        """One sample's shape (no batch axis) that this layer takes as a model's first layer, where it fixes one:
+        ``Dense``: ``(in_features,)``; ``BatchNorm1d``: ``(num_features,)``; a ``Reshape`` without -1: flat rows
+        of its size. ``None`` where more than one shape would do (a convolution takes any height and width)."""
+        return None
 
     def get_config(self) -> dict:
         """The constructor arguments, JSON-serializable (used by ``save``/``load``)."""
@@ -85,3 +114,34 @@ def register_layer(cls: type) -> type:
         raise TypeError(f"register_layer: {cls!r} is not a subclass of xpnet.Layer")
     LAYERS[cls.__name__] = cls
     return cls
+
+
+def input_layer(layers):
+    """The layer that decides the input shape of a model of ``layers``: the first that does not keep every
+    shape (``None`` when all do, as in a model of activations only)."""
+    return next((layer for layer in layers if not layer.keeps_shape), None)
+
+
+def model_input_shape(layers) -> tuple | None:
+    """One sample's shape (no batch axis) that a model of ``layers`` takes, as its layers tell it: the
+    :meth:`~Layer.fixed_input_shape` of its :func:`input_layer`. ``None`` where they do not fix one (a model
+    that starts with Flatten or a convolution takes more than one shape: ask for it)."""
+    first = input_layer(layers)
+    return None if first is None else first.fixed_input_shape()
+
+
+def model_output_shapes(layers, input_shape) -> list:
+    """Each layer's output shape (with the batch axis) for a model input of shape ``input_shape`` (with the batch
+    axis): :meth:`~Layer.compute_output_shape` from layer to layer, ``None`` from a layer that does not tell its
+    own on. A ``ValueError`` names the layer (by index) that does not take what it gets, and why."""
+    shapes, shape = [], tuple(input_shape)
+    for i, layer in enumerate(layers):
+        if shape is not None:
+            try:
+                shape = layer.compute_output_shape(shape)
+            except ValueError as exc:
+                raise ValueError(f"layer {i}, {layer!r}, does not take input of shape {shape} "
+                                 f"({type(exc).__name__}: {exc})") from None
+            shape = None if shape is None else tuple(shape)
+        shapes.append(shape)
+    return shapes

@@ -11,6 +11,8 @@ The namespace ``xp`` always comes from the arrays, so the same code runs on ever
 
 from __future__ import annotations
 
+import math
+
 from array_api_compat import is_writeable_array
 
 from .. import backend
@@ -53,10 +55,18 @@ class Dense(Layer):
         if self.bias:
             self.params["b"] = initializers.zeros((self.out_features,), rng, device, dtype)
 
-    def forward(self, x, training=False):
-        if x.ndim != 2 or x.shape[1] != self.in_features:
+    def fixed_input_shape(self):
+        return (self.in_features,)
+
+    def compute_output_shape(self, input_shape):
+        shape = tuple(input_shape)
+        if len(shape) != 2 or shape[1] != self.in_features:
             raise ValueError(f"Dense({self.in_features}, {self.out_features}) expects input of shape "
-                             f"(batch, {self.in_features}), got {tuple(x.shape)}")
+                             f"(batch, {self.in_features}), got {shape}")
+        return (shape[0], self.out_features)
+
+    def forward(self, x, training=False):
+        self.compute_output_shape(x.shape)
         self._x = x
         y = x @ self.params["W"]
         if self.bias:
@@ -84,13 +94,21 @@ class Dense(Layer):
         which a file cannot hold) is kept by that name, and a later ``build(init=True)`` says so."""
         name = config.get("init", "lecun_normal")
         if isinstance(name, str) and name not in initializers.INITIALIZERS:
-            config = {**config, "init": _saved_by_name(name)}
+            config = {**config, "init": saved_by_name(name)}
         return cls(**config)
 
 
 @register_layer
 class Flatten(Layer):
     """Reshape any input ``(batch, d1, d2, ...)`` to ``(batch, d1*d2*...)``, like the seeds' ``ravel``."""
+
+    example_input_shape = (28, 28)
+
+    def compute_output_shape(self, input_shape):
+        shape = tuple(input_shape)
+        if not shape:
+            raise ValueError(f"{self!r} expects input of shape (batch, ...), got ()")
+        return (shape[0], math.prod(shape[1:]))
 
     def forward(self, x, training=False):
         xp = array_namespace(x)
@@ -111,6 +129,8 @@ class Reshape(Layer):
         >>> Reshape((1, 28, 28))            # (N, 784) -> (N, 1, 28, 28)
     """
 
+    example_input_shape = (784,)
+
     def __init__(self, shape):
         super().__init__()
         dims = tuple(shape) if isinstance(shape, (tuple, list)) else (shape,)
@@ -119,6 +139,18 @@ class Reshape(Layer):
             raise ValueError(f"Reshape: shape is one sample's shape, a tuple of positive ints with at most one "
                              f"-1 (inferred), such as (1, 28, 28); got {shape!r}")
         self.shape = dims
+
+    def fixed_input_shape(self):
+        # the flat rows of its size, which xpnet feeds it (any layout of that size would do as well)
+        return None if -1 in self.shape else (math.prod(self.shape),)
+
+    def compute_output_shape(self, input_shape):
+        shape = tuple(input_shape)
+        size, known = math.prod(shape[1:]), math.prod(d for d in self.shape if d != -1)
+        if not shape or (size % known if -1 in self.shape else size != known):
+            raise ValueError(f"{self!r} cannot hold a sample of shape {shape[1:]}; the sizes must have the same "
+                             f"product")
+        return (shape[0], *(size // known if d == -1 else d for d in self.shape))
 
     def forward(self, x, training=False):
         xp = array_namespace(x)
@@ -150,7 +182,10 @@ def _matmul_tn(x, dy):
     return x.T * dy if x.shape[0] == 1 else x.T @ dy
 
 
-def _saved_by_name(name: str, layer: str = "Dense"):
+def saved_by_name(name: str, layer: str = "Dense"):
+    """The stand-in for an initializer that a file kept by ``name`` only (a function of the user's): it keeps
+    the name for ``get_config`` and refuses to draw, naming ``layer`` (Dense, Conv2D) in the error."""
+
     def unavailable(shape, rng, device, dtype="float32"):
         raise ValueError(f"{layer}: the initializer {name!r} was a custom function, which a saved file keeps by "
                          f"name only; make the layer again with init=<that function> to draw new weights")

@@ -38,6 +38,8 @@ class Dropout(Layer):
         >>> model = Sequential([Dense(784, 512), ReLU(), Dropout(0.2), Dense(512, 10)], seed=0)
     """
 
+    keeps_shape = True
+
     def __init__(self, p: float = 0.5):
         super().__init__()
         # (a NaN fails the range test too)
@@ -146,11 +148,16 @@ class _BatchNorm(Layer):
     def _view(self, xp, v):
         return v if self._ndim == 2 else xp.reshape(v, (self.num_features, 1, 1))
 
-    def forward(self, x, training=False):
-        if x.ndim != self._ndim or x.shape[1] != self.num_features:
+    def compute_output_shape(self, input_shape):
+        shape = tuple(input_shape)
+        if len(shape) != self._ndim or shape[1] != self.num_features:
             want = "(batch, {0})" if self._ndim == 2 else "(batch, {0}, height, width)"
             raise ValueError(f"{self.__class__.__name__}({self.num_features}) expects input of shape "
-                             f"{want.format(self.num_features)}, got {tuple(x.shape)}" + self._hint(x))
+                             f"{want.format(self.num_features)}, got {shape}" + self._hint(len(shape)))
+        return shape
+
+    def forward(self, x, training=False):
+        self.compute_output_shape(x.shape)
         xp = array_namespace(x)
         view = functools.partial(self._view, xp)
         if training:
@@ -212,8 +219,11 @@ class BatchNorm1d(_BatchNorm):
         >>> model = Sequential([Dense(784, 256), BatchNorm1d(256), ReLU(), Dense(256, 10)], seed=0)
     """
 
-    def _hint(self, x):
-        return " (BatchNorm1d takes 2-D input only; flatten first)" if x.ndim != 2 else ""
+    def fixed_input_shape(self):
+        return (self.num_features,)
+
+    def _hint(self, ndim):
+        return " (BatchNorm1d takes 2-D input only; flatten first)" if ndim != 2 else ""
 
 
 @register_layer
@@ -229,6 +239,7 @@ class BatchNorm2d(_BatchNorm):
 
     _axes = (0, 2, 3)
     _ndim = 4
+    example_input_shape = (1, 28, 28)
 
-    def _hint(self, x):
-        return " (BatchNorm2d takes NCHW images; use BatchNorm1d after a Flatten)" if x.ndim == 2 else ""
+    def _hint(self, ndim):
+        return " (BatchNorm2d takes NCHW images; use BatchNorm1d after a Flatten)" if ndim == 2 else ""

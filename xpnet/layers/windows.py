@@ -1,0 +1,147 @@
+"""What the image layers (``Conv2D`` in :mod:`.conv`, the poolings in :mod:`.pooling`) share: images in NCHW
+layout seen through their *windows*, and the shapes that come out.
+
+For each offset ``(i, j)`` of a ``kh x kw`` kernel, the strided slice ``x[:, :, i::sh, j::sw]`` (cut to the
+output's size) is one "shifted view" of shape ``(N, C, OH, OW)``. Stacking the ``kh * kw`` views gives
+``im2col``'s columns ``(N, C, kh*kw, OH, OW)``, and then
+
+    Conv2D:     y[n] = W2 @ cols[n] + b,   W2 = W reshaped to (out_channels, C*kh*kw)   (one matrix product)
+    MaxPool2D:  y = max over the kh*kw axis       AvgPool2D: y = mean over the kh*kw axis
+
+The backward pass needs the transpose of "take the windows" (``col2im``): each input pixel receives the
+sum of the gradients of every window that saw it. Libraries do that with a scatter-add, which the Array
+API lacks (and JAX's arrays cannot be written in place), so :func:`col2im` *adds* the ``kh * kw``
+shifted pieces, each put back at its offset by concatenating zeros around it (and, with a stride,
+zeros between its rows and columns). Slicing, stacking, concatenation and ``matmul`` are all in the
+standard, so these lines run unchanged on NumPy, CuPy, PyTorch, JAX and array-api-strict.
+"""
+
+from __future__ import annotations
+
+from array_api_compat import array_namespace, device
+
+from .. import backend
+
+def pair(value, what: str, minimum: int) -> tuple[int, int]:
+    """``(a, b)`` from an int or a pair of ints, each ``>= minimum``; ``what`` names it in the error."""
+    both = tuple(value) if isinstance(value, (tuple, list)) else (value, value)
+    if len(both) != 2 or any(isinstance(v, bool) or not isinstance(v, int) or v < minimum for v in both):
+        raise ValueError(f"{what} must be an int >= {minimum} or a pair of them (height, width), got {value!r}")
+    return both
+
+
+def output_size(size: int, kernel: int, stride: int, pad: int) -> int:
+    """PyTorch's (and ONNX's) floor rule: how many kernel positions fit along one axis."""
+    return (size + 2 * pad - kernel) // stride + 1
+
+
+def _zeros(x, shape):
+    return array_namespace(x).zeros(shape, dtype=x.dtype, device=device(x))
+
+
+def pad2d(x, ph: int, pw: int):
+    """``x`` with ``ph`` rows of zeros above and below and ``pw`` columns left and right (the standard
+    has no ``pad``; concatenation is)."""
+    return _pad_sides(x, ph, ph, pw, pw)
+
+
+def _pad_sides(x, top: int, bottom: int, left: int, right: int):
+    xp = array_namespace(x)
+    if top or bottom:
+        lead = x.shape[:-2]
+        x = xp.concat([p for p in (_zeros(x, (*lead, top, x.shape[-1])) if top else None, x,
+                                   _zeros(x, (*lead, bottom, x.shape[-1])) if bottom else None)
+                       if p is not None], axis=-2)
+    if left or right:
+        lead = x.shape[:-1]
+        x = xp.concat([p for p in (_zeros(x, (*lead, left)) if left else None, x,
+                                   _zeros(x, (*lead, right)) if right else None) if p is not None], axis=-1)
+    return x
+
+
+def windows(x, kernel, stride, out):
+    """The ``kh * kw`` shifted views of ``x`` (N, C, H, W), in row-major kernel order, each (N, C, OH, OW):
+    view ``(i, j)`` holds ``x[n, c, i + sh*p, j + sw*q]`` at ``[n, c, p, q]``."""
+    (kh, kw), (sh, sw), (oh, ow) = kernel, stride, out
+    return [x[:, :, i:i + sh * (oh - 1) + 1:sh, j:j + sw * (ow - 1) + 1:sw] for i in range(kh) for j in range(kw)]
+
+
+def im2col(x, kernel, stride, out):
+    """``(N, C, kh*kw, OH, OW)``: the windows stacked, so ``cols[n, c, i*kw + j, p, q] = x[n, c, i + sh*p, j + sw*q]``."""
+    return array_namespace(x).stack(windows(x, kernel, stride, out), axis=2)
+
+
+def _dilate(piece, stride: int, axis: int):
+    """``piece`` with ``stride - 1`` zeros between its entries along ``axis`` (-2 or -1): where a strided
+    window's values came from."""
+    if stride == 1:
+        return piece
+    xp = array_namespace(piece)
+    n = piece.shape[axis]
+    # stacked on a new axis right after `axis`: (..., n, stride, ...) reshapes to each entry then its zeros
+    spread = xp.stack([piece] + [_zeros(piece, piece.shape)] * (stride - 1), axis=axis)
+    shape = (*piece.shape[:-2], n * stride, piece.shape[-1]) if axis == -2 else (*piece.shape[:-1], n * stride)
+    spread = xp.reshape(spread, shape)
+    return spread[..., :(n - 1) * stride + 1, :] if axis == -2 else spread[..., :(n - 1) * stride + 1]
+
+
+def col2im(pieces, kernel, stride, size):
+    """The transpose of :func:`windows`: ``pieces`` is a list of ``kh*kw`` arrays (N, C, OH, OW) in the same
+    order, and the result (N, C, H, W) holds at each pixel the sum of the pieces' values that came from it.
+
+    Each piece is dilated by the stride and framed by zeros to sit at its offset, and the frames are added:
+    no scatter, no writes into an array. When the windows tile the image exactly (stride == kernel, as
+    pooling does by default) no pixel is in two windows, and the pieces are interleaved by one reshape instead.
+    """
+    xp = array_namespace(pieces[0])
+    (kh, kw), (sh, sw), (h, w) = kernel, stride, size
+    n, c, oh, ow = pieces[0].shape
+    if (sh, sw) == (kh, kw):
+        # (N, C, kh, kw, OH, OW) -> (N, C, OH, kh, OW, kw) -> (N, C, OH*kh, OW*kw): window (p, q) back in place
+        tiled = xp.reshape(xp.stack(pieces, axis=2), (n, c, kh, kw, oh, ow))
+        tiled = xp.reshape(xp.permute_dims(tiled, (0, 1, 4, 2, 5, 3)), (n, c, oh * kh, ow * kw))
+        return _pad_sides(tiled, 0, h - oh * kh, 0, w - ow * kw)  # rows and columns no window reached
+    span_h, span_w = sh * (oh - 1) + 1, sw * (ow - 1) + 1
+    total = None
+    for i in range(kh):
+        # the kw pieces of kernel row i, each at its column offset, summed before the row offset is applied
+        row = None
+        for j in range(kw):
+            piece = _pad_sides(_dilate(pieces[i * kw + j], sw, -1), 0, 0, j, w - j - span_w)
+            row = piece if row is None else row + piece
+        row = _pad_sides(_dilate(row, sh, -2), i, h - i - span_h, 0, 0)
+        total = row if total is None else total + row
+    return total
+
+
+def fast_im2col(x, kernel, stride, out):
+    """:func:`im2col`, by the backend's own routine where it has one (NumPy: a strided view, one copy)."""
+    fast = backend.routine(array_namespace(x), "im2col")
+    return (fast or im2col)(x, kernel, stride, out)
+
+
+def fast_col2im(pieces, kernel, stride, size):
+    """:func:`col2im`, by the backend's own routine where it has one (NumPy: slice-adds into one buffer)."""
+    fast = backend.routine(array_namespace(pieces[0]), "col2im")
+    return (fast or col2im)(pieces, kernel, stride, size)
+
+
+def check_image(layer, shape, channels=None) -> tuple:
+    """``shape`` (with the batch axis) as a tuple if it is an NCHW image of ``channels`` channels (any number
+    where ``None``), else a ``ValueError`` that names ``layer``."""
+    shape = tuple(shape)
+    if len(shape) != 4 or (channels is not None and shape[1] != channels):
+        want = f"(batch, {channels}, height, width)" if channels is not None else "(batch, channels, height, width)"
+        hint = " (NCHW: add a Reshape((1, 28, 28)) first for flat MNIST rows)" if len(shape) == 2 else ""
+        raise ValueError(f"{layer!r} expects input of shape {want}, got {shape}{hint}")
+    return shape
+
+
+def output_hw(layer, shape, kernel, stride, padding=(0, 0)) -> tuple[int, int]:
+    """``(OH, OW)``: how many windows fit on an image of ``shape`` (N, C, H, W); a ``ValueError`` if none does."""
+    h, w = shape[2], shape[3]
+    oh, ow = (output_size(s, k, st, p) for s, k, st, p in zip((h, w), kernel, stride, padding))
+    if oh < 1 or ow < 1:
+        raise ValueError(f"{layer!r}: the input's {h}x{w} pixels (padded by {padding[0]}x{padding[1]}) are "
+                         f"smaller than the {kernel[0]}x{kernel[1]} kernel; use a smaller kernel or more padding")
+    return oh, ow
