@@ -55,7 +55,8 @@ def _rehearsal(tmp_path):
         (hide.parent / other / "__init__.py").write_text(f'raise ImportError("{other} hidden for the rehearsal")\n')
     env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
            "PYTHONPATH": str(tmp_path / "hide"), "XPNET_GPU_PYTHON": sys.executable, "GPU_OUT": str(out),
-           "XPNET_DATA": str(tmp_path / "no-data"), "XPNET_GPU_SUITE": "tests/test_training.py"}
+           "XPNET_DATA": str(tmp_path / "data"), "XPNET_GPU_SUITE": "tests/test_training.py"}
+    (tmp_path / "data" / "mnist").mkdir(parents=True)  # there as far as the steps' checks go: the GPU decides
     env.pop("XLA_PYTHON_CLIENT_PREALLOCATE", None)
     return bash, env, out
 
@@ -71,6 +72,8 @@ def test_rehearsal_with_a_fake_gpu_and_no_cupy_runs_nothing_and_says_why(tmp_pat
     assert all(": NOT RUN: " in line for line in said.values()), done.stdout
     assert "CuPy is not installed (ImportError: CuPy hidden for the rehearsal)" in said["gpu-tests"]
     assert "not built yet: benchmarks/bench_gpt.py" in said["bench-gpt"]
+    for step in ("curves", "bench-mlp", "bench-cnn", "cnn-accuracy"):
+        assert "no CUDA device that xpnet can use through cupy: CuPy is not installed" in said[step], said[step]
     assert "torch hidden for the rehearsal" in said["torch-suite"], said["torch-suite"]
     assert "PASS" not in done.stdout
     assert sorted(os.listdir(out)) == ["gpu.log", "report.md", "steps.tgz"]  # the device tool brings back 8
