@@ -96,14 +96,16 @@ if [ -n "${XPNET_GPU_PYTHON:-}" ]; then
 import importlib.util
 need = ["numpy", "array_api_compat", "tqdm", "pooch", "threadpoolctl", "pytest", "hypothesis"]
 print(" ".join(m for m in need if importlib.util.find_spec(m) is None))') || [ -n "$missing" ]; then
-        setup_failed "XPNET_GPU_PYTHON=$py lacks ${missing:-what it needs}: install them, or carry them as wheels (ci/gpu_carry.sh)"
+        setup_failed "XPNET_GPU_PYTHON=$py lacks ${missing:-what it needs}: install them, or carry them as wheels \
+(ci/gpu_carry.sh)"
     fi
 else
     venv="${XPNET_VENV:-.venv-gpu}"
     cuda="${XPNET_CUDA:-$(nvidia-smi | sed -n 's/.*CUDA Version: \([0-9]*\).*/\1/p' | head -n1)}"
     case "$cuda" in
         12|13) ;;
-        *) setup_failed "cannot tell the driver's CUDA version (nvidia-smi says '${cuda:-nothing}'); set XPNET_CUDA=12 or 13" ;;
+        *) setup_failed "cannot tell the driver's CUDA version (nvidia-smi says '${cuda:-nothing}'); \
+set XPNET_CUDA=12 or 13" ;;
     esac
     pip_from=()
     [ -n "${XPNET_WHEELS:-}" ] && pip_from=(--no-index --find-links "$XPNET_WHEELS")
@@ -141,7 +143,8 @@ step() {  # step NAME COMMAND...: begin, run it under timeout (output to its log
     (( limit > left )) && limit=$(( left > 0 ? left : 0 ))
     echo "== $name (limit $limit s): $*" >>"$out/gpu.log"
     if "$py" ci/gpu_report.py begin "$name" --logs "$work" --timeout "$limit" --left "$left" \
-            --only "${XPNET_GPU_ONLY:-}" ${B[@]+"${B[@]}"} 2>&1 | tee -a "$out/gpu.log"; [ "${PIPESTATUS[0]}" = 0 ]; then
+            --only "${XPNET_GPU_ONLY:-}" ${B[@]+"${B[@]}"} 2>&1 | tee -a "$out/gpu.log"
+            [ "${PIPESTATUS[0]}" = 0 ]; then
         date +%s >"$work/$name.running"
         report
         local t0=$SECONDS
@@ -149,8 +152,9 @@ step() {  # step NAME COMMAND...: begin, run it under timeout (output to its log
         local code=${PIPESTATUS[0]}
         "$py" ci/gpu_report.py judge "$name" --logs "$work" --exit "$code" --timeout "$limit" \
             --seconds $(( SECONDS - t0 )) --command "$*" ${J[@]+"${J[@]}"} 2>&1 | tee -a "$out/gpu.log"
-        [ -e "$work/$name.verdict.json" ] || printf '{"step": "%s", "verdict": "FAIL", "reason": "ci/gpu_report.py judge failed: see gpu.log"}\n' \
-            "$name" >"$work/$name.verdict.json"
+        [ -e "$work/$name.verdict.json" ] ||  # judge itself broke: say so rather than leave it RUNNING
+            printf '{"step": "%s", "verdict": "FAIL", "reason": "%s"}\n' "$name" \
+                "ci/gpu_report.py judge failed: see gpu.log" >"$work/$name.verdict.json"
     fi
     report
 }
