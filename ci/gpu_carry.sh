@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Gathers, in the git-ignored folder .gpu-carry/, what `ci/gpu.sh` needs on a GPU machine that has CuPy,
 # PyTorch and pytest but no internet: the wheels of xpnet's pure-Python dependencies such a machine lacks
-# and a copy of MNIST (for the CUDA-vs-CPU loss curves). Send the folder along, then, on that machine:
+# and a copy of MNIST (for the loss curves, the benchmarks and the CNN's accuracy). Send the folder along
+# (the device tool: carry=[".gpu-carry"]) and run there
 #
-#   python3 -m pip install -q --no-index --no-deps --target /tmp/site .gpu-carry/*.whl &&
-#   PYTHONPATH=/tmp/site XPNET_DATA=$PWD/.gpu-carry/data XPNET_GPU_PYTHON=python3 bash ci/gpu.sh
+#   XPNET_GPU_PYTHON=python3 bash ci/gpu.sh
 #
-# The wheels are for that machine's Python (XPNET_GPU_PY, default 3.12). Delete .gpu-carry/ afterwards.
+# which installs the wheels for that Python (pip --target a temporary folder) and reads MNIST from
+# .gpu-carry/data. ci/gpu.sh's header has the whole device call. The wheels are for that machine's Python
+# (XPNET_GPU_PY, default 3.12). Delete .gpu-carry/ afterwards.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dest=.gpu-carry
