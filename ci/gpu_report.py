@@ -88,8 +88,7 @@ def _xpnet_status(library: str) -> dict:
     try:
         from xpnet import backend
 
-        count, why = backend._cuda_status() if library == "cupy" else (
-            backend._torch_cuda_status() if library == "torch" else backend._LIBS["jax"].cuda_status())
+        count, why = backend.cuda_status(library)
         return {"usable": count > 0, "count": count, "why": str(why)}
     except Exception as exc:  # noqa: BLE001
         return {"usable": False, "count": 0, "why": f"{type(exc).__name__}: {exc}"[:300]}
