@@ -7,9 +7,8 @@ from __future__ import annotations
 import errno
 import os
 
-from .. import io
+from .. import checkpoint, io
 from ..callbacks import Callback
-from ..checkpoint import LAST, save_checkpoint
 
 
 class Backup(Callback):
@@ -25,8 +24,9 @@ class Backup(Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         self.step += self.steps
-        save_checkpoint(self.path, self.model, self.saved_optimizer, epoch=epoch + 1, step=self.step,
-                        schedule=self.schedule, history=self.history.history, callbacks=self.callbacks, run=self.run)
+        checkpoint.save_checkpoint(self.path, self.model, self.saved_optimizer, epoch=epoch + 1, step=self.step,
+                                   schedule=self.schedule, history=self.history.history, callbacks=self.callbacks,
+                                   run=self.run)
 
 
 def checkpoint_path(checkpoint_dir) -> str:
@@ -34,8 +34,8 @@ def checkpoint_path(checkpoint_dir) -> str:
     checkpoint_dir = os.fspath(checkpoint_dir)
     if os.path.exists(checkpoint_dir) and not os.path.isdir(checkpoint_dir):
         raise NotADirectoryError(f"checkpoint_dir={checkpoint_dir!r} is a file; give a folder (fit writes "
-                                 f"{LAST} into it every epoch)")
-    path = os.path.join(checkpoint_dir, LAST)
+                                 f"{checkpoint.LAST} into it every epoch)")
+    path = os.path.join(checkpoint_dir, checkpoint.LAST)
     try:
         os.makedirs(checkpoint_dir, exist_ok=True)
         io.check_writable(path)
