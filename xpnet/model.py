@@ -10,7 +10,7 @@ from . import io
 from . import losses as losses_mod
 from . import saving
 from . import summary as _summary
-from .train import trainer
+from . import train
 from .layers import Layer
 from .parameters import ParameterDict, dict_of
 
@@ -219,21 +219,21 @@ class Sequential:
         one BLAS thread, so that NumPy's elementwise work uses every core too (no MPI needed).
         """
         try:
-            return trainer.fit(self, X, y, loss=loss, optimizer=optimizer, epochs=epochs, batch_size=batch_size,
-                               shuffle=shuffle, validation_data=validation_data, verbose=verbose,
-                               callbacks=callbacks, lr=lr, validation_split=validation_split, metrics=metrics,
-                               schedule=schedule, checkpoint_dir=checkpoint_dir, resume_from=resume_from,
-                               distributed=distributed, check_every=check_every)
+            return train.fit(self, X, y, loss=loss, optimizer=optimizer, epochs=epochs, batch_size=batch_size,
+                             shuffle=shuffle, validation_data=validation_data, verbose=verbose,
+                             callbacks=callbacks, lr=lr, validation_split=validation_split, metrics=metrics,
+                             schedule=schedule, checkpoint_dir=checkpoint_dir, resume_from=resume_from,
+                             distributed=distributed, check_every=check_every)
         except _backend.DeviceOutOfMemoryError as exc:
             # Out here the failed step's frames are finished: release their arrays, then give the pool's
             # blocks back to the driver, so the process (or another library on the GPU) can go on.
-            trainer.release(exc)
+            train.release(exc)
             _backend.free_memory_pool(self.device)
             raise
 
     def predict(self, X, batch_size: int = 1024):
         """The network's output for ``X``, as an array of the model's backend on its device."""
-        return trainer.predict(self, X, batch_size)
+        return train.predict(self, X, batch_size)
 
     def predict_proba(self, X, batch_size: int = 1024):
         """Class probabilities for ``X``: the softmax (or, for one output, the sigmoid) the loss implies.
@@ -242,7 +242,7 @@ class Sequential:
         sigmoid of its output; one that ends in a ``Softmax`` or ``Sigmoid`` layer returns that output.
         For one output unit the result is ``(n, 1)``: the probability of class 1.
         """
-        return trainer.predict_proba(self, X, batch_size)
+        return train.predict_proba(self, X, batch_size)
 
     def predict_classes(self, X, batch_size: int = 1024):
         """The predicted class of each row of ``X`` as int64 labels ``(n,)``, on the model's device.
@@ -250,7 +250,7 @@ class Sequential:
         The argmax of the outputs, or for one output unit the threshold that ``evaluate``'s accuracy
         uses (0 on the logits of ``BinaryCrossEntropy``, 0.5 on probabilities).
         """
-        return trainer.predict_classes(self, X, batch_size)
+        return train.predict_classes(self, X, batch_size)
 
     def evaluate(self, X, y, loss=None, batch_size: int = 1024, *, metrics=None) -> dict:
         """``{"loss": float, "accuracy": float}`` on ``(X, y)`` (accuracy for classification targets).
@@ -261,8 +261,8 @@ class Sequential:
             raise ValueError("evaluate: no loss given, and this model has none recorded (it was not trained "
                              "with fit, nor loaded from a file that names its loss): pass loss=..., e.g. "
                              "loss='softmax_cross_entropy'")
-        return trainer.evaluate(self, X, y, losses_mod.get(loss if loss is not None else self.loss), batch_size,
-                                metrics=metrics)
+        return train.evaluate(self, X, y, losses_mod.get(loss if loss is not None else self.loss), batch_size,
+                              metrics=metrics)
 
     def save(self, path, *, metadata: dict | None = None) -> None:
         """Save architecture and weights to one ``.npz`` file (see :func:`xpnet.save`)."""

@@ -15,7 +15,7 @@ from __future__ import annotations
 import functools
 import time
 
-from .. import backend, metrics as metrics_mod
+from .. import backend, losses, metrics as metrics_mod
 from ..callbacks import state_finite
 from ..layers import Sigmoid, Softmax, sigmoid, softmax
 from ..validation import check_batch_size, check_input_range, prepare_xy
