@@ -30,6 +30,9 @@ from xpnet import schedules
 from xpnet import io as xio
 from xpnet.callbacks import Callback
 from xpnet.layers import LAYERS
+from xpnet.train import stretch
+from xpnet.callbacks.state import callback_states, restore_states
+from xpnet.train.resume import Resume
 
 OPTIMIZERS = {
     "momentum": lambda: SGD(0.05, momentum=0.9, nesterov=True, weight_decay=1e-3),
@@ -391,7 +394,7 @@ def test_a_schedule_of_the_users_own_is_not_rebuilt_and_says_so(tmp_path):
         found = ckpt.load_checkpoint(tmp_path / "c.npz", _model())
     assert found.schedule is None
     mine = Halving(0.2, "step")
-    assert ckpt.resumed_schedule(found, mine) is mine  # the one given to the resumed fit goes on
+    assert stretch.resumed_schedule(found, mine) is mine  # the one given to the resumed fit goes on
 
 
 def test_a_resumed_run_keeps_the_checkpoints_schedule(tmp_path):
@@ -400,16 +403,16 @@ def test_a_resumed_run_keeps_the_checkpoints_schedule(tmp_path):
     saved = schedules.ExponentialDecay(0.2, gamma=0.5, per="step")
     ckpt.save_checkpoint(tmp_path / "c.npz", _model(), SGD(0.1), epoch=1, step=0, schedule=saved)
     found = ckpt.load_checkpoint(tmp_path / "c.npz", _model())
-    assert ckpt.resumed_schedule(found, None) is found.schedule
+    assert stretch.resumed_schedule(found, None) is found.schedule
     unset = schedules.ExponentialDecay(gamma=0.5, per="step")  # lr=None: "the optimizer's", not compared
-    assert ckpt.resumed_schedule(found, unset) is found.schedule
+    assert stretch.resumed_schedule(found, unset) is found.schedule
     with pytest.warns(UserWarning, match=r"checkpoint's learning-rate schedule.*lr=0\.2 \(given 0\.5\)"):
-        assert ckpt.resumed_schedule(found, schedules.ExponentialDecay(0.5, gamma=0.5, per="step")) is found.schedule
+        assert stretch.resumed_schedule(found, schedules.ExponentialDecay(0.5, gamma=0.5, per="step")) is found.schedule
     with pytest.warns(UserWarning, match=r"per='step' \(given 'epoch'\)"):
-        ckpt.resumed_schedule(found, "exponential")  # a name goes through xpnet.schedules.get
+        stretch.resumed_schedule(found, "exponential")  # a name goes through xpnet.schedules.get
     found.schedule = None  # a checkpoint without one: the given schedule starts now
     mine = schedules.Constant(0.3)
-    assert ckpt.resumed_schedule(found, mine) is mine
+    assert stretch.resumed_schedule(found, mine) is mine
 
 
 def test_a_missing_checkpoint_names_the_path(tmp_path):
@@ -828,16 +831,16 @@ def test_a_resumed_schedule_compares_only_the_values_given_and_names_those_that_
     found = ckpt.load_checkpoint(tmp_path / "c.npz", _model())
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # the same values, or values left unset: nothing to say
-        assert ckpt.resumed_schedule(found, schedules.ExponentialDecay(gamma=0.5, per="step")) is found.schedule
-        assert ckpt.resumed_schedule(found, schedules.ExponentialDecay(0.2, gamma=0.5, per="step")) is found.schedule
+        assert stretch.resumed_schedule(found, schedules.ExponentialDecay(gamma=0.5, per="step")) is found.schedule
+        assert stretch.resumed_schedule(found, schedules.ExponentialDecay(0.2, gamma=0.5, per="step")) is found.schedule
     with pytest.warns(UserWarning) as seen:
-        ckpt.resumed_schedule(found, schedules.ExponentialDecay(0.5, gamma=0.25, per="step"))
+        stretch.resumed_schedule(found, schedules.ExponentialDecay(0.5, gamma=0.25, per="step"))
     assert [str(w.message) for w in seen] == [
         "fit: resuming with the checkpoint's learning-rate schedule, not the one given: lr=0.2 (given 0.5), "
         "gamma=0.5 (given 0.25)"]
     # one of the user's own (a get_config, not a Schedule) is compared as it is, not looked up by its name
     with pytest.warns(UserWarning, match=r"name='exponential' \(given 'halving'\)"):
-        assert ckpt.resumed_schedule(found, Halving(0.2, "step")) is found.schedule
+        assert stretch.resumed_schedule(found, Halving(0.2, "step")) is found.schedule
 
 
 class _Kept(Callback):
@@ -859,7 +862,7 @@ def test_restore_callbacks_gives_the_active_ones_their_state_and_names_the_rest_
                             callbacks={"_Kept[0]": {"n": 0}, "_Kept[1]": {"n": 1}, "EarlyStopping[0]": {},
                                        "EarlyStopping[1]": {}})
     with pytest.warns(UserWarning) as seen:
-        ckpt.restore_callbacks(found, [a, b, c, _Kept()], "run/last.npz", active=[a, c])
+        restore_states(found.callbacks, [a, b, c, _Kept()], "run/last.npz", active=[a, c])
     assert (a.loaded, b.loaded, c.loaded) == ({"n": 0}, None, None)  # b is not run here; c has no state kept
     assert [str(w.message) for w in seen] == [
         "resume from run/last.npz: the checkpoint holds the state of EarlyStopping[0], EarlyStopping[1], which no "
@@ -867,11 +870,11 @@ def test_restore_callbacks_gives_the_active_ones_their_state_and_names_the_rest_
         "order, to go on with them)",
         "resume from run/last.npz: the checkpoint holds no state for _Kept[2], _Kept[3], so they start afresh"]
     every = _Kept()
-    ckpt.restore_callbacks(found, [every], "run/last.npz")  # active left out: every callback runs here
+    restore_states(found.callbacks, [every], "run/last.npz")  # active left out: every callback runs here
     assert every.loaded == {"n": 0}
     found.callbacks = None  # a checkpoint from before callback states were kept
     with pytest.warns(UserWarning) as seen:
-        ckpt.restore_callbacks(found, [_Kept(), _Kept()], "old.npz")
+        restore_states(found.callbacks, [_Kept(), _Kept()], "old.npz")
     assert [str(w.message) for w in seen] == [
         "resume from old.npz: the checkpoint holds no callback states (an older xpnet wrote it), so _Kept[0], "
         "_Kept[1] start afresh"]
@@ -916,7 +919,7 @@ def test_resume_loads_with_the_loss_optimizer_and_lr_given(tmp_path):
     mine = xpnet.losses.get(LOSS)
     model = _model(seed=5)
     with pytest.warns(UserWarning) as seen:
-        found = ckpt.resume(model, path, mine, "adam", 0.5)
+        found = Resume(model, path, mine, "adam", 0.5).restore()
     assert [str(w.message) for w in seen] == [f"resume from {path}: the checkpoint's Adam configuration wins over "
                                               f"the one given: lr=0.01 (given 0.5)"]
     assert found.loss is mine and model.loss is mine and (found.epoch, found.step) == (1, 13)
@@ -962,7 +965,7 @@ def test_a_callback_without_a_state_this_epoch_does_not_hide_the_next_ones():
         def state_dict(self):
             return None  # nothing to keep yet
 
-    states, _ = ckpt._callback_states(_model(), [Nothing(), _Kept()])
+    states, _ = callback_states(_model(), [Nothing(), _Kept()])
     assert states == {"_Kept[0]": {"n": 1}}
 
 
@@ -988,7 +991,7 @@ def test_a_checkpoint_that_cannot_be_restored_names_its_path_and_leaves_the_mode
             assert str(info.value) == f"{bad}: garbled checkpoint ({what})"
     found = ckpt.load_checkpoint(tmp_path / "last.npz", _model())
     assert type(found.loss).__name__ == "SoftmaxCrossEntropy"  # the loss the checkpoint's run trained with
-    assert ckpt.prepare_resume(_model(), tmp_path / "last.npz").path == os.fspath(tmp_path / "last.npz")
+    assert Resume(_model(), tmp_path / "last.npz").path == os.fspath(tmp_path / "last.npz")
 
 
 def test_history_values_of_every_kind_come_back_as_they_were(tmp_path):
@@ -1044,7 +1047,7 @@ def test_more_refusals_name_what_to_do(tmp_path):
     header = {k: v for k, v in header.items() if k not in ("magic", "format", "xpnet_version", "parameters")}
     xio.write(tmp_path / "no-loss.npz", {**header, "loss": None}, arrays)
     with pytest.raises(ValueError) as info:
-        ckpt.prepare_resume(_model(), tmp_path / "no-loss.npz")
+        Resume(_model(), tmp_path / "no-loss.npz")
     assert str(info.value) == (f"resume from {tmp_path / 'no-loss.npz'}: the checkpoint names no loss xpnet can "
                                f"rebuild (a custom one?): pass loss=...")
 
@@ -1077,7 +1080,7 @@ def test_a_header_with_an_unknown_loss_or_a_garbled_entry_names_the_path(tmp_pat
     bad = os.fspath(tmp_path / "bad.npz")
     xio.write(bad, {**header, "loss": {"class": "Nope", "config": {}}}, arrays)
     with pytest.raises(xio.ModelFormatError, match="^" + re.escape(f"{bad}: unknown loss 'Nope' in the header")):
-        ckpt.prepare_resume(_model(), bad)
+        Resume(_model(), bad)
     xio.write(bad, {**header, "checkpoint": [1]}, arrays)
     with pytest.raises(xio.ModelFormatError) as info:
         ckpt.read_checkpoint(bad)

@@ -21,6 +21,7 @@ import pytest
 import xpnet
 from xpnet import MSE, SGD, Dense, Sequential, SoftmaxCrossEntropy, TrainingDiverged, _inplace, training
 from xpnet.training import History, format_epoch
+from xpnet.train import trainer
 
 N, FEATURES, CLASSES = 22, 4, 3
 
@@ -219,7 +220,7 @@ def test_seconds_and_throughput(dev):
 
 
 def test_throughput_of_an_epoch_too_fast_to_time(dev, monkeypatch):
-    monkeypatch.setattr(training, "time", types.SimpleNamespace(perf_counter=lambda: 100.0))
+    monkeypatch.setattr(trainer, "time", types.SimpleNamespace(perf_counter=lambda: 100.0))
     _, history = _fit_small(dev, verbose=0)
     assert history["seconds"] == [0.0, 0.0] and history["samples_per_s"] == [float("inf")] * 2
 

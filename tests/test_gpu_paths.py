@@ -15,6 +15,7 @@ import pytest
 
 import xpnet
 from xpnet import SGD, Dense, ReLU, Sequential, SoftmaxCrossEntropy, training
+import xpnet.train.backup
 
 strict = pytest.importorskip("array_api_strict")
 
@@ -148,9 +149,9 @@ def test_every_operation_of_a_model_runs_under_its_device(current_device, tmp_pa
     _under_the_model_device(fake, "optimizer state", lambda: adam.load_state_dict(adam.state_dict(),
                                                                                   model.parameters()))
     _under_the_model_device(fake, "load_checkpoint", lambda: xpnet.checkpoint.load_checkpoint(
-        xpnet.checkpoint.checkpoint_path(tmp_path), model))
+        xpnet.train.backup.checkpoint_path(tmp_path), model))
     _under_the_model_device(fake, "fit(resume_from=)", lambda: model.fit(
-        X, y, epochs=3, batch_size=16, verbose=0, resume_from=xpnet.checkpoint.checkpoint_path(tmp_path)))
+        X, y, epochs=3, batch_size=16, verbose=0, resume_from=xpnet.train.backup.checkpoint_path(tmp_path)))
 
 
 def test_the_tutorial_network_runs_under_its_device(current_device):

@@ -18,6 +18,7 @@ from xpnet import checkpoint as ckpt
 from xpnet import io as xio
 from xpnet.cli.resume import resume_command
 from conftest import run_main
+from xpnet.train import resume as resume_mod
 
 LOSS = "softmax_cross_entropy"
 SPIRALS = ("train", "--dataset", "spirals", "--device", "cpu", "--layers", "2,16,3", "--batch-size", "64")
@@ -156,10 +157,10 @@ def test_the_fingerprint_reads_back_a_few_rows_not_the_data(monkeypatch):
     monkeypatch.setattr(xpnet.backend, "to_numpy", lambda a: seen.append(a.shape[0]) or to_numpy(a))
     dev = xpnet.device("cpu")
     X, y = _data(5000)
-    before = ckpt.fingerprint(dev, dev.asarray(X), dev.asarray(y, "int64"))
-    assert seen and max(seen) <= ckpt.FINGERPRINT_ROWS
+    before = resume_mod.fingerprint(dev, dev.asarray(X), dev.asarray(y, "int64"))
+    assert seen and max(seen) <= resume_mod.FINGERPRINT_ROWS
     X[-1, 0] += 1.0  # the last row is always among those read
-    assert ckpt.fingerprint(dev, dev.asarray(X), dev.asarray(y, "int64")) != before
+    assert resume_mod.fingerprint(dev, dev.asarray(X), dev.asarray(y, "int64")) != before
 
 
 def test_an_older_checkpoint_without_the_runs_data_resumes_silently(tmp_path, recwarn):

@@ -19,7 +19,7 @@ from .model import Sequential, load
 from .onnx import export_onnx
 from .optim import SGD, Adam, AdamW, Optimizer, RMSprop, clip_grad_norm
 from .saving import save
-from .training import History, TrainingDiverged
+from .callbacks import History, TrainingDiverged
 from .tutorial import NeuralNetwork
 from .validation import UnscaledInputWarning
 

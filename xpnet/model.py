@@ -4,51 +4,15 @@
 from __future__ import annotations
 
 import os
-from collections.abc import MutableMapping
 
 from . import backend as _backend
 from . import io
 from . import losses as losses_mod
 from . import saving
 from . import summary as _summary
-from . import training
+from . import train
 from .layers import Layer
-
-
-class ParameterDict(MutableMapping):
-    """A flat ``"<layer index>.<name>" -> array`` view of a model's parameters (or gradients, or buffers).
-
-    Reading and writing go straight to the layers' own dicts (``attr``), so an optimizer that stores a new
-    array under a key (the path for immutable arrays) updates the layer itself. The key list is built
-    once, from the layers' ``keys_from`` dicts (``params`` for the gradients too).
-    """
-
-    def __init__(self, layers, attr: str, keys_from: str | None = None):
-        self._slots = {f"{i}.{k}": (layer, k) for i, layer in enumerate(layers)
-                       for k in _dict_of(layer, keys_from or attr)}
-        self._attr = attr
-
-    def __getitem__(self, key):
-        layer, k = self._slots[key]
-        return getattr(layer, self._attr)[k]
-
-    def __setitem__(self, key, value):
-        layer, k = self._slots[key]
-        getattr(layer, self._attr)[k] = value
-
-    def __delitem__(self, key):
-        raise TypeError(f"{self._attr} cannot be deleted")
-
-    def __iter__(self):
-        return iter(self._slots)
-
-    def __len__(self):
-        return len(self._slots)
-
-    def items(self):
-        # The Mapping mixin's view would look every key up again, per step and per parameter.
-        attr = self._attr
-        return [(key, getattr(layer, attr)[k]) for key, (layer, k) in self._slots.items()]
+from .parameters import ParameterDict, dict_of
 
 
 class Sequential:
@@ -87,6 +51,11 @@ class Sequential:
         self.loss = None  # set by fit (and by load); evaluate and predict_proba go by it
         self.input_range = None  # (min, max) of the inputs fit has seen; predict warns far outside it
         self.metadata: dict = {}  # free-form, JSON-serializable; saved in the file's header
+
+    def trained_with(self, loss, input_range) -> None:
+        """Record ``fit``'s loss and its inputs' ``(min, max)``, widening a range recorded before (a resumed run's)."""
+        old, self.loss = self.input_range, loss
+        self.input_range = input_range if old is None else (min(old[0], input_range[0]), max(old[1], input_range[1]))
 
     def _link(self):
         # Layers before the first one with weights need no backward at all, and that one needs no
@@ -135,7 +104,7 @@ class Sequential:
     def _state(self) -> dict:
         # layer by layer, each layer's parameters before its buffers: the order of PyTorch's state_dict
         return {f"{i}.{k}": v for i, layer in enumerate(self.layers)
-                for arrays in (layer.params, _dict_of(layer, "buffers")) for k, v in arrays.items()}
+                for arrays in (layer.params, dict_of(layer, "buffers")) for k, v in arrays.items()}
 
     def state_dict(self) -> dict:
         """The parameters and the buffers as host NumPy arrays (copies), keyed like :meth:`parameters` and
@@ -196,7 +165,7 @@ class Sequential:
         new = _backend.device(device, backend=backend)
         with new.context():
             for layer in self.layers:
-                for arrays in (layer.params, _dict_of(layer, "buffers")):
+                for arrays in (layer.params, dict_of(layer, "buffers")):
                     for k, v in arrays.items():
                         arrays[k] = new.asarray(v, self.dtype, c_order=True)
                 layer.grads.clear()
@@ -208,7 +177,7 @@ class Sequential:
             shuffle: bool = True, validation_data=None, verbose="auto", callbacks=(), lr=None, *,
             validation_split: float = 0.0, metrics=None, schedule=None, checkpoint_dir=None, resume_from=None,
             distributed=None, check_every: int = 50):
-        """Train; returns a :class:`~xpnet.training.History` with per-epoch loss and accuracy.
+        """Train; returns a :class:`~xpnet.callbacks.History` with per-epoch loss and accuracy.
 
         ``X``/``y`` may be NumPy arrays or arrays of the model's backend. They are moved to the device
         once; each epoch is shuffled by a permutation drawn on the host (from ``seed``), and batches are
@@ -250,21 +219,21 @@ class Sequential:
         one BLAS thread, so that NumPy's elementwise work uses every core too (no MPI needed).
         """
         try:
-            return training.fit(self, X, y, loss=loss, optimizer=optimizer, epochs=epochs, batch_size=batch_size,
-                                shuffle=shuffle, validation_data=validation_data, verbose=verbose,
-                                callbacks=callbacks, lr=lr, validation_split=validation_split, metrics=metrics,
-                                schedule=schedule, checkpoint_dir=checkpoint_dir, resume_from=resume_from,
-                                distributed=distributed, check_every=check_every)
+            return train.fit(self, X, y, loss=loss, optimizer=optimizer, epochs=epochs, batch_size=batch_size,
+                             shuffle=shuffle, validation_data=validation_data, verbose=verbose,
+                             callbacks=callbacks, lr=lr, validation_split=validation_split, metrics=metrics,
+                             schedule=schedule, checkpoint_dir=checkpoint_dir, resume_from=resume_from,
+                             distributed=distributed, check_every=check_every)
         except _backend.DeviceOutOfMemoryError as exc:
             # Out here the failed step's frames are finished: release their arrays, then give the pool's
             # blocks back to the driver, so the process (or another library on the GPU) can go on.
-            training.release(exc)
+            train.release(exc)
             _backend.free_memory_pool(self.device)
             raise
 
     def predict(self, X, batch_size: int = 1024):
         """The network's output for ``X``, as an array of the model's backend on its device."""
-        return training.predict(self, X, batch_size)
+        return train.predict(self, X, batch_size)
 
     def predict_proba(self, X, batch_size: int = 1024):
         """Class probabilities for ``X``: the softmax (or, for one output, the sigmoid) the loss implies.
@@ -273,7 +242,7 @@ class Sequential:
         sigmoid of its output; one that ends in a ``Softmax`` or ``Sigmoid`` layer returns that output.
         For one output unit the result is ``(n, 1)``: the probability of class 1.
         """
-        return training.predict_proba(self, X, batch_size)
+        return train.predict_proba(self, X, batch_size)
 
     def predict_classes(self, X, batch_size: int = 1024):
         """The predicted class of each row of ``X`` as int64 labels ``(n,)``, on the model's device.
@@ -281,7 +250,7 @@ class Sequential:
         The argmax of the outputs, or for one output unit the threshold that ``evaluate``'s accuracy
         uses (0 on the logits of ``BinaryCrossEntropy``, 0.5 on probabilities).
         """
-        return training.predict_classes(self, X, batch_size)
+        return train.predict_classes(self, X, batch_size)
 
     def evaluate(self, X, y, loss=None, batch_size: int = 1024, *, metrics=None) -> dict:
         """``{"loss": float, "accuracy": float}`` on ``(X, y)`` (accuracy for classification targets).
@@ -292,8 +261,8 @@ class Sequential:
             raise ValueError("evaluate: no loss given, and this model has none recorded (it was not trained "
                              "with fit, nor loaded from a file that names its loss): pass loss=..., e.g. "
                              "loss='softmax_cross_entropy'")
-        return training.evaluate(self, X, y, losses_mod.get(loss if loss is not None else self.loss), batch_size,
-                                 metrics=metrics)
+        return train.evaluate(self, X, y, losses_mod.get(loss if loss is not None else self.loss), batch_size,
+                              metrics=metrics)
 
     def save(self, path, *, metadata: dict | None = None) -> None:
         """Save architecture and weights to one ``.npz`` file (see :func:`xpnet.save`)."""
@@ -335,8 +304,3 @@ def load(path, device=None, backend: str | None = None) -> Sequential:
                        dtype=header["dtype"], init=False)
     saving.restore(path, model, header, arrays)
     return model
-
-
-def _dict_of(layer, attr: str) -> dict:
-    # A user's layer that skipped Layer.__init__ (or predates buffers) has none.
-    return getattr(layer, attr, None) or {}

@@ -13,6 +13,7 @@ builds the model without drawing weights, and lets it load the saved ones into i
 
 from __future__ import annotations
 
+import json
 import os
 
 from . import io
@@ -170,3 +171,29 @@ def loss_from(path, spec):
         return cls(**spec.get("config", {}))
     except (TypeError, ValueError) as exc:
         raise ModelFormatError(f"{path}: the loss {spec['class']} cannot be rebuilt: {exc}") from None
+
+
+def check_architecture(path, model, header) -> None:
+    """A checkpoint's header against the model it goes on training: the same layers and dtype."""
+    want = json.loads(json.dumps(model.get_config()["layers"]))  # tuples become lists, as in the file
+    have = header["architecture"]["layers"]
+    if want != have:
+        differ = next((i for i, (a, b) in enumerate(zip(want, have)) if a != b), min(len(want), len(have)))
+        detail = (f"; layer {differ} is {_layer(want, differ)} in the model, {_layer(have, differ)} in the "
+                  f"checkpoint")
+        raise ValueError(f"resume from {path}: the model's layers {_layers(want)} are not the checkpoint's "
+                         f"{_layers(have)}{detail}; build the same model (or xpnet.load({path!r}))")
+    if header["dtype"] != model.dtype:
+        raise ValueError(f"resume from {path}: the checkpoint is {header['dtype']} but the model is "
+                         f"{model.dtype}; a resumed run must compute in the same dtype")
+
+
+def _layer(specs, i) -> str:
+    if i >= len(specs):
+        return "missing"
+    args = ", ".join(f"{k}={v!r}" for k, v in specs[i].get("config", {}).items())
+    return f"{specs[i]['class']}({args})"
+
+
+def _layers(specs) -> str:
+    return "[" + ", ".join(s["class"] for s in specs) + "]"

@@ -21,6 +21,9 @@ from __future__ import annotations
 
 import math
 
+from .io import ModelFormatError
+from .validation import warn
+
 PER = ("epoch", "step")
 
 
@@ -199,3 +202,30 @@ def from_config(config: dict) -> Schedule:
         raise ValueError(f"schedules.from_config: unknown schedule name {name!r} (known: {', '.join(SCHEDULES)}); "
                          f"the dict must come from schedules.to_config")
     return SCHEDULES[name](**config)
+
+
+def spec_of(schedule):
+    """:func:`to_config`'s form of any schedule with ``get_config()``, as a checkpoint keeps it; ``None`` for
+    ``None``, or (with a warning) for one without."""
+    if schedule is None:
+        return None
+    if not callable(getattr(schedule, "get_config", None)):
+        warn(f"save_checkpoint: the schedule {schedule!r} has no get_config(), so the checkpoint holds none; "
+             f"a resumed run gets no schedule back")
+        return None
+    return {"name": getattr(schedule, "name", None) or type(schedule).__name__, **schedule.get_config()}
+
+
+def from_spec(path, spec):
+    """The schedule a checkpoint at ``path`` keeps (:func:`spec_of`), rebuilt; ``None`` (with a warning) for
+    one that is not xpnet's."""
+    if spec is None:
+        return None
+    if spec.get("name") not in SCHEDULES:
+        warn(f"load_checkpoint: {path}: the schedule {spec.get('name')!r} is not one of xpnet's, so it cannot be "
+             f"rebuilt from the file; pass it again to the resumed fit(schedule=...)")
+        return None
+    try:
+        return from_config(spec)
+    except (TypeError, ValueError, KeyError) as exc:
+        raise ModelFormatError(f"{path}: the schedule {spec['name']!r} cannot be rebuilt: {exc}") from None

@@ -61,6 +61,11 @@ def check_input_range(model, span, where: str) -> None:
              f"data was ({fix}).")
 
 
+def is_count(value, low: int = 0) -> bool:
+    """Whether ``value`` is an int >= ``low`` (``True`` is not an int here): the one test of every count."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= low
+
+
 def check_positive_int(name: str, value, allow_zero: bool = False) -> int:
     """``value`` if it is an int >= 1 (>= 0 with ``allow_zero``; ``True`` is not an int here), else a
     ``ValueError`` naming ``name``."""

@@ -7,7 +7,7 @@ import csv
 import math
 import os
 
-from .. import saving
+from .. import jsonfloat, saving
 from .._inplace import copy_
 from ..validation import warn
 from .base import Callback
@@ -24,11 +24,8 @@ def _mode(owner: str, monitor: str, mode: str) -> str:
 
 
 def _to_json(value):
-    """A float for a checkpoint's JSON, which has no inf or nan: those go in as their ``repr``."""
-    if value is None:
-        return None
-    value = float(value)
-    return value if math.isfinite(value) else repr(value)
+    """A float for a checkpoint's JSON (:mod:`xpnet.jsonfloat`)."""
+    return None if value is None else jsonfloat.encode(float(value))
 
 
 def _from_json(owner: str, name: str, value, optional: bool = False):

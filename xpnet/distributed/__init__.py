@@ -22,9 +22,9 @@ one process, without MPI (:mod:`xpnet.distributed.threads`): every core busy wit
 from __future__ import annotations
 
 from .comm import INSTALL, Communicator, shard
-from .data_parallel import DataParallel, communicator, entry, rank_key
+from .data_parallel import DataParallel, communicator, rank_key
 from .flat import FlatBuffer
 from .threads import RankFailed, ThreadCommunicator, Threads
 
 __all__ = ["INSTALL", "Communicator", "DataParallel", "FlatBuffer", "RankFailed", "ThreadCommunicator", "Threads",
-           "communicator", "entry", "rank_key", "shard"]
+           "communicator", "rank_key", "shard"]

@@ -15,7 +15,6 @@ staged through one host buffer, which the log says once.
 
 from __future__ import annotations
 
-import functools
 import logging
 import time
 
@@ -24,14 +23,13 @@ import numpy as np
 from .. import backend
 from .comm import Communicator, shard
 from .flat import FlatBuffer
-from .threads import Threads, run as run_threads
 
 log = logging.getLogger("xpnet")
 
 
 def communicator(distributed) -> "Communicator | None":
     """fit's ``distributed=``: ``None``/``False`` (one process), ``True`` (``MPI.COMM_WORLD``), a
-    :class:`Communicator`, or an mpi4py communicator (:class:`Threads` is taken by :func:`entry`)."""
+    :class:`Communicator`, or an mpi4py communicator (:class:`Threads` is taken by :func:`xpnet.train.strategy.run`)."""
     if distributed is None or distributed is False:
         return None
     if distributed is True:
@@ -44,27 +42,6 @@ def communicator(distributed) -> "Communicator | None":
                     f"communicator or xpnet.distributed.Threads(n), got {distributed!r}")
 
 
-def entry(fit):
-    """Wrap ``fit`` so that ``distributed=...`` reaches it as a :class:`DataParallel` (or ``None``), and an
-    exception on any rank ends every rank (:meth:`Communicator.guard`) instead of leaving them waiting.
-
-    A divergence (``TrainingDiverged``) is found in the all-reduced losses, so every rank raises it at
-    the same step: it passes on as in a single process.
-    """
-    @functools.wraps(fit)
-    def run(model, *args, distributed=None, **kwargs):
-        if isinstance(distributed, Threads):
-            return run_threads(fit, model, args, kwargs, distributed, DataParallel)
-        comm = communicator(distributed)
-        if comm is None:
-            return fit(model, *args, distributed=None, **kwargs)
-        from ..callbacks import TrainingDiverged
-
-        with comm.guard("fit", spare=(TrainingDiverged,)):
-            return fit(model, *args, distributed=DataParallel(comm), **kwargs)
-    return run
-
-
 def rank_key(key: int, rank: int) -> int:
     """A random layer's stream key for ``rank``: rank 0 keeps ``key`` (so a checkpoint, written by rank 0,
     holds the single-process key), every other rank a 63-bit hash of ``(key, rank)``: its own masks,
@@ -75,7 +52,8 @@ def rank_key(key: int, rank: int) -> int:
 
 
 class DataParallel:
-    """The hooks ``fit`` calls when ``distributed`` is given (one object per ``fit``)."""
+    """The hooks ``fit`` calls when ``distributed`` is given (one object per ``fit``): the data-parallel
+    strategy (:mod:`xpnet.train.strategy`, whose ``SingleProcess`` has the same hooks, doing nothing)."""
 
     def __init__(self, comm: Communicator):
         self.comm = comm

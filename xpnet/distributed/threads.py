@@ -214,11 +214,12 @@ def cpu_status() -> str:
     return f"{usable_cores()} usable cores; BLAS threads: {blas or 'none loaded'}"
 
 
-def run(fit, model, args, kwargs, spec: Threads, hooks):
-    """``fit(model, *args, **kwargs)`` on ``spec.n`` ranks (threads), each given ``distributed=hooks(its
-    communicator)`` (:class:`~xpnet.distributed.DataParallel`); returns rank 0's result."""
+def run(fit, model, args, kwargs, spec: Threads, strategy):
+    """``fit(model, *args, **kwargs)`` on ``spec.n`` ranks (threads), each given ``strategy=strategy(its
+    communicator)`` (:class:`~xpnet.distributed.DataParallel`; one thread: ``strategy(None)``); returns rank
+    0's result."""
     if spec.n == 1:
-        return fit(model, *args, distributed=None, **kwargs)
+        return fit(model, *args, strategy=strategy(None), **kwargs)
     if model.device.kind != "cpu":
         raise ValueError(f"fit(distributed={spec!r}) splits batches over CPU cores, but the model is on "
                          f"{model.device}: on GPUs run one MPI rank per GPU (distributed=True under mpiexec)")
@@ -233,7 +234,7 @@ def run(fit, model, args, kwargs, spec: Threads, hooks):
         from ..callbacks import TrainingDiverged
 
         with comm.guard("fit", spare=(TrainingDiverged,)):
-            results[rank] = fit(rank_model, *args, distributed=hooks(comm), **rank_kwargs)
+            results[rank] = fit(rank_model, *args, strategy=strategy(comm), **rank_kwargs)
 
     def other(rank: int) -> None:
         try:
