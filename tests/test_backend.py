@@ -137,8 +137,7 @@ def test_every_backend_is_one_file_filling_the_protocol():
 def test_the_protocol_requires_its_names_and_refuses_a_backend_without_one():
     """The required names are written down once, in ``Backend``: a backend lacking one cannot be made
     (so ``import xpnet`` fails naming it), and the optional hooks have defaults, never a missing name."""
-    required = {"NAME", "KINDS", "missing", "cuda_status", "namespace", "native", "owns", "locate", "asarray",
-                "status", "random_uniform"}
+    required = {"NAME", "KINDS", "missing", "cuda_status", "namespace", "native", "owns", "locate", "status"}
     assert backend.Backend.__abstractmethods__ == required
     lib = backend.LIBRARIES["array-api-strict"]
     attrs = {n: getattr(type(lib), n) for n in required - {"status"}}

@@ -204,8 +204,62 @@ def test_cupy_devices_never_change_the_current_device_for_good(monkeypatch):
     dev = Device("cuda", 1, "cupy", None, native)
     with dev.context() as entered:
         with dev.context() as again:
-            assert again is not entered  # a fresh device object per context: nested exits pop their own
+            # the device's own object, no new one per call: CuPy >= 14 keeps what to restore per thread
+            assert again is entered is native
     assert log == [("enter", 1), ("enter", 1), ("exit", 1), ("exit", 1)]
+
+
+def test_cupy_asarray_is_compats_which_enters_the_device(monkeypatch):
+    """Host data reaches cuda:N by array-api-compat's ``asarray(host, device=)``, which makes N current
+    around CuPy's copy (CuPy copies to the current device): no CuPy-specific transfer code in xpnet."""
+    pytest.importorskip("cupy")
+    import cupy
+
+    import array_api_compat.cupy as cxp
+
+    log = []
+
+    class Recorded:  # cupy.cuda.Device: Device(Device(1)) is device 1, by int()
+        def __init__(self, index=None):
+            self.id = None if index is None else int(index)
+
+        def __int__(self):
+            return self.id
+
+        def __enter__(self):
+            log.append(("enter", self.id))
+
+        def __exit__(self, *exc):
+            log.append(("exit", self.id))
+
+    monkeypatch.setattr(cupy.cuda, "Device", Recorded)
+    monkeypatch.setattr(cupy, "asarray", lambda obj, dtype=None: log.append(("copy", obj.tolist())) or obj)
+    dev = xpnet.Device("cuda", 1, "cupy", cxp, Recorded(1))
+    dev.asarray([1.0, 2.0])
+    assert log == [("enter", 1), ("copy", [1.0, 2.0]), ("exit", 1)]
+
+
+class _CudaDLPack:
+    """A CUDA array as DLPack shows it: it exports to the host only when the host is asked for (CuPy >= 14
+    then copies by ``get()``); handed on as is, NumPy could not read its memory."""
+
+    def __init__(self, host):
+        self.host, self.asked = host, []
+
+    def __dlpack_device__(self):
+        return (2, 0)  # kDLCUDA, device 0
+
+    def __dlpack__(self, *, stream=None, max_version=None, dl_device=None, copy=None):
+        self.asked.append(dl_device)
+        if dl_device != (1, 0):
+            raise BufferError("a CUDA array exports to the host only when dl_device=(kDLCPU, 0) is asked")
+        return self.host.copy().__dlpack__(max_version=max_version)
+
+
+def test_a_cuda_array_comes_back_through_dlpack_asking_for_the_host():
+    x = _CudaDLPack(np.arange(6, dtype=np.float32).reshape(2, 3))
+    np.testing.assert_array_equal(xpnet.to_numpy(x), x.host)
+    assert x.asked == [(1, 0)]
 
 
 def test_torch_context_is_the_cuda_device_on_cuda_and_nothing_on_the_cpu():

@@ -71,9 +71,6 @@ class Torch(Backend):
     def locate(self, x, native) -> tuple[str, int, str]:
         return ("cuda", native.index or 0, "") if native.type == "cuda" else ("cpu", 0, "")
 
-    def asarray(self, xp, host, native):
-        return xp.asarray(host, device=native)
-
     def to_numpy(self, x):
         return x.detach().cpu().numpy() if array_api_compat.is_torch_array(x) else None
 
