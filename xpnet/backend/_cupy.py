@@ -148,7 +148,7 @@ class CuPy(Backend):
     def memory_pool_bytes(self, dev) -> int:
         import cupy
 
-        return cupy.get_default_memory_pool().total_bytes()
+        return cupy.get_default_memory_pool().total_bytes()  # now, on the current device; CuPy keeps no peak
 
     def free_memory_pool(self, dev) -> None:
         import cupy

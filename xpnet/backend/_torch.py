@@ -83,9 +83,9 @@ class Torch(Backend):
     def memory_pool_bytes(self, dev) -> int:
         import torch
 
-        # What the caching allocator holds (reserved), as CuPy's pool total_bytes(): the comparable figure;
-        # max_memory_allocated counts only the bytes in live tensors.
-        return torch.cuda.max_memory_reserved(dev.native)
+        # What the caching allocator holds now (reserved), as CuPy's pool total_bytes(): the comparable
+        # figure; memory_allocated counts only the bytes in live tensors, the max_* figures are peaks.
+        return torch.cuda.memory_reserved(dev.native)
 
     def free_memory_pool(self, dev) -> None:
         import torch

@@ -131,7 +131,8 @@ class Backend(abc.ABC):
         """Wait until the work queued on ``dev`` has finished."""
 
     def memory_pool_bytes(self, dev) -> int | None:
-        """Peak bytes the GPU memory pool of ``dev`` holds, or ``None`` where there is none."""
+        """Bytes the GPU memory pool of ``dev`` holds now (in arrays or cached for reuse: what the library
+        has taken from the driver), or ``None`` where there is no pool or the library does not say."""
         return None
 
     def free_memory_pool(self, dev) -> None:

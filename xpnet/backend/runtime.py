@@ -3,7 +3,15 @@ memory, summing over ranks through NCCL; and which backends can be used here at 
 
 from __future__ import annotations
 
+import re
+
 from .registry import LIBRARIES
+
+# What the CUDA runtime says (cudaErrorMemoryAllocation: "out of memory"), and what its libraries say when
+# they cannot allocate a workspace or handle: cuBLAS, cuSOLVER, cuSPARSE, cuDNN, cuTENSOR "*_STATUS_ALLOC_FAILED",
+# cuFFT "CUFFT_ALLOC_FAILED", cuRAND "CURAND_STATUS_ALLOCATION_FAILED" (CuPy's exceptions carry the name alone,
+# PyTorch's a "CUDA error: CUBLAS_STATUS_ALLOC_FAILED when calling ...").
+_OUT_OF_MEMORY = re.compile(r"out.of.memory|_ALLOC(ATION)?_FAILED", re.IGNORECASE)
 
 
 class DeviceOutOfMemoryError(MemoryError):
@@ -28,7 +36,11 @@ def available_backends() -> dict[str, str]:
 
 
 def memory_pool_bytes(dev) -> int | None:
-    """Peak bytes held by the GPU memory pool of ``dev`` (``None`` on the CPU)."""
+    """Bytes the GPU memory pool of ``dev`` holds now, in arrays or cached (``None`` on the CPU).
+
+    Not a peak: :func:`free_memory_pool` lowers it, and so does the library when an allocation fails (it
+    empties its cache and tries again). Otherwise the pools of CuPy and PyTorch keep what they took, so
+    after a run this is also the most the pool held since it was last emptied."""
     if dev.kind != "cuda":
         return None
     with dev.context():  # the pools are per device, and CuPy's calls act on the current one
@@ -46,5 +58,4 @@ def is_out_of_memory(exc: BaseException) -> bool:
     """Whether ``exc`` is a device out-of-memory error of any backend (not one xpnet has already explained)."""
     if isinstance(exc, DeviceOutOfMemoryError):
         return False
-    name = type(exc).__name__
-    return name in ("OutOfMemoryError", "MemoryError") or "out of memory" in str(exc).lower()
+    return type(exc).__name__ in ("OutOfMemoryError", "MemoryError") or bool(_OUT_OF_MEMORY.search(str(exc)))
