@@ -147,6 +147,7 @@ def test_the_protocol_requires_its_names_and_refuses_a_backend_without_one():
     whole = type("Whole", (backend.Backend,), {**attrs, "status": lambda self: "ok"})()
     assert whole.matmul_tn is None and whole.to_numpy(np.ones(1)) is None
     assert whole.memory_pool_bytes(None) is None and whole.nccl_allreduce(None, 0, 1, None) is None
+    assert whole.nccl_gpu(None) is None and whole.prove(0) is None
 
 
 @pytest.mark.parametrize("build, cupy_sees", [(None, 0), ("12.6", 0), (None, 1)],

@@ -138,9 +138,15 @@ class Backend(abc.ABC):
     def free_memory_pool(self, dev) -> None:
         """Give the cached GPU memory of ``dev`` back to the driver."""
 
+    def nccl_gpu(self, dev) -> str | None:
+        """Where the library can sum over ranks through NCCL on ``dev``: its GPU's PCI bus id (the same GPU
+        has the same id in every process, whatever ``CUDA_VISIBLE_DEVICES`` numbers it), else ``None`` (the
+        ranks then sum through MPI on the host)."""
+        return None
+
     def nccl_allreduce(self, dev, rank: int, size: int, share) -> Callable[[Any], Any] | None:
-        """A function summing a flat array over ranks in place through NCCL, or ``None`` where there is
-        no NCCL path (the caller then sums through MPI on the host)."""
+        """A function summing a flat array over ranks in place through NCCL (called only where every rank's
+        :meth:`nccl_gpu` gave a GPU of its own), or ``None`` where there is no NCCL path."""
         return None
 
     def device_names(self, count: int) -> list[str]:

@@ -4,6 +4,7 @@ memory, summing over ranks through NCCL; and which backends can be used here at 
 from __future__ import annotations
 
 import re
+import socket
 
 from .registry import LIBRARIES
 
@@ -24,10 +25,37 @@ def synchronize(dev) -> None:
     dev.synchronize()
 
 
-def nccl_allreduce(dev, rank: int, size: int, share):
-    """An in-place sum over ranks of a flat array on ``dev`` through NCCL (CuPy on CUDA), or ``None``
-    where the backend has no NCCL path (see :meth:`~.protocol.Backend.nccl_allreduce`)."""
-    return None if dev.kind != "cuda" else LIBRARIES[dev.backend].nccl_allreduce(dev, rank, size, share)
+def nccl_allreduce(dev, comm):
+    """How the ranks of ``comm`` sum a flat array on ``dev``: ``(sum, why)``.
+
+    ``sum`` sums in place through NCCL (CuPy on CUDA, each rank on a GPU of its own), or is ``None``: the
+    caller then stages through host memory and MPI. ``why`` says why not NCCL where the library has it
+    (ranks that share a GPU), else ``None``. Every rank calls it (one allgather of the ranks' GPUs) and
+    all get the same answer, so none waits in NCCL for a rank that went through MPI.
+    """
+    lib = LIBRARIES[dev.backend]
+    gpu = lib.nccl_gpu(dev) if dev.kind == "cuda" else None
+    gpus = comm.gather(None if gpu is None else (socket.gethostname(), gpu))
+    if any(g is None for g in gpus):
+        return None, None
+    why = shared_gpus(gpus)
+    if why is not None:
+        return None, why
+    return lib.nccl_allreduce(dev, comm.rank, comm.size, comm.bcast), None
+
+
+def shared_gpus(gpus: list) -> str | None:
+    """Why NCCL cannot sum over these GPUs (``gpus[r]``: rank r's ``(host, PCI bus id)``), or ``None`` when
+    each rank has its own: NCCL stops with "Duplicate GPU detected" when two ranks share one."""
+    ranks: dict = {}
+    for rank, gpu in enumerate(gpus):
+        ranks.setdefault(tuple(gpu), []).append(rank)
+    shared = next((r for r in ranks.values() if len(r) > 1), None)
+    if shared is None:
+        return None
+    host, bus = gpus[shared[0]]
+    return (f"ranks {', '.join(map(str, shared))} share the GPU {bus} of {host}, and NCCL needs a GPU per rank. "
+            f"Fix: start at most as many ranks on a machine as it has GPUs to sum through NCCL")
 
 
 def available_backends() -> dict[str, str]:
