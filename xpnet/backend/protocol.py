@@ -109,12 +109,13 @@ class Backend(abc.ABC):
 
         By default drawn on the host by NumPy (the standard has no random API), then moved in one copy: the
         same numbers on every backend that keeps the default (NumPy, array-api-strict, CuPy), bit for bit.
-        The cost, measured for Dropout on a shared 2-core EPYC (the 2 masks of a step; float32, 4 bytes a
-        number to copy): MLP preset (512, 256 units) 0.2-0.4 ms at batch 128 and 0.6-0.8 ms at 256 (0.75 MiB);
-        CNN preset ((64, 12, 12) and 128 units) 3-4.6 ms at batch 128 (4.6 MiB) and 6.6-9 ms at 256 (9.1 MiB),
-        i.e. 2.5-4 ns a number. On CUDA it is host time that overlaps the queued kernels: CuPy copies NumPy
-        input through a pinned buffer and an asynchronous transfer, with no sync. A device kernel would
-        save it but has no generator that matches the others (and none has run here).
+        What a step's Dropout masks cost that way (float32; medians of runs on a shared 2-core EPYC): the
+        MLP preset's 512 and 256 units 0.2-0.4 ms at batch 128 and 0.4-0.8 ms at 256, the CNN preset's
+        (64, 12, 12) and 128 units 3.2-4.6 ms at batch 128 and 5-9 ms at 256: 2-4 ns a number. The copy
+        to a GPU is 4 bytes a number: 0.38 and 0.75 MiB a step for the MLP, 4.6 and 9.1 MiB for the CNN.
+        CuPy copies NumPy input through a pinned buffer and an asynchronous transfer (no sync), so the
+        host's draw overlaps the kernels already queued. A generator on the device would spare the host,
+        but would give other masks than NumPy's, and none has run on a GPU here.
         """
         return self.asarray(xp, np.random.default_rng(seed).random(shape, dtype=dtype), native)
 
