@@ -530,6 +530,7 @@ def test_the_cuda_device_asked_for_is_proved_itself(monkeypatch, fresh_proof):
         xpnet.device("cuda:1")
     assert str(info.value).startswith("cuda:1 was requested but CuPy sees cuda:1 but cannot compute on it: a CUDA "
                                       "library failed (RuntimeError: cudaErrorMemoryAllocation: out of memory)")
+    assert "Fix: check cuda:1 with `nvidia-smi` (is its memory taken?)" in str(info.value)
     assert "--device cpu" in str(info.value)
     assert calls == ["matmul on cuda:0", "matmul on cuda:1"]
 

@@ -61,8 +61,11 @@ def _missing_library(cupy, index: int, exc) -> Reason:
     found = re.search(r"lib[A-Za-z0-9_]+\.so(?:\.[0-9]+)*", text)
     major = _ask(cupy.cuda.runtime.runtimeGetVersion, 12000) // 1000
     what = f"the CUDA library {found.group(0)} is missing" if found else "a CUDA library failed"
+    # No library named: the GPU itself may be the cause (another process holding all its memory, say).
+    check = "" if found else (f"check cuda:{index} with `nvidia-smi` (is its memory taken?); if CUDA's "
+                              f"libraries are missing, ")
     return Reason(f"CuPy sees cuda:{index} but cannot compute on it: {what} ({text})",
-                  f"Fix: `pip install 'xpnet[cuda{major}]'` (it brings CuPy's CUDA libraries: "
+                  f"Fix: {check}`pip install 'xpnet[cuda{major}]'` (it brings CuPy's CUDA libraries: "
                   f"`pip install 'cupy-cuda{major}x[ctk]'`), or install the CUDA {major} Toolkit; {CPU_FALLBACK}.")
 
 
