@@ -38,12 +38,37 @@ def data(dtype):
     return X.astype(dtype), y
 
 
-def model(dtype, backend=None, extra=False):
-    """Seed 1 on rank 0 (and alone); other seeds on the other ranks: fit must give them rank 0's start."""
+def model(dtype, backend=None, extra=False, device=None):
+    """Seed 1 on rank 0 (and alone); other seeds on the other ranks: fit must give them rank 0's start.
+    CuPy runs on CUDA: a GPU per rank where there are enough (``Communicator.device``), else shared."""
     layers = [Dense(2, 24), *([BatchNorm1d(24)] if extra else []), ReLU(), *([Dropout(0.2)] if extra else []),
               Dense(24, 3)]
     seed = 1 if comm is None or comm.rank == 0 else 100 + comm.rank
-    return xpnet.Sequential(layers, device="cpu", seed=seed, dtype=dtype, backend=backend)
+    if device is None and backend == "cupy":
+        device = comm.device("cuda", backend) if comm else xpnet.device("cuda", backend=backend)
+    return xpnet.Sequential(layers, device=device or "cpu", seed=seed, dtype=dtype, backend=backend)
+
+
+def pretend_cuda(gpus: str):
+    """array-api-strict posing as a CUDA backend with NCCL, this rank on the GPU with PCI bus id
+    ``gpus.split(",")[rank]``: the transport's choice runs as on GPUs. Its "NCCL" sums through MPI on the host
+    (counting its calls) and is made only where the choice allows it."""
+    lib = xpnet.backend.LIBRARIES["array-api-strict"]
+    made = []
+
+    def fake_nccl(dev, rank, size, share):
+        made.append(share("the NCCL unique id" if rank == 0 else None))
+
+        def allreduce(buf):
+            made.append("sum")
+            return dev.xp.asarray(comm.allreduce_(xpnet.to_numpy(buf).copy()), device=dev.native)
+
+        return allreduce
+
+    lib.nccl_gpu = lambda dev: gpus.split(",")[comm.rank]
+    lib.nccl_allreduce = fake_nccl
+    cpu = xpnet.device("cpu", backend="array-api-strict")
+    return xpnet.Device("cuda", 0, "array-api-strict", cpu.xp, cpu.native), made
 
 
 class Ran(callbacks.Callback):
@@ -104,6 +129,13 @@ def main(case, out, *opts):
         checks["regularized"] = {"agree": len(set(checksums)) == 1, "loss": h.history["loss"],
                                  "val_loss": h.history["val_loss"], "dropout_keys": keys}
         results.update(m.state_dict())
+    elif case == "nccl-choice":  # who sums: NCCL where each rank has a GPU of its own, else host staging
+        dev, made = pretend_cuda(next(o.split("=", 1)[1] for o in opts if o.startswith("gpus=")))
+        m = model(dtype, device=dev)
+        fit(m, X, y, OPTIMIZERS["adam"](), 33)
+        results.update({f"adam-b33/{k}": v for k, v in m.state_dict().items()})
+        checks["nccl"] = {"made": made.count("the NCCL unique id"), "sums": made.count("sum"),
+                          "steps": 2 * -(-ROWS // 33), "agree": len(set(comm.gather(_checksum(m)))) == 1}
     elif case == "diverge":  # every rank sees the all-reduced NaN loss: they all raise, at the same step
         try:
             fit(model(dtype), X * 1e30, y, OPTIMIZERS["sgd"](), 32)

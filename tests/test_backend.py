@@ -137,8 +137,7 @@ def test_every_backend_is_one_file_filling_the_protocol():
 def test_the_protocol_requires_its_names_and_refuses_a_backend_without_one():
     """The required names are written down once, in ``Backend``: a backend lacking one cannot be made
     (so ``import xpnet`` fails naming it), and the optional hooks have defaults, never a missing name."""
-    required = {"NAME", "KINDS", "missing", "cuda_status", "namespace", "native", "owns", "locate", "asarray",
-                "status", "random_uniform"}
+    required = {"NAME", "KINDS", "missing", "cuda_status", "namespace", "native", "owns", "locate", "status"}
     assert backend.Backend.__abstractmethods__ == required
     lib = backend.LIBRARIES["array-api-strict"]
     attrs = {n: getattr(type(lib), n) for n in required - {"status"}}
@@ -148,6 +147,7 @@ def test_the_protocol_requires_its_names_and_refuses_a_backend_without_one():
     whole = type("Whole", (backend.Backend,), {**attrs, "status": lambda self: "ok"})()
     assert whole.matmul_tn is None and whole.to_numpy(np.ones(1)) is None
     assert whole.memory_pool_bytes(None) is None and whole.nccl_allreduce(None, 0, 1, None) is None
+    assert whole.nccl_gpu(None) is None and whole.prove(0) is None
 
 
 @pytest.mark.parametrize("build, cupy_sees", [(None, 0), ("12.6", 0), (None, 1)],

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -182,6 +183,82 @@ def test_rank_zero_keeps_the_stream_key_and_the_others_get_their_own():
     keys = {rank_key(12345, r) for r in range(1, 5)}
     assert len(keys) == 4 and 12345 not in keys and all(0 <= k < 2**63 for k in keys)
     assert rank_key(12345, 3) == rank_key(12345, 3)
+
+
+# -- the all-reduce's transport: NCCL only where each rank has a GPU of its own ---------------------------
+BUS_A, BUS_B = "0000:3B:00.0", "0000:5E:00.0"
+
+
+@pytest.mark.parametrize("gpus, shared", [
+    ([("h1", BUS_A), ("h1", BUS_B)], None),
+    ([("h1", BUS_A), ("h2", BUS_A)], None),  # the same slot on two machines: two GPUs
+    ([("h1", BUS_A), ("h1", BUS_A)], "ranks 0, 1 share the GPU 0000:3B:00.0 of h1"),
+    ([("h1", BUS_A), ("h1", BUS_B), ("h2", BUS_A), ("h1", BUS_B)], "ranks 1, 3 share the GPU 0000:5E:00.0 of h1"),
+], ids=["two-gpus", "two-machines", "one-gpu", "four-ranks"])
+def test_ranks_sharing_a_gpu_are_named(gpus, shared):
+    why = xpnet.backend.runtime.shared_gpus(gpus)
+    if shared is None:
+        assert why is None
+    else:
+        assert why.startswith(shared + ", and NCCL needs a GPU per rank. Fix: start at most as many ranks")
+
+
+class _GatherOfTwo:
+    """Rank 0 of 2, whose allgather answers with this rank's value and the other rank's."""
+
+    rank, size = 0, 2
+
+    def __init__(self, other):
+        self.other, self.gathered = other, []
+
+    def gather(self, obj):
+        self.gathered.append(obj)
+        return [obj, self.other]
+
+    def bcast(self, obj):
+        return obj
+
+
+@pytest.fixture
+def cupy_with_nccl(monkeypatch):
+    """The CuPy backend with NCCL on the GPU ``BUS_A`` (no CuPy needed): returns the NCCL sums it makes."""
+    lib = xpnet.backend.LIBRARIES["cupy"]
+    made = []
+    monkeypatch.setattr(lib, "nccl_gpu", lambda dev: BUS_A)
+    monkeypatch.setattr(lib, "nccl_allreduce", lambda dev, rank, size, share: made.append(rank) or "the NCCL sum")
+    return made
+
+
+@pytest.mark.parametrize("other, nccl, said", [
+    (BUS_B, True, None), (BUS_A, False, "share the GPU 0000:3B:00.0"), (None, False, None)],
+    ids=["own-gpus", "one-gpu", "other-rank-without-nccl"])
+def test_nccl_is_taken_only_when_every_rank_has_a_gpu_of_its_own(cupy_with_nccl, other, nccl, said):
+    dev = xpnet.Device("cuda", 0, "cupy", None, None)
+    comm = _GatherOfTwo(None if other is None else (socket.gethostname(), other))
+    sum_, why = xpnet.backend.nccl_allreduce(dev, comm)
+    assert comm.gathered == [(socket.gethostname(), BUS_A)]  # one allgather: every rank decides alike
+    assert (sum_ == "the NCCL sum") == nccl and cupy_with_nccl == ([0] if nccl else [])
+    assert (why is None) if said is None else (said in why)
+
+
+def test_cupy_tells_gpus_apart_by_pci_bus_id_where_it_has_nccl(monkeypatch):
+    """The id each rank gives for the choice: the same GPU has it in every process, whatever its ordinal."""
+    pytest.importorskip("cupy")
+    import cupy
+    from cupy.cuda import nccl
+
+    monkeypatch.setattr(cupy.cuda.runtime, "deviceGetPCIBusId", lambda index: [BUS_A, BUS_B][index])
+    lib, dev = xpnet.backend.LIBRARIES["cupy"], xpnet.Device("cuda", 1, "cupy", None, None)
+    monkeypatch.setattr(nccl, "available", True)
+    assert lib.nccl_gpu(dev) == BUS_B
+    monkeypatch.setattr(nccl, "available", False)  # a CuPy whose NCCL library did not load
+    assert lib.nccl_gpu(dev) is None
+
+
+def test_a_cpu_device_sums_without_nccl_but_still_takes_part_in_the_choice(cupy_with_nccl):
+    comm = _GatherOfTwo(None)
+    assert xpnet.backend.nccl_allreduce(xpnet.device("cpu"), comm) == (None, None)
+    assert comm.gathered == [None] and cupy_with_nccl == []
 
 
 def test_distributed_argument_is_checked_and_mpi4py_named_when_missing(monkeypatch):
@@ -359,11 +436,53 @@ def test_one_process_without_mpiexec_runs_as_a_plain_fit_and_says_so(tmp_path):
     assert "a single process (rank 0 of 1)" in done.stderr and "epoch 1/1" in done.stdout
 
 
+@needs_mpi
+@pytest.mark.parametrize("gpus, nccl", [(f"{BUS_A},{BUS_B}", True), (f"{BUS_A},{BUS_A}", False)],
+                         ids=["a-gpu-per-rank", "two-ranks-one-gpu"])
+def test_two_ranks_sum_through_nccl_only_on_gpus_of_their_own(tmp_path, gpus, nccl):
+    """The transport's choice under mpiexec, on the CPU: array-api-strict poses as CUDA with NCCL
+    (tests/mpi_worker.py ``pretend_cuda``). Two ranks on one GPU would make NCCL stop ("Duplicate GPU
+    detected"): they stage through host memory instead, and rank 0 says why, once."""
+    pytest.importorskip("array_api_strict")
+    out = tmp_path / "choice.npz"
+    done = run_mpi(WORKER, "nccl-choice", str(out), "float64", f"gpus={gpus}")
+    got, checks = load(out)
+    made = checks["nccl"]
+    assert made["agree"]
+    assert (made["made"], made["sums"]) == ((1, made["steps"]) if nccl else (0, 0))
+    assert done.stderr.count("all-reduce of the gradients through NCCL") == (2 if nccl else 0), done.stderr
+    staged = [line for line in done.stderr.splitlines() if "go through host memory" in line]
+    assert staged == ([] if nccl else [
+        "xpnet: the gradients of cuda:0 (array-api-strict) go through host memory for the all-reduce (staged: "
+        "device -> host, MPI, host -> device, each step); not NCCL: ranks 0, 1 share the GPU 0000:3B:00.0 of "
+        f"{socket.gethostname()}, and NCCL needs a GPU per rank. Fix: start at most as many ranks on a machine "
+        "as it has GPUs to sum through NCCL"]), done.stderr
+    X, y = mpi_worker.data("float64")
+    want = single(mpi_worker.model("float64"), X, y, mpi_worker.OPTIMIZERS["adam"](), 33)
+    for k, v in want.items():
+        np.testing.assert_allclose(got[f"adam-b33/{k}"], v, rtol=1e-5, atol=1e-12, err_msg=k)
+
+
 @pytest.mark.gpu
 @needs_mpi
 def test_nccl_allreduce_sums(tmp_path):
-    """CuPy arrays through NCCL: the equivalence run on cuda (one GPU per rank). Not run here (no GPU)."""
+    """CuPy on CUDA under two ranks: through NCCL where each rank has a GPU of its own, else (one GPU)
+    through host memory, saying why; either way the single process's weights. Skipped without a GPU."""
+    from cupy.cuda import nccl
+
     out = tmp_path / "nccl.npz"
-    run_mpi(WORKER, "equivalence", str(out), "float64", "backend=cupy")
+    runs = ["adam-33", "sgd-2"]
+    done = run_mpi(WORKER, "equivalence", str(out), "float64", "backend=cupy", "runs=" + ",".join(runs))
     got, checks = load(out)
-    assert all(c["agree"] for k, c in checks.items() if isinstance(c, dict))
+    own = xpnet.backend.cuda_count("cupy") >= 2
+    if own and getattr(nccl, "available", False):
+        assert done.stderr.count("all-reduce of the gradients through NCCL") == 2 * len(runs), done.stderr
+    elif not own:
+        assert done.stderr.count("not NCCL: ranks 0, 1 share the GPU") == len(runs), done.stderr
+    X, y = mpi_worker.data("float64")
+    for run in runs:
+        name, batch = run.rsplit("-", 1)
+        assert checks[f"{name}-b{batch}"]["agree"]
+        want = single(mpi_worker.model("float64"), X, y, mpi_worker.OPTIMIZERS[name](), int(batch))
+        for k, v in want.items():
+            np.testing.assert_allclose(got[f"{name}-b{batch}/{k}"], v, rtol=1e-5, atol=1e-12, err_msg=f"{run} {k}")

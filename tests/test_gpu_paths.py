@@ -205,8 +205,62 @@ def test_cupy_devices_never_change_the_current_device_for_good(monkeypatch):
     dev = Device("cuda", 1, "cupy", None, native)
     with dev.context() as entered:
         with dev.context() as again:
-            assert again is not entered  # a fresh device object per context: nested exits pop their own
+            # the device's own object, no new one per call: CuPy >= 14 keeps what to restore per thread
+            assert again is entered is native
     assert log == [("enter", 1), ("enter", 1), ("exit", 1), ("exit", 1)]
+
+
+def test_cupy_asarray_is_compats_which_enters_the_device(monkeypatch):
+    """Host data reaches cuda:N by array-api-compat's ``asarray(host, device=)``, which makes N current
+    around CuPy's copy (CuPy copies to the current device): no CuPy-specific transfer code in xpnet."""
+    pytest.importorskip("cupy")
+    import cupy
+
+    import array_api_compat.cupy as cxp
+
+    log = []
+
+    class Recorded:  # cupy.cuda.Device: Device(Device(1)) is device 1, by int()
+        def __init__(self, index=None):
+            self.id = None if index is None else int(index)
+
+        def __int__(self):
+            return self.id
+
+        def __enter__(self):
+            log.append(("enter", self.id))
+
+        def __exit__(self, *exc):
+            log.append(("exit", self.id))
+
+    monkeypatch.setattr(cupy.cuda, "Device", Recorded)
+    monkeypatch.setattr(cupy, "asarray", lambda obj, dtype=None: log.append(("copy", obj.tolist())) or obj)
+    dev = xpnet.Device("cuda", 1, "cupy", cxp, Recorded(1))
+    dev.asarray([1.0, 2.0])
+    assert log == [("enter", 1), ("copy", [1.0, 2.0]), ("exit", 1)]
+
+
+class _CudaDLPack:
+    """A CUDA array as DLPack shows it: it exports to the host only when the host is asked for (CuPy >= 14
+    then copies by ``get()``); handed on as is, NumPy could not read its memory."""
+
+    def __init__(self, host):
+        self.host, self.asked = host, []
+
+    def __dlpack_device__(self):
+        return (2, 0)  # kDLCUDA, device 0
+
+    def __dlpack__(self, *, stream=None, max_version=None, dl_device=None, copy=None):
+        self.asked.append(dl_device)
+        if dl_device != (1, 0):
+            raise BufferError("a CUDA array exports to the host only when dl_device=(kDLCPU, 0) is asked")
+        return self.host.copy().__dlpack__(max_version=max_version)
+
+
+def test_a_cuda_array_comes_back_through_dlpack_asking_for_the_host():
+    x = _CudaDLPack(np.arange(6, dtype=np.float32).reshape(2, 3))
+    np.testing.assert_array_equal(xpnet.to_numpy(x), x.host)
+    assert x.asked == [(1, 0)]
 
 
 def test_torch_context_is_the_cuda_device_on_cuda_and_nothing_on_the_cpu():
@@ -227,6 +281,33 @@ class FakeOutOfMemory(Exception):
     """What cupy.cuda.memory.OutOfMemoryError / torch.OutOfMemoryError are to the handler."""
 
 
+class CUBLASError(RuntimeError):
+    """What CuPy raises when cuBLAS cannot allocate its handle or workspace: ``CUBLASError(3)``, whose
+    message is the status's name alone (cupy_backends/cuda/libs/cublas.pyx)."""
+
+
+class OutOfMemoryError(MemoryError):
+    """cupy.cuda.memory.OutOfMemoryError and torch.OutOfMemoryError go by this name."""
+
+
+@pytest.mark.parametrize("exc, oom", [
+    (CUBLASError("CUBLAS_STATUS_ALLOC_FAILED"), True),
+    (RuntimeError("CUDA error: CUBLAS_STATUS_ALLOC_FAILED when calling `cublasCreate(handle)`"), True),  # torch
+    (RuntimeError("CURAND_STATUS_ALLOCATION_FAILED"), True),
+    (RuntimeError("CUDNN_STATUS_ALLOC_FAILED"), True),
+    (RuntimeError("CUFFT_ALLOC_FAILED"), True),
+    (RuntimeError("CUDA_ERROR_OUT_OF_MEMORY: out of memory"), True),  # the driver API
+    (RuntimeError("cudaErrorMemoryAllocation: out of memory"), True),  # the runtime API
+    (OutOfMemoryError("Out of memory allocating 1,024 bytes (allocated so far: 0 bytes)."), True),
+    (CUBLASError("CUBLAS_STATUS_NOT_INITIALIZED"), False),
+    (CUBLASError("CUBLAS_STATUS_EXECUTION_FAILED"), False),
+    (ValueError("shapes (3, 4) and (5, 6) not aligned"), False),
+    (xpnet.DeviceOutOfMemoryError("predict: out of memory on cuda:0 ... even for one row"), False),  # explained
+], ids=lambda v: v if isinstance(v, bool) else str(v).split(":")[0][:40])
+def test_out_of_memory_is_known_by_what_each_library_says(exc, oom):
+    assert xpnet.backend.is_out_of_memory(exc) is oom
+
+
 class RowLimit(xpnet.Identity):
     """Passes x through, but "runs out of memory" on more than ``limit`` rows, right after allocating a
     temporary that only its frame holds (as a real failed step's intermediates)."""
@@ -234,6 +315,7 @@ class RowLimit(xpnet.Identity):
     def __init__(self, limit):
         super().__init__()
         self.limit, self.batches, self.temporary = limit, [], None
+        self.error = lambda rows: FakeOutOfMemory(f"out of memory allocating {rows} rows")
 
     def forward(self, x, training=False):
         import weakref
@@ -241,7 +323,7 @@ class RowLimit(xpnet.Identity):
         if x.shape[0] > self.limit:
             temporary = np.zeros((x.shape[0], 4), dtype=np.float32)
             self.temporary = weakref.ref(temporary)
-            raise FakeOutOfMemory(f"out of memory allocating {x.shape[0]} rows")
+            raise self.error(x.shape[0])
         self.batches.append(x.shape[0])
         return x
 
@@ -288,6 +370,19 @@ def test_predict_and_evaluate_halve_the_batch_and_go_on(fake_oom, monkeypatch):
         got_eval = model.evaluate(X, y, batch_size=64)
     assert len(said) == 3 and all(str(w.message).startswith("evaluate: out of memory") for w in said)
     assert got_eval == pytest.approx(want_eval, rel=1e-6)
+
+
+def test_a_cublas_allocation_failure_halves_the_batch_as_out_of_memory(monkeypatch):
+    """cuBLAS failing to allocate its workspace is the device's memory running out: predict frees the pool
+    and goes on with half the batch (the real is_out_of_memory here, not the fake_oom fixture's)."""
+    frees = []
+    model, layer = _oom_model(16, monkeypatch, frees)
+    layer.error = lambda rows: CUBLASError("CUBLAS_STATUS_ALLOC_FAILED")
+    with pytest.warns(UserWarning) as said:
+        model.predict(np.ones((40, 5), dtype=np.float32), batch_size=64)
+    assert [str(w.message) for w in said] == [f"predict: out of memory on cpu (numpy) with batch_size={n}; going "
+                                              f"on with batch_size={n // 2}" for n in (40, 20)]
+    assert layer.batches == [10, 10, 10, 10] and len(frees) == 2
 
 
 def test_predict_gives_up_at_one_row_saying_so(fake_oom, monkeypatch):
@@ -337,17 +432,19 @@ class FakeRuntime:
         return self.runtime
 
 
-def _cupy_with(monkeypatch, runtime: FakeRuntime, matmul_error: str | None = None):
-    """A fake ``cupy`` (NumPy inside) whose driver and libraries behave as told; returns the matmul log."""
-    _fake_cupy(monkeypatch)
+def _cupy_with(monkeypatch, runtime: FakeRuntime, matmul_error: str | None = None, failing=None):
+    """A fake ``cupy`` (NumPy inside) whose driver and libraries behave as told: the matmul fails with
+    ``matmul_error`` on the devices in ``failing`` (default: all). Returns the log of matmuls and where."""
+    devices = _fake_cupy(monkeypatch)
     import sys
 
     cupy = sys.modules["cupy"]
     calls = []
 
     def matmul(a, b):
-        calls.append("matmul")
-        if matmul_error:
+        current = [i for what, i in devices if what == "enter"][-1]  # the probe enters one device at a time
+        calls.append(f"matmul on cuda:{current}")
+        if matmul_error and (failing is None or current in failing):
             raise RuntimeError(matmul_error)
         return a @ b
 
@@ -415,13 +512,28 @@ def test_auto_proves_cuda_computes_before_picking_it_and_names_the_missing_libra
     auto, explicit = _auto_and_explicit(caplog)
     assert "cannot compute on it: the CUDA library libcublasLt.so.12 is missing" in auto
     assert "libcublasLt.so.12 is missing" in explicit and "cupy-cuda12x[ctk]" in explicit
-    assert calls == ["matmul"]  # proved once per process, not once per device() call
+    assert calls == ["matmul on cuda:0"]  # proved once per process, not once per device() call
 
 
 def test_a_working_gpu_is_proved_once(monkeypatch, fresh_proof):
     calls = _cupy_with(monkeypatch, FakeRuntime(count=2))
     assert [xpnet.backend.cuda_status() for _ in range(3)] == [(2, "")] * 3
-    assert calls == ["matmul"]
+    assert calls == ["matmul on cuda:0"]
+
+
+def test_the_cuda_device_asked_for_is_proved_itself(monkeypatch, fresh_proof):
+    """cuda:0 computes but cuda:1, the one asked for, cannot (another job holds all its memory, say): the
+    request is refused naming cuda:1 and its error, not accepted on cuda:0's proof."""
+    calls = _cupy_with(monkeypatch, FakeRuntime(count=2), failing=(1,),
+                       matmul_error="cudaErrorMemoryAllocation: out of memory")
+    assert xpnet.backend.cuda_status() == (2, "")
+    with pytest.raises(xpnet.DeviceUnavailableError) as info:
+        xpnet.device("cuda:1")
+    assert str(info.value).startswith("cuda:1 was requested but CuPy sees cuda:1 but cannot compute on it: a CUDA "
+                                      "library failed (RuntimeError: cudaErrorMemoryAllocation: out of memory)")
+    assert "Fix: check cuda:1 with `nvidia-smi` (is its memory taken?)" in str(info.value)
+    assert "--device cpu" in str(info.value)
+    assert calls == ["matmul on cuda:0", "matmul on cuda:1"]
 
 
 def test_the_real_cupy_without_a_driver_says_so():
@@ -552,16 +664,55 @@ def test_gpu_script_with_the_python_at_hand_names_what_that_python_lacks(tmp_pat
 
 
 # -- GPU memory figures that compare -----------------------------------------------------------------------
-def test_torch_pool_figure_is_what_the_allocator_holds_as_cupys(monkeypatch):
-    torch = pytest.importorskip("torch")
-    from xpnet import backend
+class _Pool:
+    """A GPU memory pool as each library reports it: 5 MiB held now (2 MiB of it in live arrays), 8 MiB
+    held at its peak, before the last free."""
 
-    monkeypatch.setattr(torch.cuda, "max_memory_reserved", lambda device=None: 8 << 20)
-    monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda device=None: 3 << 20)
-    monkeypatch.setattr(torch.cuda, "device", lambda index: __import__("contextlib").nullcontext())
-    cpu = xpnet.device("cpu", backend="torch")
-    dev = xpnet.Device("cuda", 0, "torch", cpu.xp, torch.device("cuda", 0))
-    assert backend.memory_pool_bytes(dev) == 8 << 20  # reserved, as CuPy's total_bytes(); not allocated
+    def __init__(self):
+        self.held, self.live, self.peak = 5 << 20, 2 << 20, 8 << 20
+
+    def free_all_blocks(self):  # CuPy's MemoryPool; torch's empty_cache() below
+        self.held = self.live
+
+    def total_bytes(self):
+        return self.held
+
+    def memory_stats(self):  # a JAX device (XLA's allocator statistics)
+        return {"pool_bytes": self.held, "bytes_in_use": self.live, "peak_pool_bytes": self.peak,
+                "peak_bytes_in_use": self.peak}
+
+
+def _pool_device(library, monkeypatch):
+    """A cuda:0 Device of ``library`` whose pool is a :class:`_Pool` (no GPU, no CuPy needed)."""
+    import contextlib
+    import sys
+    import types
+
+    pool = _Pool()
+    if library == "cupy":
+        _fake_cupy(monkeypatch)
+        sys.modules["cupy"].get_default_memory_pool = lambda: pool
+        return xpnet.Device("cuda", 0, "cupy", None, sys.modules["cupy"].cuda.Device(0))
+    if library == "jax":
+        return xpnet.Device("cuda", 0, "jax", None, pool)
+    torch = pytest.importorskip("torch")
+    for name, field in (("memory_reserved", "held"), ("memory_allocated", "live"), ("max_memory_reserved", "peak"),
+                        ("max_memory_allocated", "peak")):
+        monkeypatch.setattr(torch.cuda, name, lambda device=None, _f=field: getattr(pool, _f))
+    monkeypatch.setattr(torch.cuda, "empty_cache", pool.free_all_blocks)
+    monkeypatch.setattr(torch.cuda, "device", lambda index: contextlib.nullcontext())
+    return xpnet.Device("cuda", 0, "torch", types.SimpleNamespace(), torch.device("cuda", 0))
+
+
+@pytest.mark.parametrize("library", ["cupy", "torch", "jax"])
+def test_the_pool_figure_is_what_the_pool_holds_now_on_every_library(monkeypatch, library):
+    """The same figure everywhere, so CuPy's compares with torch's: what the pool holds now (arrays and
+    cache: CuPy's total_bytes(), torch's reserved, XLA's pool_bytes), neither a peak nor the live bytes."""
+    dev = _pool_device(library, monkeypatch)
+    assert xpnet.backend.memory_pool_bytes(dev) == 5 << 20
+    if library != "jax":  # (JAX frees a buffer when nothing holds it: its free_memory_pool clears compiled code)
+        xpnet.backend.free_memory_pool(dev)
+        assert xpnet.backend.memory_pool_bytes(dev) == 2 << 20  # the cache went back to the driver
 
 
 def test_bench_compares_gpu_memory_held_with_held():

@@ -58,6 +58,30 @@ def test_numpy_and_array_api_strict_draw_the_same_numbers():
     np.testing.assert_array_equal(to_numpy(b), a)
 
 
+class _CuPyNamespace:
+    """What the CuPy backend is handed as ``xp`` on a machine without a GPU: ``asarray`` records each
+    host-to-device copy (what, and to which device) and hands the host array back."""
+
+    float32, float64 = np.float32, np.float64
+
+    def __init__(self):
+        self.copies = []
+
+    def asarray(self, host, device=None):
+        self.copies.append((host.shape, host.dtype, device))
+        return host
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_cupy_draws_numpys_numbers_on_the_host_and_copies_them_once(dtype):
+    """Dropout's masks on CuPy are NumPy's, bit for bit (the stream is the same two ints, and a resumed or
+    moved run replays them), and reach the GPU in one copy per draw: no generator made on the device."""
+    xp, gpu = _CuPyNamespace(), object()
+    u = random_uniform(xpnet.Device("cuda", 0, "cupy", xp, gpu), 3, 5, (4, 5), dtype)
+    np.testing.assert_array_equal(u, random_uniform(xpnet.device("cpu"), 3, 5, (4, 5), dtype))
+    assert u.dtype == np.dtype(dtype) and xp.copies == [((4, 5), np.dtype(dtype), gpu)]
+
+
 @pytest.mark.parametrize("bad", [-1, 1.5, True, None])
 def test_random_uniform_refuses_a_bad_key_or_counter(bad):
     with pytest.raises(ValueError, match="random_uniform: key must be a non-negative int"):

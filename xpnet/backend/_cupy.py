@@ -1,8 +1,12 @@
-"""CuPy: CUDA GPUs. The probe, the memory pool and (later) fused kernels and NCCL live here.
+"""CuPy: CUDA GPUs. Only what CuPy does in a way of its own lives here: the probe (can CUDA compute here,
+and why not), the device context, waiting for the queue, the memory pool and NCCL. Arrays come and go by
+the generic paths that the CPU backends run too: ``xp.asarray(host, device=)`` (array-api-compat's CuPy
+``asarray`` enters the device), ``numpy.from_dlpack`` (CuPy >= 14 exports to the host by ``get()``) and
+the host draw of random numbers (:meth:`~.protocol.Backend.random_uniform`).
 
-array-api-compat's CuPy creation functions ignore ``device=`` (compat #337): the current CUDA device
+array-api-compat's other CuPy creation functions ignore ``device=`` (compat #337): the current CUDA device
 decides where CuPy allocates (and CuPy refuses to compute on arrays of another device), so everything
-runs under :meth:`CuPy.context` (``Device.context()``), never under a global ``Device.use()``.
+runs under :meth:`CuPy.context`, never under a global ``Device.use()``.
 """
 
 from __future__ import annotations
@@ -19,37 +23,35 @@ _INSTALL = ("Fix: install CuPy for your CUDA driver with `pip install 'xpnet[cud
             f"`nvidia-smi` shows the driver's CUDA version), {CPU_FALLBACK}.")
 
 
-def _cuda_version(v: int) -> str:
-    return f"{v // 1000}.{v % 1000 // 10}"
+def _cuda(version: int) -> str:
+    return f"{version // 1000}.{version % 1000 // 10}"
+
+
+def _ask(call, default):
+    try:
+        return call()
+    except Exception:  # the driver (libcuda) or the runtime cannot be loaded
+        return default
 
 
 def _no_device(cupy, exc) -> Reason:
     """The cause when CuPy imports but counts no device: no driver, an old driver, or no GPU visible."""
-    runtime = cupy.cuda.runtime
-    try:
-        driver = runtime.driverGetVersion()  # 0 when libcuda (the driver) cannot be loaded
-    except Exception:
-        driver = 0
-    try:
-        needs = _cuda_version(runtime.runtimeGetVersion())
-    except Exception:
-        needs = "?"
-    error = f": {exc}" if exc is not None else ""
+    driver = _ask(cupy.cuda.runtime.driverGetVersion, 0)  # 0: libcuda (the driver) cannot be loaded
+    needs = _ask(lambda: _cuda(cupy.cuda.runtime.runtimeGetVersion()), "?")
+    said = f": {exc}" if exc is not None else ""
     if driver == 0:
         return Reason(f"CuPy {cupy.__version__} is installed but finds no NVIDIA driver: libcuda cannot be "
-                      f"loaded (CUDA says{error or ' nothing'})",
+                      f"loaded (CUDA says{said or ' nothing'})",
                       f"Fix: on a machine with an NVIDIA GPU install its driver (`nvidia-smi` should then list "
                       f"the GPU); {CPU_FALLBACK}.")
     if "InsufficientDriver" in str(exc):
-        major = needs.split(".")[0]
-        return Reason(f"the NVIDIA driver supports CUDA {_cuda_version(driver)}, older than the CUDA {needs} "
-                      f"this CuPy ({cupy.__version__}) is built for{error}",
-                      f"Fix: update the NVIDIA driver, or install the CuPy of the driver's CUDA "
-                      f"(`pip install 'xpnet[cuda{_cuda_version(driver).split('.')[0]}]'` instead of cuda{major}); "
-                      f"{CPU_FALLBACK}.")
+        return Reason(f"the NVIDIA driver supports CUDA {_cuda(driver)}, older than the CUDA {needs} this CuPy "
+                      f"({cupy.__version__}) is built for{said}",
+                      f"Fix: update the NVIDIA driver, or install the CuPy of the driver's CUDA (`pip install "
+                      f"'xpnet[cuda{driver // 1000}]'` instead of cuda{needs.split('.')[0]}); {CPU_FALLBACK}.")
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     hidden = f" (CUDA_VISIBLE_DEVICES={visible!r})" if visible is not None else ""
-    return Reason(f"the NVIDIA driver (CUDA {_cuda_version(driver)}) sees no usable CUDA device{hidden}{error}",
+    return Reason(f"the NVIDIA driver (CUDA {_cuda(driver)}) sees no usable CUDA device{hidden}{said}",
                   f"Fix: check that `nvidia-smi` lists a GPU{' and unset or fix CUDA_VISIBLE_DEVICES' if hidden else ''}"
                   f"; {CPU_FALLBACK}.")
 
@@ -57,22 +59,14 @@ def _no_device(cupy, exc) -> Reason:
 def _missing_library(cupy, index: int, exc) -> Reason:
     text = f"{type(exc).__name__}: {exc}"
     found = re.search(r"lib[A-Za-z0-9_]+\.so(?:\.[0-9]+)*", text)
-    try:
-        major = cupy.cuda.runtime.runtimeGetVersion() // 1000
-    except Exception:
-        major = 12
+    major = _ask(cupy.cuda.runtime.runtimeGetVersion, 12000) // 1000
     what = f"the CUDA library {found.group(0)} is missing" if found else "a CUDA library failed"
+    # No library named: the GPU itself may be the cause (another process holding all its memory, say).
+    check = "" if found else (f"check cuda:{index} with `nvidia-smi` (is its memory taken?); if CUDA's "
+                              f"libraries are missing, ")
     return Reason(f"CuPy sees cuda:{index} but cannot compute on it: {what} ({text})",
-                  f"Fix: `pip install 'xpnet[cuda{major}]'` (it brings CuPy's CUDA libraries: "
+                  f"Fix: {check}`pip install 'xpnet[cuda{major}]'` (it brings CuPy's CUDA libraries: "
                   f"`pip install 'cupy-cuda{major}x[ctk]'`), or install the CUDA {major} Toolkit; {CPU_FALLBACK}.")
-
-
-def _cupy_device(index: int):
-    import cupy
-
-    # A fresh Device object per `with`: each keeps its own stack of the devices to restore, so nested
-    # and concurrent contexts (two threads, two models) never pop each other's.
-    return cupy.cuda.Device(index)
 
 
 class CuPy(Backend):
@@ -141,20 +135,15 @@ class CuPy(Backend):
         return cupy.cuda.Device(index)
 
     def context(self, dev):
-        return _cupy_device(dev.index)
+        # The device's own object: CuPy (>= 14) keeps the devices to restore on a stack per thread, not per
+        # object, so one object nests and serves every thread.
+        return dev.native
 
     def owns(self, xp) -> bool:
         return array_api_compat.is_cupy_namespace(xp)
 
     def locate(self, x, native) -> tuple[str, int, str]:
-        return "cuda", getattr(native, "id", 0), ""
-
-    def asarray(self, xp, host, native):
-        with _cupy_device(native.id):
-            return xp.asarray(host)
-
-    def to_numpy(self, x):
-        return x.get() if array_api_compat.is_cupy_array(x) else None
+        return "cuda", native.id, ""
 
     def synchronize(self, dev) -> None:
         dev.native.synchronize()
@@ -162,7 +151,7 @@ class CuPy(Backend):
     def memory_pool_bytes(self, dev) -> int:
         import cupy
 
-        return cupy.get_default_memory_pool().total_bytes()
+        return cupy.get_default_memory_pool().total_bytes()  # now, on the current device; CuPy keeps no peak
 
     def free_memory_pool(self, dev) -> None:
         import cupy
@@ -173,39 +162,32 @@ class CuPy(Backend):
         count, why = self.cuda_status()
         return f"ok ({count} CUDA device(s))" if count else why
 
-    def random_uniform(self, xp, native, seed, shape, dtype):
+    def nccl_gpu(self, dev) -> str | None:
         import cupy
-        import numpy as np
+        from cupy.cuda import nccl  # in every CuPy; `available` says whether the NCCL library loaded
 
-        # As the numpy backend, with CuPy's generator on the GPU (allocations follow the current device).
-        with _cupy_device(native.id):
-            return cupy.random.default_rng(int(seed.generate_state(1, np.uint64)[0])).random(shape, dtype=dtype)
+        return cupy.cuda.runtime.deviceGetPCIBusId(dev.index) if nccl.available else None
 
     def nccl_allreduce(self, dev, rank: int, size: int, share):
         """A function ``f(buf) -> buf`` that sums a flat CuPy array over ``size`` ranks through NCCL, in
-        place, or ``None`` when this CuPy has no NCCL (``cupy.cuda.nccl.available``).
+        place.
 
         ``share(obj)`` gives every rank rank 0's ``obj`` (an MPI broadcast): it carries NCCL's unique id, the
-        only thing NCCL needs from MPI. One communicator per process, on ``dev``'s GPU (one GPU per rank).
-        NOT RUN ON A GPU YET: written from CuPy's NCCL API (``cupy.cuda.nccl.NcclCommunicator.allReduce``)
-        without a GPU to test it on; ``tests/test_distributed.py::test_nccl_allreduce_sums`` runs it where
-        there are GPUs.
+        only thing NCCL needs from MPI. One communicator per process, on ``dev``'s GPU (one GPU per rank:
+        :func:`xpnet.backend.nccl_allreduce` asks for NCCL only then). NOT RUN ON A GPU YET: written from
+        CuPy's NCCL API (``cupy.cuda.nccl.NcclCommunicator.allReduce``) without a GPU to test it on;
+        ``tests/test_distributed.py::test_nccl_allreduce_sums`` runs it where there are GPUs.
         """
-        try:
-            from cupy.cuda import nccl
-        except ImportError:
-            return None
-        if not getattr(nccl, "available", False):
-            return None
         import cupy
+        from cupy.cuda import nccl
 
         uid = share(nccl.get_unique_id() if rank == 0 else None)
-        with _cupy_device(dev.index):
+        with dev.context():
             comm = nccl.NcclCommunicator(size, uid, rank)
         kinds = {"float32": nccl.NCCL_FLOAT32, "float64": nccl.NCCL_FLOAT64}
 
         def allreduce(buf):
-            with _cupy_device(dev.index):
+            with dev.context():
                 comm.allReduce(buf.data.ptr, buf.data.ptr, buf.size, kinds[buf.dtype.name], nccl.NCCL_SUM,
                                cupy.cuda.get_current_stream().ptr)
             return buf

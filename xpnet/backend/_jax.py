@@ -98,8 +98,10 @@ class Jax(Backend):
         jax.effects_barrier()
 
     def memory_pool_bytes(self, dev) -> int | None:
+        # XLA's "pool_bytes": what its allocator holds now (above bytes_in_use where it keeps a pool); the
+        # peak_* figures are peaks. None on the CPU, which has no stats.
         stats = dev.native.memory_stats() or {}
-        return stats.get("peak_bytes_in_use")
+        return stats.get("pool_bytes")
 
     def free_memory_pool(self, dev) -> None:
         import jax

@@ -38,9 +38,6 @@ class NumPy(Backend):
     def status(self) -> str:
         return "ok"
 
-    def random_uniform(self, xp, native, seed, shape, dtype):
-        return np.random.default_rng(seed).random(shape, dtype=dtype)
-
     # -- the layers' routines (backend.routine), tested against the generic lines --------------------------
     def matmul_tn(self, a, b):
         """``a.T @ b`` for one row each (``a``: (1, m), ``b``: (1, n)): the outer product, through BLAS.

@@ -71,9 +71,6 @@ class Torch(Backend):
     def locate(self, x, native) -> tuple[str, int, str]:
         return ("cuda", native.index or 0, "") if native.type == "cuda" else ("cpu", 0, "")
 
-    def asarray(self, xp, host, native):
-        return xp.asarray(host, device=native)
-
     def to_numpy(self, x):
         return x.detach().cpu().numpy() if array_api_compat.is_torch_array(x) else None
 
@@ -86,9 +83,9 @@ class Torch(Backend):
     def memory_pool_bytes(self, dev) -> int:
         import torch
 
-        # What the caching allocator holds (reserved), as CuPy's pool total_bytes(): the comparable figure;
-        # max_memory_allocated counts only the bytes in live tensors.
-        return torch.cuda.max_memory_reserved(dev.native)
+        # What the caching allocator holds now (reserved), as CuPy's pool total_bytes(): the comparable
+        # figure; memory_allocated counts only the bytes in live tensors, the max_* figures are peaks.
+        return torch.cuda.memory_reserved(dev.native)
 
     def free_memory_pool(self, dev) -> None:
         import torch

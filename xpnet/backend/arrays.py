@@ -53,13 +53,14 @@ def host_rng(seed=None) -> np.random.Generator:
 
 
 def random_uniform(dev, key: int, counter: int, shape, dtype: str = "float32"):
-    """Uniform numbers in ``[0, 1)`` of ``shape``, drawn on ``dev`` by its own library's generator.
+    """Uniform numbers in ``[0, 1)`` of ``shape`` on ``dev``.
 
     Counter-based: draw ``counter`` of the stream ``key`` depends on ``(key, counter)`` alone, so a
     layer's whole random state is two ints, which a checkpoint saves and restores exactly. The pair is
-    mixed on the host by NumPy's ``SeedSequence`` (a hash, no transfer) into the seed of each library's
-    generator. The same ``(key, counter)`` gives the same numbers on one backend; backends differ (NumPy
-    and array-api-strict agree, since strict draws through NumPy).
+    mixed on the host by NumPy's ``SeedSequence`` (a hash, no transfer) into the seed of a generator
+    made for this one draw. NumPy, array-api-strict and CuPy draw on the host with NumPy and agree bit for
+    bit (CuPy then copies the numbers to the GPU); PyTorch and JAX draw on their device with their own
+    generators, so their numbers differ (see :meth:`~.protocol.Backend.random_uniform`).
     """
     for name, value in (("key", key), ("counter", counter)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:

@@ -107,8 +107,8 @@ def cuda_status(backend: str = "cupy") -> tuple[int, str]:
     """``(how many CUDA devices backend can compute on here, why none when 0)``.
 
     The why is a :class:`~.protocol.Reason` where the probe knows the fix for its cause (``why.fix``). For
-    CuPy this runs a tiny matmul and kernel on ``cuda:0`` once per process; PyTorch and JAX must be
-    installed (``ImportError`` otherwise).
+    CuPy this runs a tiny matmul and kernel on ``cuda:0`` once per process (:func:`device` proves a
+    requested ``cuda:N`` the same way); PyTorch and JAX must be installed (``ImportError`` otherwise).
     """
     return LIBRARIES[backend].cuda_status()
 
@@ -241,6 +241,9 @@ def _make(kind: str, index: int, backend: str) -> Device:
             raise DeviceUnavailableError(
                 f"cuda:{index} was requested but this machine has {count} CUDA device(s), "
                 f"numbered 0 to {count - 1}. Fix: pass --device cuda:0 ... cuda:{count - 1}, or --device cpu.")
+        failed = lib.prove(index)  # the count proved cuda:0 only (what auto picks): this GPU must compute too
+        if failed is not None:
+            raise DeviceUnavailableError(f"cuda:{index} was requested but {failed}. {_fix(backend, failed)}")
     xp = lib.namespace()
     return Device(kind, index, backend, xp, lib.native(kind, index, xp))
 

@@ -98,13 +98,13 @@ class DataParallel:
     def _transport(self, dev, sample):
         if backend.is_host_array(sample):
             return self.comm.allreduce_
-        nccl = backend.nccl_allreduce(dev, self.rank, self.size, self.comm.bcast)
+        nccl, why = backend.nccl_allreduce(dev, self.comm)  # every rank takes the same way
         if nccl is not None:
             log.info("xpnet: all-reduce of the gradients through NCCL on %s", dev)
             return nccl
         if self.is_root:
             log.info("xpnet: the gradients of %s go through host memory for the all-reduce (staged: "
-                     "device -> host, MPI, host -> device, each step)", dev)
+                     "device -> host, MPI, host -> device, each step)%s", dev, f"; not NCCL: {why}" if why else "")
         host = np.empty(tuple(sample.shape), dtype=backend.to_numpy(sample).dtype)
 
         def staged(data):
