@@ -30,10 +30,11 @@ class Dropout(Layer):
     """Inverted dropout (Srivastava et al. 2014; torch.nn.Dropout): zero each input with probability ``p``
     while training and scale the rest by ``1 / (1 - p)``, so evaluation is the identity.
 
-    The masks are drawn on the input's device by its own library, from a counter-based stream: draw
-    ``i`` depends only on the layer's ``key`` (63 bits, taken from the model's seed in ``build``) and
-    ``i``. So a seed reproduces a run on one backend, and ``rng_state()`` (two ints) is all a checkpoint
-    needs to replay the masks exactly. Backends draw different masks from the same seed.
+    The masks come from a counter-based stream: draw ``i`` depends only on the layer's ``key`` (63 bits,
+    taken from the model's seed in ``build``) and ``i``. So a seed reproduces a run, and ``rng_state()``
+    (two ints) is all a checkpoint needs to replay the masks exactly. NumPy, array-api-strict and CuPy
+    share one generator (NumPy's, on the host; CuPy gets each mask in one copy), so their masks are the
+    same; PyTorch and JAX draw with their own generators, other masks from the same seed.
 
         >>> model = Sequential([Dense(784, 512), ReLU(), Dropout(0.2), Dense(512, 10)], seed=0)
     """
