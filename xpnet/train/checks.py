@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from .. import losses, schedules
 from ..callbacks import CSVLogger, EarlyStopping, LearningRateScheduler, ModelCheckpoint
-from ..layers import Sigmoid, Softmax
+from ..layers import Sigmoid, Softmax, model_input_shape
 from ..validation import output_width, warn
 
 
@@ -68,7 +68,8 @@ def _check_probabilities(model) -> None:
 
 def no_loss_message(model) -> str:
     """fit without a loss: the choices, and the one that fits the model's last layer first."""
-    last, width = (model.layers[-1] if model.layers else None), output_width(model)
+    last, sample = (model.layers[-1] if model.layers else None), model_input_shape(model.layers)
+    width = None if sample is None else output_width(model, (None, *sample))
     if isinstance(last, Softmax):
         fits = "loss='cross_entropy' (the model ends in Softmax(), which gives probabilities)"
     elif isinstance(last, Sigmoid):
