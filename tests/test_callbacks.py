@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from xpnet import MSE, SGD, Dense, Sequential, _inplace, training
-from xpnet.callbacks import Callback, History, LambdaCallback
+from xpnet.callbacks import Callback, EarlyStopping, History, LambdaCallback
 
 
 class Recorder(Callback):
@@ -88,3 +88,15 @@ def test_add_and_copy_in_place_or_not(monkeypatch, writeable):
     np.testing.assert_array_equal(c, out)
     assert (c is b) == writeable and c is not out
     assert _inplace.copy_(None, out) is not out
+
+
+def test_early_stopping_keeps_the_first_watched_epochs_weights_even_when_not_finite():
+    # Keras' rule: the first watched epoch stands in as the best (NaN weights and loss too) until one beats it.
+    model = Sequential([Dense(2, 1)], device="cpu", seed=0)
+    model.load_state_dict({k: np.full(v.shape, np.nan, dtype=np.float32) for k, v in model.parameters().items()})
+    cb = EarlyStopping(monitor="loss", restore_best_weights=True)
+    cb.model, cb.params = model, {"epochs": 2}
+    cb.on_train_begin()
+    cb.on_epoch_end(0, {"loss": float("nan")})
+    assert cb.best_weights is not None
+    assert all(np.isnan(np.asarray(v)).all() for v in cb.best_weights.values())

@@ -927,6 +927,17 @@ def test_resume_loads_with_the_loss_optimizer_and_lr_given(tmp_path):
     _assert_same_state(model.state_dict(), xpnet.load(path).state_dict())
 
 
+def test_resume_gives_the_model_the_checkpoints_input_range_in_place_of_its_own(tmp_path):
+    _fit(_model(), 1, loss=LOSS, checkpoint_dir=tmp_path)
+    path = tmp_path / "last.npz"
+    X, y = _data()
+    model = _model(seed=5)
+    model.fit(100 * X, y, loss=LOSS, epochs=1, verbose=0)  # a far wider range of its own
+    mine = xpnet.losses.get(LOSS)
+    Resume(model, path, mine).restore()
+    assert model.input_range == xpnet.load(path).input_range and model.loss is mine
+
+
 def test_save_checkpoint_refuses_what_it_cannot_keep_naming_it(tmp_path):
     model, path = _model(), tmp_path / "c.npz"
     cases = [

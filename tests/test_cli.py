@@ -212,6 +212,19 @@ def test_predict_npy_and_csv(spirals_model, tmp_path, capsys):
     assert code == 0 and [int(s) for s in out.split()] == expected[:5].tolist()
 
 
+def test_predict_takes_the_loss_of_an_older_file_from_its_metadata(tmp_path, capsys):
+    # One logit output trained with binary_cross_entropy: class 1 where the logit crosses 0 (not 0.5), a
+    # file from before the loss had its own field keeps the loss in its metadata only.
+    model = xpnet.Sequential([xpnet.Dense(1, 1)], device="cpu", seed=0)
+    model.load_state_dict({k: np.ones(v.shape, dtype=np.float32) if k.endswith("W") else np.zeros(v.shape, np.float32)
+                           for k, v in model.parameters().items()})
+    model.save(tmp_path / "m.npz", metadata={"loss": "binary_cross_entropy"})
+    np.save(tmp_path / "x.npy", np.array([[-0.5], [0.25], [0.75]], dtype=np.float32))
+    code, out, err = run_main(capsys, "predict", str(tmp_path / "m.npz"), "--input", str(tmp_path / "x.npy"),
+                              "--device", "cpu")
+    assert (code, out.split()) == (0, ["0", "1", "1"]), err
+
+
 def test_evaluate_and_predict_errors(spirals_model, tmp_path, capsys):
     path, _ = spirals_model
     code, _, err = run_main(capsys, "evaluate", str(tmp_path / "nope.npz"), "--dataset", "spirals")

@@ -57,7 +57,8 @@ def test_fit_reads_back_once_per_window_and_once_per_epoch_start(read_backs, che
 
 def test_divergence_check_uses_the_window_flag(read_backs):
     # A window whose losses are finite but leaves the weights non-finite must not become the good copy.
-    from xpnet.callbacks.loop import DivergenceRollback, _state
+    from xpnet.callbacks import DivergenceRollback
+    from xpnet.callbacks.divergence import model_state
 
     model = Sequential([Dense(2, 2)], device="cpu", backend="array-api-strict", seed=0)
     cb = DivergenceRollback()
@@ -70,7 +71,7 @@ def test_divergence_check_uses_the_window_flag(read_backs):
     assert read_backs == []  # the flag came with the window: no read-back of its own
     for k, v in cb.good.items():
         np.testing.assert_array_equal(xpnet.to_numpy(v), good[k])
-    assert _state(model)  # the model itself is untouched
+    assert model_state(model)  # the model itself is untouched
 
 
 # -- device contexts ---------------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ import pytest
 import xpnet
 from xpnet import (AvgPool2D, BatchNorm1d, BatchNorm2d, Conv2D, Dense, Dropout, Flatten, GlobalAvgPool2D, MaxPool2D,
                    ReLU, Reshape, Sequential, SGD, SoftmaxCrossEntropy)
-from xpnet.callbacks import Callback, EarlyStopping, EpochLine, loop
+from xpnet.callbacks import Callback, EarlyStopping, EpochLine, progress
 from conftest import run_main
 
 
@@ -23,7 +23,7 @@ class _Clock(Callback):
 
     def __init__(self, monkeypatch, tick):
         self.now, self.tick, self.losses = 1000.0, tick, []
-        monkeypatch.setattr(loop, "time", types.SimpleNamespace(monotonic=lambda: self.now))
+        monkeypatch.setattr(progress, "time", types.SimpleNamespace(monotonic=lambda: self.now))
 
     def on_batch_end(self, step, logs=None):
         self.losses.append(logs["loss"])
@@ -76,7 +76,8 @@ def test_an_epoch_line_starts_the_30_seconds_afresh(monkeypatch, capsys):
 
 
 def test_hours_left_are_written_as_h_mm_ss():
-    assert (loop._clock(0), loop._clock(59), loop._clock(61), loop._clock(3600), loop._clock(3725)) == (
+    fmt = progress.format_seconds
+    assert (fmt(0), fmt(59), fmt(61), fmt(3600), fmt(3725)) == (
         "0:00", "0:59", "1:01", "1:00:00", "1:02:05")
 
 

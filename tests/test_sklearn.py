@@ -270,6 +270,7 @@ def test_partial_fit_after_pickling_goes_on_exactly(digits):
     clf = MLPClassifier(hidden_layer_sizes=(16,), max_iter=3, random_state=0, device="cpu").fit(X_train, y_train)
     copy = pickle.loads(pickle.dumps(clf))
     assert copy._model.dtype == clf._model.dtype == "float64"  # X's
+    assert copy._model.input_range == clf._model.input_range and clf._model.input_range is not None
     clf.partial_fit(X_train, y_train)
     copy.partial_fit(X_train, y_train)
     _assert_same_weights(copy, clf, atol=0)

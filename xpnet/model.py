@@ -52,10 +52,17 @@ class Sequential:
         self.input_range = None  # (min, max) of the inputs fit has seen; predict warns far outside it
         self.metadata: dict = {}  # free-form, JSON-serializable; saved in the file's header
 
-    def trained_with(self, loss, input_range) -> None:
-        """Record ``fit``'s loss and its inputs' ``(min, max)``, widening a range recorded before (a resumed run's)."""
+    def trained_with(self, loss, input_range=None) -> None:
+        """Record ``fit``'s loss and its inputs' ``(min, max)``, widening a range recorded before (a resumed run's;
+        ``None``: the range stays as it was)."""
         old, self.loss = self.input_range, loss
-        self.input_range = input_range if old is None else (min(old[0], input_range[0]), max(old[1], input_range[1]))
+        if input_range is not None:
+            self.input_range = (input_range if old is None
+                                else (min(old[0], input_range[0]), max(old[1], input_range[1])))
+
+    def restored_with(self, loss, input_range, metadata: dict) -> None:
+        """What a file says the model was trained with (:func:`xpnet.load`, a checkpoint), replacing what it had."""
+        self.loss, self.input_range, self.metadata = loss, input_range, metadata
 
     def _link(self):
         # Layers before the first one with weights need no backward at all, and that one needs no

@@ -133,10 +133,8 @@ def restore(path, model, header: dict, arrays: dict) -> None:
     loss = loss_from(path, header.get("loss"))  # before the weights: a file refused changes nothing
     model.load_state_dict(arrays)
     _restore_streams(path, model, header.get("layer_rng"))
-    model.metadata = header.get("metadata") or {}
-    model.loss = loss
     span = header.get("input_range")
-    model.input_range = None if span is None else (float(span[0]), float(span[1]))
+    model.restored_with(loss, None if span is None else (float(span[0]), float(span[1])), header.get("metadata") or {})
 
 
 def _restore_streams(path, model, streams) -> None:

@@ -19,20 +19,24 @@ epoch's checkpoint under the callback's class name and place (``"EarlyStopping[0
 ``fit`` gives it back after ``on_train_begin``. ``EarlyStopping``, ``ModelCheckpoint`` and ``CSVLogger``
 do so.
 
-``base.py`` holds the protocol and :class:`History`; ``loop.py`` the callbacks every ``fit`` runs (the
-divergence rollback, the loss watch, the progress bar, the epoch line); ``keras.py`` Keras' own callbacks,
-with Keras' names, arguments and rules: :class:`EarlyStopping`, :class:`ModelCheckpoint`,
-:class:`LearningRateScheduler`, :class:`CSVLogger`. Where Keras warns that
-the monitored key is missing from the logs and goes on, these raise (a stop or a save that silently
-never happens is worse).
+One file per callback or family: ``base.py`` the protocol, :class:`History` and :class:`LambdaCallback`;
+``monitor.py`` the base of the callbacks that watch a key of the logs in a mode; ``early_stopping.py``,
+``model_checkpoint.py``, ``lr_scheduler.py`` and ``csv_logger.py`` Keras' callbacks of those names, with
+Keras' arguments and rules; ``divergence.py`` the divergence rollback, the loss watch and the snapshot
+helpers; ``progress.py`` the progress bar and the epoch line; ``state.py`` the callbacks' states in a
+checkpoint. Where Keras warns that the monitored key is missing from the logs and goes on, these raise
+(a stop or a save that silently never happens is worse).
 """
 
 from __future__ import annotations
 
 from .base import Callback, CallbackList, History, LambdaCallback, require_matplotlib
-from .keras import CSVLogger, EarlyStopping, LearningRateScheduler, ModelCheckpoint
-from .loop import DivergenceRollback, EpochLine, LossWatch, ProgressBar, TrainingDiverged, format_epoch
-from .loop import state_finite
+from .csv_logger import CSVLogger
+from .divergence import DivergenceRollback, LossWatch, TrainingDiverged, state_finite
+from .early_stopping import EarlyStopping
+from .lr_scheduler import LearningRateScheduler
+from .model_checkpoint import ModelCheckpoint
+from .progress import EpochLine, ProgressBar, format_epoch
 
 __all__ = ["CSVLogger", "Callback", "CallbackList", "DivergenceRollback", "EarlyStopping", "EpochLine",
            "History", "LambdaCallback", "LearningRateScheduler", "LossWatch", "ModelCheckpoint", "ProgressBar",

@@ -4,11 +4,37 @@ the callbacks of a resumed fit."""
 
 from __future__ import annotations
 
-from .. import backend
+from .. import backend, jsonfloat
 from ..io import ModelFormatError
 from ..saving import CALLBACK_PREFIX
-from ..validation import warn
+from ..validation import is_count, warn
 from .base import Callback
+
+
+def float_to_state(value):
+    """A float (or ``None``) for a callback's JSON state (:mod:`xpnet.jsonfloat`: inf and nan as strings)."""
+    return None if value is None else jsonfloat.encode(float(value))
+
+
+def float_from_state(owner: str, name: str, value, optional: bool = False):
+    """The float :func:`float_to_state` wrote (``None`` stays ``None`` if ``optional``); a ``ValueError`` if
+    the checkpoint holds something else."""
+    if value is None and optional:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise ValueError(f"{owner}: {name} {value!r} in the checkpoint is not a number")
+    try:
+        return float(value)  # "inf", "-inf" and "nan" too
+    except ValueError:
+        raise ValueError(f"{owner}: {name} {value!r} in the checkpoint is not a number") from None
+
+
+def count_from_state(owner: str, state: dict, name: str) -> int:
+    """``state[name]``, an int >= 0; a ``ValueError`` if the checkpoint holds something else."""
+    value = state.get(name)
+    if not is_count(value):
+        raise ValueError(f"{owner}: {name} {value!r} in the checkpoint is not an int >= 0")
+    return value
 
 
 def callback_keys(callbacks) -> dict:

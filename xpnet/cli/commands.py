@@ -148,7 +148,7 @@ def cmd_predict(args) -> int:
     if features is not None and X.shape[1] != features:
         raise ValueError(f"{args.input}: rows of {X.shape[1]} values, but the model takes {features} inputs")
     if model.loss is None and model.metadata.get("loss") in losses.LOSSES:
-        model.loss = losses.get(model.metadata["loss"])  # files from before the loss had its own field
+        model.trained_with(losses.get(model.metadata["loss"]))  # files from before the loss had its own field
     classes = backend.to_numpy(model.predict_classes(_scaled(X, args, model).astype(model.dtype)))
     sys.stdout.write("".join(f"{c}\n" for c in classes.tolist()))
     return 0

@@ -66,8 +66,7 @@ def _train(args, comm) -> int:
         return 0
     _report(args, model, history, test, tracker, dev, held_out)
     if args.save:
-        model.metadata = _metadata(args, classes, layers)
-        _save_or_rescue(model, args.save)
+        _save_or_rescue(model, args.save, _metadata(args, classes, layers))
         if not args.quiet:
             print(f"xpnet: saved the model to {args.save}")
     return 0
@@ -182,12 +181,12 @@ def _metadata(args, classes: int, layers) -> dict:
             "epochs": args.epochs, "batch_size": args.batch_size, "seed": args.seed}
 
 
-def _save_or_rescue(model, path) -> None:
+def _save_or_rescue(model, path, metadata: dict) -> None:
     """Save to ``path``; if that fails now (after it was checked), keep the trained model in a temp file."""
     try:
-        saving.save(model, path)
+        saving.save(model, path, metadata=metadata)
     except OSError as exc:
         fd, rescue = tempfile.mkstemp(prefix="xpnet-rescued-", suffix=".npz")
         os.close(fd)
-        saving.save(model, rescue)
+        saving.save(model, rescue, metadata=metadata)
         raise OSError(exc.errno, f"{exc.strerror or exc}; the trained model was saved to {rescue} instead") from None

@@ -307,7 +307,8 @@ class _BaseMLP(BaseEstimator):
             config, weights, rng, span = saved
             self._model = self._build([_layer(c) for c in config["layers"]], weights, None, config["dtype"],
                                       self._device())
-            self._model.rng, self._model.input_range = rng, span
+            self._model.rng = rng
+            self._model.trained_with(self._model.loss, span)  # a model just built: the range becomes span
             dev = self._model.device
             self._optimizer.inner.state = _map_arrays(self._optimizer.inner.state, lambda a: dev.asarray(a, None))
 

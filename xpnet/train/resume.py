@@ -46,7 +46,8 @@ class Resume:
         """Load the checkpoint into the model and the optimizer (:func:`~xpnet.checkpoint.load_checkpoint`'s
         rules), with fit's loss; returns where the run stood."""
         found = self.found = self.loader.restore()
-        found.loss = self.model.loss = self.loss
+        found.loss = self.loss
+        self.model.trained_with(self.loss)  # the range stays the checkpoint's until fit widens it
         return found
 
     def schedule(self, given, run: dict):

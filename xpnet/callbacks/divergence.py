@@ -1,10 +1,11 @@
-"""The callbacks ``fit`` always runs: the divergence rollback, the progress bar and the epoch line."""
+"""Training that goes wrong: :class:`DivergenceRollback` puts back the last finite weights and raises
+:class:`TrainingDiverged` when the loss becomes NaN or infinite; :class:`LossWatch` warns of a loss diverging
+though finite. Both run in every ``fit``. The snapshot helpers here copy a model's parameters and buffers
+(``EarlyStopping`` keeps its best weights with them too)."""
 
 from __future__ import annotations
 
 import math
-import sys
-import time
 
 from array_api_compat import array_namespace
 
@@ -25,7 +26,7 @@ class TrainingDiverged(FloatingPointError):
             f"learning rate (e.g. a tenth), a smaller init, or check the data for NaN/inf.")
 
 
-def _state(model) -> tuple:
+def model_state(model) -> tuple:
     """What a rollback or a best-weights restore puts back: the parameters and the buffers (BatchNorm's
     running statistics, which a NaN batch poisons as surely as the weights)."""
     return model.parameters(), model.buffers()
@@ -43,7 +44,7 @@ def state_finite(state):
     return xp.all(xp.stack([xp.all(xp.isfinite(a)) for a in arrays]))
 
 
-def _snapshot(state, into=None, finite: bool | None = None) -> dict | None:
+def snapshot(state, into=None, finite: bool | None = None) -> dict | None:
     """Copies of ``state``'s arrays (keyed ``(i, name)``) if they are all finite, else ``None``.
 
     ``finite`` is that answer when the caller already has it (from the window's read-back); without it
@@ -60,8 +61,10 @@ def _snapshot(state, into=None, finite: bool | None = None) -> dict | None:
     return {(i, k): copy_(old.get((i, k)), p) for i, arrays in enumerate(state) for k, p in arrays.items()}
 
 
-def _put_back(state, snapshot: dict, copy: bool = False) -> None:
-    for (i, k), v in snapshot.items():
+def put_back(state, saved: dict, copy: bool = False) -> None:
+    """Puts ``saved`` (a :func:`snapshot` of ``state``) back into ``state``: its arrays themselves, or copies
+    into ``state``'s own arrays with ``copy`` (so that ``saved`` can be put back again)."""
+    for (i, k), v in saved.items():
         state[i][k] = copy_(state[i][k], v) if copy else v
 
 
@@ -78,20 +81,20 @@ class DivergenceRollback(Callback):
         self.good, self.epoch, self.window_start = None, 0, 0
 
     def on_epoch_begin(self, epoch, logs=None):
-        self.good = _snapshot(_state(self.model), self.good)
+        self.good = snapshot(model_state(self.model), self.good)
         self.epoch, self.window_start = epoch, 0
 
     def on_batch_end(self, step, logs=None):
         values = logs["losses"].tolist()
         bad = next((i for i, v in enumerate(values) if not math.isfinite(v)), None)
         if bad is not None:
-            _put_back(_state(self.model), self.good or {})
+            put_back(model_state(self.model), self.good or {})
             raise TrainingDiverged(self.epoch, self.window_start + bad, float(values[bad]), self.window_start)
         self.window_start = step + 1
         if step < self.params["steps"] - 1:
             # fit's read-back brought the weights' finiteness with the losses: no second sync here.
             finite = logs.get("state_finite")
-            self.good = _snapshot(_state(self.model), self.good, finite) or self.good
+            self.good = snapshot(model_state(self.model), self.good, finite) or self.good
 
 
 class LossWatch(Callback):
@@ -145,98 +148,3 @@ class LossWatch(Callback):
              f"{self.factor:g}x the first window's mean loss ({self.start:.4g}), up to {top:.4g} (epoch "
              f"{self.epoch + 1}, step {step + 1}); such a run does not recover and ends no better than a "
              f"guess. Lower the learning rate ({name} lr={lr:g} now: try lr={lr / 10:g}){clip}.")
-
-
-class ProgressBar(Callback):
-    """Progress through each epoch on stderr, once per read-back window, when ``verbose == 1``
-    (``verbose=2`` is Keras' "one line per epoch": the epoch lines alone).
-
-    On a terminal, a tqdm bar per epoch. Elsewhere (a log file, CI, a batch job) a plain line
-    ``epoch 1/5  step 400/469  loss 0.3100  1,234 samples/s  ~0:45 left in the epoch`` at most every
-    ``interval`` seconds, the first ``interval`` seconds into an epoch (one shorter than that shows only
-    its epoch line). Both come from the losses the window already read back: no extra wait on the device.
-    """
-
-    interval = 30.0  # seconds between plain lines: a slow epoch shows it is alive, a fast one stays quiet
-
-    def __init__(self):
-        self.bar = None
-        self.start = self.said = None
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.epoch = epoch
-        if self.params["verbose"] != 1:
-            return
-        if not sys.stderr.isatty():
-            self.start = self.said = time.monotonic()
-            return
-        from tqdm.auto import tqdm
-
-        self.bar = tqdm(total=self.params["samples"], desc=f"epoch {epoch + 1}/{self.params['epochs']}",
-                        unit="sample", leave=False, dynamic_ncols=True, file=sys.stderr)
-
-    def on_batch_end(self, step, logs=None):
-        if self.bar is not None:
-            self.bar.update(logs["samples"] - self.bar.n)
-            self.bar.set_postfix(loss=f"{logs['loss']:.4f}")
-        elif self.said is not None and step < self.params["steps"] - 1:  # the epoch line reports the last
-            now = time.monotonic()
-            if now - self.said >= self.interval:
-                self.said = now
-                print(self._line(step, logs, now - self.start), file=sys.stderr, flush=True)
-
-    def _line(self, step, logs, seconds: float) -> str:
-        rate = logs["samples"] / seconds
-        left = round((self.params["samples"] - logs["samples"]) / rate) if rate > 0 else 0
-        return (f"epoch {self.epoch + 1}/{self.params['epochs']}  step {step + 1}/{self.params['steps']}  "
-                f"loss {logs['loss']:.4f}  {rate:,.0f} samples/s  ~{_clock(left)} left in the epoch")
-
-    def on_epoch_end(self, epoch, logs=None):
-        self.close()
-
-    def close(self):
-        self.said = None
-        if self.bar is not None:
-            self.bar.close()
-            self.bar = None
-
-
-def _clock(seconds: int) -> str:
-    hours, rest = divmod(seconds, 3600)
-    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"
-
-
-class EpochLine(Callback):
-    """Prints one line per epoch (loss, accuracies, throughput, device) when ``verbose >= 1``.
-
-    ``held_out`` names the ``val_`` figures in the line: ``"val"`` (the default, as the history's keys),
-    or e.g. ``"test"`` when ``validation_data`` is the test set. ``fit`` prints with its own
-    ``EpochLine()`` unless ``callbacks`` holds one: ``callbacks=[EpochLine(held_out="test")]``.
-    """
-
-    def __init__(self, held_out: str = "val"):
-        self.held_out = held_out
-
-    def on_epoch_end(self, epoch, logs=None):
-        if self.params["verbose"] >= 1:
-            print(format_epoch(epoch, self.params["epochs"], logs, self.model.device, self.held_out), flush=True)
-
-
-def format_epoch(epoch: int, epochs: int, logs: dict, dev, held_out: str = "val") -> str:
-    """One line per epoch: loss, accuracies, throughput and device.
-
-    ``held_out`` names the ``val_`` figures: ``"val"`` (``validation_data`` or ``validation_split``, as
-    the history's keys), or ``"test"`` where the held-out set is the test set (the ``xpnet`` command).
-    """
-    parts = [f"epoch {epoch + 1}/{epochs}", f"loss {logs['loss']:.4f}"]
-    if "accuracy" in logs:
-        parts.append(f"train acc {logs['accuracy']:.4f}")
-    if "val_loss" in logs:
-        parts.append(f"{held_out} loss {logs['val_loss']:.4f}")
-    if "val_accuracy" in logs:
-        parts.append(f"{held_out} acc {logs['val_accuracy']:.4f}")
-    for key in logs:  # fit's other metrics (top-k), after the ones the CLI's readers parse
-        if key.startswith(("top_", "val_top_")):
-            parts.append(f"{key.replace('val_', held_out + ' ').replace('_', ' ')} {logs[key]:.4f}")
-    parts += [f"{logs['samples_per_s']:,.0f} samples/s", f"{logs['seconds']:.2f} s", f"{dev}"]
-    return "  ".join(parts)
