@@ -41,7 +41,8 @@ from . import io, jsonfloat, losses, optim, saving, schedules
 from .callbacks.state import callback_states, states_from
 from .io import ModelFormatError
 from .saving import OPTIMIZER_PREFIX
-from .validation import is_count, warn
+from .arguments import is_count
+from .validation import warn
 
 LAST = "last.npz"
 """The file name ``fit(checkpoint_dir=DIR)`` writes every epoch."""

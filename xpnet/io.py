@@ -35,6 +35,7 @@ import zipfile
 import numpy as np
 
 from ._version import __version__
+from .arguments import is_count, is_number
 
 FORMAT = 1
 """The file format this xpnet writes; it reads every format up to this one."""
@@ -293,7 +294,7 @@ def _read_header(path, array) -> dict:
     if not isinstance(header, dict) or header.get("magic") != MAGIC:
         raise ModelFormatError(f"{path}: not an xpnet model file (wrong magic in the header)")
     fmt, version = header.get("format"), header.get("xpnet_version", "an unknown version")
-    if isinstance(fmt, bool) or not isinstance(fmt, int) or fmt < 1:
+    if not is_count(fmt, 1):
         raise ModelFormatError(f"{path}: garbled xpnet header (format {fmt!r} is not a positive int)")
     if fmt > FORMAT:
         raise ModelFormatError(f"{path} was written by xpnet {version} with format {fmt}; this xpnet "
@@ -316,14 +317,13 @@ def _read_header(path, array) -> dict:
         raise ModelFormatError(f"{path}: garbled xpnet header (loss is not {{'class', 'config'}})")
     span = header.get("input_range")
     if span is not None and not (isinstance(span, list) and len(span) == 2
-                                 and all(isinstance(v, (int, float)) and not isinstance(v, bool)
-                                         and math.isfinite(v) for v in span)
+                                 and all(is_number(v) and math.isfinite(v) for v in span)
                                  and span[0] <= span[1]):
         raise ModelFormatError(f"{path}: garbled xpnet header (input_range is not [low, high])")
     params = header.get("parameters")
     if not isinstance(params, dict) or not all(
             isinstance(v, dict) and isinstance(v.get("shape"), list)
-            and all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in v["shape"])
+            and all(is_count(d) for d in v["shape"])
             for v in params.values()):
         raise ModelFormatError(f"{path}: garbled xpnet header (bad parameters table)")
     return header

@@ -33,7 +33,7 @@ from array_api_compat import is_writeable_array
 
 from . import backend as _backend  # the constructor's ``backend`` argument would shadow the module
 from ._inplace import add_
-from .validation import check_positive_int
+from .arguments import check_count
 
 
 def _on_device(method):
@@ -171,9 +171,9 @@ class NeuralNetwork:
 
     def __init__(self, inputnodes, hiddennodes, outputnodes, learningrate, device="auto", seed=None,
                  dtype: str = "float32", backend: str | None = None):
-        self.inodes = check_positive_int("NeuralNetwork: inputnodes", inputnodes)
-        self.hnodes = check_positive_int("NeuralNetwork: hiddennodes", hiddennodes)
-        self.onodes = check_positive_int("NeuralNetwork: outputnodes", outputnodes)
+        self.inodes = check_count("NeuralNetwork: inputnodes", inputnodes)
+        self.hnodes = check_count("NeuralNetwork: hiddennodes", hiddennodes)
+        self.onodes = check_count("NeuralNetwork: outputnodes", outputnodes)
         self.lr = learningrate
         if dtype not in ("float32", "float64"):
             raise ValueError(f"NeuralNetwork: dtype must be 'float32' or 'float64', got {dtype!r}")
