@@ -8,6 +8,7 @@ from __future__ import annotations
 import errno
 import re
 import shlex
+import tempfile
 
 import numpy as np
 import pytest
@@ -273,7 +274,7 @@ def test_a_read_only_checkpoint_dir_is_named_with_its_cause_before_training(tmp_
     if where == "makedirs":  # the folder is to be made on a read-only disk
         monkeypatch.setattr(ckpt.os, "makedirs", _read_only)
     else:  # it exists, but its disk is read-only
-        monkeypatch.setattr(xio.tempfile, "mkstemp", _read_only)
+        monkeypatch.setattr(tempfile, "mkstemp", _read_only)
     model = _model()
     before = model.state_dict()
     with pytest.raises(OSError) as caught:
@@ -287,7 +288,7 @@ def test_a_read_only_checkpoint_dir_is_named_with_its_cause_before_training(tmp_
 
 
 def test_the_command_line_names_a_read_only_checkpoint_dir_in_one_line(capsys, tmp_path, monkeypatch):
-    monkeypatch.setattr(xio.tempfile, "mkstemp", _read_only)
+    monkeypatch.setattr(tempfile, "mkstemp", _read_only)
     code, out, err = run_main(capsys, *SPIRALS, "--checkpoint-dir", str(tmp_path))
     assert code == 1 and "epoch " not in out
     assert err.startswith(f"xpnet: error: checkpoint_dir {str(tmp_path)!r} cannot be written (it is on a read-only "

@@ -8,6 +8,7 @@ import os
 from . import backend as _backend
 from . import io
 from . import losses as losses_mod
+from . import rngstate
 from . import saving
 from . import summary as _summary
 from . import train
@@ -133,32 +134,14 @@ class Sequential:
             into[k] = self.device.xp.asarray(self.device.asarray(v, self.dtype, c_order=True), copy=True)
 
     def get_rng_state(self) -> dict:
-        """The state of every random generator training draws from, as JSON: ``{"shuffle": ..., "layers": ...}``.
-
-        ``shuffle`` is the host generator's ``bit_generator.state`` (``self.rng``: the epochs' permutations),
-        ``layers`` maps a layer's index to its ``rng_state()``, for each layer that draws (Dropout). A
-        checkpoint saves it, so a resumed run draws what the uninterrupted one would have.
-        """
-        layers = {str(i): layer.rng_state() for i, layer in enumerate(self.layers)
-                  if callable(getattr(layer, "rng_state", None))}
-        return {"shuffle": self.rng.bit_generator.state, "layers": layers}
+        """The state of every random generator training draws from, as JSON: ``{"shuffle": ..., "layers": ...}``
+        (:func:`xpnet.rngstate.rng_state`). A checkpoint saves it, so a resumed run draws what the
+        uninterrupted one would have."""
+        return rngstate.rng_state(self)
 
     def set_rng_state(self, state: dict) -> None:
         """Put back a :meth:`get_rng_state`; raises ``ValueError`` if it does not fit this model's layers."""
-        layers = state.get("layers", {})
-        drawing = {str(i) for i, layer in enumerate(self.layers) if callable(getattr(layer, "set_rng_state", None))}
-        if set(layers) != drawing:
-            raise ValueError(f"set_rng_state: the state is for random layers {sorted(layers)}, this model's are "
-                             f"{sorted(drawing)}")
-        rng = _backend.host_rng()
-        try:  # on a new generator first: ours changes only if the state fits
-            rng.bit_generator.state = state["shuffle"]
-        except (TypeError, ValueError, KeyError, OverflowError) as exc:
-            raise ValueError(f"set_rng_state: not a state of the shuffling generator "
-                             f"({type(rng.bit_generator).__name__}): {type(exc).__name__}: {exc}") from None
-        self.rng.bit_generator.state = rng.bit_generator.state
-        for i, s in layers.items():
-            self.layers[int(i)].set_rng_state(s)
+        rngstate.set_rng_state(self, state)
 
     def to(self, device=None, backend: str | None = None) -> "Sequential":
         """Move every parameter and buffer to another device (or backend); returns the model itself."""
