@@ -6,14 +6,14 @@ from __future__ import annotations
 import os
 
 from . import backend as _backend
-from . import io
+from . import checkpoint, io
 from . import losses as losses_mod
 from . import rngstate
 from . import saving
 from . import summary as _summary
 from . import train
 from .layers import Layer
-from .parameters import ParameterDict, dict_of
+from .parameters import ParameterDict, check_names_and_shapes, dict_of
 
 
 class Sequential:
@@ -118,16 +118,12 @@ class Sequential:
             self._load_state_dict(state)
 
     def _load_state_dict(self, state: dict) -> None:
-        own = self._state()
-        missing = set(own) - set(state)
-        extra = set(state) - set(own)
-        if missing or extra:
-            raise ValueError(f"load_state_dict: missing keys {sorted(missing)}, unexpected keys {sorted(extra)}")
+        check_names_and_shapes(
+            self._state(), state,
+            lambda missing, extra: ValueError(f"load_state_dict: missing keys {missing}, unexpected keys {extra}"),
+            lambda k, shape, want: ValueError(f"load_state_dict: {k} has shape {tuple(shape)}, the model expects "
+                                              f"{want}"))
         for k, v in state.items():
-            old = own[k]
-            if tuple(v.shape) != tuple(old.shape):
-                raise ValueError(f"load_state_dict: {k} has shape {tuple(v.shape)}, "
-                                 f"the model expects {tuple(old.shape)}")
             # Always a copy of its own: training updates parameters in place, and the array asarray gives
             # may be the caller's (NumPy) or share its memory (torch.asarray, array-api-strict on NumPy data).
             into = self._params if k in self._params else self._buffers
@@ -285,5 +281,5 @@ def load(path, device=None, backend: str | None = None) -> Sequential:
     # Built without drawing: the weights are overwritten at once, by the model itself.
     model = Sequential(saving.layers_from(path, header, arrays), device=device, backend=backend,
                        dtype=header["dtype"], init=False)
-    saving.restore(path, model, header, arrays)
+    saving.restore(path, model, header, checkpoint.model_arrays(header, arrays))
     return model
