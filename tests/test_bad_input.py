@@ -423,10 +423,10 @@ def test_only_fits_own_x_is_checked_for_raw_pixels():
 
 
 def test_positive_int_arguments_refuse_true():
-    from xpnet.validation import check_positive_int
+    from xpnet.arguments import check_count
 
-    assert check_positive_int("n", 3) == 3 and check_positive_int("n", 0, allow_zero=True) == 0
-    for bad, allow_zero in ((True, False), (0, False), (-1, True), (2.0, False)):
+    assert check_count("n", 3) == 3 and check_count("n", 0, 0) == 0
+    for bad, low in ((True, 1), (0, 1), (-1, 0), (2.0, 1)):
         with pytest.raises(ValueError) as info:
-            check_positive_int("n", bad, allow_zero)
-        assert str(info.value) == f"n must be an int >= {0 if allow_zero else 1}, got {bad!r}"
+            check_count("n", bad, low)
+        assert str(info.value) == f"n must be an int >= {low}, got {bad!r}"

@@ -586,17 +586,17 @@ def test_cli_says_once_that_batch_1_on_cuda_is_slow(monkeypatch, capsys, model, 
 
 
 def test_the_tutorial_applies_its_queue_in_one_gemm_on_cuda(monkeypatch):
-    from xpnet import tutorial
+    from xpnet import deferred
 
     import array_api_compat.numpy as cxp
 
     products = []
     original = cxp.matmul
     monkeypatch.setattr(cxp, "matmul", lambda a, b: products.append(a.shape) or original(a, b))
-    for dev, blocks in ((xpnet.device("cpu"), -(-200 // tutorial._DeferredMatrix.block_rows)),
+    for dev, blocks in ((xpnet.device("cpu"), -(-200 // deferred.DeferredMatrix.block_rows)),
                         (_fake_cuda_device(), 1)):
         w = dev.asarray(np.zeros((200, 30)))
-        m = tutorial._DeferredMatrix(w, 4, dev)
+        m = deferred.DeferredMatrix(w, 4, dev)
         for _ in range(3):
             m.add_outer(dev.asarray(np.ones(200)), dev.asarray(np.ones(30)))
         products.clear()

@@ -100,8 +100,12 @@ def test_the_import_graph_has_no_cycle():
 
 
 def test_io_is_the_file_format_only():
-    """io knows files, not models: it imports no other xpnet module but the version."""
-    assert import_graph(PACKAGE_DIR)["xpnet.io"] <= {"xpnet._version"}
+    """io knows files, not models: it imports no other xpnet module but the version, the argument checks and
+    the atomic writes, and those import nothing of xpnet."""
+    graph = import_graph(PACKAGE_DIR)
+    leaves = {"xpnet._version", "xpnet.arguments", "xpnet.atomicfile"}
+    assert graph["xpnet.io"] <= leaves
+    assert {m: graph[m] for m in leaves} == {m: set() for m in leaves}
 
 
 # Import one module first, in a fresh interpreter. The parent package is set up by hand without running

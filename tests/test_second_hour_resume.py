@@ -8,6 +8,7 @@ from __future__ import annotations
 import errno
 import re
 import shlex
+import tempfile
 
 import numpy as np
 import pytest
@@ -163,6 +164,15 @@ def test_the_fingerprint_reads_back_a_few_rows_not_the_data(monkeypatch):
     assert resume_mod.fingerprint(dev, dev.asarray(X), dev.asarray(y, "int64")) != before
 
 
+@pytest.mark.parametrize("n, value", [(1, "6ec0cf90d5e2ac7d"), (20, "f9c0d47259628df7"), (45, "9268647ae3ba3fb2"),
+                                      (1000, "48f080a6dba0309b")])
+def test_the_fingerprint_keeps_its_value(dev, n, value):
+    """The values xpnet wrote into checkpoints before (rows picked by NumPy's linspace): a change to the rows
+    read or to the bytes hashed would make every earlier checkpoint's data look different."""
+    X = np.arange(n * 3, dtype="float32").reshape(n, 3)
+    assert resume_mod.fingerprint(dev, dev.asarray(X), dev.asarray(np.arange(n) % 7, "int64")) == value
+
+
 def test_an_older_checkpoint_without_the_runs_data_resumes_silently(tmp_path, recwarn):
     _first_epoch(tmp_path)
     _fit(_model(), 2, data=_data(100), batch_size=32, resume_from=_without_run(tmp_path))
@@ -273,7 +283,7 @@ def test_a_read_only_checkpoint_dir_is_named_with_its_cause_before_training(tmp_
     if where == "makedirs":  # the folder is to be made on a read-only disk
         monkeypatch.setattr(ckpt.os, "makedirs", _read_only)
     else:  # it exists, but its disk is read-only
-        monkeypatch.setattr(xio.tempfile, "mkstemp", _read_only)
+        monkeypatch.setattr(tempfile, "mkstemp", _read_only)
     model = _model()
     before = model.state_dict()
     with pytest.raises(OSError) as caught:
@@ -287,7 +297,7 @@ def test_a_read_only_checkpoint_dir_is_named_with_its_cause_before_training(tmp_
 
 
 def test_the_command_line_names_a_read_only_checkpoint_dir_in_one_line(capsys, tmp_path, monkeypatch):
-    monkeypatch.setattr(xio.tempfile, "mkstemp", _read_only)
+    monkeypatch.setattr(tempfile, "mkstemp", _read_only)
     code, out, err = run_main(capsys, *SPIRALS, "--checkpoint-dir", str(tmp_path))
     assert code == 1 and "epoch " not in out
     assert err.startswith(f"xpnet: error: checkpoint_dir {str(tmp_path)!r} cannot be written (it is on a read-only "

@@ -10,7 +10,7 @@ import pytest
 
 import xpnet
 from xpnet import _inplace, backend
-from xpnet import tutorial as tutorial_mod
+from xpnet import deferred
 from xpnet.tutorial import NeuralNetwork
 
 try:
@@ -168,7 +168,7 @@ def test_train_matches_the_book(dev, dtype, tol, defer, monkeypatch):
 
 def test_functional_path_for_immutable_arrays(monkeypatch):
     """Where arrays cannot be written in place (JAX-like), train rebinds the weights instead."""
-    monkeypatch.setattr(tutorial_mod, "is_writeable_array", lambda a: False)
+    monkeypatch.setattr(deferred, "is_writeable_array", lambda a: False)
     monkeypatch.setattr(_inplace, "is_writeable_array", lambda a: False)
     n = NeuralNetwork(30, 8, 4, 0.3, device="cpu", seed=1, dtype="float64")
     book = book_copy(n)
@@ -340,7 +340,7 @@ def test_deferred_matrix_equals_eager_updates(dev, defer):
     without changing the value; a full queue is applied by itself."""
     rng = np.random.default_rng(0)
     w0 = rng.normal(size=(5, 7))
-    m = tutorial_mod._DeferredMatrix(dev.asarray(w0.copy(), "float64"), defer, dev)
+    m = deferred.DeferredMatrix(dev.asarray(w0.copy(), "float64"), defer, dev)
     expected = w0.copy()
     for i in range(6):  # past one full queue of 4
         u, x = rng.normal(size=5), rng.normal(size=7)
@@ -359,11 +359,11 @@ def test_deferred_matrix_equals_eager_updates(dev, defer):
 
 
 def test_deferred_matrix_without_in_place_writes_is_eager(monkeypatch):
-    monkeypatch.setattr(tutorial_mod, "is_writeable_array", lambda a: False)
+    monkeypatch.setattr(deferred, "is_writeable_array", lambda a: False)
     monkeypatch.setattr(_inplace, "is_writeable_array", lambda a: False)
     dev = xpnet.device("cpu")
     w = dev.asarray(np.zeros((2, 3)), "float64")
-    m = tutorial_mod._DeferredMatrix(w, 32, dev)
+    m = deferred.DeferredMatrix(w, 32, dev)
     m.add_outer(dev.asarray(np.ones(2), "float64"), dev.asarray(np.ones(3), "float64"))
     assert m.defer == 0 and m.queued == 0 and m.array() is not w
     np.testing.assert_array_equal(xpnet.to_numpy(m.array()), np.ones((2, 3)))

@@ -40,11 +40,15 @@ from dataclasses import dataclass, field
 from . import io, jsonfloat, losses, optim, saving, schedules
 from .callbacks.state import callback_states, states_from
 from .io import ModelFormatError
-from .saving import OPTIMIZER_PREFIX
-from .validation import is_count, warn
+from .saving import CALLBACK_PREFIX
+from .arguments import is_count
+from .parameters import check_names_and_shapes
+from .validation import warn
 
 LAST = "last.npz"
 """The file name ``fit(checkpoint_dir=DIR)`` writes every epoch."""
+OPTIMIZER_PREFIX = "optimizer/"
+"""Where a checkpoint's optimizer state goes among the arrays; not the model's."""
 
 # The optimizers a checkpoint can name, by class name: xpnet's own (never a lookup by an arbitrary name).
 OPTIMIZERS: dict[str, type] = {cls.__name__: cls for cls in optim.OPTIMIZERS.values()}
@@ -64,6 +68,14 @@ class Checkpoint:
     # {key: state, its "arrays" as host arrays} (xpnet.callbacks.state); None: a file from before they were kept
     callbacks: dict | None = None
     run: dict | None = None  # xpnet.train.resume.run_entry's dict; None: a file from before it was kept
+
+
+def model_arrays(header: dict, arrays: dict) -> dict:
+    """The arrays of a file (``io.read``'s) that are the model's: all of a model file's; a checkpoint is a model
+    file plus the training state, and adds its optimizer's and callbacks' arrays."""
+    if "checkpoint" not in header:
+        return arrays
+    return {k: v for k, v in arrays.items() if not k.startswith((OPTIMIZER_PREFIX, CALLBACK_PREFIX))}
 
 
 def save_checkpoint(path, model, optimizer, *, epoch: int, step: int, schedule=None, history=None,
@@ -198,7 +210,7 @@ class Loader:
         self.read = self.entry, self.header, arrays = _read(self.path)
         self.history = _decode_history(self.path, self.entry.get("history", {}))
         self.callbacks = states_from(self.path, self.entry, arrays)
-        self.arrays = saving.model_arrays(arrays)
+        self.arrays = model_arrays(self.header, arrays)
         self.optimizer_arrays = {k[len(OPTIMIZER_PREFIX):]: v for k, v in arrays.items()
                                  if k.startswith(OPTIMIZER_PREFIX)}
 
@@ -274,9 +286,8 @@ def _rebuildable(config: dict, schedule) -> dict:
 def _check_arrays(path, model, arrays: dict) -> None:
     """The checkpoint's model arrays against the model's parameters and buffers: the same names and shapes."""
     state = {**model.parameters(), **model.buffers()}
-    if set(state) != set(arrays):
-        raise ModelFormatError(f"{path}: the model has arrays {sorted(state)} but the checkpoint holds "
-                               f"{sorted(arrays)}")
-    for k, v in arrays.items():
-        if tuple(v.shape) != tuple(state[k].shape):
-            raise ModelFormatError(f"{path}: array {k!r} has shape {v.shape}, the model's {tuple(state[k].shape)}")
+    check_names_and_shapes(
+        state, arrays,
+        lambda missing, extra: ModelFormatError(f"{path}: the model has arrays {sorted(state)} but the checkpoint "
+                                                f"holds {sorted(arrays)}"),
+        lambda k, shape, want: ModelFormatError(f"{path}: array {k!r} has shape {shape}, the model's {want}"))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 
+from .arguments import check_count
 from .backend import namespace as array_namespace
 
 
@@ -50,9 +51,7 @@ class TopKAccuracy:
     """
 
     def __init__(self, k: int = 5):
-        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-            raise ValueError(f"TopKAccuracy: k must be an int >= 1, got {k!r}")
-        self.k = k
+        self.k = check_count("TopKAccuracy: k", k)
         self.name = f"top_{k}_accuracy"
 
     def hits(self, out, target, threshold: float):

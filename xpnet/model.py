@@ -6,13 +6,14 @@ from __future__ import annotations
 import os
 
 from . import backend as _backend
-from . import io
+from . import checkpoint, io
 from . import losses as losses_mod
+from . import rngstate
 from . import saving
 from . import summary as _summary
 from . import train
 from .layers import Layer
-from .parameters import ParameterDict, dict_of
+from .parameters import ParameterDict, check_names_and_shapes, dict_of
 
 
 class Sequential:
@@ -124,48 +125,26 @@ class Sequential:
             self._load_state_dict(state)
 
     def _load_state_dict(self, state: dict) -> None:
-        own = self._state()
-        missing = set(own) - set(state)
-        extra = set(state) - set(own)
-        if missing or extra:
-            raise ValueError(f"load_state_dict: missing keys {sorted(missing)}, unexpected keys {sorted(extra)}")
+        check_names_and_shapes(
+            self._state(), state,
+            lambda missing, extra: ValueError(f"load_state_dict: missing keys {missing}, unexpected keys {extra}"),
+            lambda k, shape, want: ValueError(f"load_state_dict: {k} has shape {tuple(shape)}, the model expects "
+                                              f"{want}"))
         for k, v in state.items():
-            old = own[k]
-            if tuple(v.shape) != tuple(old.shape):
-                raise ValueError(f"load_state_dict: {k} has shape {tuple(v.shape)}, "
-                                 f"the model expects {tuple(old.shape)}")
             # Always a copy of its own: training updates parameters in place, and the array asarray gives
             # may be the caller's (NumPy) or share its memory (torch.asarray, array-api-strict on NumPy data).
             into = self._params if k in self._params else self._buffers
             into[k] = self.device.xp.asarray(self.device.asarray(v, self.dtype, c_order=True), copy=True)
 
     def get_rng_state(self) -> dict:
-        """The state of every random generator training draws from, as JSON: ``{"shuffle": ..., "layers": ...}``.
-
-        ``shuffle`` is the host generator's ``bit_generator.state`` (``self.rng``: the epochs' permutations),
-        ``layers`` maps a layer's index to its ``rng_state()``, for each layer that draws (Dropout). A
-        checkpoint saves it, so a resumed run draws what the uninterrupted one would have.
-        """
-        layers = {str(i): layer.rng_state() for i, layer in enumerate(self.layers)
-                  if callable(getattr(layer, "rng_state", None))}
-        return {"shuffle": self.rng.bit_generator.state, "layers": layers}
+        """The state of every random generator training draws from, as JSON: ``{"shuffle": ..., "layers": ...}``
+        (:func:`xpnet.rngstate.rng_state`). A checkpoint saves it, so a resumed run draws what the
+        uninterrupted one would have."""
+        return rngstate.rng_state(self)
 
     def set_rng_state(self, state: dict) -> None:
         """Put back a :meth:`get_rng_state`; raises ``ValueError`` if it does not fit this model's layers."""
-        layers = state.get("layers", {})
-        drawing = {str(i) for i, layer in enumerate(self.layers) if callable(getattr(layer, "set_rng_state", None))}
-        if set(layers) != drawing:
-            raise ValueError(f"set_rng_state: the state is for random layers {sorted(layers)}, this model's are "
-                             f"{sorted(drawing)}")
-        rng = _backend.host_rng()
-        try:  # on a new generator first: ours changes only if the state fits
-            rng.bit_generator.state = state["shuffle"]
-        except (TypeError, ValueError, KeyError, OverflowError) as exc:
-            raise ValueError(f"set_rng_state: not a state of the shuffling generator "
-                             f"({type(rng.bit_generator).__name__}): {type(exc).__name__}: {exc}") from None
-        self.rng.bit_generator.state = rng.bit_generator.state
-        for i, s in layers.items():
-            self.layers[int(i)].set_rng_state(s)
+        rngstate.set_rng_state(self, state)
 
     def to(self, device=None, backend: str | None = None) -> "Sequential":
         """Move every parameter and buffer to another device (or backend); returns the model itself."""
@@ -309,5 +288,5 @@ def load(path, device=None, backend: str | None = None) -> Sequential:
     # Built without drawing: the weights are overwritten at once, by the model itself.
     model = Sequential(saving.layers_from(path, header, arrays), device=device, backend=backend,
                        dtype=header["dtype"], init=False)
-    saving.restore(path, model, header, arrays)
+    saving.restore(path, model, header, checkpoint.model_arrays(header, arrays))
     return model

@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 
 from . import io, layers as _layers
+from .arguments import is_count
 from ._version import __version__
 from .backend import to_numpy
 
@@ -210,7 +211,7 @@ def export_onnx(model, path, *, opset: int = DEFAULT_OPSET, input_shape=None):
         raise ModuleNotFoundError("export_onnx needs the onnx package: pip install 'xpnet[onnx]' "
                                   "(or pip install onnx)") from None
     newest = onnx.defs.onnx_opset_version()
-    if isinstance(opset, bool) or not isinstance(opset, int) or not MIN_OPSET <= opset <= newest:
+    if not (is_count(opset, MIN_OPSET) and opset <= newest):
         raise ValueError(f"export_onnx: opset must be an int from {MIN_OPSET} to {newest} (the newest this onnx "
                          f"{onnx.__version__} knows), got {opset!r}; the default is {DEFAULT_OPSET}")
     for i, layer in enumerate(model.layers):
@@ -251,7 +252,7 @@ def export_onnx(model, path, *, opset: int = DEFAULT_OPSET, input_shape=None):
 def _sample_shape(model, input_shape):
     if input_shape is not None:
         shape = tuple(input_shape)
-        if not shape or any(isinstance(d, bool) or not isinstance(d, int) or d < 1 for d in shape):
+        if not shape or not all(is_count(d, 1) for d in shape):
             raise ValueError(f"export_onnx: input_shape is one sample's shape, a tuple of positive ints such "
                              f"as (784,) or (28, 28), got {input_shape!r}")
         return shape

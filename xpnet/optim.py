@@ -21,32 +21,8 @@ import math
 from . import backend
 from .backend import namespace as array_namespace
 from ._inplace import add_, div_, mul_
-
-
-def clip_grad_norm(grads, max_norm: float):
-    """Scale every gradient by ``min(1, max_norm / (norm + 1e-6))``, ``norm`` their global L2 norm.
-
-    As ``torch.nn.utils.clip_grad_norm_``: one norm over all gradients together, so their directions
-    keep their ratios. Returns the norm before clipping as a 0-D array on the device: nothing is read
-    back, so clipping costs no synchronization.
-    """
-    names = list(grads)
-    if not names:
-        return None
-    xp = array_namespace(grads[names[0]])
-    total = xp.sqrt(sum(xp.sum(grads[k] * grads[k]) for k in names))
-    scale = xp.minimum(max_norm / (total + 1e-6), xp.ones_like(total))
-    for k in names:
-        grads[k] = mul_(grads[k], scale)
-    return total
-
-
-def _check(name: str, owner: str, value, low: float = 0.0, high: float | None = None) -> float:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value >= low
-    if not ok or (high is not None and value >= high):
-        span = f"[{low:g}, {high:g})" if high is not None else f">= {low:g}"
-        raise ValueError(f"{owner}: {name} must be a finite number {span}, got {value!r}")
-    return float(value)
+from .arguments import check_number, is_count
+from .clipping import clip_grad_norm
 
 
 class Optimizer:
@@ -62,7 +38,7 @@ class Optimizer:
         if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
             raise ValueError(f"{type(self).__name__}: lr must be a positive finite number, got {lr!r}")
         self.lr = float(lr)
-        self.weight_decay = _check("weight_decay", type(self).__name__, weight_decay)
+        self.weight_decay = check_number(f"{type(self).__name__}: weight_decay", weight_decay)
         if clip_norm is not None and not (isinstance(clip_norm, (int, float)) and 0 < clip_norm < math.inf):
             raise ValueError(f"{type(self).__name__}: clip_norm must be a positive number or None, got {clip_norm!r}")
         self.clip_norm = None if clip_norm is None else float(clip_norm)
@@ -117,7 +93,7 @@ class Optimizer:
             raise ValueError(f"{owner}: bad config {state.get('config')!r}: {exc}") from None
         counters = dict(state.get("counters", {}))
         if set(counters) != set(self.counters) or not all(
-                isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in counters.values()):
+                is_count(v) for v in counters.values()):
             raise ValueError(f"{owner}: counters {counters!r}, expected non-negative ints {list(self.counters)}")
         loaded: dict = {}
         for key, host in state.get("state", {}).items():
@@ -261,9 +237,9 @@ class RMSprop(Optimizer):
     def __init__(self, lr: float = 0.01, alpha: float = 0.99, eps: float = 1e-8, momentum: float = 0.0,
                  weight_decay: float = 0.0, clip_norm: float | None = None):
         super().__init__(lr, weight_decay, clip_norm)
-        self.alpha = _check("alpha", "RMSprop", alpha, 0.0, 1.0)
-        self.eps = _check("eps", "RMSprop", eps)
-        self.momentum = _check("momentum", "RMSprop", momentum, 0.0, 1.0)
+        self.alpha = check_number("RMSprop: alpha", alpha, high=1.0, high_open=True, span="[0, 1)")
+        self.eps = check_number("RMSprop: eps", eps)
+        self.momentum = check_number("RMSprop: momentum", momentum, high=1.0, high_open=True, span="[0, 1)")
 
     def slots(self):
         return ("square_avg", "momentum_buffer") if self.momentum else ("square_avg",)

@@ -44,3 +44,16 @@ class ParameterDict(MutableMapping):
 def dict_of(layer, attr: str) -> dict:
     # A user's layer that skipped Layer.__init__ (or predates buffers) has none.
     return getattr(layer, attr, None) or {}
+
+
+def check_names_and_shapes(expected: dict, given: dict, names_error, shape_error) -> None:
+    """The one check that ``given`` arrays fit ``expected`` ones (a model's state): the same names, each of the
+    same shape. Raises ``names_error(missing, extra)`` (sorted lists of names) when the names differ, else
+    ``shape_error(name, its shape as given, the expected shape as a tuple)`` for the first array of ``given``
+    that does not fit; each caller words its own message (a file, a checkpoint, ``load_state_dict``)."""
+    missing, extra = set(expected) - set(given), set(given) - set(expected)
+    if missing or extra:
+        raise names_error(sorted(missing), sorted(extra))
+    for name, v in given.items():
+        if tuple(v.shape) != tuple(expected[name].shape):
+            raise shape_error(name, v.shape, tuple(expected[name].shape))

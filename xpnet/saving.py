@@ -20,16 +20,10 @@ from . import io
 from . import losses
 from .io import ModelFormatError
 from .layers import LAYERS
+from .parameters import check_names_and_shapes
 
-OPTIMIZER_PREFIX = "optimizer/"
-"""Where a checkpoint's optimizer state goes among the arrays (:mod:`xpnet.checkpoint`); not the model's."""
 CALLBACK_PREFIX = "callbacks/"
 """Where a checkpoint's callbacks keep their arrays (``EarlyStopping``'s best weights); not the model's."""
-
-
-def model_arrays(arrays: dict) -> dict:
-    """The arrays of a file that are the model's: a checkpoint adds its optimizer's and callbacks'."""
-    return {k: v for k, v in arrays.items() if not k.startswith((OPTIMIZER_PREFIX, CALLBACK_PREFIX))}
 
 # The losses load() rebuilds, by class name: xpnet's own (not the Loss base class, not a user's subclass).
 LOSSES: dict[str, type] = {cls.__name__: cls for cls in losses.LOSSES.values()}
@@ -115,21 +109,19 @@ def layers_from(path, header: dict, arrays: dict) -> list:
 
 
 def restore(path, model, header: dict, arrays: dict) -> None:
-    """Load a file's arrays into ``model`` (built from its header) and give it the header's loss and metadata."""
+    """Load a file's arrays into ``model`` (built from its header) and give it the header's loss and metadata;
+    ``arrays`` are the model's alone (a checkpoint's: :func:`xpnet.checkpoint.model_arrays`)."""
     path = os.fspath(path)
-    if "checkpoint" in header:  # a checkpoint is a model file plus the training state: the model is this part
-        arrays = model_arrays(arrays)
     # the parameters and the buffers (running statistics); a file from before buffers has none, and
     # neither has a model of the layers such a file can name
     state = {**model.parameters(), **model.buffers()}
-    if set(state) != set(arrays):
-        what = "parameters and buffers" if len(model.buffers()) else "parameters"
-        raise ModelFormatError(f"{path}: the architecture has {what} {sorted(state)} but the file holds arrays "
-                               f"{sorted(arrays)}")
-    for k, v in arrays.items():
-        if tuple(state[k].shape) != v.shape:
-            raise ModelFormatError(f"{path}: array {k!r} has shape {v.shape}, but the layer it belongs to "
-                                   f"needs {tuple(state[k].shape)}")
+    what = "parameters and buffers" if len(model.buffers()) else "parameters"
+    check_names_and_shapes(
+        state, arrays,
+        lambda missing, extra: ModelFormatError(f"{path}: the architecture has {what} {sorted(state)} but the file "
+                                                f"holds arrays {sorted(arrays)}"),
+        lambda k, shape, want: ModelFormatError(f"{path}: array {k!r} has shape {shape}, but the layer it belongs "
+                                                f"to needs {want}"))
     loss = loss_from(path, header.get("loss"))  # before the weights: a file refused changes nothing
     model.load_state_dict(arrays)
     _restore_streams(path, model, header.get("layer_rng"))

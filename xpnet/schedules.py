@@ -21,22 +21,13 @@ from __future__ import annotations
 
 import math
 
+from .arguments import check_count, check_number
 from .io import ModelFormatError
 from .validation import warn
 
 PER = ("epoch", "step")
 
 
-def _number(owner: str, name: str, value, *, low: float = 0.0, high: float | None = None, strict: bool = False,
-            integer: bool = False):
-    kinds = int if integer else (int, float)
-    ok = isinstance(value, kinds) and not isinstance(value, bool) and math.isfinite(value)
-    ok = ok and (value > low if strict else value >= low) and (high is None or value <= high)
-    if not ok:
-        span = f"{'>' if strict else '>='} {low:g}" + ("" if high is None else f" and <= {high:g}")
-        kind = "an integer" if integer else "a finite number"
-        raise ValueError(f"{owner}: {name} must be {kind} {span}, got {value!r}")
-    return int(value) if integer else float(value)
 
 
 class Schedule:
@@ -50,7 +41,7 @@ class Schedule:
 
     def __init__(self, lr: float | None = None, per: str = "epoch"):
         owner = type(self).__name__
-        self.lr = None if lr is None else _number(owner, "lr", lr, strict=True)
+        self.lr = None if lr is None else check_number(f"{owner}: lr", lr, strict=True)
         if per not in PER:
             raise ValueError(f"{owner}: per must be 'epoch' or 'step', got {per!r}")
         self.per = per
@@ -59,8 +50,7 @@ class Schedule:
         if self.lr is None:
             raise ValueError(f"{type(self).__name__}: no base lr: pass lr=..., or give the schedule to fit, which "
                              f"takes the optimizer's lr")
-        if isinstance(t, bool) or not isinstance(t, int) or t < 0:
-            raise ValueError(f"{type(self).__name__}: t must be an int >= 0 (the {self.per}), got {t!r}")
+        check_count(f"{type(self).__name__}: t", t, 0, f"an int >= 0 (the {self.per})")
         return float(self.rate(t))
 
     def rate(self, t: int) -> float:
@@ -98,8 +88,8 @@ class StepDecay(Schedule):
 
     def __init__(self, lr: float | None = None, step_size: int = 10, gamma: float = 0.1, per: str = "epoch"):
         super().__init__(lr, per)
-        self.step_size = _number("StepDecay", "step_size", step_size, low=1, integer=True)
-        self.gamma = _number("StepDecay", "gamma", gamma, strict=True)
+        self.step_size = check_number("StepDecay: step_size", step_size, low=1, integer=True)
+        self.gamma = check_number("StepDecay: gamma", gamma, strict=True)
 
     def rate(self, t):
         return self.lr * self.gamma ** (t // self.step_size)
@@ -115,7 +105,7 @@ class ExponentialDecay(Schedule):
 
     def __init__(self, lr: float | None = None, gamma: float = 0.95, per: str = "epoch"):
         super().__init__(lr, per)
-        self.gamma = _number("ExponentialDecay", "gamma", gamma, strict=True)
+        self.gamma = check_number("ExponentialDecay: gamma", gamma, strict=True)
 
     def rate(self, t):
         return self.lr * self.gamma ** t
@@ -147,13 +137,13 @@ class CosineDecay(Schedule):
     def __init__(self, lr: float | None = None, total: int | None = None, warmup: int = 0, min_lr: float = 0.0,
                  start_factor: float = 0.01, per: str = "epoch"):
         super().__init__(lr, per)
-        self.warmup = _number("CosineDecay", "warmup", warmup, integer=True)
-        self.total = None if total is None else _number("CosineDecay", "total", total, low=1, integer=True)
+        self.warmup = check_number("CosineDecay: warmup", warmup, integer=True)
+        self.total = None if total is None else check_number("CosineDecay: total", total, low=1, integer=True)
         if self.total is not None and self.total <= self.warmup:
             raise ValueError(f"CosineDecay: total ({total}) must be greater than warmup ({warmup}): the cosine "
                              f"needs at least one {per} after the warm-up")
-        self.min_lr = _number("CosineDecay", "min_lr", min_lr)
-        self.start_factor = _number("CosineDecay", "start_factor", start_factor, strict=True, high=1.0)
+        self.min_lr = check_number("CosineDecay: min_lr", min_lr)
+        self.start_factor = check_number("CosineDecay: start_factor", start_factor, strict=True, high=1.0)
         if self.lr is not None and self.min_lr > self.lr:
             raise ValueError(f"CosineDecay: min_lr ({min_lr}) must not exceed lr ({lr})")
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 
+from .arguments import is_count
 from .layers import input_layer, model_input_shape, model_output_shapes
 
 
@@ -44,7 +45,7 @@ def summary_lines(model, input_shape=None) -> list[str]:
 
 def _checked(input_shape) -> tuple:
     shape = tuple(input_shape) if isinstance(input_shape, (tuple, list)) else (input_shape,)
-    if not shape or any(isinstance(d, bool) or not isinstance(d, int) or d < 1 for d in shape):
+    if not shape or not all(is_count(d, 1) for d in shape):
         raise ValueError(f"summary: input_shape is one sample's shape (no batch axis), a tuple of positive ints "
                          f"such as (784,) or (1, 28, 28); got {input_shape!r}")
     return shape

@@ -20,7 +20,7 @@ step is not exactly the gradient of the squared error (``Sequential`` follows th
 the book has it: same weights as the book's code, sample for sample (and ~0.96 MNIST test accuracy after
 one epoch, where the exact gradient at the same learning rate gets ~0.945).
 
-Speed: ``wih`` takes its updates through a small queue (:class:`_DeferredMatrix`, below) that adds
+Speed: ``wih`` takes its updates through a small queue (:class:`xpnet.deferred.DeferredMatrix`) that adds
 them a batch at a time as matrix products; ``train`` itself reads like the book's method.
 """
 
@@ -29,11 +29,10 @@ from __future__ import annotations
 import functools
 import math
 
-from array_api_compat import is_writeable_array
-
 from . import backend as _backend  # the constructor's ``backend`` argument would shadow the module
 from ._inplace import add_
-from .validation import check_positive_int
+from .arguments import check_count
+from .deferred import DeferredMatrix, outer
 
 
 def _on_device(method):
@@ -61,97 +60,12 @@ def _logit(xp, y):
     return xp.log(y / (1.0 - y))
 
 
-def _outer(u, v):
-    """``u v^T`` by broadcasting (the standard has no ``outer``)."""
-    return u[:, None] * v[None, :]
-
-
 def _rescale(xp, v):
     """Shift and scale ``v`` into 0.01..0.99, as the book's backquery does between layers."""
     v = v - xp.min(v)
     top = xp.max(v)
     v = v / xp.where(top > 0.0, top, 1.0)  # a constant vector would divide 0 by 0
     return v * 0.98 + 0.01
-
-
-class _DeferredMatrix:
-    """A matrix ``W`` ``(rows, cols)`` that takes the rank-1 updates ``W += u x^T`` in batches.
-
-    Why: per sample, the book's ``wih`` update is a rank-1 outer product over the whole 200x784 matrix;
-    done eagerly it costs two more passes over ``wih`` than the forward ``wih @ x``. Instead up to
-    ``defer`` updates ``(u_i, x_i)`` are queued and then added together as matrix products (rank-k
-    GEMMs). Until then :meth:`matvec` adds the queued part exactly,
-    ``W_now @ x = W @ x + U^T (X_q @ x)``: ``W`` and the queued inputs ``X_q`` share one buffer, so a
-    single matrix-vector product gives both ``W @ x`` and ``X_q @ x``. The arithmetic is the eager one;
-    only the rounding order differs. On a 2-core CPU the tutorial trains 784-200-10 in about 36 us per
-    sample this way, against 80 us for the book's code with float32 weights (130 us in float64).
-
-    With ``defer = 0``, or on a library whose arrays cannot be written in place (where a queue would
-    copy the buffer per sample), every update is added at once and this is just the matrix.
-    """
-
-    block_rows = 16  # rows of W per GEMM when the queue is applied, on the CPU (see _apply_queue)
-
-    def __init__(self, w, defer: int, device):
-        self.xp, self.rows, self.queued = device.xp, w.shape[0], 0
-        if device.kind == "cuda":
-            # Row blocks are a CPU tuning (BLAS threads); a GPU wants one GEMM, not 13 kernel launches.
-            self.block_rows = self.rows
-        self.defer = max(0, int(defer)) if is_writeable_array(w) else 0
-        self._buf = self._U = None
-        self._w = w
-        if self.defer:
-            # W on top and the queued inputs X_q below; U holds the queued u_i. Unused rows stay zero.
-            self._buf = self.xp.zeros((self.rows + self.defer, w.shape[1]), dtype=w.dtype, device=device.native)
-            self._buf[:self.rows, ...] = w
-            self._U = self.xp.zeros((self.defer, self.rows), dtype=w.dtype, device=device.native)
-            self._w = self._buf[:self.rows, ...]
-
-    def matvec(self, x):
-        """``W_now @ x``, the queued updates included."""
-        if self._buf is None:
-            return self.xp.matmul(self._w, x)
-        z = self.xp.matmul(self._buf, x)  # [W @ x, X_q @ x]
-        return z[:self.rows] + self.xp.matmul(z[self.rows:], self._U)  # + sum_i u_i (x_i . x)
-
-    def add_outer(self, u, x) -> None:
-        """``W += u x^T``: queued (and the queue applied once full), or at once without a queue."""
-        if self._buf is None:
-            self._w = add_(self._w, _outer(u, x))
-            return
-        k = self.queued
-        self._U[k, ...] = u
-        self._buf[self.rows + k, ...] = x
-        self.queued = k + 1
-        if self.queued == self.defer:
-            self._apply_queue()
-
-    def add(self, step) -> None:
-        """``W += step`` for a whole matrix ``step``, at once (what is queued stays queued: sums commute)."""
-        self._w = add_(self._w, step)
-
-    def array(self):
-        """``W`` with every queued update applied: this empties the queue; the value of ``W`` is unchanged."""
-        self._apply_queue()
-        return self._w
-
-    def _apply_queue(self) -> None:
-        k, h = self.queued, self.rows
-        if not k:
-            return
-        self.queued = 0
-        xp, buf, U = self.xp, self._buf, self._U
-        X = buf[h:, ...]
-        if k < self.defer:
-            U, X = U[:k, ...], X[:k, ...]
-        # The sum of k outer products u_i x_i^T as matrix products (GEMM), a block of rows at a time:
-        # small enough products stay on one BLAS thread, and a threaded rank-32 GEMM measured 3x slower
-        # than a single-threaded one on a 2-core machine with other work running.
-        for lo in range(0, h, self.block_rows):
-            hi = min(lo + self.block_rows, h)
-            buf[lo:hi, ...] += xp.matmul(U[:, lo:hi].T, X)
-        self._U[...] = 0.0
-        buf[h:, ...] = 0.0
 
 
 class NeuralNetwork:
@@ -167,13 +81,13 @@ class NeuralNetwork:
     ``"float64"``. The training error is the seeds' ``1/2 sum (t - o)^2``, descended with step ``lr``.
     """
 
-    defer: int = 32  # queued wih updates per GEMM (see _DeferredMatrix); 0 updates every sample
+    defer: int = 32  # queued wih updates per GEMM (see DeferredMatrix); 0 updates every sample
 
     def __init__(self, inputnodes, hiddennodes, outputnodes, learningrate, device="auto", seed=None,
                  dtype: str = "float32", backend: str | None = None):
-        self.inodes = check_positive_int("NeuralNetwork: inputnodes", inputnodes)
-        self.hnodes = check_positive_int("NeuralNetwork: hiddennodes", hiddennodes)
-        self.onodes = check_positive_int("NeuralNetwork: outputnodes", outputnodes)
+        self.inodes = check_count("NeuralNetwork: inputnodes", inputnodes)
+        self.hnodes = check_count("NeuralNetwork: hiddennodes", hiddennodes)
+        self.onodes = check_count("NeuralNetwork: outputnodes", outputnodes)
         self.lr = learningrate
         if dtype not in ("float32", "float64"):
             raise ValueError(f"NeuralNetwork: dtype must be 'float32' or 'float64', got {dtype!r}")
@@ -204,7 +118,7 @@ class NeuralNetwork:
     def wih(self):
         """Input -> hidden weights, ``(hiddennodes, inputnodes)``, on the device.
 
-        Its updates may wait in a queue (:class:`_DeferredMatrix`); reading ``wih`` applies them first.
+        Its updates may wait in a queue (:class:`DeferredMatrix`); reading ``wih`` applies them first.
         Read it again after more training: an array read earlier may not show updates queued since.
         """
         return self._wih.array()
@@ -212,7 +126,7 @@ class NeuralNetwork:
     @wih.setter
     @_on_device
     def wih(self, value):
-        self._wih = _DeferredMatrix(self._weights(value, (self.hnodes, self.inodes), "wih"), self.defer, self.device)
+        self._wih = DeferredMatrix(self._weights(value, (self.hnodes, self.inodes), "wih"), self.defer, self.device)
 
     @property
     def who(self):
@@ -258,7 +172,7 @@ class NeuralNetwork:
         output_errors = (targets - final_outputs) * self._lr
         hidden_errors = xp.matmul(output_errors, self._who)  # who.T @ output_errors, without the transpose
 
-        self._who = add_(self._who, _outer(output_errors * final_outputs * (1.0 - final_outputs), hidden_outputs))
+        self._who = add_(self._who, outer(output_errors * final_outputs * (1.0 - final_outputs), hidden_outputs))
         self._wih.add_outer(hidden_errors * hidden_outputs * (1.0 - hidden_outputs), inputs)
 
     @_on_device

@@ -61,25 +61,6 @@ def check_input_range(model, span, where: str) -> None:
              f"data was ({fix}).")
 
 
-def is_count(value, low: int = 0) -> bool:
-    """Whether ``value`` is an int >= ``low`` (``True`` is not an int here): the one test of every count."""
-    return isinstance(value, int) and not isinstance(value, bool) and value >= low
-
-
-def check_positive_int(name: str, value, allow_zero: bool = False) -> int:
-    """``value`` if it is an int >= 1 (>= 0 with ``allow_zero``; ``True`` is not an int here), else a
-    ``ValueError`` naming ``name``."""
-    low = 0 if allow_zero else 1
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
-    return value
-
-
-def check_batch_size(batch_size) -> None:
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
-
-
 def _as_array(a, name: str, where: str):
     """An Array API array as given, or a NumPy array made from lists/tuples; rejects non-numeric data."""
     if a is None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import array_api_compat
 import numpy as np
 
+from ..arguments import check_count
 from .registry import LIBRARIES, owner
 
 
@@ -63,8 +64,7 @@ def random_uniform(dev, key: int, counter: int, shape, dtype: str = "float32"):
     generators, so their numbers differ (see :meth:`~.protocol.Backend.random_uniform`).
     """
     for name, value in (("key", key), ("counter", counter)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise ValueError(f"random_uniform: {name} must be a non-negative int, got {value!r}")
+        check_count(f"random_uniform: {name}", value, 0, "a non-negative int")
     dev.dtype(dtype)  # refuses an unknown name, and float64 on JAX without its 64-bit mode
     seed = np.random.SeedSequence([key, counter])
     return LIBRARIES[dev.backend].random_uniform(dev.xp, dev.native, seed, tuple(shape), dtype)

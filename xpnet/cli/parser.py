@@ -9,7 +9,7 @@ import os
 from .. import backend, datasets
 from .._version import __version__
 from ..onnx import DEFAULT_OPSET
-from ..validation import check_positive_int
+from ..arguments import check_count
 from .commands import cmd_evaluate, cmd_info, cmd_predict
 from .export import cmd_export
 from .presets import HIDDEN, LOSSES, OPTIMIZERS, PRESETS, SCHEDULES
@@ -56,7 +56,7 @@ def _layers_arg(text: str) -> list[int]:
 
 def _positive_int(text: str) -> int:
     try:
-        return check_positive_int("value", int(text))
+        return check_count("value", int(text))
     except ValueError:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
 

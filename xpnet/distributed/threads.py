@@ -31,6 +31,7 @@ import threading
 import numpy as np
 
 from .. import backend
+from ..arguments import check_count
 
 
 def usable_cores() -> int:
@@ -51,9 +52,7 @@ class Threads:
 
     def __init__(self, n: int | None = None):
         n = usable_cores() if n is None else n
-        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-            raise ValueError(f"Threads: n must be a positive int (threads to train on), got {n!r}")
-        self.n = n
+        self.n = check_count("Threads: n", n, 1, "a positive int (threads to train on)")
 
     def __repr__(self):
         return f"Threads({self.n})"

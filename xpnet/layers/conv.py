@@ -12,6 +12,7 @@ from array_api_compat import array_namespace
 
 from .. import init as initializers
 from .._inplace import add_
+from ..arguments import check_count
 from .base import Layer, register_layer
 from .core import saved_by_name
 from .windows import check_image, fast_col2im, fast_im2col, output_hw, pad2d, pair
@@ -49,8 +50,7 @@ class Conv2D(Layer):
                  init="he_normal"):
         super().__init__()
         for name, n in (("in_channels", in_channels), ("out_channels", out_channels)):
-            if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-                raise ValueError(f"Conv2D: {name} must be a positive int, got {n!r}")
+            check_count(f"Conv2D: {name}", n, 1, "a positive int")
         self.in_channels, self.out_channels = in_channels, out_channels
         self.kernel_size = pair(kernel_size, "Conv2D: kernel_size", 1)
         self.stride = pair(stride, "Conv2D: stride", 1)

@@ -17,6 +17,7 @@ from array_api_compat import is_writeable_array
 
 from .. import backend
 from .. import init as initializers
+from ..arguments import check_count, is_count
 from ..backend import namespace as array_namespace
 from .base import Layer, register_layer
 
@@ -35,8 +36,7 @@ class Dense(Layer):
     def __init__(self, in_features: int, out_features: int, init="lecun_normal", bias: bool = True):
         super().__init__()
         for name, n in (("in_features", in_features), ("out_features", out_features)):
-            if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-                raise ValueError(f"Dense: {name} must be a positive int, got {n!r}")
+            check_count(f"Dense: {name}", n, 1, "a positive int")
         self.in_features, self.out_features = in_features, out_features
         self.init = init if isinstance(init, str) else getattr(init, "__name__", "custom")
         self._init = initializers.get(init)
@@ -134,7 +134,7 @@ class Reshape(Layer):
     def __init__(self, shape):
         super().__init__()
         dims = tuple(shape) if isinstance(shape, (tuple, list)) else (shape,)
-        if (not dims or any(isinstance(d, bool) or not isinstance(d, int) or (d < 1 and d != -1) for d in dims)
+        if (not dims or not all(is_count(d, -1) and d != 0 for d in dims)
                 or dims.count(-1) > 1):
             raise ValueError(f"Reshape: shape is one sample's shape, a tuple of positive ints with at most one "
                              f"-1 (inferred), such as (1, 28, 28); got {shape!r}")

@@ -20,6 +20,7 @@ import math
 from array_api_compat import array_namespace
 
 from .. import backend
+from ..arguments import check_count, is_count, is_number
 from .base import Layer, register_layer
 
 _KEY_LIMIT = 2**63  # keys are 63-bit: a JSON number every reader takes, and an int64 for NumPy
@@ -44,7 +45,7 @@ class Dropout(Layer):
     def __init__(self, p: float = 0.5):
         super().__init__()
         # (a NaN fails the range test too)
-        if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= p < 1.0:
+        if not (is_number(p) and 0.0 <= p < 1.0):
             raise ValueError(f"Dropout: p is the probability of zeroing an input and must be a number with "
                              f"0 <= p < 1, got {p!r}")
         self.p = float(p)
@@ -89,7 +90,7 @@ class Dropout(Layer):
                              f"(from rng_state()), got {state!r}")
         key, counter = state["key"], state["counter"]
         for name, value, limit in (("key", key, _KEY_LIMIT), ("counter", counter, None)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0 or (limit and value >= limit):
+            if not is_count(value) or (limit and value >= limit):
                 raise ValueError(f"Dropout.set_rng_state: {name} must be an int "
                                  f"{'in [0, 2**63)' if limit else '>= 0'}, got {value!r}")
         self._key, self._counter = key, counter
@@ -122,14 +123,12 @@ class _BatchNorm(Layer):
     def __init__(self, num_features: int, momentum: float = 0.1, eps: float = 1e-5):
         super().__init__()
         name = type(self).__name__
-        if isinstance(num_features, bool) or not isinstance(num_features, int) or num_features < 1:
-            raise ValueError(f"{name}: num_features must be a positive int (the width of the layer "
-                             f"before it{', its channels' if self._ndim == 4 else ''}), got {num_features!r}")
-        if isinstance(momentum, bool) or not isinstance(momentum, (int, float)) or not 0.0 <= momentum <= 1.0:
+        check_count(f"{name}: num_features", num_features, 1, f"a positive int (the width of the layer before "
+                    f"it{', its channels' if self._ndim == 4 else ''})")
+        if not (is_number(momentum) and 0.0 <= momentum <= 1.0):
             raise ValueError(f"{name}: momentum must be a number in [0, 1] (PyTorch's default is 0.1), "
                              f"got {momentum!r}")
-        if (isinstance(eps, bool) or not isinstance(eps, (int, float)) or not math.isfinite(eps)
-                or eps <= 0.0):
+        if not (is_number(eps) and math.isfinite(eps) and eps > 0.0):
             raise ValueError(f"{name}: eps must be a small positive number (default 1e-5), got {eps!r}")
         self.num_features, self.momentum, self.eps = num_features, float(momentum), float(eps)
         self._cache = None

@@ -21,11 +21,12 @@ from __future__ import annotations
 from array_api_compat import array_namespace, device
 
 from .. import backend
+from ..arguments import is_count
 
 def pair(value, what: str, minimum: int) -> tuple[int, int]:
     """``(a, b)`` from an int or a pair of ints, each ``>= minimum``; ``what`` names it in the error."""
     both = tuple(value) if isinstance(value, (tuple, list)) else (value, value)
-    if len(both) != 2 or any(isinstance(v, bool) or not isinstance(v, int) or v < minimum for v in both):
+    if len(both) != 2 or not all(is_count(v, minimum) for v in both):
         raise ValueError(f"{what} must be an int >= {minimum} or a pair of them (height, width), got {value!r}")
     return both
 

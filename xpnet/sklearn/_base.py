@@ -13,62 +13,13 @@ from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from .. import backend as _backend
-from .._inplace import add_
 from ..layers import Dense, Identity, ReLU, Sigmoid, Tanh
 from ..model import Sequential
-from ..optim import SGD, Adam, Optimizer
+from ..optim import SGD, Adam
 from ..validation import UnscaledInputWarning
+from ._step import ScikitLearnStep
 
 _ACTIVATIONS = {"identity": Identity, "logistic": Sigmoid, "tanh": Tanh, "relu": ReLU}
-
-
-class _ScikitLearnStep(Optimizer):
-    """``inner``'s step (SGD or Adam) made scikit-learn's: on the gradient of
-    ``L + alpha / (2 n_b) sum ||W||^2`` (weights only), and for Adam with scikit-learn's epsilon.
-
-    ``n_b`` is the size of the current batch: ``fit`` takes them in order, ``batch_size`` each and the
-    remainder last. ``penalty`` sums ``||W||^2`` over the epoch's steps on the device, read back once
-    per epoch for ``loss_curve_``.
-    """
-
-    def __init__(self, inner: Optimizer, alpha: float, epsilon: float = 1e-8):
-        self.inner, self.alpha, self.epsilon = inner, float(alpha), float(epsilon)
-        self.penalty, self.sizes, self.steps = 0.0, [1], 0
-
-    @property
-    def lr(self) -> float:
-        return self.inner.lr
-
-    @lr.setter
-    def lr(self, value: float) -> None:
-        # scikit-learn's velocity is -lr * (xpnet's and PyTorch's momentum buffer) with the rate of each
-        # past step in it; rescaling the buffer when the rate changes keeps the next steps the same.
-        if isinstance(self.inner, SGD) and value != self.inner.lr:
-            ratio = self.inner.lr / value
-            self.inner.state = {k: {slot: v * ratio for slot, v in slots.items()}
-                                for k, slots in self.inner.state.items()}
-        self.inner.lr = value
-
-    def start_epoch(self, n: int, batch_size: int) -> None:
-        self.sizes = [min(batch_size, n - lo) for lo in range(0, n, batch_size)]
-        self.steps, self.penalty = 0, 0.0
-
-    def step(self, params, grads):
-        if self.alpha:
-            scale = self.alpha / self.sizes[self.steps % len(self.sizes)]
-            xp = None
-            for name in grads:
-                if name.endswith(".W"):
-                    w = params[name]
-                    xp = xp or _backend.device_of(w).xp
-                    self.penalty = self.penalty + xp.sum(w * w)
-                    grads[name] = add_(grads[name], scale * w)
-        self.steps += 1
-        if isinstance(self.inner, Adam):
-            # scikit-learn adds epsilon to the raw sqrt(v), xpnet's Adam eps * sqrt(1 - beta2^t) (PyTorch's
-            # form); this eps makes them the same step. It matters where gradients vanish (a constant input).
-            self.inner.eps = self.epsilon / math.sqrt(1.0 - self.inner.beta2 ** (self.inner.t + 1))
-        self.inner.step(params, grads)
 
 
 class _BaseMLP(BaseEstimator):
@@ -167,7 +118,7 @@ class _BaseMLP(BaseEstimator):
         else:
             inner = SGD(self.learning_rate_init, momentum=self.momentum,
                         nesterov=bool(self.nesterovs_momentum and self.momentum > 0))
-        return _ScikitLearnStep(inner, self.alpha, self.epsilon)
+        return ScikitLearnStep(inner, self.alpha, self.epsilon)
 
     @property
     def coefs_(self) -> list:
@@ -224,13 +175,7 @@ class _BaseMLP(BaseEstimator):
         dt = model.dtype
         X, y = dev.asarray(X, dt), dev.asarray(y, dt if y.dtype.kind == "f" else None)
         X_val = None if X_val is None else dev.asarray(X_val, dt)
-        if self.batch_size == "auto":
-            batch_size = min(200, n)
-        else:
-            if self.batch_size > n:
-                warnings.warn(f"{type(self).__name__}: batch_size={self.batch_size} is larger than the "
-                              f"{n} training samples; it is clipped to {n}", UserWarning, stacklevel=3)
-            batch_size = min(self.batch_size, n)
+        batch_size = self._batch_size(n)
         best, self.n_iter_ = None, 0  # scikit-learn counts the iterations of this call only (t_ goes on)
         for _ in range(self.max_iter):
             opt.start_epoch(n, batch_size)
@@ -280,6 +225,14 @@ class _BaseMLP(BaseEstimator):
                               f"optimization hasn't converged yet.", ConvergenceWarning, stacklevel=3)
         if best is not None:
             model.load_state_dict(best)
+
+    def _batch_size(self, n: int) -> int:
+        if self.batch_size == "auto":
+            return min(200, n)
+        if self.batch_size > n:
+            warnings.warn(f"{type(self).__name__}: batch_size={self.batch_size} is larger than the "
+                          f"{n} training samples; it is clipped to {n}", UserWarning, stacklevel=4)
+        return min(self.batch_size, n)
 
     def _forward(self, X):
         """``(the model's outputs for X on its device, the float dtype of X)``: float64 and float32 inputs

@@ -13,7 +13,8 @@ import math
 import traceback
 
 from .. import backend, losses
-from ..validation import check_batch_size, check_positive_int, data_range, prepare_xy, warn
+from ..arguments import check_count, is_number
+from ..validation import data_range, prepare_xy, warn
 from .checks import check_output_layer
 
 
@@ -143,8 +144,7 @@ class EpochTotals:
 
 def split_validation(X, y, validation_split):
     """Keras' ``validation_split``: the last ``ceil``-rounded fraction of the rows, before any shuffling."""
-    ok = isinstance(validation_split, (int, float)) and not isinstance(validation_split, bool)
-    if not (ok and 0.0 < validation_split < 1.0):
+    if not (is_number(validation_split) and 0.0 < validation_split < 1.0):
         raise ValueError(f"fit: validation_split must be a number in (0, 1), the fraction of rows held out, got "
                          f"{validation_split!r}")
     n = X.shape[0]
@@ -162,9 +162,9 @@ def prepare_data(model, X, y, loss, epochs, batch_size, check_every, validation_
     Returns ``(X, y, classify, val, span)``: ``val`` the held-out ``(X, y, classify)`` or ``None``, ``span``
     the training rows' ``(min, max)``, which fit adds to the model's input range.
     """
-    check_positive_int("epochs", epochs, allow_zero=True)
-    check_batch_size(batch_size)
-    check_positive_int("check_every", check_every)
+    check_count("epochs", epochs, 0)
+    check_count("batch_size", batch_size)
+    check_count("check_every", check_every)
     if validation_split and validation_data is not None:
         raise ValueError("fit: validation_data and validation_split were both given; pass one of them")
     check_output_layer(model, loss)

@@ -11,8 +11,6 @@ from __future__ import annotations
 import hashlib
 import os
 
-import numpy as np
-
 from .. import backend, losses, optim, saving
 from ..callbacks.state import restore_states
 from ..checkpoint import Checkpoint, Loader
@@ -102,15 +100,24 @@ def fingerprint(dev, X, y) -> str:
     float sum's rounding depends on the order of its additions. It sees other data, another order and
     another split; an edit to a row between those it reads goes unseen.
     """
-    n = X.shape[0]
-    at = np.unique(np.linspace(0, n - 1, num=min(n, FINGERPRINT_ROWS)).round().astype("int64"))
-    rows = dev.asarray(at, "int64")
+    rows = dev.asarray(_spread(X.shape[0], FINGERPRINT_ROWS), "int64")
     digest = hashlib.blake2b(digest_size=8)
     for a in (X, y):
-        part = np.ascontiguousarray(backend.to_numpy(dev.xp.take(a, rows, axis=0)))
+        part = backend.to_numpy(dev.xp.take(a, rows, axis=0))
         digest.update(f"{tuple(a.shape)} {part.dtype};".encode())
-        digest.update(part.tobytes())
+        digest.update(part.tobytes())  # row-major bytes, whatever the host copy's layout
     return digest.hexdigest()
+
+
+def _spread(n: int, k: int) -> list[int]:
+    """Up to ``k`` distinct indices spread evenly over ``0 .. n - 1``, the first and the last included: NumPy's
+    ``unique(linspace(0, n - 1, min(n, k)).round())``, computed the same way (``i * step``, the last set
+    to ``n - 1``, halves to even) so that a checkpoint's fingerprint keeps its value."""
+    k = min(n, k)
+    if k < 2:
+        return [0] * k
+    step = (n - 1) / (k - 1)
+    return sorted({round(i * step) for i in range(k - 1)} | {n - 1})
 
 
 def say_if_done(found: Checkpoint, epochs: int, path, verbose, say: bool = True) -> None:

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from .. import schedules
 from ..checkpoint import Checkpoint
-from ..validation import is_count, warn
+from ..arguments import is_count
+from ..validation import warn
 
 
 def resumed_schedule(found: Checkpoint, given, run: dict | None = None, say: bool = True):

@@ -18,7 +18,8 @@ import time
 from .. import backend, losses, metrics as metrics_mod
 from ..callbacks import state_finite
 from ..layers import Sigmoid, Softmax, sigmoid, softmax
-from ..validation import check_batch_size, check_input_range, prepare_xy
+from ..arguments import check_count
+from ..validation import check_input_range, prepare_xy
 from .strategy import run as run_strategy
 from .checks import ends_in
 from .data import EpochTotals, decision_threshold, read_back, shrinking_batches, take, uploading
@@ -133,7 +134,7 @@ def _epoch_logs(model, run: Training, strategy, totals: EpochTotals, start: floa
 
 @on_model_device
 def predict(model, X, batch_size: int = 1024, where: str = "predict"):
-    check_batch_size(batch_size)
+    check_count("batch_size", batch_size)
     with uploading(model.device, where, X):
         X, _, _, span = prepare_xy(model, X, None, None, where, targets=False, with_range=True)
     if model.input_range is not None:
@@ -177,7 +178,7 @@ def evaluate(model, X, y, loss, batch_size: int = 1024, *, metrics=None, prepare
     """``{"loss": ..., <metric name>: ...}`` over ``(X, y)``; metrics default to accuracy for class targets.
 
     Every batch's loss and hit counts stay on the device; they come back together in one transfer."""
-    check_batch_size(batch_size)
+    check_count("batch_size", batch_size)
     if not prepared:
         with uploading(model.device, "evaluate", X, y):
             X, y, classify, span = prepare_xy(model, X, y, loss, "evaluate", with_range=True)
