@@ -3,7 +3,8 @@ weights of the best epoch."""
 
 from __future__ import annotations
 
-from ..validation import check_positive_int, warn
+from ..arguments import check_count
+from ..validation import warn
 from .divergence import model_state, put_back, snapshot
 from .monitor import MonitorCallback
 from .state import count_from_state, float_from_state, float_to_state
@@ -38,7 +39,7 @@ class EarlyStopping(MonitorCallback):
         super().__init__(monitor, mode)
         self.verbose = verbose
         self.min_delta = abs(float(min_delta))
-        self.patience = check_positive_int("EarlyStopping: patience", patience, allow_zero=True)
+        self.patience = check_count("EarlyStopping: patience", patience, low=0)
         self.baseline = baseline
         self.restore_best_weights, self.start_from_epoch = bool(restore_best_weights), int(start_from_epoch)
         self.on_train_begin()

@@ -7,7 +7,8 @@ from __future__ import annotations
 from .. import backend, jsonfloat
 from ..io import ModelFormatError
 from ..saving import CALLBACK_PREFIX
-from ..validation import is_count, warn
+from ..arguments import is_count
+from ..validation import warn
 from .base import Callback
 
 

@@ -10,7 +10,7 @@ import numpy as np
 
 from .files import (MIRRORS, SHA256, DatasetCorruptError, DatasetError, DatasetNotFoundError,  # noqa: F401
                     data_dirs, quiet_downloads)
-from .parsers import _check_args, load_csv, load_mnist, load_tutorial_csv, read_idx  # noqa: F401
+from .parsers import check_args, load_csv, load_mnist, load_tutorial_csv, read_idx  # noqa: F401
 from .synthetic import make_moons, make_spirals, make_xor  # noqa: F401
 
 DATASETS = ("mnist", "fashion-mnist", "csv", "spirals", "moons")
@@ -33,7 +33,7 @@ def load(name, *, data_dir=None, scale="unit", limit=None, download=True, seed=0
         return load_mnist(name, data_dir=data_dir, scale=scale, download=download, limit=limit, flat=flat,
                           split=split)
     if name == "csv":
-        _check_args(scale, limit, flat, split)
+        check_args(scale, limit, flat, split)
         parts = load_tutorial_csv(data_dir, scale=scale, limit=limit, download=download, split=split)
         parts = (parts,) if split else parts
         if not flat:
@@ -41,7 +41,7 @@ def load(name, *, data_dir=None, scale="unit", limit=None, download=True, seed=0
         return parts[0] if split else parts
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}, choose one of {', '.join(DATASETS)}")
-    _check_args(scale, limit, flat, split)
+    check_args(scale, limit, flat, split)
     if not flat:
         raise ValueError(f"flat=False: {name} holds points, not images; only mnist, fashion-mnist and csv have "
                          f"an image shape")

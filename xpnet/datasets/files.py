@@ -1,6 +1,6 @@
 """Where dataset files come from: the data folders, then a download through pooch into the cache.
 
-:func:`_find_files` looks a dataset's files up in :func:`data_dirs` and verifies each against
+:func:`find_files` looks a dataset's files up in :func:`data_dirs` and verifies each against
 :data:`SHA256`; what is missing it fetches with :func:`pooch.retrieve`, which streams into a temporary
 file beside the target, checks the hash and only then moves it in place (with a progress bar).
 :data:`MIRRORS` are tried in order. Every problem raises a :class:`DatasetError`.
@@ -118,7 +118,7 @@ def _cache_dir():
     return pathlib.Path(os.environ.get("XPNET_CACHE") or pooch.os_cache("xpnet")).expanduser()
 
 
-def _short(err):
+def one_line_error(err):
     """One line for an error: an HTTP status as ``HTTP Error 404: Not Found``, pooch's hash mismatch
     as ``SHA-256 mismatch: expected .., got ..``, anything else as ``Type: message`` up to 120 chars."""
     status = getattr(getattr(err, "response", None), "status_code", None)
@@ -190,21 +190,21 @@ def _download(folder, name, downloader, dest, tried):
     try:
         dest.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        tried.append(f"cannot create {dest}: {_short(e)}")
+        tried.append(f"cannot create {dest}: {one_line_error(e)}")
         return None
     for base in MIRRORS[folder]:
         try:
             path = pathlib.Path(pooch.retrieve(base + name, known_hash=f"sha256:{SHA256[folder][name]}",
                                                fname=name, path=dest, downloader=downloader))
         except Exception as e:  # any mirror failure (HTTP, timeout, bad bytes) just moves on to the next
-            tried.append(f"{base + name}: {_short(e)}")
+            tried.append(f"{base + name}: {one_line_error(e)}")
             continue
         _VERIFIED.add(_stat_key(path, SHA256[folder][name]))  # pooch hashed it: no second read
         return path
     return None
 
 
-def _find_files(folder, data_dir, download, fetch, title, names=None):
+def find_files(folder, data_dir, download, fetch, title, names=None):
     """Locate (or download) the files ``names`` (default: all of ``SHA256[folder]``), verified; returns
     {name: Path}."""
     _check_data_dirs(data_dir)

@@ -14,7 +14,7 @@ import zlib
 
 import numpy as np
 
-from .files import SHA256, DatasetCorruptError, DatasetNotFoundError, _find_files, _short
+from .files import SHA256, DatasetCorruptError, DatasetNotFoundError, find_files, one_line_error
 
 _LUT = {  # pixel byte -> float32; one table lookup instead of float temporaries over 47M pixels
     "unit": (np.arange(256) / 255).astype(np.float32),
@@ -30,12 +30,12 @@ def _read_bytes(path_or_bytes, name):
         try:
             data = pathlib.Path(path_or_bytes).read_bytes()
         except OSError as e:
-            raise DatasetNotFoundError(f"{name}: cannot read: {_short(e)}") from None
+            raise DatasetNotFoundError(f"{name}: cannot read: {one_line_error(e)}") from None
     if data[:2] == b"\x1f\x8b":
         try:
             data = gzip.decompress(data)
         except (OSError, EOFError, zlib.error, ValueError) as e:
-            raise DatasetCorruptError(f"{name}: bad gzip data (truncated?): {_short(e)}") from None
+            raise DatasetCorruptError(f"{name}: bad gzip data (truncated?): {one_line_error(e)}") from None
     elif str(name).endswith(".gz"):
         raise DatasetCorruptError(f"{name}: not gzip data, starts with {data[:16]!r}")
     return data, name
@@ -79,7 +79,7 @@ def _scale(raw, scale):
     return np.take(_LUT[scale], raw)
 
 
-def _check_args(scale, limit, flat=True, split=None):
+def check_args(scale, limit, flat=True, split=None):
     if split not in (None, "train", "test"):
         raise ValueError(f"split must be 'train', 'test' or None (both), not {split!r}")
     if not isinstance(flat, bool):
@@ -110,10 +110,10 @@ def load_mnist(kind="mnist", *, data_dir=None, scale="unit", download=True, limi
     """
     if kind not in ("mnist", "fashion-mnist"):
         raise ValueError(f"kind must be 'mnist' or 'fashion-mnist', not {kind!r}")
-    _check_args(scale, limit, flat, split)
+    check_args(scale, limit, flat, split)
     prefixes = [{"train": "train", "test": "t10k"}[split]] if split else ["train", "t10k"]
     names = [f"{p}-{what}-idx{n}-ubyte.gz" for p in prefixes for what, n in (("images", 3), ("labels", 1))]
-    paths = _find_files(kind, data_dir, download, fetch, f"{kind} data", names)
+    paths = find_files(kind, data_dir, download, fetch, f"{kind} data", names)
     out = []
     for prefix in prefixes:
         images = _parse_idx(*_read_bytes(paths[f"{prefix}-images-idx3-ubyte.gz"], None))
@@ -159,11 +159,11 @@ def load_csv(path, *, scale="unit", limit=None):
     >>> X.shape, int(y[0])
     ((10, 784), 7)
     """
-    _check_args(scale, limit)
+    check_args(scale, limit)
     try:
         lines = pathlib.Path(path).read_bytes().split(b"\n")
     except OSError as e:
-        raise DatasetNotFoundError(f"{path}: cannot read: {_short(e)}") from None
+        raise DatasetNotFoundError(f"{path}: cannot read: {one_line_error(e)}") from None
     while lines and not lines[-1].strip():
         lines.pop()
     rows = []
@@ -192,9 +192,9 @@ def load_tutorial_csv(data_dir=None, *, scale="unit", limit=None, download=True,
 
     >>> (X, y), (Xt, yt) = load_tutorial_csv(scale="tutorial")
     """
-    _check_args(scale, limit, split=split)
+    check_args(scale, limit, split=split)
     train, test = SHA256["mnist-csv"]
     names = [{"train": train, "test": test}[split]] if split else [train, test]
-    paths = _find_files("mnist-csv", data_dir, download, fetch, "tutorial MNIST CSV", names)
+    paths = find_files("mnist-csv", data_dir, download, fetch, "tutorial MNIST CSV", names)
     out = tuple(load_csv(paths[n], scale=scale, limit=limit) for n in names)
     return out[0] if split else out
