@@ -1,12 +1,12 @@
 """The callback hooks fit calls: order, the per-window hook, stop_training, plain functions, and the helpers
-in ``xpnet._inplace`` that every update goes through."""
+in ``xpnet.inplace`` that every update goes through."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from xpnet import MSE, SGD, Dense, Sequential, _inplace, training
+from xpnet import MSE, SGD, Dense, Sequential, inplace, training
 from xpnet.callbacks import Callback, EarlyStopping, History, LambdaCallback
 
 
@@ -78,16 +78,16 @@ def test_history_is_a_callback_and_fit_returns_a_fresh_one():
 
 @pytest.mark.parametrize("writeable", [True, False], ids=["in-place", "rebound"])
 def test_add_and_copy_in_place_or_not(monkeypatch, writeable):
-    monkeypatch.setattr(_inplace, "is_writeable_array", lambda a: writeable)
+    monkeypatch.setattr(inplace, "is_writeable_array", lambda a: writeable)
     a = np.array([1.0, 2.0])
-    out = _inplace.add_(a, np.array([1.0, 1.0]), scale=2.0)
+    out = inplace.add_(a, np.array([1.0, 1.0]), scale=2.0)
     np.testing.assert_array_equal(out, [3.0, 5.0])
     assert (out is a) == writeable
     b = np.zeros(2)
-    c = _inplace.copy_(b, out)
+    c = inplace.copy_(b, out)
     np.testing.assert_array_equal(c, out)
     assert (c is b) == writeable and c is not out
-    assert _inplace.copy_(None, out) is not out
+    assert inplace.copy_(None, out) is not out
 
 
 def test_early_stopping_keeps_the_first_watched_epochs_weights_even_when_not_finite():

@@ -33,7 +33,7 @@ def isolated(monkeypatch, tmp_path):
     """Empty cache, no $XPNET_DATA, and the default (pooch) downloader may only reach 127.0.0.1."""
     monkeypatch.setenv("XPNET_CACHE", str(tmp_path / "cache"))
     monkeypatch.delenv("XPNET_DATA", raising=False)
-    real = ds_files._http
+    real = ds_files.http_downloader
 
     def local_only():
         downloader = real()
@@ -42,7 +42,7 @@ def isolated(monkeypatch, tmp_path):
             assert url.startswith("http://127.0.0.1:"), f"test tried the network: {url}"
             return downloader(url, *args, **kwargs)
         return download
-    monkeypatch.setattr(ds_files, "_http", local_only)
+    monkeypatch.setattr(ds_files, "http_downloader", local_only)
     monkeypatch.setattr(ds_files, "_VERIFIED", set())
 
 

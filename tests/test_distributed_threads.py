@@ -320,12 +320,12 @@ def test_other_ranks_get_their_own_optimizer_loss_schedule_and_callbacks():
     kept = callbacks.Callback()
     kwargs = {"optimizer": xpnet.SGD(0.1), "loss": xpnet.MSE(), "schedule": xpnet.schedules.StepDecay(),
               "callbacks": [Writes(), kept], "epochs": 3}
-    mine = threads_mod._rank_kwargs(kwargs)
+    mine = threads_mod.rank_kwargs(kwargs)
     for key in ("optimizer", "loss", "schedule"):
         assert type(mine[key]) is type(kwargs[key]) and mine[key] is not kwargs[key], key
     assert [type(cb) for cb in mine["callbacks"]] == [callbacks.Callback] and mine["callbacks"][0] is not kept
     assert mine["epochs"] == 3 and kwargs["callbacks"][1] is kept
-    named = threads_mod._rank_kwargs({"optimizer": "sgd", "loss": "mse", "schedule": None})
+    named = threads_mod.rank_kwargs({"optimizer": "sgd", "loss": "mse", "schedule": None})
     assert (named["optimizer"], named["loss"], named["schedule"], named["callbacks"]) == ("sgd", "mse", None, [])
 
     class Uncopyable(callbacks.Callback):  # a callback object (a plain function is not copied: rank 0 runs it)
@@ -335,7 +335,7 @@ def test_other_ranks_get_their_own_optimizer_loss_schedule_and_callbacks():
     for key, what in (("loss", "loss"), ("callbacks", "the callback")):
         value = Uncopyable()
         with pytest.raises(TypeError) as info:
-            threads_mod._rank_kwargs({key: [value] if key == "callbacks" else value})
+            threads_mod.rank_kwargs({key: [value] if key == "callbacks" else value})
         assert str(info.value).startswith(f"fit(distributed=Threads(...)): {what} {value!r} cannot be copied for "
                                           f"the other ranks (ValueError: holds a lock); a callback"), key
 

@@ -46,8 +46,8 @@ def verified_file(tmp_path, monkeypatch):
     path = tmp_path / "train-labels-idx1-ubyte.gz"
     path.write_bytes(b"0123456789" * 10)
     expected = hashlib.sha256(path.read_bytes()).hexdigest()
-    ds._verify(path, expected)
-    ds._verify(path, expected)  # a cache hit: still fine
+    ds.verify_file(path, expected)
+    ds.verify_file(path, expected)  # a cache hit: still fine
     return path, expected
 
 
@@ -57,7 +57,7 @@ def test_checksum_cache_notices_a_new_mtime(verified_file):
     path.write_bytes(b"9876543210" * 10)  # same size, different bytes
     os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
     with pytest.raises(ds.DatasetCorruptError, match="SHA-256 checksum mismatch"):
-        ds._verify(path, expected)
+        ds.verify_file(path, expected)
 
 
 def test_checksum_cache_notices_a_new_size(verified_file):
@@ -67,7 +67,7 @@ def test_checksum_cache_notices_a_new_size(verified_file):
     os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
     assert path.stat().st_mtime_ns == st.st_mtime_ns
     with pytest.raises(ds.DatasetCorruptError, match="SHA-256 checksum mismatch"):
-        ds._verify(path, expected)
+        ds.verify_file(path, expected)
 
 
 def test_checksum_cache_is_per_file(verified_file, tmp_path):
@@ -76,4 +76,4 @@ def test_checksum_cache_is_per_file(verified_file, tmp_path):
     other.write_bytes(b"x" * 100)
     os.utime(other, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns))  # same mtime and size
     with pytest.raises(ds.DatasetCorruptError, match="SHA-256 checksum mismatch"):
-        ds._verify(other, expected)
+        ds.verify_file(other, expected)

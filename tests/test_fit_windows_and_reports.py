@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 import xpnet
-from xpnet import MSE, SGD, Dense, Sequential, SoftmaxCrossEntropy, TrainingDiverged, _inplace, training
+from xpnet import MSE, SGD, Dense, Sequential, SoftmaxCrossEntropy, TrainingDiverged, inplace, training
 from xpnet.training import History, format_epoch
 from xpnet.train import trainer
 
@@ -105,7 +105,7 @@ def test_divergence_in_the_last_window_restores_the_snapshot_after_the_one_befor
 def test_divergence_restores_the_right_weights_when_arrays_cannot_be_written(dev, monkeypatch):
     """On a library without in-place writes (JAX) each snapshot is a new set of copies, and it is the
     newest one that must be restored."""
-    monkeypatch.setattr(_inplace, "is_writeable_array", lambda a: False)
+    monkeypatch.setattr(inplace, "is_writeable_array", lambda a: False)
     k = _first_bad_step()
     window = 7
     model, err = _diverge(dev, k + 20, window)

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 import xpnet
-from xpnet import SGD, Adam, AdamW, Optimizer, RMSprop, _inplace, optim, to_numpy
+from xpnet import SGD, Adam, AdamW, Optimizer, RMSprop, inplace, optim, to_numpy
 
 import numpy_reference as ref
 
@@ -46,7 +46,7 @@ def _steps(dev, opt, params, grads):
 ], ids=["sgd", "momentum", "nesterov", "adam", "adamw", "rmsprop"])
 def test_immutable_arrays_get_the_same_steps(dev, monkeypatch, make, reference, kwargs):
     """Where an array cannot be written in place (JAX), the new array is stored under its key."""
-    monkeypatch.setattr(_inplace, "is_writeable_array", lambda a: False)
+    monkeypatch.setattr(inplace, "is_writeable_array", lambda a: False)
     params, grads = _problem()
     got = _steps(dev, make(), params, grads)
     expected, state = dict(params), {}
@@ -286,7 +286,7 @@ def test_steps_are_the_formulas_to_the_bit(monkeypatch, name, dtype, writeable):
     in place and on the path for immutable arrays (JAX's): neither may reorder or regroup an operation.
     (Random normal values: no signed zeros, whose sign a '+ 0.0' flips without changing any value.)"""
     if not writeable:
-        monkeypatch.setattr(_inplace, "is_writeable_array", lambda a: False)
+        monkeypatch.setattr(inplace, "is_writeable_array", lambda a: False)
     make, reference, kwargs = BITWISE[name]
     rng = np.random.default_rng(3)
     shapes = {"0.W": (7, 5), "0.b": (5,), "1.W": (2, 3, 4)}

@@ -86,7 +86,7 @@ def test_immutable_arrays_are_updated_by_key(dev, monkeypatch):
     """The functional path (for libraries whose arrays cannot be written) gives the same result."""
     X, y = _data()
     ref = _train_steps(_mlp(dev), X, y, SGD(0.05, momentum=0.9))
-    monkeypatch.setattr(xpnet._inplace, "is_writeable_array", lambda a: False)
+    monkeypatch.setattr(xpnet.inplace, "is_writeable_array", lambda a: False)
     model = _mlp(dev)
     before = dict(model.parameters())  # holding them keeps their ids from being reused
     got = _train_steps(model, X, y, SGD(0.05, momentum=0.9))

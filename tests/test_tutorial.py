@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import xpnet
-from xpnet import _inplace, backend
+from xpnet import inplace, backend
 from xpnet import deferred
 from xpnet.tutorial import NeuralNetwork
 
@@ -169,7 +169,7 @@ def test_train_matches_the_book(dev, dtype, tol, defer, monkeypatch):
 def test_functional_path_for_immutable_arrays(monkeypatch):
     """Where arrays cannot be written in place (JAX-like), train rebinds the weights instead."""
     monkeypatch.setattr(deferred, "is_writeable_array", lambda a: False)
-    monkeypatch.setattr(_inplace, "is_writeable_array", lambda a: False)
+    monkeypatch.setattr(inplace, "is_writeable_array", lambda a: False)
     n = NeuralNetwork(30, 8, 4, 0.3, device="cpu", seed=1, dtype="float64")
     book = book_copy(n)
     wih_before = n.wih
@@ -360,7 +360,7 @@ def test_deferred_matrix_equals_eager_updates(dev, defer):
 
 def test_deferred_matrix_without_in_place_writes_is_eager(monkeypatch):
     monkeypatch.setattr(deferred, "is_writeable_array", lambda a: False)
-    monkeypatch.setattr(_inplace, "is_writeable_array", lambda a: False)
+    monkeypatch.setattr(inplace, "is_writeable_array", lambda a: False)
     dev = xpnet.device("cpu")
     w = dev.asarray(np.zeros((2, 3)), "float64")
     m = deferred.DeferredMatrix(w, 32, dev)

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from ._inplace import mul_
+from .inplace import mul_
 from .backend import namespace as array_namespace
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from array_api_compat import is_writeable_array
 
-from ._inplace import add_
+from .inplace import add_
 
 
 def outer(u, v):

@@ -4,7 +4,7 @@
 ``model.gradients()``. The standard does not promise that ``p -= u`` mutates ``p`` (array API 2024.12,
 gh-895; on an immutable library it only rebinds a local name), so the generic path stores the new
 array back under its key. Where the array is writeable (NumPy, CuPy, PyTorch) it is updated in place
-instead, and so is the optimizer state (``_inplace``'s ``add_``, ``mul_``, ``div_``, chained as
+instead, and so is the optimizer state (``inplace``'s ``add_``, ``mul_``, ``div_``, chained as
 torch.optim chains ``mul_`` / ``add_`` / ``addcdiv_``): a step allocates one or two gradient-sized
 temporaries at a time (one more for an L2 ``weight_decay``) and no new state, and computes the same
 operations in the same order as the expressions in the docstrings, so on NumPy the same bits.
@@ -20,7 +20,7 @@ import math
 
 from . import backend
 from .backend import namespace as array_namespace
-from ._inplace import add_, div_, mul_
+from .inplace import add_, div_, mul_
 from .arguments import check_number, is_count
 from .clipping import clip_grad_norm
 

@@ -30,7 +30,7 @@ import functools
 import math
 
 from . import backend as _backend  # the constructor's ``backend`` argument would shadow the module
-from ._inplace import add_
+from .inplace import add_
 from .arguments import check_count
 from .deferred import DeferredMatrix, outer
 

@@ -9,7 +9,7 @@ import math
 
 from array_api_compat import array_namespace
 
-from .._inplace import copy_
+from ..inplace import copy_
 from ..losses import CrossEntropy
 from ..validation import warn
 from .base import Callback

@@ -140,7 +140,7 @@ def _stat_key(path, expected):
     return str(path.resolve()), st.st_mtime_ns, st.st_size, expected
 
 
-def _verify(path, expected):
+def verify_file(path, expected):
     """Raise unless ``path`` hashes to ``expected`` (read once per process while it is unchanged)."""
     key = _stat_key(path, expected)
     if key in _VERIFIED:
@@ -180,7 +180,7 @@ def quiet_downloads():
         _QUIET.reset(token)
 
 
-def _http():
+def http_downloader():
     """pooch's HTTP downloader (requests), with a tqdm progress bar on stderr unless quiet_downloads()."""
     return pooch.HTTPDownloader(progressbar=not _QUIET.get(), timeout=30)
 
@@ -216,11 +216,11 @@ def find_files(folder, data_dir, download, fetch, title, names=None):
     for name in names:
         hit = next((s / name for s in looked if (s / name).is_file()), None)
         if hit is not None:
-            _verify(hit, SHA256[folder][name])  # before any download: a bad local file fails fast
+            verify_file(hit, SHA256[folder][name])  # before any download: a bad local file fails fast
             found[name] = hit
     missing = [n for n in names if n not in found]
     if missing and download:
-        downloader = _fetcher(fetch) if fetch is not None else _http()
+        downloader = _fetcher(fetch) if fetch is not None else http_downloader()
         for name in missing:
             path = _download(folder, name, downloader, _cache_dir() / folder, tried)
             if path is None:

@@ -182,7 +182,7 @@ def _copy_for_rank(value, what: str):
                         f"rank_zero_only = True to run on rank 0 alone") from None
 
 
-def _rank_kwargs(kwargs: dict) -> dict:
+def rank_kwargs(kwargs: dict) -> dict:
     """fit's arguments for a rank other than 0: its own optimizer, loss, schedule and callbacks (they keep
     state), the data shared (only read). A plain function ``f(epoch, logs)`` runs on rank 0 alone: it only
     watches, and a copy of it would share its closure, so it would see every epoch once per rank."""
@@ -223,7 +223,7 @@ def run(fit, model, args, kwargs, spec: Threads, strategy):
         raise ValueError(f"fit(distributed={spec!r}) splits batches over CPU cores, but the model is on "
                          f"{model.device}: on GPUs run one MPI rank per GPU (distributed=True under mpiexec)")
     group = _Group(spec.n)
-    jobs = [(model, kwargs)] + [(_copy_for_rank(model, "the model"), _rank_kwargs(kwargs))
+    jobs = [(model, kwargs)] + [(_copy_for_rank(model, "the model"), rank_kwargs(kwargs))
                                 for _ in range(1, spec.n)]
     results: list = [None] * spec.n
 

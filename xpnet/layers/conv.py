@@ -11,7 +11,7 @@ from __future__ import annotations
 from array_api_compat import array_namespace
 
 from .. import init as initializers
-from .._inplace import add_
+from ..inplace import add_
 from ..arguments import check_count
 from .base import Layer, register_layer
 from .core import saved_by_name

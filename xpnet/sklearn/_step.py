@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 from .. import backend as _backend
-from .._inplace import add_
+from ..inplace import add_
 from ..optim import SGD, Adam, Optimizer
 
 
