@@ -4,6 +4,7 @@ weights of the best epoch."""
 from __future__ import annotations
 
 from ..arguments import check_count
+from ..parameters import check_names_and_shapes
 from ..validation import warn
 from .divergence import model_state, put_back, snapshot
 from .monitor import MonitorCallback
@@ -115,13 +116,12 @@ class EarlyStopping(MonitorCallback):
         """The checkpoint's best weights (host arrays), checked against the model, as copies on its device."""
         state = model_state(self.model)
         names = {f"{self._PARTS[i]}/{k}": (i, k) for i, part in enumerate(state) for k in part}
-        if set(arrays) != set(names):
-            raise ValueError(f"EarlyStopping: the checkpoint's best weights are {sorted(arrays)}, the model's "
-                             f"arrays {sorted(names)}")
-        dev, weights = self.model.device, {}
-        for name, (i, k) in names.items():
-            if tuple(arrays[name].shape) != tuple(state[i][k].shape):
-                raise ValueError(f"EarlyStopping: the best weights' {name} has shape {tuple(arrays[name].shape)}, "
-                                 f"the model's {tuple(state[i][k].shape)}")
-            weights[(i, k)] = dev.xp.asarray(dev.asarray(arrays[name], self.model.dtype, c_order=True), copy=True)
-        return weights
+        check_names_and_shapes(
+            {name: state[i][k] for name, (i, k) in names.items()}, arrays,
+            lambda missing, extra: ValueError(f"EarlyStopping: the checkpoint's best weights are {sorted(arrays)}, "
+                                              f"the model's arrays {sorted(names)}"),
+            lambda name, shape, want: ValueError(f"EarlyStopping: the best weights' {name} has shape {tuple(shape)}, "
+                                                 f"the model's {want}"))
+        dev = self.model.device
+        return {(i, k): dev.xp.asarray(dev.asarray(arrays[name], self.model.dtype, c_order=True), copy=True)
+                for name, (i, k) in names.items()}
