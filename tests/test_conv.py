@@ -181,7 +181,8 @@ def test_batchnorm2d_refuses_what_torch_refuses(dev):
 
 
 # -- memory: the columns in chunks ------------------------------------------------------------------------
-@pytest.mark.parametrize("budget", [1, 300, 10**9], ids=["one-sample-chunks", "uneven-chunks", "one-chunk"])
+# per sample 2*9*3*5 = 270 numbers of columns: 810 makes chunks of 3, 3 and 1 samples
+@pytest.mark.parametrize("budget", [1, 810, 10**9], ids=["one-sample-chunks", "uneven-chunks", "one-chunk"])
 def test_chunked_im2col_equals_one_chunk(budget, dev):
     """The same numbers whatever the chunking: outputs, dx, dW, db (the chunks only bound the memory)."""
     rng = np.random.default_rng(6)
@@ -197,11 +198,44 @@ def test_chunked_im2col_equals_one_chunk(budget, dev):
 
     layer, got = run(budget)
     per_sample = 2 * 9 * 3 * 5
-    assert layer._chunk(7, (3, 5)) == max(1, min(7, budget // per_sample))
+    assert layer._chunk(dev.xp, 7, (3, 5)) == max(1, min(7, budget // per_sample))
     assert (layer._cache[1] is None) == (budget < 7 * per_sample)  # kept only when one chunk holds them
     _, want = run(10**9)
     for g, w, what in zip(got, want, ("y", "dx", "dW", "db")):
         np.testing.assert_allclose(g, w, rtol=1e-13, atol=1e-13, err_msg=what)
+
+
+# The MNIST preset's two convolutions, float64, no dropout: NumPy cuts the second one's batch into chunks of
+# 6 samples (its cache-sized columns), so 7 and 13 end in a partial chunk there
+def _preset_convolutions(dev):
+    return Sequential([Reshape((1, 28, 28)), Conv2D(1, 32, 3), ReLU(), Conv2D(32, 64, 3), ReLU(), MaxPool2D(2),
+                       Flatten(), Dense(9216, 10)], device=dev, seed=0, dtype="float64")
+
+
+@pytest.mark.parametrize("batch", [1, 7, 13])
+@pytest.mark.parametrize("budget", [None, 2**20], ids=["the-backends-chunks", "cache-sized-chunks-everywhere"])
+def test_a_cnn_gives_the_same_numbers_whatever_the_chunks(budget, batch, dev):
+    """Outputs and every gradient of a CNN at awkward batch sizes, with the backend's own chunking (None)
+    or NumPy's cache-sized one forced on every backend, equal one whole-batch computation."""
+    model = _preset_convolutions(dev)
+    convs = [layer for layer in model.layers if isinstance(layer, Conv2D)]
+    rng = np.random.default_rng(batch)
+    x, dy = dev.asarray(rng.normal(size=(batch, 784)), "float64"), dev.asarray(rng.normal(size=(batch, 10)), "float64")
+
+    def run(chunk_budget):
+        for layer in convs:
+            if chunk_budget is not None:
+                layer.im2col_budget = chunk_budget
+        out = to_numpy(model.forward(x, training=True))
+        model.backward(dy)
+        return out, {k: to_numpy(g) for k, g in model.gradients().items()}
+
+    out, grads = run(budget)
+    want_out, want_grads = run(2**62)  # one chunk: the whole batch's columns at once
+    np.testing.assert_allclose(out, want_out, rtol=1e-12, atol=1e-12, err_msg="output")
+    assert grads.keys() == want_grads.keys()
+    for k in grads:
+        np.testing.assert_allclose(grads[k], want_grads[k], rtol=1e-12, atol=1e-12, err_msg=k)
 
 
 # -- layers in a model ---------------------------------------------------------------------------------------

@@ -59,6 +59,16 @@ class NumPy(Backend):
     # with fewer passes over memory (Chainer's col2im): at batch 64 of the MNIST preset's second convolution,
     # col2im takes 12 ms instead of 22 ms.
 
+    def im2col_chunk(self, sample_elements, batch):
+        """Samples per chunk of ``Conv2D``'s columns: as many as stay within 2**20 elements (4 MiB in float32,
+        at least one sample), a speed tuning where the generic rule only bounds the memory.
+
+        A fresh 85 MB column array is page-faulted in on every step (batch 128 of the MNIST preset: 270 ms a
+        step with 64 MiB chunks, 216 ms with 16 MiB), and 4 MiB of columns stay in the CPU's cache (batch 64:
+        75 ms a step against 80 ms with 16 MiB; measured on a 2-core CPU).
+        """
+        return max(1, min(batch, 2**20 // sample_elements))
+
     def im2col(self, x, kernel, stride, out):
         """``(N, C, kh*kw, OH, OW)``, C-contiguous: ``cols[n, c, i*kw + j, p, q] = x[n, c, i + sh*p, j + sw*q]``."""
         (kh, kw), (sh, sw), (oh, ow) = kernel, stride, out

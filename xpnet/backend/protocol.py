@@ -38,7 +38,8 @@ class Backend(abc.ABC):
     :meth:`locate`, :meth:`asarray`, :meth:`status` and :meth:`random_uniform`. Optional, with the default
     written here: :attr:`CUDA_FIX`, :meth:`check_dtype`, :meth:`context`, :meth:`to_numpy`,
     :meth:`synchronize`, :meth:`memory_pool_bytes`, :meth:`free_memory_pool`, :meth:`nccl_allreduce`,
-    :meth:`device_names` and the layer routines :attr:`matmul_tn`, :attr:`im2col`, :attr:`col2im`.
+    :meth:`device_names` and the layer routines :attr:`matmul_tn`, :attr:`im2col`, :attr:`col2im`,
+    :attr:`im2col_chunk`.
     """
 
     @property
@@ -132,3 +133,4 @@ class Backend(abc.ABC):
     matmul_tn: Callable[..., Any] | None = None
     im2col: Callable[..., Any] | None = None
     col2im: Callable[..., Any] | None = None
+    im2col_chunk: Callable[..., Any] | None = None

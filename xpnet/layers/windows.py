@@ -114,6 +114,36 @@ def col2im(pieces, kernel, stride, size):
     return total
 
 
+# The most numbers the generic path's columns hold at once (1 GiB in float32): a bound on the device's memory,
+# not a speed tuning. On a GPU every chunk costs the same kernel launches again (77 a chunk for the MNIST
+# preset's second convolution), so a batch is cut only when its columns would not fit.
+IM2COL_MEMORY_BUDGET = 2**28
+
+
+def samples_within(budget: int, sample_elements: int, batch: int) -> int:
+    """How many samples of ``sample_elements`` numbers each fit in ``budget`` numbers: at least one, at most
+    the ``batch``."""
+    return max(1, min(batch, budget // sample_elements))
+
+
+def im2col_chunk(sample_elements: int, batch: int) -> int:
+    """How many samples' columns (``sample_elements`` numbers each) a convolution builds at once: the whole
+    batch, unless that passes :data:`IM2COL_MEMORY_BUDGET`."""
+    return samples_within(IM2COL_MEMORY_BUDGET, sample_elements, batch)
+
+
+def fast_im2col_chunk(xp, sample_elements: int, batch: int) -> int:
+    """:func:`im2col_chunk`, by the backend's own rule where it has one (NumPy: chunks that stay in the cache)."""
+    fast = backend.routine(xp, "im2col_chunk")
+    return (fast or im2col_chunk)(sample_elements, batch)
+
+
+def chunk_bounds(batch: int, step: int) -> list[tuple[int, int]]:
+    """``(start, stop)`` of each chunk of ``step`` samples; the last one stops at the batch's end, never past
+    it (the standard leaves a slice's stop past the end unspecified, and array-api-strict refuses it)."""
+    return [(s, min(s + step, batch)) for s in range(0, batch, step)]
+
+
 def fast_im2col(x, kernel, stride, out):
     """:func:`im2col`, by the backend's own routine where it has one (NumPy: a strided view, one copy)."""
     fast = backend.routine(array_namespace(x), "im2col")
