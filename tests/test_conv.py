@@ -238,6 +238,22 @@ def test_a_cnn_gives_the_same_numbers_whatever_the_chunks(budget, batch, dev):
         np.testing.assert_allclose(grads[k], want_grads[k], rtol=1e-12, atol=1e-12, err_msg=k)
 
 
+def test_numpy_chunks_for_its_cache_and_the_others_for_memory(dev):
+    """The MNIST preset's second convolution (32 -> 64, 3x3 on 26x26: 165,888 numbers of columns a sample)
+    at batch 64: NumPy builds 6 samples' columns at a time (4 MiB in float32), the generic path the whole
+    batch, cut only above windows.IM2COL_MEMORY_BUDGET (at least one sample a chunk)."""
+    from xpnet.layers import windows
+
+    layer = Conv2D(32, 64, 3)
+    assert layer._chunk(dev.xp, 64, (24, 24)) == (6 if dev.backend == "numpy" else 64)
+    assert windows.im2col_chunk(165888, 64) == 64
+    budget = windows.IM2COL_MEMORY_BUDGET
+    assert windows.im2col_chunk(budget // 3, 10) == 3 and windows.im2col_chunk(2 * budget, 10) == 1
+    assert windows.chunk_bounds(13, 6) == [(0, 6), (6, 12), (12, 13)]
+    layer.im2col_budget = 3 * 32 * 9 * 24 * 24  # a layer's own bound wins on every backend
+    assert layer._chunk(dev.xp, 64, (24, 24)) == 3
+
+
 # -- layers in a model ---------------------------------------------------------------------------------------
 def _cnn(dev=None, seed=0, dtype="float32"):
     return Sequential([Reshape((1, 8, 8)), Conv2D(1, 4, 3, padding=1), BatchNorm2d(4), ReLU(), MaxPool2D(2),
@@ -390,7 +406,7 @@ def test_only_numpy_has_its_own_window_routines(dev):
     """The other backends run the generic lines (strict: nothing but the standard; JAX: no writes)."""
     from xpnet import backend
 
-    found = backend.routine(dev.xp, "im2col"), backend.routine(dev.xp, "col2im")
-    assert [f is not None for f in found] == [dev.backend == "numpy"] * 2
+    found = [backend.routine(dev.xp, name) for name in ("im2col", "col2im", "im2col_chunk")]
+    assert [f is not None for f in found] == [dev.backend == "numpy"] * 3
     with pytest.raises(ValueError, match="unknown routine 'conv2d'"):
         backend.routine(dev.xp, "conv2d")
