@@ -119,14 +119,7 @@ class Conv2D(Layer):
         n = dy.shape[0]
         dy2 = xp.reshape(dy, (n, self.out_channels, out[0] * out[1]))
         chunks = [(0, n)] if cols is not None else chunk_bounds(n, self._chunk(xp, n, out))
-        # W2^T with its rows in (i, j, c) order, as a C-ordered array: the columns' gradient W2T @ dy then
-        # holds each kernel offset's piece as one block per sample, (C, OH, OW), which col2im reads
-        # straight through (NumPy, the preset's batch 64 in chunks of 6: 7.6 ms against 10.0 ms).
-        # C-ordered because NumPy's stacked matmul leaves BLAS for a transposed 2-D operand (802 ms against
-        # 20 ms for (288, 64) @ (128, 64, 576)); flattening the permuted view copies it in order.
-        (kh, kw), cin = self.kernel_size, self.in_channels
-        W2T = xp.permute_dims(xp.reshape(self.params["W"], (self.out_channels, cin, kh * kw)), (2, 1, 0))
-        W2T = xp.reshape(xp.reshape(W2T, (-1,)), (kh * kw * cin, self.out_channels))
+        W2T = self._w2t_by_offset(xp) if self.input_grad else None
         dW, dxs = None, []
         for s, e in chunks:
             c = cols if cols is not None else self._columns(xpad[s:e, ...], out)
@@ -145,12 +138,23 @@ class Conv2D(Layer):
         (ph, pw), (h, w) = self.padding, in_shape[2:]
         return dx[:, :, ph:ph + h, pw:pw + w] if ph or pw else dx
 
+    def _w2t_by_offset(self, xp):
+        """W2^T with its rows in (i, j, c) order, as a C-ordered array: the columns' gradient W2T @ dy then
+        holds each kernel offset's piece as one block per sample, (C, OH, OW), which col2im reads straight
+        through (NumPy, the preset's batch 64 in chunks of 6: 7.6 ms against 10.0 ms)."""
+        # C-ordered because NumPy's stacked matmul leaves BLAS for a transposed 2-D operand (802 ms against
+        # 20 ms for (288, 64) @ (128, 64, 576)); flattening the permuted view copies it in order.
+        (kh, kw), cin = self.kernel_size, self.in_channels
+        W2T = xp.permute_dims(xp.reshape(self.params["W"], (self.out_channels, cin, kh * kw)), (2, 1, 0))
+        return xp.reshape(xp.reshape(W2T, (-1,)), (kh * kw * cin, self.out_channels))
+
     def _col2im(self, dcols, padded_shape):
         """``dcols`` (n, kh*kw*C, OH*OW), rows in (i, j, c) order -> the input's gradient (n, C, H, W)."""
         xp = array_namespace(dcols)
         (kh, kw), (oh, ow) = self.kernel_size, self._cache[2]
         d = xp.reshape(dcols, (dcols.shape[0], kh * kw, self.in_channels, oh, ow))
-        return fast_col2im([d[:, k, ...] for k in range(kh * kw)], self.kernel_size, self.stride, padded_shape[2:])
+        # one operation for the kh*kw pieces (kh*kw slices were as many launches' worth of bookkeeping)
+        return fast_col2im(list(xp.unstack(d, axis=1)), self.kernel_size, self.stride, padded_shape[2:])
 
     def get_config(self):
         return {"in_channels": self.in_channels, "out_channels": self.out_channels,

@@ -71,47 +71,53 @@ def im2col(x, kernel, stride, out):
     return array_namespace(x).stack(windows(x, kernel, stride, out), axis=2)
 
 
-def _dilate(piece, stride: int, axis: int):
-    """``piece`` with ``stride - 1`` zeros between its entries along ``axis`` (-2 or -1): where a strided
-    window's values came from."""
-    if stride == 1:
-        return piece
-    xp = array_namespace(piece)
-    n = piece.shape[axis]
-    # stacked on a new axis right after `axis`: (..., n, stride, ...) reshapes to each entry then its zeros
-    spread = xp.stack([piece] + [_zeros(piece, piece.shape)] * (stride - 1), axis=axis)
-    shape = (*piece.shape[:-2], n * stride, piece.shape[-1]) if axis == -2 else (*piece.shape[:-1], n * stride)
-    spread = xp.reshape(spread, shape)
-    return spread[..., :(n - 1) * stride + 1, :] if axis == -2 else spread[..., :(n - 1) * stride + 1]
+def _overlap_add(x, stride: int, size: int, axis: int):
+    """``x`` (..., k, m, *rest) with ``axis`` the one of length ``m`` (-1 or -2): the ``k`` rows along it,
+    row ``j`` spread by the stride and moved ``j`` places on, summed: (..., size, *rest), with
+
+        out[..., u, :] = sum over j, q with u = j + stride*q of x[..., j, q, :]
+
+    Each row is spread (``stride - 1`` zeros after each entry) and framed by zeros to ``size + 1``
+    entries; the ``k`` rows read back flat at rows of ``size`` put row ``j`` ``j`` places on, with the zeros
+    that ended row ``j - 1`` before it. A handful of operations whatever ``k``: on a GPU each is a launch.
+    """
+    xp = array_namespace(x)
+    axis %= x.ndim
+    lead, (k, m), rest = x.shape[:axis - 1], x.shape[axis - 1:axis + 1], x.shape[axis + 1:]
+    if stride > 1:  # (..., k, m, 1) next to zeros (..., k, m, stride - 1): each entry, then its zeros
+        x = xp.reshape(x, (*lead, k, m, 1, *rest))
+        x = xp.concat([x, _zeros(x, (*lead, k, m, stride - 1, *rest))], axis=axis + 1)
+        m *= stride
+        x = xp.reshape(x, (*lead, k, m, *rest))
+    if m <= size:
+        x = xp.concat([x, _zeros(x, (*lead, k, size + 1 - m, *rest))], axis=axis)
+    else:  # spread past the frame (stride > kernel + 1): only zeros are cut
+        x = x[(..., slice(0, size + 1)) + (slice(None),) * len(rest)]
+    flat = xp.reshape(x, (*lead, k * (size + 1), *rest))
+    flat = flat[(..., slice(0, k * size)) + (slice(None),) * len(rest)]
+    return xp.sum(xp.reshape(flat, (*lead, k, size, *rest)), axis=axis - 1)
 
 
 def col2im(pieces, kernel, stride, size):
     """The transpose of :func:`windows`: ``pieces`` is a list of ``kh*kw`` arrays (N, C, OH, OW) in the same
     order, and the result (N, C, H, W) holds at each pixel the sum of the pieces' values that came from it.
 
-    Each piece is dilated by the stride and framed by zeros to sit at its offset, and the frames are added:
-    no scatter, no writes into an array. When the windows tile the image exactly (stride == kernel, as
-    pooling does by default) no pixel is in two windows, and the pieces are interleaved by one reshape instead.
+    The pieces are stacked, and the ``kw`` pieces of each kernel row moved to their column offsets and
+    summed, then the ``kh`` rows to their row offsets (:func:`_overlap_add`): no scatter, no writes into
+    an array, and the same dozen operations for any kernel. When the windows tile the image exactly
+    (stride == kernel, as pooling does by default) no pixel is in two windows, and the pieces are
+    interleaved by one reshape instead.
     """
     xp = array_namespace(pieces[0])
     (kh, kw), (sh, sw), (h, w) = kernel, stride, size
     n, c, oh, ow = pieces[0].shape
+    stacked = xp.reshape(xp.stack(pieces, axis=2), (n, c, kh, kw, oh, ow))
     if (sh, sw) == (kh, kw):
         # (N, C, kh, kw, OH, OW) -> (N, C, OH, kh, OW, kw) -> (N, C, OH*kh, OW*kw): window (p, q) back in place
-        tiled = xp.reshape(xp.stack(pieces, axis=2), (n, c, kh, kw, oh, ow))
-        tiled = xp.reshape(xp.permute_dims(tiled, (0, 1, 4, 2, 5, 3)), (n, c, oh * kh, ow * kw))
+        tiled = xp.reshape(xp.permute_dims(stacked, (0, 1, 4, 2, 5, 3)), (n, c, oh * kh, ow * kw))
         return _pad_sides(tiled, 0, h - oh * kh, 0, w - ow * kw)  # rows and columns no window reached
-    span_h, span_w = sh * (oh - 1) + 1, sw * (ow - 1) + 1
-    total = None
-    for i in range(kh):
-        # the kw pieces of kernel row i, each at its column offset, summed before the row offset is applied
-        row = None
-        for j in range(kw):
-            piece = _pad_sides(_dilate(pieces[i * kw + j], sw, -1), 0, 0, j, w - j - span_w)
-            row = piece if row is None else row + piece
-        row = _pad_sides(_dilate(row, sh, -2), i, h - i - span_h, 0, 0)
-        total = row if total is None else total + row
-    return total
+    rows = _overlap_add(xp.permute_dims(stacked, (0, 1, 2, 4, 3, 5)), sw, w, axis=-1)  # (N, C, kh, OH, W)
+    return _overlap_add(rows, sh, h, axis=-2)
 
 
 # The most numbers the generic path's columns hold at once (1 GiB in float32): a bound on the device's memory,
