@@ -38,7 +38,7 @@ class Conv2D(Layer):
     Computed as im2col (the stacked windows, see the module) times ``W`` as a matrix, one product per
     sample, in chunks of samples that the backend chooses: NumPy keeps each chunk's columns within 2**20
     elements (4 MiB in float32, in the CPU's cache), the others take the whole batch at once unless its
-    columns pass 2**28 elements (1 GiB in float32). Set ``layer.im2col_budget`` to a number of elements to
+    columns pass 2**26 elements (256 MiB in float32). Set ``layer.im2col_budget`` to a number of elements to
     bound one layer's columns on any backend (``None``, the default, leaves it to the backend).
 
         >>> layer = Conv2D(1, 32, 3)        # (N, 1, 28, 28) -> (N, 32, 26, 26)
