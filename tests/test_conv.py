@@ -198,7 +198,7 @@ def test_chunked_im2col_equals_one_chunk(budget, dev):
 
     layer, got = run(budget)
     per_sample = 2 * 9 * 3 * 5
-    assert layer._chunk(dev.xp, 7, (3, 5)) == max(1, min(7, budget // per_sample))
+    assert layer._chunk(dev.asarray(np.zeros((7, 2, 8, 7))), (3, 5)) == max(1, min(7, budget // per_sample))
     assert (layer._cache[1] is None) == (budget < 7 * per_sample)  # kept only when one chunk holds them
     _, want = run(10**9)
     for g, w, what in zip(got, want, ("y", "dx", "dW", "db")):
@@ -238,20 +238,22 @@ def test_a_cnn_gives_the_same_numbers_whatever_the_chunks(budget, batch, dev):
         np.testing.assert_allclose(grads[k], want_grads[k], rtol=1e-12, atol=1e-12, err_msg=k)
 
 
-def test_numpy_chunks_for_its_cache_and_the_others_for_memory(dev):
+def test_cpu_libraries_chunk_for_the_cache_the_others_for_memory(dev):
     """The MNIST preset's second convolution (32 -> 64, 3x3 on 26x26: 165,888 numbers of columns a sample)
-    at batch 64: NumPy builds 6 samples' columns at a time (4 MiB in float32), the generic path the whole
-    batch, cut only above windows.IM2COL_MEMORY_BUDGET (at least one sample a chunk)."""
+    at batch 64: NumPy and torch on the CPU build 6 samples' columns at a time (4 MiB in float32), the
+    generic path the whole batch, cut only above windows.IM2COL_MEMORY_BUDGET (at least one sample)."""
     from xpnet.layers import windows
 
     layer = Conv2D(32, 64, 3)
-    assert layer._chunk(dev.xp, 64, (24, 24)) == (6 if dev.backend == "numpy" else 64)
-    assert windows.im2col_chunk(165888, 64) == 64
-    budget = windows.IM2COL_MEMORY_BUDGET
-    assert windows.im2col_chunk(budget // 3, 10) == 3 and windows.im2col_chunk(2 * budget, 10) == 1
+    x = dev.asarray(np.zeros((64, 32, 26, 26)))
+    cached = dev.backend == "numpy" or (dev.backend == "torch" and dev.kind == "cpu")
+    assert layer._chunk(x, (24, 24)) == (6 if cached else 64)
+    assert windows.im2col_chunk(x, 165888) == 64
+    budget, ten = windows.IM2COL_MEMORY_BUDGET, x[:10, ...]
+    assert windows.im2col_chunk(ten, budget // 3) == 3 and windows.im2col_chunk(ten, 2 * budget) == 1
     assert windows.chunk_bounds(13, 6) == [(0, 6), (6, 12), (12, 13)]
     layer.im2col_budget = 3 * 32 * 9 * 24 * 24  # a layer's own bound wins on every backend
-    assert layer._chunk(dev.xp, 64, (24, 24)) == 3
+    assert layer._chunk(x, (24, 24)) == 3
 
 
 # -- layers in a model ---------------------------------------------------------------------------------------
@@ -394,7 +396,7 @@ def test_numpy_window_routines_equal_the_generic_lines(dtype):
         got, want = fast_im2col(x, kernel, stride, out), windows.im2col(x, kernel, stride, out)
         assert got.dtype == want.dtype == x.dtype and got.flags.c_contiguous, what
         np.testing.assert_array_equal(got, want, err_msg="im2col " + what)
-        pieces = [rng.normal(size=(n, c, *out)).astype(dtype) for _ in range(kernel[0] * kernel[1])]
+        pieces = rng.normal(size=(n, kernel[0] * kernel[1], c, *out)).astype(dtype)
         size = x.shape[2:]
         got, want = fast_col2im(pieces, kernel, stride, size), windows.col2im(pieces, kernel, stride, size)
         assert got.dtype == want.dtype == x.dtype and got.shape == x.shape, what
@@ -403,10 +405,11 @@ def test_numpy_window_routines_equal_the_generic_lines(dtype):
 
 
 def test_only_numpy_has_its_own_window_routines(dev):
-    """The other backends run the generic lines (strict: nothing but the standard; JAX: no writes)."""
+    """The other backends run the generic lines (strict: nothing but the standard; JAX: no writes); torch
+    has its own chunk rule, for the CPU."""
     from xpnet import backend
 
     found = [backend.routine(dev.xp, name) for name in ("im2col", "col2im", "im2col_chunk")]
-    assert [f is not None for f in found] == [dev.backend == "numpy"] * 3
+    assert [f is not None for f in found] == [dev.backend == "numpy"] * 2 + [dev.backend in ("numpy", "torch")]
     with pytest.raises(ValueError, match="unknown routine 'conv2d'"):
         backend.routine(dev.xp, "conv2d")

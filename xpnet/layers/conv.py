@@ -36,9 +36,9 @@ class Conv2D(Layer):
     ``f(shape, rng, device, dtype)`` given the 4-D shape. Biases start at zero.
 
     Computed as im2col (the stacked windows, see the module) times ``W`` as a matrix, one product per
-    sample, in chunks of samples that the backend chooses: NumPy keeps each chunk's columns within 2**20
-    elements (4 MiB in float32, in the CPU's cache), the others take the whole batch at once unless its
-    columns pass 2**26 elements (256 MiB in float32). Set ``layer.im2col_budget`` to a number of elements to
+    sample, in chunks of samples that the backend chooses: NumPy (and torch on the CPU) keeps each chunk's
+    columns within 2**20 elements (4 MiB in float32, in the CPU's cache), the others take the whole batch
+    at once unless its columns pass 2**26 elements (256 MiB in float32). Set ``layer.im2col_budget`` to a number of elements to
     bound one layer's columns on any backend (``None``, the default, leaves it to the backend).
 
         >>> layer = Conv2D(1, 32, 3)        # (N, 1, 28, 28) -> (N, 32, 26, 26)
@@ -78,13 +78,13 @@ class Conv2D(Layer):
         shape = check_image(self, input_shape, self.in_channels)
         return (shape[0], self.out_channels, *output_hw(self, shape, self.kernel_size, self.stride, self.padding))
 
-    def _chunk(self, xp, n: int, out) -> int:
+    def _chunk(self, xpad, out) -> int:
         """Samples per chunk: the backend's choice, or as many as keep the columns within ``im2col_budget``
         elements where the layer sets one (at least one)."""
         per_sample = self.in_channels * self.kernel_size[0] * self.kernel_size[1] * out[0] * out[1]
         if self.im2col_budget is None:
-            return fast_im2col_chunk(xp, per_sample, n)
-        return samples_within(self.im2col_budget, per_sample, n)
+            return fast_im2col_chunk(xpad, per_sample)
+        return samples_within(self.im2col_budget, per_sample, xpad.shape[0])
 
     def _columns(self, xpad, out):
         """(n, C*kh*kw, OH*OW): the im2col matrix of each sample."""
@@ -98,7 +98,7 @@ class Conv2D(Layer):
         n = x.shape[0]
         W2 = xp.reshape(self.params["W"], (self.out_channels, -1))
         xpad = pad2d(x, *self.padding)
-        step = self._chunk(xp, n, out)
+        step = self._chunk(xpad, out)
         if step == n:
             cols = self._columns(xpad, out)
             y = W2 @ cols
@@ -118,7 +118,7 @@ class Conv2D(Layer):
         xpad, cols, out, in_shape = self._cache
         n = dy.shape[0]
         dy2 = xp.reshape(dy, (n, self.out_channels, out[0] * out[1]))
-        chunks = [(0, n)] if cols is not None else chunk_bounds(n, self._chunk(xp, n, out))
+        chunks = [(0, n)] if cols is not None else chunk_bounds(n, self._chunk(xpad, out))
         W2T = self._w2t_by_offset(xp) if self.input_grad else None
         dW, dxs = None, []
         for s, e in chunks:
@@ -153,8 +153,7 @@ class Conv2D(Layer):
         xp = array_namespace(dcols)
         (kh, kw), (oh, ow) = self.kernel_size, self._cache[2]
         d = xp.reshape(dcols, (dcols.shape[0], kh * kw, self.in_channels, oh, ow))
-        # one operation for the kh*kw pieces (kh*kw slices were as many launches' worth of bookkeeping)
-        return fast_col2im(list(xp.unstack(d, axis=1)), self.kernel_size, self.stride, padded_shape[2:])
+        return fast_col2im(d, self.kernel_size, self.stride, padded_shape[2:])
 
     def get_config(self):
         return {"in_channels": self.in_channels, "out_channels": self.out_channels,

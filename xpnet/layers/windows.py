@@ -19,6 +19,8 @@ CuPy, PyTorch, JAX and array-api-strict.
 
 from __future__ import annotations
 
+import math
+
 from array_api_compat import array_namespace, device
 
 from .. import backend
@@ -72,53 +74,59 @@ def im2col(x, kernel, stride, out):
     return array_namespace(x).stack(windows(x, kernel, stride, out), axis=2)
 
 
-def _overlap_add(x, stride: int, size: int, axis: int):
-    """``x`` (..., k, m, *rest) with ``axis`` the one of length ``m`` (-1 or -2): the ``k`` rows along it,
-    row ``j`` spread by the stride and moved ``j`` places on, summed: (..., size, *rest), with
+def _shift_add(x, k_axis: int, m_axis: int, stride: int, size: int):
+    """``x`` (lead..., k, mid..., m, rest...) -> (lead..., mid..., size + 1, rest...): the ``k`` blocks
+    ``x[..., j, ...]``, each spread by the stride along ``m`` and moved ``j`` places on, summed:
 
-        out[..., u, :] = sum over j, q with u = j + stride*q of x[..., j, q, :]
+        out[..., u, ...] = sum over j, q with u = j + stride*q of x[..., j, ..., q, ...]
 
-    Each row is spread (``stride - 1`` zeros after each entry) and framed by zeros to ``size + 1``
-    entries; the ``k`` rows read back flat at rows of ``size`` put row ``j`` ``j`` places on, with the zeros
-    that ended row ``j - 1`` before it. A handful of operations whatever ``k``: on a GPU each is a launch.
+    (the last entry along ``m``, ``u = size``, is a zero that keeps the shape whole).
+
+    Each block is spread (``stride - 1`` zeros after each entry along ``m``) and framed by zeros to
+    ``size + 1`` entries along ``m``. Laid end to end and read back as blocks one step along ``m``
+    shorter, block ``j`` starts ``j`` steps early, so its entries land ``j`` places on, after the frame
+    zeros of the row before. The same ten operations for any ``k``, on contiguous memory (no transposing
+    copy); on a GPU each is a launch.
     """
     xp = array_namespace(x)
-    axis %= x.ndim
-    lead, (k, m), rest = x.shape[:axis - 1], x.shape[axis - 1:axis + 1], x.shape[axis + 1:]
-    if stride > 1:  # (..., k, m, 1) next to zeros (..., k, m, stride - 1): each entry, then its zeros
-        x = xp.reshape(x, (*lead, k, m, 1, *rest))
-        x = xp.concat([x, _zeros(x, (*lead, k, m, stride - 1, *rest))], axis=axis + 1)
+    shape = x.shape
+    lead, k, mid, m, rest = shape[:k_axis], shape[k_axis], shape[k_axis + 1:m_axis], shape[m_axis], shape[m_axis + 1:]
+    if stride > 1:  # (..., m, 1, rest) next to zeros (..., m, stride - 1, rest): each entry, then its zeros
+        x = xp.reshape(x, (*lead, k, *mid, m, 1, *rest))
+        x = xp.concat([x, _zeros(x, (*lead, k, *mid, m, stride - 1, *rest))], axis=m_axis + 1)
         m *= stride
-        x = xp.reshape(x, (*lead, k, m, *rest))
+        x = xp.reshape(x, (*lead, k, *mid, m, *rest))
     if m <= size:
-        x = xp.concat([x, _zeros(x, (*lead, k, size + 1 - m, *rest))], axis=axis)
+        x = xp.concat([x, _zeros(x, (*lead, k, *mid, size + 1 - m, *rest))], axis=m_axis)
     else:  # spread past the frame (stride > kernel + 1): only zeros are cut
         x = x[(..., slice(0, size + 1)) + (slice(None),) * len(rest)]
-    flat = xp.reshape(x, (*lead, k * (size + 1), *rest))
-    flat = flat[(..., slice(0, k * size)) + (slice(None),) * len(rest)]
-    return xp.sum(xp.reshape(flat, (*lead, k, size, *rest)), axis=axis - 1)
+    step, block = math.prod(rest), math.prod(mid) * (size + 1) * math.prod(rest)
+    flat = xp.reshape(x, (*lead, k * block))[..., :k * (block - step)]
+    total = xp.sum(xp.reshape(flat, (*lead, k, block - step)), axis=k_axis)
+    total = xp.concat([total, _zeros(total, (*lead, step))], axis=-1)  # the step cut off the end
+    return xp.reshape(total, (*lead, *mid, size + 1, *rest))
 
 
-def col2im(pieces, kernel, stride, size):
-    """The transpose of :func:`windows`: ``pieces`` is a list of ``kh*kw`` arrays (N, C, OH, OW) in the same
+def col2im(cols, kernel, stride, size):
+    """The transpose of :func:`windows`: ``cols`` (N, kh*kw, C, OH, OW) holds ``kh*kw`` pieces in the same
     order, and the result (N, C, H, W) holds at each pixel the sum of the pieces' values that came from it.
 
-    The pieces are stacked, and the ``kw`` pieces of each kernel row moved to their column offsets and
-    summed, then the ``kh`` rows to their row offsets (:func:`_overlap_add`): no scatter, no writes into
-    an array, and the same dozen operations for any kernel. When the windows tile the image exactly
-    (stride == kernel, as pooling does by default) no pixel is in two windows, and the pieces are
-    interleaved by one reshape instead.
+    The ``kw`` pieces of each kernel row are moved to their column offsets and summed, then the ``kh``
+    rows to their row offsets (:func:`_shift_add`): no scatter, no writes into an array, and the same
+    operations for any kernel. When the windows tile the image exactly (stride == kernel, as pooling does
+    by default) no pixel is in two windows, and the pieces are interleaved by one reshape instead.
     """
-    xp = array_namespace(pieces[0])
+    xp = array_namespace(cols)
     (kh, kw), (sh, sw), (h, w) = kernel, stride, size
-    n, c, oh, ow = pieces[0].shape
-    stacked = xp.reshape(xp.stack(pieces, axis=2), (n, c, kh, kw, oh, ow))
+    n, _, c, oh, ow = cols.shape
+    cols = xp.reshape(cols, (n, kh, kw, c, oh, ow))
     if (sh, sw) == (kh, kw):
-        # (N, C, kh, kw, OH, OW) -> (N, C, OH, kh, OW, kw) -> (N, C, OH*kh, OW*kw): window (p, q) back in place
-        tiled = xp.reshape(xp.permute_dims(stacked, (0, 1, 4, 2, 5, 3)), (n, c, oh * kh, ow * kw))
+        # (N, kh, kw, C, OH, OW) -> (N, C, OH, kh, OW, kw) -> (N, C, OH*kh, OW*kw): window (p, q) back in place
+        tiled = xp.reshape(xp.permute_dims(cols, (0, 3, 4, 1, 5, 2)), (n, c, oh * kh, ow * kw))
         return _pad_sides(tiled, 0, h - oh * kh, 0, w - ow * kw)  # rows and columns no window reached
-    rows = _overlap_add(xp.permute_dims(stacked, (0, 1, 2, 4, 3, 5)), sw, w, axis=-1)  # (N, C, kh, OH, W)
-    return _overlap_add(rows, sh, h, axis=-2)
+    rows = _shift_add(cols, 2, 5, sw, w)  # (N, kh, C, OH, W + 1): each kernel row's pieces at their columns
+    image = _shift_add(rows, 1, 3, sh, h)  # (N, C, H + 1, W + 1): the kernel rows at their rows
+    return image[:, :, :h, :w]
 
 
 # The most numbers the generic path's columns hold at once (256 MiB in float32): a bound on the device's
@@ -136,16 +144,18 @@ def samples_within(budget: int, sample_elements: int, batch: int) -> int:
     return max(1, min(batch, budget // sample_elements))
 
 
-def im2col_chunk(sample_elements: int, batch: int) -> int:
-    """How many samples' columns (``sample_elements`` numbers each) a convolution builds at once: the whole
-    batch, unless that passes :data:`IM2COL_MEMORY_BUDGET`."""
-    return samples_within(IM2COL_MEMORY_BUDGET, sample_elements, batch)
+def im2col_chunk(x, sample_elements: int) -> int:
+    """How many samples of ``x`` (N, C, H, W) a convolution builds the columns of at once, each sample's
+    ``sample_elements`` numbers: the whole batch, unless that passes :data:`IM2COL_MEMORY_BUDGET`."""
+    return samples_within(IM2COL_MEMORY_BUDGET, sample_elements, x.shape[0])
 
 
-def fast_im2col_chunk(xp, sample_elements: int, batch: int) -> int:
-    """:func:`im2col_chunk`, by the backend's own rule where it has one (NumPy: chunks that stay in the cache)."""
-    fast = backend.routine(xp, "im2col_chunk")
-    return (fast or im2col_chunk)(sample_elements, batch)
+def fast_im2col_chunk(x, sample_elements: int) -> int:
+    """:func:`im2col_chunk`, by the backend's own rule where it has one (NumPy, and torch on the CPU: chunks
+    that stay in the cache); a rule that answers ``None`` leaves the case to the generic one."""
+    fast = backend.routine(array_namespace(x), "im2col_chunk")
+    chunk = fast(x, sample_elements) if fast is not None else None
+    return im2col_chunk(x, sample_elements) if chunk is None else chunk
 
 
 def chunk_bounds(batch: int, step: int) -> list[tuple[int, int]]:
@@ -160,10 +170,10 @@ def fast_im2col(x, kernel, stride, out):
     return (fast or im2col)(x, kernel, stride, out)
 
 
-def fast_col2im(pieces, kernel, stride, size):
+def fast_col2im(cols, kernel, stride, size):
     """:func:`col2im`, by the backend's own routine where it has one (NumPy: slice-adds into one buffer)."""
-    fast = backend.routine(array_namespace(pieces[0]), "col2im")
-    return (fast or col2im)(pieces, kernel, stride, size)
+    fast = backend.routine(array_namespace(cols), "col2im")
+    return (fast or col2im)(cols, kernel, stride, size)
 
 
 def check_image(layer, shape, channels=None) -> tuple:
