@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from array_api_compat import array_namespace, device
 
+from .._inplace import mul_
 from .base import Layer, register_layer
 from .windows import check_image, fast_col2im, output_hw, pair, windows
 
@@ -70,9 +71,10 @@ class MaxPool2D(_Pool2D):
             firsts.append(g if later is None else xp.logical_and(g, xp.logical_not(later)))
             later = g if later is None else xp.logical_or(later, g)
         cols = xp.reshape(dy, (dy.shape[0], 1, *dy.shape[1:]))  # (N, 1, C, OH, OW)
-        if later is not None:  # the window's kh*kw pieces at once: one cast and one product
+        if later is not None:  # the window's kh*kw pieces at once: one cast and one product, into the cast's
+            # fresh memory (NumPy, the preset at batch 64: 0.6 ms; a new product array 3.6 ms, page-faulted in)
             firsts.append(xp.logical_not(later))
-            cols = cols * xp.astype(xp.stack(firsts[::-1], axis=1), dy.dtype)
+            cols = mul_(xp.astype(xp.stack(firsts[::-1], axis=1), dy.dtype), cols)
         return fast_col2im(cols, self.kernel_size, self.stride, shape[2:])
 
 
