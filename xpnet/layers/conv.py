@@ -2,8 +2,9 @@
 both ways. It is im2col (the stacked windows, see :mod:`.windows`) times the weights as a matrix.
 
 Memory: the columns hold ``N * OH * OW * C * kh * kw`` numbers, ``kh * kw`` times the input. The backend
-decides how many samples' columns are built at once (:func:`.windows.im2col_chunk`): the whole batch
-unless that passes a memory bound, and on NumPy chunks that stay in the CPU's cache. A batch cut into
+decides how many samples' columns are built at once (:func:`.windows.fast_im2col_chunk`): the whole
+batch unless that passes a memory bound, and on NumPy (and torch on the CPU) chunks that stay in the
+CPU's cache. A batch cut into
 chunks has each chunk's columns rebuilt in the backward pass from the saved input instead of keeping
 them all.
 """
@@ -38,8 +39,9 @@ class Conv2D(Layer):
     Computed as im2col (the stacked windows, see the module) times ``W`` as a matrix, one product per
     sample, in chunks of samples that the backend chooses: NumPy (and torch on the CPU) keeps each chunk's
     columns within 2**20 elements (4 MiB in float32, in the CPU's cache), the others take the whole batch
-    at once unless its columns pass 2**26 elements (256 MiB in float32). Set ``layer.im2col_budget`` to a number of elements to
-    bound one layer's columns on any backend (``None``, the default, leaves it to the backend).
+    at once unless its columns pass 2**26 elements (256 MiB in float32). Set ``layer.im2col_budget`` to a
+    number of elements to bound one layer's columns on any backend (``None``, the default, leaves it to
+    the backend).
 
         >>> layer = Conv2D(1, 32, 3)        # (N, 1, 28, 28) -> (N, 32, 26, 26)
     """
