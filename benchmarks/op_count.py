@@ -10,8 +10,8 @@ for the device. The counter is tests/opcount.py; tests/test_op_counts.py holds t
 ceilings.
 
 Networks: the MLP 784-256-10 (ReLU) at two batch sizes, and the ``xpnet train --model cnn`` network
-(two 3x3 convolutions, max-pool, dropout, dense 128) at two batch sizes that are multiples of its second
-convolution's chunk of 6 images (array-api-strict refuses the slice of a last partial chunk). Both with
+(two 3x3 convolutions, max-pool, dropout, dense 128) at two batch sizes (any: the generic path no
+longer cuts the batch into NumPy's cache-sized chunks, so the counts do not depend on it). Both with
 SGD and AdamW at their defaults and softmax cross-entropy, on random MNIST-shaped rows (the counts do
 not depend on the values).
 
@@ -47,7 +47,7 @@ def parse_args(argv=None):
     p.add_argument("--mlp-batches", type=_batches, default=[32, 256], metavar="B,B",
                    help="the MLP's batch sizes (default 32,256)")
     p.add_argument("--cnn-batches", type=_batches, default=[30, 168], metavar="B,B",
-                   help="the CNN's batch sizes (default 30,168; multiples of 6, see above)")
+                   help="the CNN's batch sizes (default 30,168)")
     p.add_argument("--networks", default="mlp,cnn", help="which networks, comma-separated (default mlp,cnn)")
     p.add_argument("--by-op", action="store_true",
                    help="also print each step's operations by name and by phase (forward, loss, backward, step)")

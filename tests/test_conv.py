@@ -181,7 +181,8 @@ def test_batchnorm2d_refuses_what_torch_refuses(dev):
 
 
 # -- memory: the columns in chunks ------------------------------------------------------------------------
-@pytest.mark.parametrize("budget", [1, 300, 10**9], ids=["one-sample-chunks", "uneven-chunks", "one-chunk"])
+# per sample 2*9*3*5 = 270 numbers of columns: 810 makes chunks of 3, 3 and 1 samples
+@pytest.mark.parametrize("budget", [1, 810, 10**9], ids=["one-sample-chunks", "uneven-chunks", "one-chunk"])
 def test_chunked_im2col_equals_one_chunk(budget, dev):
     """The same numbers whatever the chunking: outputs, dx, dW, db (the chunks only bound the memory)."""
     rng = np.random.default_rng(6)
@@ -197,11 +198,62 @@ def test_chunked_im2col_equals_one_chunk(budget, dev):
 
     layer, got = run(budget)
     per_sample = 2 * 9 * 3 * 5
-    assert layer._chunk(7, (3, 5)) == max(1, min(7, budget // per_sample))
+    assert layer._chunk(dev.asarray(np.zeros((7, 2, 8, 7))), (3, 5)) == max(1, min(7, budget // per_sample))
     assert (layer._cache[1] is None) == (budget < 7 * per_sample)  # kept only when one chunk holds them
     _, want = run(10**9)
     for g, w, what in zip(got, want, ("y", "dx", "dW", "db")):
         np.testing.assert_allclose(g, w, rtol=1e-13, atol=1e-13, err_msg=what)
+
+
+# The MNIST preset's two convolutions, float64, no dropout: NumPy cuts the second one's batch into chunks of
+# 6 samples (its cache-sized columns), so 7 and 13 end in a partial chunk there
+def _preset_convolutions(dev):
+    return Sequential([Reshape((1, 28, 28)), Conv2D(1, 32, 3), ReLU(), Conv2D(32, 64, 3), ReLU(), MaxPool2D(2),
+                       Flatten(), Dense(9216, 10)], device=dev, seed=0, dtype="float64")
+
+
+@pytest.mark.parametrize("batch", [1, 7, 13])
+@pytest.mark.parametrize("budget", [None, 2**20], ids=["the-backends-chunks", "cache-sized-chunks-everywhere"])
+def test_a_cnn_gives_the_same_numbers_whatever_the_chunks(budget, batch, dev):
+    """Outputs and every gradient of a CNN at awkward batch sizes, with the backend's own chunking (None)
+    or NumPy's cache-sized one forced on every backend, equal one whole-batch computation."""
+    model = _preset_convolutions(dev)
+    convs = [layer for layer in model.layers if isinstance(layer, Conv2D)]
+    rng = np.random.default_rng(batch)
+    x, dy = dev.asarray(rng.normal(size=(batch, 784)), "float64"), dev.asarray(rng.normal(size=(batch, 10)), "float64")
+
+    def run(chunk_budget):
+        for layer in convs:
+            if chunk_budget is not None:
+                layer.im2col_budget = chunk_budget
+        out = to_numpy(model.forward(x, training=True))
+        model.backward(dy)
+        return out, {k: to_numpy(g) for k, g in model.gradients().items()}
+
+    out, grads = run(budget)
+    want_out, want_grads = run(2**62)  # one chunk: the whole batch's columns at once
+    np.testing.assert_allclose(out, want_out, rtol=1e-12, atol=1e-12, err_msg="output")
+    assert grads.keys() == want_grads.keys()
+    for k in grads:
+        np.testing.assert_allclose(grads[k], want_grads[k], rtol=1e-12, atol=1e-12, err_msg=k)
+
+
+def test_cpu_libraries_chunk_for_the_cache_the_others_for_memory(dev):
+    """The MNIST preset's second convolution (32 -> 64, 3x3 on 26x26: 165,888 numbers of columns a sample)
+    at batch 64: NumPy and torch on the CPU build 6 samples' columns at a time (4 MiB in float32), the
+    generic path the whole batch, cut only above windows.IM2COL_MEMORY_BUDGET (at least one sample)."""
+    from xpnet.layers import windows
+
+    layer = Conv2D(32, 64, 3)
+    x = dev.asarray(np.zeros((64, 32, 26, 26)))
+    cached = dev.backend == "numpy" or (dev.backend == "torch" and dev.kind == "cpu")
+    assert layer._chunk(x, (24, 24)) == (6 if cached else 64)
+    assert windows.im2col_chunk(x, 165888) == 64
+    budget, ten = windows.IM2COL_MEMORY_BUDGET, x[:10, ...]
+    assert windows.im2col_chunk(ten, budget // 3) == 3 and windows.im2col_chunk(ten, 2 * budget) == 1
+    assert windows.chunk_bounds(13, 6) == [(0, 6), (6, 12), (12, 13)]
+    layer.im2col_budget = 3 * 32 * 9 * 24 * 24  # a layer's own bound wins on every backend
+    assert layer._chunk(x, (24, 24)) == 3
 
 
 # -- layers in a model ---------------------------------------------------------------------------------------
@@ -344,7 +396,7 @@ def test_numpy_window_routines_equal_the_generic_lines(dtype):
         got, want = fast_im2col(x, kernel, stride, out), windows.im2col(x, kernel, stride, out)
         assert got.dtype == want.dtype == x.dtype and got.flags.c_contiguous, what
         np.testing.assert_array_equal(got, want, err_msg="im2col " + what)
-        pieces = [rng.normal(size=(n, c, *out)).astype(dtype) for _ in range(kernel[0] * kernel[1])]
+        pieces = rng.normal(size=(n, kernel[0] * kernel[1], c, *out)).astype(dtype)
         size = x.shape[2:]
         got, want = fast_col2im(pieces, kernel, stride, size), windows.col2im(pieces, kernel, stride, size)
         assert got.dtype == want.dtype == x.dtype and got.shape == x.shape, what
@@ -353,10 +405,11 @@ def test_numpy_window_routines_equal_the_generic_lines(dtype):
 
 
 def test_only_numpy_has_its_own_window_routines(dev):
-    """The other backends run the generic lines (strict: nothing but the standard; JAX: no writes)."""
+    """The other backends run the generic lines (strict: nothing but the standard; JAX: no writes); torch
+    has its own chunk rule, for the CPU."""
     from xpnet import backend
 
-    found = backend.routine(dev.xp, "im2col"), backend.routine(dev.xp, "col2im")
-    assert [f is not None for f in found] == [dev.backend == "numpy"] * 2
+    found = [backend.routine(dev.xp, name) for name in ("im2col", "col2im", "im2col_chunk")]
+    assert [f is not None for f in found] == [dev.backend == "numpy"] * 2 + [dev.backend in ("numpy", "torch")]
     with pytest.raises(ValueError, match="unknown routine 'conv2d'"):
         backend.routine(dev.xp, "conv2d")

@@ -7,7 +7,7 @@ import os
 import array_api_compat
 
 from ._cupy import BACKEND as CUPY  # the fix for torch without a GPU names CuPy when CuPy sees one
-from .protocol import CPU_FALLBACK, NO_CONTEXT, Backend, Reason
+from .protocol import CPU_FALLBACK, NO_CONTEXT, Backend, Reason, cache_sized_chunk
 
 
 class Torch(Backend):
@@ -109,6 +109,14 @@ class Torch(Backend):
         generator = torch.Generator(device=native)
         generator.manual_seed(int(seed.generate_state(1, np.uint64)[0]))
         return torch.rand(shape, generator=generator, dtype=getattr(xp, dtype), device=native)
+
+    def im2col_chunk(self, x, sample_elements):
+        """On the CPU, chunks of ``Conv2D``'s columns that stay in the cache, as NumPy's; on CUDA ``None``:
+        the generic rule, the whole batch within a memory bound. The MNIST preset's second convolution,
+        forward and backward at batch 64 on one CPU thread: 68 ms in chunks of 6 samples, 110 ms whole.
+        (JAX on the CPU goes the other way, 107 ms whole against 190 ms in chunks, and keeps the generic rule.)
+        """
+        return cache_sized_chunk(sample_elements, x.shape[0]) if x.device.type == "cpu" else None
 
 
 BACKEND = Torch()

@@ -71,9 +71,9 @@ def random_uniform(dev, key: int, counter: int, shape, dtype: str = "float32"):
 
 
 _ROUTINES: dict = {}
-# What a backend may define in its own way: Dense's one-sample ``x.T @ dy`` (layers/core.py) and the
-# convolution layers' windows (layers/windows.py)
-ROUTINES = ("matmul_tn", "im2col", "col2im")
+# What a backend may define in its own way: Dense's one-sample ``x.T @ dy`` (layers/core.py), the
+# convolution layers' windows and how many samples' columns Conv2D builds at once (layers/windows.py)
+ROUTINES = ("matmul_tn", "im2col", "col2im", "im2col_chunk")
 
 
 def routine(xp, name: str):

@@ -1,9 +1,12 @@
 """2-D convolution over images in NCHW layout: ``Conv2D``, with PyTorch's weight layout so weights carry over
 both ways. It is im2col (the stacked windows, see :mod:`.windows`) times the weights as a matrix.
 
-Memory: the columns hold ``N * OH * OW * C * kh * kw`` numbers, ``kh * kw`` times the input. Above
-``Conv2D.im2col_budget`` elements a batch is processed in chunks of samples, and the backward pass then
-rebuilds each chunk's columns from the saved input instead of keeping them all.
+Memory: the columns hold ``N * OH * OW * C * kh * kw`` numbers, ``kh * kw`` times the input. The backend
+decides how many samples' columns are built at once (:func:`.windows.fast_im2col_chunk`): the whole
+batch unless that passes a memory bound, and on NumPy (and torch on the CPU) chunks that stay in the
+CPU's cache. A batch cut into
+chunks has each chunk's columns rebuilt in the backward pass from the saved input instead of keeping
+them all.
 """
 
 from __future__ import annotations
@@ -15,7 +18,8 @@ from ..inplace import add_
 from ..arguments import check_count
 from .base import Layer, register_layer
 from .core import saved_by_name
-from .windows import check_image, fast_col2im, fast_im2col, output_hw, pad2d, pair
+from .windows import (check_image, chunk_bounds, fast_col2im, fast_im2col, fast_im2col_chunk, output_hw, pad2d,
+                      pair, samples_within)
 
 
 @register_layer
@@ -34,16 +38,16 @@ class Conv2D(Layer):
     ``f(shape, rng, device, dtype)`` given the 4-D shape. Biases start at zero.
 
     Computed as im2col (the stacked windows, see the module) times ``W`` as a matrix, one product per
-    sample; batches whose columns would exceed ``im2col_budget`` elements (2**20: 4 MiB in float32) go
-    through in chunks of samples. Small chunks are also faster on NumPy: a fresh 85 MB column array is
-    page-faulted in on every step (batch 128 of the MNIST preset: 270 ms a step with 64 MiB chunks, 216 ms
-    with 16 MiB), and 4 MiB of columns stay in the CPU's cache (batch 64: 75 ms a step against 80 ms with
-    16 MiB; measured on this 2-core CPU). Set ``layer.im2col_budget`` to change it for one layer.
+    sample, in chunks of samples that the backend chooses: NumPy (and torch on the CPU) keeps each chunk's
+    columns within 2**20 elements (4 MiB in float32, in the CPU's cache), the others take the whole batch
+    at once unless its columns pass 2**26 elements (256 MiB in float32). Set ``layer.im2col_budget`` to a
+    number of elements to bound one layer's columns on any backend (``None``, the default, leaves it to
+    the backend).
 
         >>> layer = Conv2D(1, 32, 3)        # (N, 1, 28, 28) -> (N, 32, 26, 26)
     """
 
-    im2col_budget = 2**20
+    im2col_budget = None
     example_input_shape = (1, 28, 28)
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0, bias: bool = True,
@@ -76,10 +80,13 @@ class Conv2D(Layer):
         shape = check_image(self, input_shape, self.in_channels)
         return (shape[0], self.out_channels, *output_hw(self, shape, self.kernel_size, self.stride, self.padding))
 
-    def _chunk(self, n: int, out) -> int:
-        """Samples per chunk: as many as keep the columns within ``im2col_budget`` elements (at least one)."""
+    def _chunk(self, xpad, out) -> int:
+        """Samples per chunk: the backend's choice, or as many as keep the columns within ``im2col_budget``
+        elements where the layer sets one (at least one)."""
         per_sample = self.in_channels * self.kernel_size[0] * self.kernel_size[1] * out[0] * out[1]
-        return max(1, min(n, self.im2col_budget // per_sample))
+        if self.im2col_budget is None:
+            return fast_im2col_chunk(xpad, per_sample)
+        return samples_within(self.im2col_budget, per_sample, xpad.shape[0])
 
     def _columns(self, xpad, out):
         """(n, C*kh*kw, OH*OW): the im2col matrix of each sample."""
@@ -93,13 +100,13 @@ class Conv2D(Layer):
         n = x.shape[0]
         W2 = xp.reshape(self.params["W"], (self.out_channels, -1))
         xpad = pad2d(x, *self.padding)
-        step = self._chunk(n, out)
+        step = self._chunk(xpad, out)
         if step == n:
             cols = self._columns(xpad, out)
             y = W2 @ cols
         else:
             cols = None  # rebuilt chunk by chunk in backward: never all of them at once
-            y = xp.concat([W2 @ self._columns(xpad[s:s + step, ...], out) for s in range(0, n, step)], axis=0)
+            y = xp.concat([W2 @ self._columns(xpad[s:e, ...], out) for s, e in chunk_bounds(n, step)], axis=0)
         y = xp.reshape(y, (n, self.out_channels, *out))
         if self.bias:  # into the product's fresh memory where it is writeable
             y = add_(y, xp.reshape(self.params["b"], (self.out_channels, 1, 1)))
@@ -113,19 +120,12 @@ class Conv2D(Layer):
         xpad, cols, out, in_shape = self._cache
         n = dy.shape[0]
         dy2 = xp.reshape(dy, (n, self.out_channels, out[0] * out[1]))
-        step = n if cols is not None else self._chunk(n, out)
-        # W2^T with its rows in (i, j, c) order, as a C-ordered array: the columns' gradient W2T @ dy then
-        # holds each kernel offset's piece as one block per sample, (C, OH, OW), which col2im reads
-        # straight through (NumPy, the preset's batch 64 in chunks of 6: 7.6 ms against 10.0 ms).
-        # C-ordered because NumPy's stacked matmul leaves BLAS for a transposed 2-D operand (802 ms against
-        # 20 ms for (288, 64) @ (128, 64, 576)); flattening the permuted view copies it in order.
-        (kh, kw), cin = self.kernel_size, self.in_channels
-        W2T = xp.permute_dims(xp.reshape(self.params["W"], (self.out_channels, cin, kh * kw)), (2, 1, 0))
-        W2T = xp.reshape(xp.reshape(W2T, (-1,)), (kh * kw * cin, self.out_channels))
+        chunks = [(0, n)] if cols is not None else chunk_bounds(n, self._chunk(xpad, out))
+        W2T = self._w2t_by_offset(xp) if self.input_grad else None
         dW, dxs = None, []
-        for s in range(0, n, step):
-            c = cols if cols is not None else self._columns(xpad[s:s + step, ...], out)
-            g = dy2[s:s + step, ...]
+        for s, e in chunks:
+            c = cols if cols is not None else self._columns(xpad[s:e, ...], out)
+            g = dy2 if len(chunks) == 1 else dy2[s:e, ...]
             part = xp.sum(g @ xp.matrix_transpose(c), axis=0)  # (O, C*kh*kw), no (O, N*P) copy of dy
             dW = part if dW is None else dW + part
             if self.input_grad:
@@ -140,12 +140,22 @@ class Conv2D(Layer):
         (ph, pw), (h, w) = self.padding, in_shape[2:]
         return dx[:, :, ph:ph + h, pw:pw + w] if ph or pw else dx
 
+    def _w2t_by_offset(self, xp):
+        """W2^T with its rows in (i, j, c) order, as a C-ordered array: the columns' gradient W2T @ dy then
+        holds each kernel offset's piece as one block per sample, (C, OH, OW), which col2im reads straight
+        through (NumPy, the preset's batch 64 in chunks of 6: 7.6 ms against 10.0 ms)."""
+        # C-ordered because NumPy's stacked matmul leaves BLAS for a transposed 2-D operand (802 ms against
+        # 20 ms for (288, 64) @ (128, 64, 576)); flattening the permuted view copies it in order.
+        (kh, kw), cin = self.kernel_size, self.in_channels
+        W2T = xp.permute_dims(xp.reshape(self.params["W"], (self.out_channels, cin, kh * kw)), (2, 1, 0))
+        return xp.reshape(xp.reshape(W2T, (-1,)), (kh * kw * cin, self.out_channels))
+
     def _col2im(self, dcols, padded_shape):
         """``dcols`` (n, kh*kw*C, OH*OW), rows in (i, j, c) order -> the input's gradient (n, C, H, W)."""
         xp = array_namespace(dcols)
         (kh, kw), (oh, ow) = self.kernel_size, self._cache[2]
         d = xp.reshape(dcols, (dcols.shape[0], kh * kw, self.in_channels, oh, ow))
-        return fast_col2im([d[:, k, ...] for k in range(kh * kw)], self.kernel_size, self.stride, padded_shape[2:])
+        return fast_col2im(d, self.kernel_size, self.stride, padded_shape[2:])
 
     def get_config(self):
         return {"in_channels": self.in_channels, "out_channels": self.out_channels,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from array_api_compat import array_namespace, device
 
+from .._inplace import mul_
 from .base import Layer, register_layer
 from .windows import check_image, fast_col2im, output_hw, pair, windows
 
@@ -65,13 +66,16 @@ class MaxPool2D(_Pool2D):
         xp = array_namespace(dy)
         grew, out, shape = self._cache
         # The first maximum is at the last position where the running maximum grew (strictly), else at 0.
-        pieces, later = [], None
+        firsts, later = [], None
         for g in reversed(grew):
-            first = g if later is None else xp.logical_and(g, xp.logical_not(later))
-            pieces.append(dy * xp.astype(first, dy.dtype))
+            firsts.append(g if later is None else xp.logical_and(g, xp.logical_not(later)))
             later = g if later is None else xp.logical_or(later, g)
-        pieces.append(dy if later is None else dy * xp.astype(xp.logical_not(later), dy.dtype))
-        return fast_col2im(pieces[::-1], self.kernel_size, self.stride, shape[2:])
+        cols = xp.reshape(dy, (dy.shape[0], 1, *dy.shape[1:]))  # (N, 1, C, OH, OW)
+        if later is not None:  # the window's kh*kw pieces at once: one cast and one product, into the cast's
+            # fresh memory (NumPy, the preset at batch 64: 0.6 ms; a new product array 3.6 ms, page-faulted in)
+            firsts.append(xp.logical_not(later))
+            cols = mul_(xp.astype(xp.stack(firsts[::-1], axis=1), dy.dtype), cols)
+        return fast_col2im(cols, self.kernel_size, self.stride, shape[2:])
 
 
 @register_layer
@@ -95,8 +99,9 @@ class AvgPool2D(_Pool2D):
             return None
         out, shape = self._cache
         k = self.kernel_size[0] * self.kernel_size[1]
-        share = dy / float(k)
-        return fast_col2im([share] * k, self.kernel_size, self.stride, shape[2:])
+        share = array_namespace(dy).reshape(dy / float(k), (dy.shape[0], 1, *dy.shape[1:]))
+        cols = array_namespace(dy).broadcast_to(share, (dy.shape[0], k, *dy.shape[1:]))  # a view: no copies
+        return fast_col2im(cols, self.kernel_size, self.stride, shape[2:])
 
 
 @register_layer
