@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from array_api_compat import array_namespace, device
 
-from .._inplace import mul_
+from ..inplace import mul_
 from .base import Layer, register_layer
 from .windows import check_image, fast_col2im, output_hw, pair, windows
 
