@@ -22,7 +22,7 @@ from ._step import ScikitLearnStep
 _ACTIVATIONS = {"identity": Identity, "logistic": Sigmoid, "tanh": Tanh, "relu": ReLU}
 
 
-class _BaseMLP(BaseEstimator):
+class BaseMLP(BaseEstimator):
     """What the classifier and the regressor share: parameters, the model, the iteration loop."""
 
     def __init__(self, hidden_layer_sizes=(100,), activation="relu", *, solver="adam", alpha=0.0001,

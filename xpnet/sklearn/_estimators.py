@@ -11,7 +11,7 @@ from sklearn.utils.validation import column_or_1d, validate_data
 from .. import backend as _backend
 from ..layers import sigmoid, softmax
 from ..losses import MSE, BinaryCrossEntropy, SoftmaxCrossEntropy
-from ._base import _BaseMLP
+from ._base import BaseMLP
 
 
 def expected_failed_checks(estimator) -> dict:
@@ -22,7 +22,7 @@ def expected_failed_checks(estimator) -> dict:
     return {}
 
 
-class MLPClassifier(ClassifierMixin, _BaseMLP):
+class MLPClassifier(ClassifierMixin, BaseMLP):
     """Multi-layer perceptron classifier, as ``sklearn.neural_network.MLPClassifier``, trained by xpnet.
 
     ``k > 2`` classes: ``k`` softmax outputs and the cross-entropy; two classes: one logistic output.
@@ -119,7 +119,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         return tags
 
 
-class MLPRegressor(RegressorMixin, _BaseMLP):
+class MLPRegressor(RegressorMixin, BaseMLP):
     """Multi-layer perceptron regressor, as ``sklearn.neural_network.MLPRegressor``, trained by xpnet.
 
     Identity outputs, one per target column, and ``loss="squared_error"`` (scikit-learn's other loss,
