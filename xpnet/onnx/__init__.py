@@ -2,17 +2,9 @@
 OpenVINO read: ``xpnet.export_onnx(model, "model.onnx")``.
 
 Each layer becomes the ONNX operators that compute its inference forward pass, from :data:`EXPORTERS`,
-a table keyed by layer class (as skl2onnx keeps its converters by model class)::
-
-    Dense        Gemm(x, W, b) = x W + b      (W is (in, out): no transpose; MatMul without a bias)
-    Sigmoid, Tanh, Relu, LeakyRelu(alpha), Softmax(axis=-1), Identity, Flatten(axis=1)
-    Step         Cast(GreaterOrEqual(x, 0))   (1 where x >= 0, else 0)
-    Dropout      Identity                      (inverted dropout is the identity at inference)
-    BatchNorm1d, BatchNorm2d   BatchNormalization(x, gamma, beta, running_mean, running_var, epsilon)
-    Conv2D       Conv(x, W, b, kernel_shape, strides, pads)   (the same (out, in, kh, kw) layout)
-    MaxPool2D, AvgPool2D       MaxPool / AveragePool(kernel_shape, strides)   (no padding: floor, as xpnet)
-    GlobalAvgPool2D            Flatten(GlobalAveragePool(x))   ((N, C, 1, 1) in ONNX, (N, C) in xpnet)
-    Reshape      Reshape(x, [0, *shape])       (0 keeps the batch size)
+a table keyed by layer class (as skl2onnx keeps its converters by model class), filled by one module per
+family of layers: :mod:`.layers` (the plain layers, with the table of what each becomes); :mod:`.graph` holds
+the :class:`Graph` they write to.
 
 The batch dimension is symbolic (``"batch"``), so one file serves any batch size. The input scaling the
 model was trained with (``model.metadata["scale"]``, ``model.input_range``) goes into the file's
@@ -26,10 +18,11 @@ from __future__ import annotations
 
 import json
 
-from . import io, layers as _layers
-from .arguments import is_count
-from ._version import __version__
-from .backend import to_numpy
+from .. import io, layers as _layers
+from ..arguments import is_count
+from .._version import __version__
+from . import layers as _exporters  # noqa: F401  (fills EXPORTERS)
+from .graph import EXPORTERS, Graph, exporter
 
 DEFAULT_OPSET = 17  # ONNX Runtime 1.12 (2022) and later run it
 MIN_OPSET = 13  # Softmax over the last axis alone (before 13 it flattened the trailing axes first)
@@ -37,150 +30,6 @@ INPUT, OUTPUT = "input", "output"
 # How the ``xpnet`` command scaled 0..255 pixels (model.metadata["scale"]), as a formula for the reader.
 SCALE_FORMULAS = {"tutorial": "x / 255 * 0.99 + 0.01 (0..255 pixels to 0.01..1)",
                   "unit": "x / 255 (0..255 pixels to 0..1)"}
-
-EXPORTERS: dict = {}
-"""``{layer class: exporter}``. An exporter ``f(layer, x, graph) -> str`` adds the nodes that compute
-``layer.forward(x)`` at inference to ``graph`` (a :class:`Graph`) and returns the name of their output.
-Only the exact class is looked up: a subclass may compute something else, so it needs its own entry."""
-
-
-def exporter(*names):
-    """Register the decorated function as the exporter of the :mod:`xpnet.layers` classes called ``names``.
-
-    Looked up by name so that an entry for a layer this version of xpnet does not have is skipped, not an
-    error. For a layer of your own, set ``EXPORTERS[MyLayer] = f`` directly.
-    """
-    def register(fn):
-        for name in names:
-            cls = getattr(_layers, name, None)
-            if cls is not None:
-                EXPORTERS[cls] = fn
-        return fn
-    return register
-
-
-class Graph:
-    """The ONNX graph being built: nodes and weights (initializers), every name unique by its prefix.
-
-    ``prefix`` is the layer's index in the model, so the weights keep their state-dict names
-    (``"0.W"``, ``"0.b"``) and each node's name starts with its layer's (``"0_Gemm_0"``).
-    """
-
-    def __init__(self, onnx, dtype: str):
-        self.onnx, self.dtype = onnx, dtype
-        self.elem_type = {"float32": onnx.TensorProto.FLOAT, "float64": onnx.TensorProto.DOUBLE}[dtype]
-        self.nodes, self.initializers = [], []
-        self.prefix = ""
-
-    def weight(self, name: str, array) -> str:
-        """Add ``array`` (any backend, any device) as the initializer ``"<prefix>.<name>"``; returns that name."""
-        full = f"{self.prefix}.{name}"
-        self.initializers.append(self.onnx.numpy_helper.from_array(to_numpy(array).astype(self.dtype), full))
-        return full
-
-    def scalar(self, name: str, value: float) -> str:
-        """A 0-d constant of the model's dtype (broadcasts against any input)."""
-        full = f"{self.prefix}.{name}"
-        self.initializers.append(self.onnx.helper.make_tensor(full, self.elem_type, [], [float(value)]))
-        return full
-
-    def ints(self, name: str, values) -> str:
-        """A 1-d int64 constant (a shape)."""
-        full = f"{self.prefix}.{name}"
-        self.initializers.append(self.onnx.helper.make_tensor(full, self.onnx.TensorProto.INT64, [len(values)],
-                                                              [int(v) for v in values]))
-        return full
-
-    def node(self, op: str, inputs, **attributes) -> str:
-        """Add one node ``op(*inputs)`` and return the name of its (single) output."""
-        name = f"{self.prefix}_{op}_{len(self.nodes)}"
-        self.nodes.append(self.onnx.helper.make_node(op, list(inputs), [name], name=name, **attributes))
-        return name
-
-
-# -- the table --------------------------------------------------------------------------------------
-@exporter("Dense")
-def _dense(layer, x, g):
-    if layer.bias:
-        return g.node("Gemm", [x, g.weight("W", layer.params["W"]), g.weight("b", layer.params["b"])])
-    return g.node("MatMul", [x, g.weight("W", layer.params["W"])])
-
-
-@exporter("Sigmoid")
-def _sigmoid(layer, x, g):
-    # xpnet clamps x at -80 first (exp stays finite); that changes only outputs below 1.8e-35.
-    return g.node("Sigmoid", [x])
-
-
-@exporter("Tanh")
-def _tanh(layer, x, g):
-    return g.node("Tanh", [x])
-
-
-@exporter("ReLU")
-def _relu(layer, x, g):
-    return g.node("Relu", [x])
-
-
-@exporter("LeakyReLU")
-def _leaky_relu(layer, x, g):
-    return g.node("LeakyRelu", [x], alpha=layer.alpha)
-
-
-@exporter("Softmax")
-def _softmax(layer, x, g):
-    return g.node("Softmax", [x], axis=-1)
-
-
-@exporter("Step")
-def _step(layer, x, g):
-    return g.node("Cast", [g.node("GreaterOrEqual", [x, g.scalar("zero", 0.0)])], to=g.elem_type)
-
-
-@exporter("Identity", "Dropout")
-def _identity(layer, x, g):
-    return g.node("Identity", [x])
-
-
-@exporter("Flatten")
-def _flatten(layer, x, g):
-    return g.node("Flatten", [x], axis=1)
-
-
-@exporter("Conv2D")
-def _conv(layer, x, g):
-    (ph, pw) = layer.padding
-    inputs = [x, g.weight("W", layer.params["W"])] + ([g.weight("b", layer.params["b"])] if layer.bias else [])
-    return g.node("Conv", inputs, kernel_shape=list(layer.kernel_size), strides=list(layer.stride),
-                  pads=[ph, pw, ph, pw])
-
-
-@exporter("MaxPool2D")
-def _max_pool(layer, x, g):
-    return g.node("MaxPool", [x], kernel_shape=list(layer.kernel_size), strides=list(layer.stride))
-
-
-@exporter("AvgPool2D")
-def _avg_pool(layer, x, g):
-    return g.node("AveragePool", [x], kernel_shape=list(layer.kernel_size), strides=list(layer.stride))
-
-
-@exporter("GlobalAvgPool2D")
-def _global_avg_pool(layer, x, g):
-    return g.node("Flatten", [g.node("GlobalAveragePool", [x])], axis=1)
-
-
-@exporter("Reshape")
-def _reshape(layer, x, g):
-    return g.node("Reshape", [x, g.ints("shape", [0, *layer.shape])])
-
-
-@exporter("BatchNorm1d", "BatchNorm2d")
-def _batch_norm(layer, x, g):
-    inputs = [g.weight("gamma", layer.params["gamma"]), g.weight("beta", layer.params["beta"]),
-              g.weight("running_mean", layer.buffers["running_mean"]),
-              g.weight("running_var", layer.buffers["running_var"])]
-    return g.node("BatchNormalization", [x, *inputs], epsilon=layer.eps)
 
 
 # -- export -----------------------------------------------------------------------------------------
