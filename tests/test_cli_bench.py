@@ -44,8 +44,8 @@ def test_bench_tables_each_backend_and_gives_a_verdict(capsys):
                                 "every 50 steps, as fit does; data upload: the 64 samples moved to the device once")
     verdict = lines[-1]
     if HAVE_TORCH:
-        assert re.fullmatch(r"fastest: cpu \((numpy|torch)\), (\d+\.\dx faster than|within 5% of) cpu \((numpy|torch)\)",
-                            verdict), verdict
+        assert re.fullmatch(r"fastest: cpu \((numpy|torch)\), (\d+\.\dx faster than|within 5% of) "
+                            r"cpu \((numpy|torch)\)", verdict), verdict
         assert verdict.startswith(f"fastest: cpu ({fastest[0]})")
     else:
         assert verdict == "fastest: cpu (numpy), the only one measured here"
@@ -197,3 +197,28 @@ def test_the_steps_default_to_fewer_where_one_is_slow(monkeypatch):
     ticks = iter([0.0, 1.0])  # no warm-up: nothing tells, the steps asked for run
     assert bench._time_steps(lambda first, count: ran.append((first, count)), 5, 0) == (0.2, 5)
     assert ran[-1] == (0, 5)
+
+
+def _result(name, ms):
+    backend_name, device = name[name.index("(") + 1:-1], name.split(" ")[0]
+    return {"backend": backend_name, "device": device, "name": name, "ms_per_step": ms,
+            "samples_per_s": 128_000 / ms, "upload_ms": 1.0, "steps": 20}
+
+
+@pytest.mark.parametrize("times, verdict", [
+    ({"cpu (numpy)": 10.0, "cuda:0 (cupy)": 4.0, "cpu (torch)": 12.0},
+     "fastest: cuda:0 (cupy), 2.5x faster than cpu (numpy)"),
+    ({"cpu (numpy)": 10.0, "cpu (torch)": 10.4}, "fastest: cpu (numpy), within 5% of cpu (torch)"),
+])
+def test_the_table_runs_from_the_fastest_and_the_verdict_compares_the_first_two(times, verdict):
+    args = types.SimpleNamespace(steps=None, warmup=3, batch_size=128, samples=60000)
+    spec = types.SimpleNamespace(title="the mlp preset", loss="softmax_cross_entropy", optimizer=("adamw", 1e-3),
+                                 note="", dtype="float32", label="--model mlp", input_shape=(784,))
+    report = bench._report(args, spec, [_result(name, ms) for name, ms in times.items()], [])
+    assert report["lines"][0].endswith("on 60,000 synthetic samples: 3 warm-up steps, then up to 20 timed")
+    rows = [m.groups() for m in map(ROW.match, report["lines"]) if m]
+    fastest = min(times.values())
+    assert [(r[0], float(r[2]), float(r[4])) for r in rows] == [
+        (name[name.index("(") + 1:-1], ms, round(ms / fastest, 2)) for name, ms in sorted(times.items(),
+                                                                                        key=lambda kv: kv[1])]
+    assert report["verdict"] == verdict == report["lines"][-1]
