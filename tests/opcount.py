@@ -192,7 +192,8 @@ def _lookup(cls, name):
 @contextlib.contextmanager
 def host_reads(backend: str = "array-api-strict"):
     """``with host_reads() as seen:`` ``seen`` is a list that gets one entry per read-back of an array,
-    naming the door it took (no operation counting: cheap enough for a whole ``fit``)."""
+    naming the door it took (no operation counting: cheap enough for a whole ``fit``). NumPy's arrays are
+    seen only as views of :class:`CountedArray`, which only :func:`counting` hands out."""
     with _patched(backend, ops=False) as tally:
         yield tally.syncs
 

@@ -222,3 +222,13 @@ def test_the_table_runs_from_the_fastest_and_the_verdict_compares_the_first_two(
         (name[name.index("(") + 1:-1], ms, round(ms / fastest, 2)) for name, ms in sorted(times.items(),
                                                                                         key=lambda kv: kv[1])]
     assert report["verdict"] == verdict == report["lines"][-1]
+
+
+def test_the_cnn_preset_is_timed_on_mnist_shaped_rows(capsys):
+    code, out, err = run_main(capsys, "bench", "--model", "cnn", "--samples", "8", "--batch-size", "4", "--steps",
+                              "1", "--warmup", "0", "--backends", "numpy")
+    assert code == 0, err
+    assert out.startswith("xpnet bench: the cnn preset, 28x28 conv32-conv64-maxpool-128-10 relu, "
+                          "softmax_cross_entropy, adamw, batch 4, float32, on 8 synthetic samples: 0 warm-up steps, "
+                          "then 1 timed\n")
+    assert list(_rows(out)) == ["numpy"]

@@ -21,7 +21,7 @@ from ..model import Sequential, load
 from ..train.data import read_back, take
 from ..validation import output_width, prepare_xy
 from .data import as_targets
-from .presets import CNN_DROPOUT, PRESETS, cnn_network, network, optimizer_from
+from .presets import CNN_DROPOUT, OPTIMIZERS, PRESETS, cnn_network, network, optimizer_from
 
 CHECK_EVERY = 50  # fit's default window: its losses come back in one transfer
 # Without --steps: 20 timed steps, fewer (down to 3) where they would take over ~10 s, as the JAX CPU
@@ -96,20 +96,25 @@ def _spec(args) -> SimpleNamespace:
     """What is timed: how to build the model on a device, its loss, optimizer, input shape and output width."""
     if args.model_file and args.preset:
         raise ValueError(f"give a model file or --model, not both (got {args.model_file} and --model {args.preset})")
-    if args.model_file:
-        return _file_spec(args)
-    preset = PRESETS[args.preset or "mlp"]
+    return _file_spec(args) if args.model_file else _preset_spec(args)
+
+
+def _preset_spec(args) -> SimpleNamespace:
+    name = args.preset or "mlp"
+    preset = PRESETS[name]
     args.batch_size = args.batch_size or preset["batch_size"]
-    name, hidden, act, loss = args.preset or "mlp", preset["hidden"], preset["activation"], preset["loss"]
-    if name == "cnn":
-        layers = lambda: cnn_network(784, 10, hidden[0], act, loss, CNN_DROPOUT, False, "mnist")  # noqa: E731
-        shape = f"28x28 conv32-conv64-maxpool-{hidden[0]}-10"
-    else:
-        layers = lambda: network([784, *hidden, 10], act, loss)  # noqa: E731
-        shape = "-".join(map(str, [784, *hidden, 10]))
-    return SimpleNamespace(title=f"the {name} preset, {shape} {act}", build=lambda dev: Sequential(
-        layers(), device=dev, seed=0), loss=loss, optimizer=(preset["optimizer"], preset["lr"]),
-        input_shape=(784,), width=10, dtype="float32", label=f"--model {name}", note="")
+    hidden, act, loss = preset["hidden"], preset["activation"], preset["loss"]
+    widths = [784, *hidden, 10]  # MNIST's, as xpnet train builds the preset
+
+    def build(dev):
+        layers = (cnn_network(784, 10, hidden[0], act, loss, CNN_DROPOUT, False, "mnist") if name == "cnn"
+                  else network(widths, act, loss))
+        return Sequential(layers, device=dev, seed=0)
+
+    shape = f"28x28 conv32-conv64-maxpool-{hidden[0]}-10" if name == "cnn" else "-".join(map(str, widths))
+    return SimpleNamespace(title=f"the {name} preset, {shape} {act}", build=build, loss=loss,
+                           optimizer=(preset["optimizer"], preset["lr"]), input_shape=(784,), width=10,
+                           dtype="float32", label=f"--model {name}", note="")
 
 
 def _file_spec(args) -> SimpleNamespace:
@@ -121,10 +126,10 @@ def _file_spec(args) -> SimpleNamespace:
                          f"sample's shape with --input-shape (e.g. 28,28 or 1,28,28)")
     width = output_width(model, (1, *shape)) or int(model.predict(np.zeros((1, *shape), model.dtype)).shape[-1])
     loss = model.loss.name if model.loss is not None and model.loss.name in losses.LOSSES else meta.get("loss")
-    guessed = [what for what, known in (("loss", loss in losses.LOSSES), ("optimizer", meta.get("optimizer")))
-               if not known]
+    known = {"loss": loss in losses.LOSSES, "optimizer": meta.get("optimizer") in OPTIMIZERS}
+    guessed = [what for what, ok in known.items() if not ok]
     loss = loss if loss in losses.LOSSES else "softmax_cross_entropy" if width > 1 else "binary_cross_entropy"
-    optimizer = (meta.get("optimizer") or "adamw", meta.get("lr") or 1e-3)
+    optimizer = (meta["optimizer"], meta.get("lr") or 1e-3) if known["optimizer"] else ("adamw", 1e-3)
     args.batch_size = args.batch_size or meta.get("batch_size") or 128
     said = f" (assumed: the file does not record its {' and '.join(guessed)})" if guessed else ""
     return SimpleNamespace(title=f"{args.model_file} ({len(model.layers)} layers)", note=said,
