@@ -150,6 +150,47 @@ def test_the_heads_take_blocks_of_columns(dev):
     assert np.all(y[..., hd:] == 0.0) and np.all(np.abs(y[..., :hd]) > 0)
 
 
+def test_bad_arguments_say_what_to_do():
+    for kwargs, error, match in (
+            ({"dim": 6, "heads": 4}, ValueError, r"dim \(6\) must be a multiple of heads \(4\), each head taking "
+                                                 r"dim / heads values; e\.g\. heads=3"),
+            ({"dim": 8, "heads": 0}, ValueError, r"heads must be a positive int, got 0"),
+            ({"dim": 8, "heads": 2, "dropout": 1.0}, ValueError, r"dropout is the probability of zeroing"),
+            ({"dim": 8, "heads": 2, "causal": 1}, TypeError, r"causal must be True or False, got 1"),
+            ({"dim": 8, "heads": 2, "init": "nope"}, ValueError, r"unknown initializer 'nope'")):
+        with pytest.raises(error, match=r"^(MultiHeadAttention: )?" + match):
+            MultiHeadAttention(**kwargs)
+    layer = MultiHeadAttention(8, 2)
+    with pytest.raises(ValueError, match=r"^MultiHeadAttention\(dim=8\) expects input of shape \(batch, T, 8\) "
+                                         r"with T >= 1, got \(2, 8\)"):
+        layer.compute_output_shape((2, 8))
+    with pytest.raises(RuntimeError, match=r"^MultiHeadAttention: the layer has no weights yet; build it first"):
+        layer.forward(np.zeros((1, 2, 8)))
+
+
+def test_init_draws_w_qkv_then_w_o_from_the_seed_and_out_init_draws_w_o():
+    cpu = xpnet.device("cpu")
+    rng = host_rng(0)
+    want = [xpnet.init.glorot_uniform(shape, rng, cpu, "float64") for shape in ((8, 24), (8, 8))]
+    layer = MultiHeadAttention(8, 2, init="glorot_uniform")
+    layer.build(cpu, host_rng(0), "float64")
+    np.testing.assert_array_equal(to_numpy(layer.params["W_qkv"]), to_numpy(want[0]))
+    np.testing.assert_array_equal(to_numpy(layer.params["W_o"]), to_numpy(want[1]))
+    assert not np.any(to_numpy(layer.params["b_qkv"])) and not np.any(to_numpy(layer.params["b_o"]))
+    layer = MultiHeadAttention(8, 2, init="glorot_uniform", out_init="zeros")
+    layer.build(cpu, host_rng(0), "float64")
+    np.testing.assert_array_equal(to_numpy(layer.params["W_qkv"]), to_numpy(want[0]))
+    assert not np.any(to_numpy(layer.params["W_o"])) and layer.get_config()["out_init"] == "zeros"
+
+
+def test_one_seed_gives_the_same_weights_on_every_backend(dev):
+    same = [MultiHeadAttention(8, 2) for _ in range(2)]
+    for layer, device in zip(same, (xpnet.device("cpu"), dev)):
+        layer.build(device, host_rng(5))
+    for k in same[0].params:  # one seed, the same weights on every backend
+        np.testing.assert_array_equal(to_numpy(same[0].params[k]), to_numpy(same[1].params[k]))
+
+
 # -- dropout on the attention weights --------------------------------------------------------------------
 def _dropout_mask(dev, state, shape, p):
     """The mask xpnet's Dropout layer draws from the stream ``state``: the one attention must use."""

@@ -92,6 +92,9 @@ class MultiHeadAttention(Layer):
 
     def forward(self, x, training=False):
         self.compute_output_shape(x.shape)
+        if not self.params:
+            raise RuntimeError("MultiHeadAttention: the layer has no weights yet; build it first "
+                               "(layer.build(device, rng)) or put it in a Sequential, which does")
         xp, p = array_namespace(x), self.params
         (B, T, d), H = x.shape, self.heads
         x2 = xp.reshape(x, (B * T, d))
