@@ -174,12 +174,14 @@ def test_from_config_rebuilds_every_registered_layer():
                   xpnet.BatchNorm1d(4, momentum=0.05, eps=1e-3), xpnet.BatchNorm2d(3, momentum=0.2),
                   xpnet.Conv2D(2, 4, (3, 1), stride=2, padding=(0, 1), bias=False, init="lecun_normal"),
                   xpnet.MaxPool2D(3, stride=1), xpnet.AvgPool2D((2, 3)), xpnet.GlobalAvgPool2D(),
-                  xpnet.Reshape((1, -1, 4))):
+                  xpnet.Reshape((1, -1, 4)), xpnet.MultiHeadAttention(8, 2, causal=False, dropout=0.1, init="zeros"),
+                  xpnet.Residual([xpnet.Tanh(), xpnet.Residual([xpnet.Dropout(0.5)])])):
         again = type(layer).from_config(layer.get_config())
         assert type(again) is type(layer) and again.get_config() == layer.get_config()
     assert set(xpnet.layers.LAYERS) == {"AvgPool2D", "BatchNorm1d", "BatchNorm2d", "Conv2D", "Dense", "Dropout",
-                                        "Flatten", "GlobalAvgPool2D", "Identity", "LeakyReLU", "MaxPool2D", "ReLU",
-                                        "Reshape", "Sigmoid", "Softmax", "Step", "Tanh"}
+                                        "Flatten", "GlobalAvgPool2D", "Identity", "LeakyReLU", "MaxPool2D",
+                                        "MultiHeadAttention", "ReLU", "Reshape", "Residual", "Sigmoid", "Softmax",
+                                        "Step", "Tanh"}
     assert all(xpnet.layers.LAYERS[name] is getattr(xpnet, name) for name in xpnet.layers.LAYERS)
 
 

@@ -17,8 +17,8 @@ import xpnet
 from numpy.lib.stride_tricks import sliding_window_view
 
 from xpnet import (MSE, AvgPool2D, BatchNorm1d, BatchNorm2d, BinaryCrossEntropy, Conv2D, CrossEntropy, Dense, Dropout,
-                   Flatten, GlobalAvgPool2D, Identity, LeakyReLU, MaxPool2D, ReLU, Reshape, Sigmoid, Softmax,
-                   SoftmaxCrossEntropy, Step, Tanh, to_numpy)
+                   Flatten, GlobalAvgPool2D, Identity, LeakyReLU, MaxPool2D, MultiHeadAttention, ReLU, Reshape, Residual,
+                   Sigmoid, Softmax, SoftmaxCrossEntropy, Step, Tanh, to_numpy)
 
 from numpy_reference import central_difference
 
@@ -41,6 +41,16 @@ def _conv(x, p, kernel, stride=(1, 1), pad=(0, 0)):
 
 def _channels(v):
     return v[None, :, None, None]
+
+
+def _attention(x, p, heads, causal=True):
+    """Self-attention written with NumPy: heads as blocks of the q, k, v columns, softmax(q k^T / sqrt(hd) + M) v."""
+    (B, T, d), hd = x.shape, x.shape[2] // heads
+    q, k, v = (a.reshape(B, T, heads, hd).transpose(0, 2, 1, 3) for a in np.split(x @ p["W_qkv"] + p["b_qkv"], 3, -1))
+    S = q @ k.swapaxes(-1, -2) / np.sqrt(hd)
+    if causal:
+        S = np.where(np.tri(T, dtype=bool), S, -np.inf)
+    return (_softmax(S) @ v).transpose(0, 2, 1, 3).reshape(B, T, d) @ p["W_o"] + p["b_o"]
 
 
 # id -> (make layer, input shape, NumPy reference forward(x, params), finite-difference check?)
@@ -88,6 +98,11 @@ LAYERS = {
     "BatchNorm2d-train": (lambda: BatchNorm2d(3), (2, 3, 3, 4),
                           lambda x, p: ((x - x.mean((0, 2, 3), keepdims=True)) / np.sqrt(x.var((0, 2, 3), keepdims=True)
                                         + 1e-5) * _channels(p["gamma"]) + _channels(p["beta"])), True),
+    "MultiHeadAttention": (lambda: MultiHeadAttention(8, 2), (3, 5, 8), lambda x, p: _attention(x, p, 2), True),
+    "MultiHeadAttention-not-causal-T1": (lambda: MultiHeadAttention(6, 3, causal=False), (2, 1, 6),
+                                         lambda x, p: _attention(x, p, 3, causal=False), True),
+    "Residual": (lambda: Residual([MultiHeadAttention(4, 2), Tanh()]), (2, 3, 4),
+                 lambda x, p: x + np.tanh(_attention(x, {k[2:]: v for k, v in p.items()}, 2)), True),
 }
 # Cases run with training=True (the others with the default, False). Dropout's training mode draws a new
 # mask per call, which finite differences cannot follow: tests/test_regularization.py checks it.

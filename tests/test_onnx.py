@@ -15,7 +15,7 @@ import pytest
 import xpnet
 from xpnet import cli, layers
 from xpnet.layers import (AvgPool2D, BatchNorm2d, Conv2D, Dense, Flatten, GlobalAvgPool2D, Identity, LeakyReLU,
-                          MaxPool2D, ReLU, Reshape, Sigmoid, Softmax, Step, Tanh)
+                          MaxPool2D, MultiHeadAttention, ReLU, Reshape, Residual, Sigmoid, Softmax, Step, Tanh)
 from xpnet.onnx import EXPORTERS, export_onnx
 
 onnx = pytest.importorskip("onnx", reason="the onnx package is not installed: pip install 'xpnet[onnx]'")
@@ -85,6 +85,11 @@ CASES = {
     "activations-only": (lambda: [Tanh(), Softmax()], None),
     "all-in-one": (lambda: [Dense(5, 8), Sigmoid(), Dense(8, 8), LeakyReLU(0.1), Dense(8, 6, bias=False), ReLU(),
                             Dense(6, 6), Tanh(), Dense(6, 3), Identity(), Softmax()], None),
+    # (B, T, dim) sequences; dropout is the identity at inference
+    "MultiHeadAttention": (lambda: [MultiHeadAttention(8, 2, dropout=0.1)], (5, 8)),
+    "MultiHeadAttention-not-causal": (lambda: [MultiHeadAttention(6, 3, causal=False), Tanh()], (4, 6)),
+    "Residual": (lambda: [Residual([MultiHeadAttention(8, 4), Tanh()]), Residual([Residual([Tanh()])]),
+                          Flatten(), Dense(40, 3)], (5, 8)),
 }
 
 
@@ -109,7 +114,7 @@ def test_each_layer_matches_predict_in_float32(case, dev, tmp_path):
 
 # (none of the image layers: ONNX Runtime's CPU provider has no float64 Conv, AveragePool or GlobalAveragePool
 # kernel, "NOT_IMPLEMENTED")
-@pytest.mark.parametrize("case", ["all-in-one", "Flatten", "Step", "BatchNorm1d"])
+@pytest.mark.parametrize("case", ["all-in-one", "Flatten", "Step", "BatchNorm1d", "Residual"])
 def test_float64_models_export_as_float64(case, tmp_path):
     model, path = _export_and_compare(case, "cpu", "float64", tmp_path)
     assert onnx.load(str(path)).graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.DOUBLE
@@ -251,6 +256,31 @@ def test_the_input_shape_is_what_the_layers_tell(tmp_path):
     assert [d.dim_param or d.dim_value for d in dims] == ["batch", 16]
     dims = export_onnx(xpnet.Sequential([ReLU(), xpnet.BatchNorm1d(3)], seed=0), tmp_path / "m.onnx").graph.input[0]
     assert [d.dim_param or d.dim_value for d in dims.type.tensor_type.shape.dim] == ["batch", 3]
+
+
+def test_attention_takes_sequences_of_any_length_where_the_axis_is_named(tmp_path):
+    """("T", 8): the file's length axis is symbolic, and the causal mask is made from the input's length."""
+    model = randomized(xpnet.Sequential([Residual([MultiHeadAttention(8, 2)]), MultiHeadAttention(8, 4)], seed=0))
+    proto = export_onnx(model, tmp_path / "m.onnx", input_shape=("T", 8))
+    dims = proto.graph.input[0].type.tensor_type.shape.dim
+    assert [d.dim_param or d.dim_value for d in dims] == ["batch", "T", 8]
+    names = {t.name for t in proto.graph.initializer}
+    assert set(model.state_dict()) <= names and "0.0.W_qkv" in names  # nested: the state dict's names
+    for T in (1, 2, 9):
+        X = np.random.default_rng(T).normal(size=(3, T, 8)).astype("float32")
+        assert_close(run(tmp_path / "m.onnx", X), xpnet.to_numpy(model.predict(X)))
+    with pytest.raises(ValueError, match=r"starts with Residual, so the shape of its input is not known: pass "
+                                         r"input_shape"):
+        export_onnx(model, tmp_path / "m.onnx")
+    with pytest.raises(ValueError, match=r"or names for axes of any length such as \('T', 64\)"):
+        export_onnx(model, tmp_path / "m.onnx", input_shape=("", 8))
+
+
+def test_a_layer_inside_a_residual_without_an_exporter_is_named(tmp_path):
+    model = xpnet.Sequential([Dense(3, 3), Residual([Tanh(), Doubler()])], seed=0)
+    with pytest.raises(TypeError, match=r"export_onnx: layer 1\.1, Doubler\(\) .*has no ONNX exporter"):
+        export_onnx(model, tmp_path / "m.onnx")
+    assert not (tmp_path / "m.onnx").exists()
 
 
 def test_without_onnx_the_error_says_what_to_install(tmp_path, monkeypatch, capsys):

@@ -12,7 +12,8 @@ from .callbacks import (Callback, CSVLogger, EarlyStopping, LambdaCallback, Lear
 from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from .io import ModelFormatError
 from .layers import (AvgPool2D, BatchNorm1d, BatchNorm2d, Conv2D, Dense, Dropout, Flatten, GlobalAvgPool2D, Identity,
-                     Layer, LeakyReLU, MaxPool2D, ReLU, Reshape, Sigmoid, Softmax, Step, Tanh)
+                     Layer, LeakyReLU, MaxPool2D, MultiHeadAttention, ReLU, Reshape, Residual, Sigmoid, Softmax, Step,
+                     Tanh)
 from .losses import MSE, BinaryCrossEntropy, CrossEntropy, Loss, SoftmaxCrossEntropy
 from .metrics import TopKAccuracy
 from .model import Sequential, load
@@ -28,7 +29,8 @@ __all__ = [
     "Checkpoint", "Conv2D", "CrossEntropy", "CSVLogger", "Dense", "Device", "DeviceOutOfMemoryError",
     "DeviceUnavailableError", "Dropout", "EarlyStopping", "Flatten", "GlobalAvgPool2D", "History", "Identity",
     "LambdaCallback", "Layer", "LeakyReLU", "LearningRateScheduler", "Loss", "MaxPool2D", "ModelCheckpoint",
-    "ModelFormatError", "MSE", "NeuralNetwork", "Optimizer", "ReLU", "Reshape", "RMSprop", "Sequential", "SGD",
+    "ModelFormatError", "MSE", "MultiHeadAttention", "NeuralNetwork", "Optimizer", "ReLU", "Reshape", "Residual",
+    "RMSprop", "Sequential", "SGD",
     "Sigmoid", "Softmax", "SoftmaxCrossEntropy", "Step", "Tanh", "TopKAccuracy", "TrainingDiverged",
     "UnscaledInputWarning", "available_backends", "clip_grad_norm", "device", "device_of", "export_onnx", "load",
     "load_checkpoint", "metrics", "save", "save_checkpoint", "schedules", "synchronize", "to_numpy",

@@ -1,17 +1,20 @@
 """Layers: the ``Layer`` protocol, its registry and a model's shapes as its layers tell them (``base``);
 ``Dense``, ``Flatten`` and ``Reshape`` (``core``); the activation functions (``activations``); ``Dropout``,
 ``BatchNorm1d`` and ``BatchNorm2d`` (``regularization``); ``Conv2D`` (``conv``) and the poolings (``pooling``),
-on the windows of ``windows``. Every class registers itself where it is defined."""
+on the windows of ``windows``; ``MultiHeadAttention`` (``attention``) and ``Residual`` (``residual``). Every
+class registers itself where it is defined."""
 
 from .activations import (ACTIVATIONS, Identity, LeakyReLU, ReLU, Sigmoid, Softmax, Step, Tanh, log_softmax,
                           sigmoid, softmax)
 from .base import LAYERS, Layer, input_layer, model_input_shape, model_output_shapes, register_layer
+from .attention import MultiHeadAttention
 from .conv import Conv2D
 from .core import Dense, Flatten, Reshape
 from .pooling import AvgPool2D, GlobalAvgPool2D, MaxPool2D
 from .regularization import BatchNorm1d, BatchNorm2d, Dropout
+from .residual import Residual
 
 __all__ = ["ACTIVATIONS", "AvgPool2D", "BatchNorm1d", "BatchNorm2d", "Conv2D", "Dense", "Dropout", "Flatten",
-           "GlobalAvgPool2D", "Identity", "LAYERS", "Layer", "LeakyReLU", "MaxPool2D", "ReLU", "Reshape", "Sigmoid",
-           "Softmax", "Step", "Tanh", "input_layer", "log_softmax", "model_input_shape", "model_output_shapes",
+           "GlobalAvgPool2D", "Identity", "LAYERS", "Layer", "LeakyReLU", "MaxPool2D", "MultiHeadAttention", "ReLU",
+           "Reshape", "Residual", "Sigmoid", "Softmax", "Step", "Tanh", "input_layer", "log_softmax", "model_input_shape", "model_output_shapes",
            "register_layer", "sigmoid", "softmax"]

@@ -3,7 +3,8 @@ OpenVINO read: ``xpnet.export_onnx(model, "model.onnx")``.
 
 Each layer becomes the ONNX operators that compute its inference forward pass, from :data:`EXPORTERS`,
 a table keyed by layer class (as skl2onnx keeps its converters by model class), filled by one module per
-family of layers: :mod:`.layers` (the plain layers, with the table of what each becomes); :mod:`.graph` holds
+family of layers: :mod:`.layers` (the plain layers, with the table of what each becomes), :mod:`.attention`
+(``MultiHeadAttention``, ``Residual``); :mod:`.graph` holds
 the :class:`Graph` they write to.
 
 The batch dimension is symbolic (``"batch"``), so one file serves any batch size. The input scaling the
@@ -21,8 +22,8 @@ import json
 from .. import io, layers as _layers
 from ..arguments import is_count
 from .._version import __version__
-from . import layers as _exporters  # noqa: F401  (fills EXPORTERS)
-from .graph import EXPORTERS, Graph, exporter
+from . import attention as _attention, layers as _exporters  # noqa: F401  (fill EXPORTERS)
+from .graph import EXPORTERS, Graph, exporter, no_exporter
 
 DEFAULT_OPSET = 17  # ONNX Runtime 1.12 (2022) and later run it
 MIN_OPSET = 13  # Softmax over the last axis alone (before 13 it flattened the trailing axes first)
@@ -42,7 +43,8 @@ def export_onnx(model, path, *, opset: int = DEFAULT_OPSET, input_shape=None):
     sample's shape; by default the model's layers tell it (``(in_features,)`` of the first ``Dense`` or
     ``BatchNorm1d``, the flat rows a leading ``Reshape`` without -1 takes), and it must be given when a
     ``Flatten``, a ``Reshape`` with -1 or an image layer (``Conv2D``, a pooling, ``BatchNorm2d``:
-    ``(channels, height, width)``) comes first. ``opset`` is the ONNX operator set, from 13 up to the
+    ``(channels, height, width)``) comes first, or a ``MultiHeadAttention``: ``("T", dim)``, where a name
+    (any identifier) makes that axis symbolic, so the file takes sequences of any length. ``opset`` is the ONNX operator set, from 13 up to the
     newest the installed ``onnx`` knows. The file's ``metadata_props`` hold ``scale`` and
     ``input_scaling`` (how raw pixels were scaled for training), ``input_range`` (JSON ``[low, high]``
     of the inputs ``fit`` saw), ``loss``, ``xpnet_version`` and ``xpnet_metadata`` (all of
@@ -65,11 +67,7 @@ def export_onnx(model, path, *, opset: int = DEFAULT_OPSET, input_shape=None):
                          f"{onnx.__version__} knows), got {opset!r}; the default is {DEFAULT_OPSET}")
     for i, layer in enumerate(model.layers):
         if type(layer) not in EXPORTERS:
-            known = ", ".join(sorted(cls.__name__ for cls in EXPORTERS))
-            raise TypeError(f"export_onnx: layer {i}, {layer!r} ({type(layer).__module__}."
-                            f"{type(layer).__qualname__}), has no ONNX exporter. Exportable layers: {known}. "
-                            f"For a layer of your own add one: xpnet.onnx.EXPORTERS[{type(layer).__name__}] = "
-                            f"f(layer, x, graph) -> output name")
+            raise no_exporter(str(i), layer)
     h = onnx.helper
     g = Graph(onnx, model.dtype)
     x = INPUT
@@ -101,9 +99,10 @@ def export_onnx(model, path, *, opset: int = DEFAULT_OPSET, input_shape=None):
 def _sample_shape(model, input_shape):
     if input_shape is not None:
         shape = tuple(input_shape)
-        if not shape or not all(is_count(d, 1) for d in shape):
+        if not shape or not all(is_count(d, 1) or (isinstance(d, str) and d.isidentifier()) for d in shape):
             raise ValueError(f"export_onnx: input_shape is one sample's shape, a tuple of positive ints such "
-                             f"as (784,) or (28, 28), got {input_shape!r}")
+                             f"as (784,) or (28, 28), or names for axes of any length such as ('T', 64), got "
+                             f"{input_shape!r}")
         return shape
     first, shape = _layers.input_layer(model.layers), _layers.model_input_shape(model.layers)
     if first is None:

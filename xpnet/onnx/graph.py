@@ -28,6 +28,14 @@ def exporter(*names):
     return register
 
 
+def no_exporter(where: str, layer) -> TypeError:
+    """The error for ``layer`` (at index ``where``: ``"2"``, or ``"2.1"`` inside a Residual) without an exporter."""
+    known = ", ".join(sorted(cls.__name__ for cls in EXPORTERS))
+    return TypeError(f"export_onnx: layer {where}, {layer!r} ({type(layer).__module__}.{type(layer).__qualname__}), "
+                     f"has no ONNX exporter. Exportable layers: {known}. For a layer of your own add one: "
+                     f"xpnet.onnx.EXPORTERS[{type(layer).__name__}] = f(layer, x, graph) -> output name")
+
+
 class Graph:
     """The ONNX graph being built: nodes and weights (initializers), every name unique by its prefix.
 
