@@ -137,6 +137,20 @@ def test_evaluate_train_reports_the_training_windows_and_the_default_is_20_batch
     assert train != model.evaluate(TextWindows(TRAIN, T), batch_size=B, steps=19, metrics=["accuracy"])
 
 
+def test_the_lines_off_a_terminal_show_steps_and_both_losses(capsys, monkeypatch):
+    """The epoch line shows the training windows' loss beside the validation loss; off a terminal the progress
+    line counts an epoch's steps and windows (its "samples")."""
+    from xpnet.callbacks import progress
+
+    monkeypatch.setattr(progress.ProgressBar, "interval", 0.0)
+    h = fit(bigram(), verbose=1, validation_data=TextWindows(VAL, T), evaluate_train=True)
+    out, err = capsys.readouterr()
+    first = out.splitlines()[0]
+    assert first.startswith(f"epoch 1/2  loss {h.history['loss'][0]:.4f}  train loss {h.history['train_loss'][0]:.4f}"
+                            f"  val loss {h.history['val_loss'][0]:.4f}  ")
+    assert "epoch 1/2  step 4/6  loss " in err and "samples/s" in err
+
+
 def test_accuracy_is_the_fraction_of_positions_predicted_right():
     model = bigram()
     fit(model)
@@ -191,6 +205,20 @@ def test_the_checkpoint_keeps_the_texts_length_block_size_and_fingerprint(tmp_pa
     assert not [w for w in recwarn if "resume from" in str(w.message)]
 
 
+def test_the_vocabulary_travels_with_the_saved_model_as_json(tmp_path):
+    """What `xpnet generate` needs to decode: model.metadata["vocabulary"] survives save and load."""
+    from xpnet.datasets import Vocabulary
+
+    vocab = Vocabulary("abcdefg")
+    model = bigram()
+    fit(model)
+    model.metadata["vocabulary"] = vocab.get_config()
+    model.save(tmp_path / "lm.npz")
+    loaded = xpnet.load(tmp_path / "lm.npz")
+    assert Vocabulary.from_config(loaded.metadata["vocabulary"]) == vocab
+    np.testing.assert_array_equal(to_numpy(loaded.parameters()["0.W"]), to_numpy(model.parameters()["0.W"]))
+
+
 # -- data parallel -------------------------------------------------------------------------------------------
 def test_threads_split_each_batch_of_windows_and_equal_one_process():
     """Every rank draws the same global batch of starts and takes its share (3 + 2 of 5 windows): the weights
@@ -202,6 +230,24 @@ def test_threads_split_each_batch_of_windows_and_equal_one_process():
                                atol=1e-12)
     np.testing.assert_allclose(got["loss"], want["loss"], rtol=1e-10)
     np.testing.assert_allclose(got["val_loss"], want["val_loss"], rtol=1e-10)
+
+
+def test_two_mpi_ranks_equal_one_process(tmp_path):
+    """Under mpiexec -n 2 (tests/mpi_worker.py "windows"; rank 1 starts from another seed and gets rank 0's
+    weights and generator): the weights, the losses and the fixed-window validation of one process."""
+    import test_distributed as mpi
+
+    if mpi._why_no_mpi():
+        pytest.skip(mpi._why_no_mpi())
+    out = tmp_path / "windows.npz"
+    mpi.run_mpi(mpi.WORKER, "windows", str(out), "float64")
+    got, checks = mpi.load(out)
+    model = bigram(dtype="float64")
+    want = fit(model, validation_data=TextWindows(VAL, T)).history
+    assert checks["windows"]["agree"]
+    np.testing.assert_allclose(got["0.W"], to_numpy(model.parameters()["0.W"]), rtol=1e-10, atol=1e-12)
+    for key in ("loss", "val_loss"):
+        np.testing.assert_allclose(checks["windows"]["history"][key], want[key], rtol=1e-10)
 
 
 # -- what fit refuses ----------------------------------------------------------------------------------------

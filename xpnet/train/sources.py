@@ -14,8 +14,6 @@ would be one transfer a step: from pageable memory a synchronous copy on CUDA, w
 
 from __future__ import annotations
 
-import numpy as np
-
 from ..arguments import check_count
 from .. import backend
 from ..layers import model_output_shapes
@@ -50,10 +48,13 @@ class TextWindows:
     def __init__(self, ids, block_size: int, *, seed: int = 0):
         self.block_size = check_count("TextWindows: block_size", block_size)
         self.seed = check_count("TextWindows: seed", seed, 0)
-        host = backend.to_numpy(ids) if backend.is_array(ids) else np.asarray(ids)
-        if host.ndim != 1 or host.dtype.kind not in "iu":
+        try:
+            host = backend.to_numpy(ids)  # (a list, or any backend's array)
+        except (TypeError, AttributeError, BufferError):
+            host = None
+        if host is None or host.ndim != 1 or host.dtype.kind not in "iu":
             raise ValueError(f"TextWindows: ids must be a 1-D array of integer token ids (load_text gives them), "
-                             f"got shape {host.shape} of {host.dtype}")
+                             f"got {type(ids).__name__ if host is None else f'shape {host.shape} of {host.dtype}'}")
         if host.shape[0] <= block_size:
             raise ValueError(f"TextWindows: block_size {block_size} needs at least {block_size + 1} ids (a window "
                              f"and the id after it), got {host.shape[0]}: use a smaller block_size or more text")
@@ -78,7 +79,7 @@ class Windows:
     def __init__(self, source: TextWindows, dev, steps: int = 1, batch_size: int = 1):
         self.source, self.dev, self.steps, self.batch_size = source, dev, steps, batch_size
         self.ids = dev.asarray(source.ids, "int64")
-        self.offsets = dev.asarray(np.arange(source.block_size + 1), "int64")
+        self.offsets = dev.asarray(list(range(source.block_size + 1)), "int64")
         self.rows = steps * batch_size  # the windows an epoch trains on: its "samples"
 
     def epoch(self, rng):
@@ -97,7 +98,7 @@ class Windows:
         """``(X, Y)`` of ``steps x batch_size`` windows drawn from the source's ``seed`` (not the model's
         generator, which they leave as it was): the same windows every time."""
         n = steps * self.batch_size
-        starts = np.random.default_rng(self.source.seed).integers(0, self.source.windows, size=(1, n))
+        starts = backend.host_rng(self.source.seed).integers(0, self.source.windows, size=(1, n))
         return self.batch(self.dev.asarray(starts, "int64"), 0, 0, n)
 
     def describe(self) -> dict:
