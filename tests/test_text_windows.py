@@ -258,7 +258,9 @@ MISUSE = {
     "no-steps": (dict(steps_per_epoch=None), "say how many steps an epoch has: steps_per_epoch=250"),
     "bad-evaluate-train": (dict(evaluate_train="yes"), "evaluate_train must be True or False, got 'yes'"),
     "bad-validation-steps": (dict(validation_data=TextWindows(VAL, T), validation_steps=0),
-                             "validation_data: steps must be an int >= 1, got 0"),
+                             "fit: validation_steps must be an int >= 1, got 0"),
+    "bad-validation-steps-train": (dict(evaluate_train=True, validation_steps=-1),
+                                   "fit: validation_steps must be an int >= 1, got -1"),
 }
 
 

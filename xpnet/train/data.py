@@ -17,7 +17,7 @@ from ..arguments import check_count, is_number
 from ..validation import data_range, prepare_xy, warn
 from .checks import check_output_layer
 from .resume import fingerprint
-from .sources import TextWindows, Windows, check_windows, held_out
+from .sources import TextWindows, Windows, check_windows, eval_steps, held_out
 
 
 def release(exc: BaseException) -> None:
@@ -219,7 +219,8 @@ def prepare_data(model, X, y, loss, epochs, batch_size, check_every, validation_
 def _held_out(model, validation_data, loss, batch_size: int, validation_steps):
     """fit's ``validation_data`` on the device, with the batch size to evaluate it in."""
     if isinstance(validation_data, TextWindows):  # windows are large: evaluated in training batches
-        return held_out(model, validation_data, validation_steps, batch_size, "fit: validation_data")
+        return held_out(model, validation_data, validation_steps, batch_size, "fit: validation_data",
+                        "fit: validation_steps")
     if not (isinstance(validation_data, (tuple, list)) and len(validation_data) == 2):
         raise TypeError("fit: validation_data must be a pair (X_val, y_val), or a TextWindows source")
     return (*prepare_xy(model, validation_data[0], validation_data[1], loss, "validation_data"), max(batch_size, 1024))
@@ -233,6 +234,6 @@ def training_set(model, data, classify: bool, batch_size: int, validation_steps,
         return None
     if evaluate_train is not True:
         raise ValueError(f"fit: evaluate_train must be True or False, got {evaluate_train!r}")
-    if isinstance(data, Windows):
-        return held_out(model, data.source, validation_steps, batch_size, "fit")
+    if isinstance(data, Windows):  # (the ids are on the device already)
+        return (*data.fixed(eval_steps(validation_steps, "fit: validation_steps")), True, batch_size)
     return data.X, data.y, classify, max(batch_size, 1024)

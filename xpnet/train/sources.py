@@ -150,8 +150,14 @@ def check_model_takes(model, source: TextWindows, where: str) -> None:
                          f"(vocab.size from load_text)")
 
 
-def held_out(model, data, validation_steps, batch_size: int, where: str):
-    """A source's fixed evaluation set ``(X, Y, classify, eval batch size)`` on the model's device."""
+def eval_steps(steps, name: str) -> int:
+    """The batches of fixed windows to evaluate on: ``steps``, or :data:`EVAL_BATCHES` for ``None``."""
+    return EVAL_BATCHES if steps is None else check_count(name, steps)
+
+
+def held_out(model, data: TextWindows, steps, batch_size: int, where: str, name: str):
+    """A source's fixed evaluation set ``(X, Y, classify, eval batch size)`` on the model's device: ``steps``
+    (the argument ``name``) batches of ``batch_size`` windows."""
     check_model_takes(model, data, where)
-    steps = EVAL_BATCHES if validation_steps is None else check_count(f"{where}: steps", validation_steps)
+    steps = eval_steps(steps, name)
     return (*Windows(data, model.device, batch_size=batch_size).fixed(steps), True, batch_size)

@@ -192,7 +192,7 @@ def evaluate(model, X, y, loss, batch_size: int = 1024, *, metrics=None, prepare
     if isinstance(X, TextWindows):
         if y is not None:
             raise ValueError("evaluate: a TextWindows source gives the targets itself; leave y out")
-        X, y, classify, _ = held_out(model, X, steps, batch_size, "evaluate")
+        X, y, classify, _ = held_out(model, X, steps, batch_size, "evaluate", "evaluate: steps")
         metrics, prepared = [] if metrics is None else metrics, True
     elif steps is not None:
         raise ValueError("evaluate: steps counts the batches of a TextWindows source's fixed windows; arrays are "
