@@ -20,6 +20,7 @@ from .model import Sequential, load
 from .onnx import export_onnx
 from .optim import SGD, Adam, AdamW, Optimizer, RMSprop, clip_grad_norm
 from .saving import save
+from .train.sources import TextWindows
 from .callbacks import History, TrainingDiverged
 from .tutorial import NeuralNetwork
 from .validation import UnscaledInputWarning
@@ -30,8 +31,8 @@ __all__ = [
     "DeviceUnavailableError", "Dropout", "EarlyStopping", "Flatten", "GlobalAvgPool2D", "History", "Identity",
     "LambdaCallback", "Layer", "LeakyReLU", "LearningRateScheduler", "Loss", "MaxPool2D", "ModelCheckpoint",
     "ModelFormatError", "MSE", "MultiHeadAttention", "NeuralNetwork", "Optimizer", "ReLU", "Reshape", "Residual",
-    "RMSprop", "Sequential", "SGD",
-    "Sigmoid", "Softmax", "SoftmaxCrossEntropy", "Step", "Tanh", "TopKAccuracy", "TrainingDiverged",
+    "RMSprop", "Sequential", "SGD", "Sigmoid", "Softmax", "SoftmaxCrossEntropy", "Step", "Tanh", "TextWindows",
+    "TopKAccuracy", "TrainingDiverged",
     "UnscaledInputWarning", "available_backends", "clip_grad_norm", "device", "device_of", "export_onnx", "load",
     "load_checkpoint", "metrics", "save", "save_checkpoint", "schedules", "synchronize", "to_numpy",
     "__version__",
