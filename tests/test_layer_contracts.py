@@ -83,7 +83,8 @@ def test_initializer_lookup():
     assert init.get(_my_init) is _my_init
     assert init.get("he_normal") is init.he_normal
     with pytest.raises(ValueError, match=r"^unknown initializer 'normal': choose one of lecun_normal, he_normal, "
-                                         r"glorot_uniform, zeros$"):
+                                         r"glorot_uniform, zeros, or 'normal\(std=S\)' for N\(0, S\^2\) "
+                                         r"\(GPT-2's 'normal\(std=0.02\)'\)$"):
         init.get("normal")
 
 

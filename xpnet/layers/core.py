@@ -93,7 +93,7 @@ class Dense(Layer):
         """Like ``Dense(**config)``, except that an initializer saved by name only (a custom function,
         which a file cannot hold) is kept by that name, and a later ``build(init=True)`` says so."""
         name = config.get("init", "lecun_normal")
-        if isinstance(name, str) and name not in initializers.INITIALIZERS:
+        if isinstance(name, str) and not initializers.is_known(name):
             config = {**config, "init": saved_by_name(name)}
         return cls(**config)
 
