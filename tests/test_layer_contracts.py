@@ -230,7 +230,7 @@ def test_the_output_shapes_go_from_layer_to_layer():
     assert xpnet.layers.model_output_shapes(layers, (7, 6, 6))[-1] == (7, 3)
     with pytest.raises(ValueError, match=r"^layer 3, Dense\(in_features=16.*\), does not take input of shape "
                                          r"\(None, 36\) \(ValueError: Dense\(16, 3\) expects input of shape "
-                                         r"\(batch, 16\), got \(None, 36\)\)$"):
+                                         r"\(batch, \.\.\., 16\), got \(None, 36\)\)$"):
         xpnet.layers.model_output_shapes(layers[1:], (None, 1, 8, 8))  # 3x3 pixels after the pooling
 
 
