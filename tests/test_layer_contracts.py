@@ -175,12 +175,14 @@ def test_from_config_rebuilds_every_registered_layer():
                   xpnet.BatchNorm1d(4, momentum=0.05, eps=1e-3), xpnet.BatchNorm2d(3, momentum=0.2),
                   xpnet.Conv2D(2, 4, (3, 1), stride=2, padding=(0, 1), bias=False, init="lecun_normal"),
                   xpnet.MaxPool2D(3, stride=1), xpnet.AvgPool2D((2, 3)), xpnet.GlobalAvgPool2D(),
-                  xpnet.Reshape((1, -1, 4))):
+                  xpnet.Reshape((1, -1, 4)), xpnet.Embedding(7, 3, init="he_normal"), xpnet.GELU(),
+                  xpnet.PositionalEmbedding(9, 2, init=init.normal(0.5)), xpnet.LayerNorm(6, eps=1e-3)):
         again = type(layer).from_config(layer.get_config())
         assert type(again) is type(layer) and again.get_config() == layer.get_config()
     assert set(xpnet.layers.LAYERS) == {"AvgPool2D", "BatchNorm1d", "BatchNorm2d", "Conv2D", "Dense", "Dropout",
-                                        "Flatten", "GlobalAvgPool2D", "Identity", "LeakyReLU", "MaxPool2D", "ReLU",
-                                        "Reshape", "Sigmoid", "Softmax", "Step", "Tanh"}
+                                        "Embedding", "Flatten", "GELU", "GlobalAvgPool2D", "Identity", "LayerNorm",
+                                        "LeakyReLU", "MaxPool2D", "PositionalEmbedding", "ReLU", "Reshape", "Sigmoid",
+                                        "Softmax", "Step", "Tanh"}
     assert all(xpnet.layers.LAYERS[name] is getattr(xpnet, name) for name in xpnet.layers.LAYERS)
 
 
