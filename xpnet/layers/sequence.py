@@ -98,7 +98,10 @@ class Embedding(_Table):
 
     As a model's first layer it takes int64 ids (:attr:`input_dtype`): ``fit``, ``evaluate`` and ``predict``
     keep them integers, and refuse floats and ids outside ``0..num_embeddings-1`` (from the range they read
-    anyway: nothing per step). Ids have no gradient: ``backward`` fills ``grads["W"]`` and returns ``None``.
+    anyway: nothing per step). ``forward`` itself checks the dtype only: a range check there would read the
+    ids back, a sync per step on a GPU. Out-of-range ids given to it directly raise NumPy's, strict's or torch's
+    ``IndexError`` on the CPU; JAX returns NaN rows. Ids have no gradient: ``backward`` fills ``grads["W"]``
+    and returns ``None``.
 
         >>> Embedding(65, 128)        # 65 characters, 128 numbers each: (B, T) ids -> (B, T, 128)
     """
