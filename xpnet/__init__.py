@@ -11,9 +11,9 @@ from .callbacks import (Callback, CSVLogger, EarlyStopping, LambdaCallback, Lear
                         ModelCheckpoint)
 from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from .io import ModelFormatError
-from .layers import (AvgPool2D, BatchNorm1d, BatchNorm2d, Conv2D, Dense, Dropout, Flatten, GlobalAvgPool2D, Identity,
-                     Layer, LeakyReLU, MaxPool2D, MultiHeadAttention, ReLU, Reshape, Residual, Sigmoid, Softmax, Step,
-                     Tanh)
+from .layers import (GELU, AvgPool2D, BatchNorm1d, BatchNorm2d, Conv2D, Dense, Dropout, Embedding, Flatten,
+                     GlobalAvgPool2D, Identity, Layer, LayerNorm, LeakyReLU, MaxPool2D, MultiHeadAttention,
+                     PositionalEmbedding, ReLU, Reshape, Residual, Sigmoid, Softmax, Step, Tanh)
 from .losses import MSE, BinaryCrossEntropy, CrossEntropy, Loss, SoftmaxCrossEntropy
 from .metrics import TopKAccuracy
 from .model import Sequential, load
@@ -28,11 +28,11 @@ from .validation import UnscaledInputWarning
 __all__ = [
     "Adam", "AdamW", "AvgPool2D", "BACKENDS", "BatchNorm1d", "BatchNorm2d", "BinaryCrossEntropy", "Callback",
     "Checkpoint", "Conv2D", "CrossEntropy", "CSVLogger", "Dense", "Device", "DeviceOutOfMemoryError",
-    "DeviceUnavailableError", "Dropout", "EarlyStopping", "Flatten", "GlobalAvgPool2D", "History", "Identity",
-    "LambdaCallback", "Layer", "LeakyReLU", "LearningRateScheduler", "Loss", "MaxPool2D", "ModelCheckpoint",
-    "ModelFormatError", "MSE", "MultiHeadAttention", "NeuralNetwork", "Optimizer", "ReLU", "Reshape", "Residual",
-    "RMSprop", "Sequential", "SGD", "Sigmoid", "Softmax", "SoftmaxCrossEntropy", "Step", "Tanh", "TextWindows",
-    "TopKAccuracy", "TrainingDiverged",
+    "DeviceUnavailableError", "Dropout", "EarlyStopping", "Embedding", "Flatten", "GELU", "GlobalAvgPool2D",
+    "History", "Identity", "LambdaCallback", "Layer", "LayerNorm", "LeakyReLU", "LearningRateScheduler", "Loss",
+    "MaxPool2D", "ModelCheckpoint", "ModelFormatError", "MSE", "MultiHeadAttention", "NeuralNetwork", "Optimizer",
+    "PositionalEmbedding", "ReLU", "Reshape", "Residual", "RMSprop", "Sequential", "SGD", "Sigmoid", "Softmax",
+    "SoftmaxCrossEntropy", "Step", "Tanh", "TextWindows", "TopKAccuracy", "TrainingDiverged",
     "UnscaledInputWarning", "available_backends", "clip_grad_norm", "device", "device_of", "export_onnx", "load",
     "load_checkpoint", "metrics", "save", "save_checkpoint", "schedules", "synchronize", "to_numpy",
     "__version__",

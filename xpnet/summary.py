@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 
 from .arguments import is_count
-from .layers import input_layer, model_input_shape, model_output_shapes
+from .layers import input_layer, model_input_dtype, model_input_shape, model_output_shapes
 
 
 def summary_lines(model, input_shape=None) -> list[str]:
@@ -33,7 +33,9 @@ def summary_lines(model, input_shape=None) -> list[str]:
     if sample is None:
         source = "? (not known from the first layers: pass summary(input_shape=...), one sample's shape)"
     else:
-        source = str((None, *sample)) + ("" if given else f" (from {type(input_layer(model.layers)).__name__})")
+        ids = model_input_dtype(model.layers)
+        source = (str((None, *sample)) + (f", {ids} ids" if ids else "")
+                  + ("" if given else f" (from {type(input_layer(model.layers)).__name__})"))
     return [f"Sequential on {model.device}, {model.dtype}", f"Input shape: {source}", rule, line(head), rule,
             *map(line, rows), rule,
             f"Total params: {trained + kept:,d} ({_bytes((trained + kept) * item)})",

@@ -118,5 +118,12 @@ class Torch(Backend):
         """
         return cache_sized_chunk(sample_elements, x.shape[0]) if x.device.type == "cpu" else None
 
+    def scatter_add(self, ids, values, rows):
+        """Embedding's gradient through ``index_add_`` (the generic one-hot product holds ids x rows numbers)."""
+        import torch
+
+        out = torch.zeros((rows, values.shape[1]), dtype=values.dtype, device=values.device)
+        return out.index_add_(0, ids, values)
+
 
 BACKEND = Torch()
