@@ -39,6 +39,8 @@ class Sequential:
                 raise TypeError(f"Sequential: layer {i} is {layer!r}, not an xpnet Layer")
         if dtype not in ("float32", "float64"):
             raise ValueError(f"Sequential: dtype must be 'float32' or 'float64', got {dtype!r}")
+        for layer in layers:
+            layer.tie(layers)  # a layer that uses another's weights (a tied head) finds it here
         self.layers = layers
         self.dtype = dtype
         self.seed = seed
