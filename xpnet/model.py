@@ -9,7 +9,7 @@ from . import backend as _backend
 from . import checkpoint, io
 from . import losses as losses_mod
 from . import rngstate
-from . import saving
+from . import sampling, saving
 from . import summary as _summary
 from . import train
 from .layers import Layer
@@ -39,8 +39,6 @@ class Sequential:
                 raise TypeError(f"Sequential: layer {i} is {layer!r}, not an xpnet Layer")
         if dtype not in ("float32", "float64"):
             raise ValueError(f"Sequential: dtype must be 'float32' or 'float64', got {dtype!r}")
-        for layer in layers:
-            layer.tie(layers)  # a layer that uses another's weights (a tied head) finds it here
         self.layers = layers
         self.dtype = dtype
         self.seed = seed
@@ -48,6 +46,7 @@ class Sequential:
         rng = _backend.host_rng(seed)
         with self.device.context():
             for layer in layers:
+                layer.tie(layers)  # a layer that uses another's weights (a tied head) finds it here
                 layer.build(self.device, rng, dtype, init=init)
         self.rng = rng  # the same stream goes on to shuffle the data in fit
         self._link()
@@ -85,6 +84,7 @@ class Sequential:
         return x
 
     __call__ = forward
+    generate = sampling.generate  # a next-token model's sampling (a GPT's), nanoGPT's loop
 
     def backward(self, dy):
         """Back-propagate ``dL/doutput`` through every layer, filling each layer's ``grads``."""
@@ -281,8 +281,7 @@ class Sequential:
                 "dtype": self.dtype}
 
     def __repr__(self):
-        inner = ", ".join(repr(layer) for layer in self.layers)
-        return f"Sequential([{inner}], device={str(self.device)!r})"
+        return f"Sequential([{', '.join(map(repr, self.layers))}], device={str(self.device)!r})"
 
 
 def load(path, device=None, backend: str | None = None) -> Sequential:

@@ -24,17 +24,23 @@ from .inplace import add_, div_, mul_
 from .arguments import check_number, is_count
 from .clipping import clip_grad_norm
 
+DECAY_ON = ("all", "matrices")  # weight_decay_on's choices
+
 
 class Optimizer:
     """Base class: ``step(params, grads)``; ``clip_norm`` clips the gradients' global norm first.
 
     ``state`` maps a parameter's name to its slots (``{"0.W": {"momentum_buffer": array}}``), on the
-    parameters' device; ``counters`` names the scalar state (Adam's step count ``t``).
+    parameters' device; ``counters`` names the scalar state (Adam's step count ``t``). ``weight_decay_on``
+    says which parameters ``weight_decay`` acts on: ``"all"``, or ``"matrices"`` (those with 2 or more
+    axes: kernels and embeddings, not biases nor normalization gains; nanoGPT's two parameter groups).
     """
 
     counters: tuple = ()
+    weight_decay_on = "all"  # (an optimizer pickled before it existed has none)
 
-    def __init__(self, lr: float, weight_decay: float = 0.0, clip_norm: float | None = None):
+    def __init__(self, lr: float, weight_decay: float = 0.0, clip_norm: float | None = None,
+                 weight_decay_on: str = "all"):
         if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
             raise ValueError(f"{type(self).__name__}: lr must be a positive finite number, got {lr!r}")
         self.lr = float(lr)
@@ -42,6 +48,10 @@ class Optimizer:
         if clip_norm is not None and not (isinstance(clip_norm, (int, float)) and 0 < clip_norm < math.inf):
             raise ValueError(f"{type(self).__name__}: clip_norm must be a positive number or None, got {clip_norm!r}")
         self.clip_norm = None if clip_norm is None else float(clip_norm)
+        if weight_decay_on not in DECAY_ON:
+            raise ValueError(f"{type(self).__name__}: weight_decay_on must be 'all' or 'matrices' (only the parameters "
+                             f"with 2 or more axes decay: kernels, not biases or norm gains), got {weight_decay_on!r}")
+        self.weight_decay_on = weight_decay_on
         self.state: dict = {}
 
     def step(self, params, grads) -> None:
@@ -59,10 +69,12 @@ class Optimizer:
         if not self.weight_decay:
             return grads
         # g + wd p, summed into the temporary wd p (the gradient itself is the layer's buffer)
-        return {k: add_(params[k] * self.weight_decay, g) for k, g in grads.items()}
+        every = self.weight_decay_on == "all"
+        return {k: add_(params[k] * self.weight_decay, g) if every or g.ndim >= 2 else g for k, g in grads.items()}
 
     def get_config(self) -> dict:
-        return {"lr": self.lr, "weight_decay": self.weight_decay, "clip_norm": self.clip_norm}
+        return {"lr": self.lr, "weight_decay": self.weight_decay, "clip_norm": self.clip_norm,
+                "weight_decay_on": self.weight_decay_on}
 
     def state_dict(self) -> dict:
         """Everything a resumed run needs, on the host: ``{"class", "config", "counters", "state"}``.
@@ -132,8 +144,8 @@ class SGD(Optimizer):
     """
 
     def __init__(self, lr: float = 0.1, momentum: float = 0.0, nesterov: bool = False, weight_decay: float = 0.0,
-                 clip_norm: float | None = None):
-        super().__init__(lr, weight_decay, clip_norm)
+                 clip_norm: float | None = None, weight_decay_on: str = "all"):
+        super().__init__(lr, weight_decay, clip_norm, weight_decay_on)
         if not 0.0 <= momentum < 1.0:
             raise ValueError(f"SGD: momentum must be in [0, 1), got {momentum!r}")
         if nesterov and momentum == 0.0:
@@ -162,7 +174,8 @@ class SGD(Optimizer):
 
     def get_config(self):
         return {"lr": self.lr, "momentum": self.momentum, "nesterov": self.nesterov,
-                "weight_decay": self.weight_decay, "clip_norm": self.clip_norm}
+                "weight_decay": self.weight_decay, "clip_norm": self.clip_norm,
+                "weight_decay_on": self.weight_decay_on}
 
 
 class Adam(Optimizer):
@@ -176,8 +189,8 @@ class Adam(Optimizer):
     counters = ("t",)
 
     def __init__(self, lr: float = 1e-3, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8,
-                 weight_decay: float = 0.0, clip_norm: float | None = None):
-        super().__init__(lr, weight_decay, clip_norm)
+                 weight_decay: float = 0.0, clip_norm: float | None = None, weight_decay_on: str = "all"):
+        super().__init__(lr, weight_decay, clip_norm, weight_decay_on)
         for name, b in (("beta1", beta1), ("beta2", beta2)):
             if not 0.0 <= b < 1.0:
                 raise ValueError(f"{type(self).__name__}: {name} must be in [0, 1), got {b!r}")
@@ -202,7 +215,7 @@ class Adam(Optimizer):
             steps = self._gradients(params, grads)
         for name, g in steps.items():
             xp = array_namespace(g)
-            if decay is not None:  # p *= 1 - lr * wd, before the Adam step (torch.optim.AdamW)
+            if decay is not None and (self.weight_decay_on == "all" or g.ndim >= 2):  # p *= 1 - lr wd, first
                 params[name] = mul_(params[name], decay)
             state = self.state.get(name)
             if state is None:
@@ -215,7 +228,8 @@ class Adam(Optimizer):
 
     def get_config(self):
         return {"lr": self.lr, "beta1": self.beta1, "beta2": self.beta2, "eps": self.eps,
-                "weight_decay": self.weight_decay, "clip_norm": self.clip_norm}
+                "weight_decay": self.weight_decay, "clip_norm": self.clip_norm,
+                "weight_decay_on": self.weight_decay_on}
 
 
 class AdamW(Adam):
@@ -225,8 +239,8 @@ class AdamW(Adam):
     decoupled = True
 
     def __init__(self, lr: float = 1e-3, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8,
-                 weight_decay: float = 0.01, clip_norm: float | None = None):
-        super().__init__(lr, beta1, beta2, eps, weight_decay, clip_norm)
+                 weight_decay: float = 0.01, clip_norm: float | None = None, weight_decay_on: str = "all"):
+        super().__init__(lr, beta1, beta2, eps, weight_decay, clip_norm, weight_decay_on)
 
 
 class RMSprop(Optimizer):
@@ -235,8 +249,8 @@ class RMSprop(Optimizer):
     ``b = mu b + g / (sqrt(s) + eps)``, ``W -= lr b``."""
 
     def __init__(self, lr: float = 0.01, alpha: float = 0.99, eps: float = 1e-8, momentum: float = 0.0,
-                 weight_decay: float = 0.0, clip_norm: float | None = None):
-        super().__init__(lr, weight_decay, clip_norm)
+                 weight_decay: float = 0.0, clip_norm: float | None = None, weight_decay_on: str = "all"):
+        super().__init__(lr, weight_decay, clip_norm, weight_decay_on)
         self.alpha = check_number("RMSprop: alpha", alpha, high=1.0, high_open=True, span="[0, 1)")
         self.eps = check_number("RMSprop: eps", eps)
         self.momentum = check_number("RMSprop: momentum", momentum, high=1.0, high_open=True, span="[0, 1)")
@@ -265,7 +279,8 @@ class RMSprop(Optimizer):
 
     def get_config(self):
         return {"lr": self.lr, "alpha": self.alpha, "eps": self.eps, "momentum": self.momentum,
-                "weight_decay": self.weight_decay, "clip_norm": self.clip_norm}
+                "weight_decay": self.weight_decay, "clip_norm": self.clip_norm,
+                "weight_decay_on": self.weight_decay_on}
 
 
 OPTIMIZERS = {"sgd": SGD, "adam": Adam, "adamw": AdamW, "rmsprop": RMSprop}

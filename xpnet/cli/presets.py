@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 
-from .. import optim, schedules
+from .. import datasets, optim, schedules
 from ..layers import (ACTIVATIONS, BatchNorm1d, BatchNorm2d, Conv2D, Dense, Dropout, Flatten, MaxPool2D, Reshape,
                       Sigmoid)
 
@@ -103,6 +103,9 @@ def optimizer_from(args):
 def apply_preset(args) -> None:
     """Fill every ``train`` option left unset with its ``--model`` preset's value (in place)."""
     preset = PRESETS[args.model]
+    args.dataset = args.dataset or "mnist"
+    if args.dataset not in datasets.DATASETS:
+        raise ValueError(f"{args.dataset} is a text: train a language model on it with --model gpt")
     for name in ("activation", "loss", "scale", "schedule", "batch_size"):
         if getattr(args, name) is None:
             setattr(args, name, preset[name])
