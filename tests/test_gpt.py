@@ -356,7 +356,7 @@ def test_generate_is_reproducible_with_a_seed_and_the_same_on_every_backend(dev)
     assert not np.array_equal(model.generate([1, 2, 3], 12, seed=6), want)  # another seed, other draws
 
 
-def test_generate_crops_the_context_to_the_block_and_draws_the_model_s_distribution():
+def test_generate_crops_the_context_to_the_block():
     model = gpt(seed=1)
     fit(model)
     out = model.generate([[1, 2], [3, 4]], 2 * T, top_k=1)  # past the block: the context slides
@@ -365,13 +365,23 @@ def test_generate_crops_the_context_to_the_block_and_draws_the_model_s_distribut
         for t in range(2, row.size):
             context = row[max(0, t - T):t][None, :]
             assert row[t] == int(np.argmax(to_numpy(model.predict(context))[0, -1])), t
-    # the draws follow softmax(logits / temperature) over the top k: frequencies of many one-token draws
-    logits = to_numpy(model.predict(np.array([[5, 6, 7]])))[0, -1]
+
+
+def test_generate_draws_softmax_of_the_logits_over_temperature_among_the_top_k():
+    """An untied GPT made to give the logits L = 0, 1, ..., V-1 at every position (the last LayerNorm's gain 0
+    and its shift e_0, the head's row 0 L): the frequencies of many one-token draws are softmax(L / 2) over the
+    3 largest, not softmax(L) (0.16 apart) nor anything outside the top 3."""
+    model = gpt(tie=False)
+    params, norm, L = model.parameters(), len(model.layers) - 2, np.arange(V, dtype=np.float32)
+    params[f"{norm}.gamma"] = np.zeros(D, np.float32)
+    params[f"{norm}.beta"] = np.eye(1, D, dtype=np.float32)[0]
+    params[f"{norm + 1}.W"] = np.concatenate([L[None, :], np.zeros((D - 1, V), np.float32)])
+    np.testing.assert_allclose(to_numpy(model.predict(np.array([[5, 6, 7]])))[0, -1], L)
     draws = model.generate(np.tile([5, 6, 7], (4000, 1)), 1, temperature=2.0, top_k=3, seed=0)[:, -1]
-    top = np.argsort(logits)[-3:]
-    p = np.exp((logits[top] - logits[top].max()) / 2.0)
-    assert set(np.unique(draws)) <= set(top)
-    np.testing.assert_allclose([np.mean(draws == i) for i in top], p / p.sum(), atol=0.03)
+    top = L[-3:]
+    p = np.exp(top / 2.0) / np.exp(top / 2.0).sum()
+    assert set(np.unique(draws)) <= {V - 3, V - 2, V - 1}
+    np.testing.assert_allclose([np.mean(draws == i) for i in (V - 3, V - 2, V - 1)], p, atol=0.03)
 
 
 def test_generate_refuses_what_it_cannot_sample():
@@ -451,8 +461,8 @@ def test_xpnet_train_gpt_quiet_prints_the_last_report_only(tiny_text, capsys, cl
 
 
 @pytest.mark.parametrize("argv, said", [
-    (["--model", "gpt", "--layers", "3,4"], "--layers does not apply to --model gpt"),
-    (["--model", "gpt", "--epochs", "3"], "--epochs does not apply to --model gpt: say how long it trains with --steps"),
+    (["--model", "gpt", *TINY, "--layers", "3,4"], "--layers does not apply to --model gpt"),
+    (["--model", "gpt", *TINY, "--epochs", "3"], "--epochs does not apply to --model gpt: say how long it trains with --steps"),
     (["--model", "gpt", "--steps", "100"], "--steps 100 is not a multiple of --eval-interval 250"),
     (["--model", "gpt", "--n-embd", "10"], "--n-embd 10 must be a multiple of --n-head 4"),
     (["--model", "gpt", "--steps", "50", "--eval-interval", "50"], "--warmup 100 steps leaves none of the 50"),
@@ -460,7 +470,7 @@ def test_xpnet_train_gpt_quiet_prints_the_last_report_only(tiny_text, capsys, cl
     (["--dataset", "shakespeare"], "shakespeare is a text: train a language model on it with --model gpt"),
     (["--steps", "100"], "--steps: for --model gpt only"),
 ], ids=["layers", "epochs", "steps-interval", "heads", "warmup", "rows", "text-for-mlp", "gpt-option-for-mlp"])
-def test_xpnet_train_refuses_options_that_do_not_fit_the_model(argv, said, capsys, cli_environment):
+def test_xpnet_train_refuses_options_that_do_not_fit_the_model(argv, said, capsys, cli_environment, tiny_text):
     from conftest import run_main
 
     code, out, err = run_main(capsys, "train", *argv, "--device", "cpu")
