@@ -94,21 +94,23 @@ def test_adam_with_beta1_zero_and_the_bias_correction(dev):
 
 def test_defaults():
     assert SGD().get_config() == {"lr": 0.1, "momentum": 0.0, "nesterov": False, "weight_decay": 0.0,
-                                  "clip_norm": None}
+                                  "clip_norm": None, "weight_decay_on": "all"}
     assert Adam().get_config() == {"lr": 1e-3, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8, "weight_decay": 0.0,
-                                   "clip_norm": None}
+                                   "clip_norm": None, "weight_decay_on": "all"}
     assert AdamW().get_config()["weight_decay"] == 0.01
     assert RMSprop().get_config() == {"lr": 0.01, "alpha": 0.99, "eps": 1e-8, "momentum": 0.0, "weight_decay": 0.0,
-                                      "clip_norm": None}
+                                      "clip_norm": None, "weight_decay_on": "all"}
     assert Adam().t == 0
-    assert repr(SGD(0.5, momentum=0.25, nesterov=True)) == "SGD(lr=0.5, momentum=0.25, nesterov=True, weight_decay=0.0, clip_norm=None)"
-    assert repr(Adam()) == "Adam(lr=0.001, beta1=0.9, beta2=0.999, eps=1e-08, weight_decay=0.0, clip_norm=None)"
+    assert repr(SGD(0.5, momentum=0.25, nesterov=True)) == ("SGD(lr=0.5, momentum=0.25, nesterov=True, weight_decay=0.0, "
+                                                            "clip_norm=None, weight_decay_on='all')")
+    assert repr(Adam()) == ("Adam(lr=0.001, beta1=0.9, beta2=0.999, eps=1e-08, weight_decay=0.0, clip_norm=None, "
+                            "weight_decay_on='all')")
 
 
 def test_the_base_optimizer():
     opt = Optimizer(0.5)
-    assert opt.get_config() == {"lr": 0.5, "weight_decay": 0.0, "clip_norm": None}
-    assert repr(opt) == "Optimizer(lr=0.5, weight_decay=0.0, clip_norm=None)"
+    assert opt.get_config() == {"lr": 0.5, "weight_decay": 0.0, "clip_norm": None, "weight_decay_on": "all"}
+    assert repr(opt) == "Optimizer(lr=0.5, weight_decay=0.0, clip_norm=None, weight_decay_on='all')"
     with pytest.raises(NotImplementedError):
         opt.step({}, {})
 
@@ -134,10 +136,11 @@ def test_constructor_limits():
 
 
 def test_optimizers_by_name():
-    assert repr(optim.get("sgd")) == "SGD(lr=0.1, momentum=0.0, nesterov=False, weight_decay=0.0, clip_norm=None)"
-    assert repr(optim.get("SGD", lr=0.3)) == "SGD(lr=0.3, momentum=0.0, nesterov=False, weight_decay=0.0, clip_norm=None)"
-    assert repr(optim.get("Momentum")) == "SGD(lr=0.1, momentum=0.9, nesterov=False, weight_decay=0.0, clip_norm=None)"
-    assert repr(optim.get("adam", 0.02)) == "Adam(lr=0.02, beta1=0.9, beta2=0.999, eps=1e-08, weight_decay=0.0, clip_norm=None)"
+    end = ", weight_decay=0.0, clip_norm=None, weight_decay_on='all')"
+    assert repr(optim.get("sgd")) == "SGD(lr=0.1, momentum=0.0, nesterov=False" + end
+    assert repr(optim.get("SGD", lr=0.3)) == "SGD(lr=0.3, momentum=0.0, nesterov=False" + end
+    assert repr(optim.get("Momentum")) == "SGD(lr=0.1, momentum=0.9, nesterov=False" + end
+    assert repr(optim.get("adam", 0.02)) == "Adam(lr=0.02, beta1=0.9, beta2=0.999, eps=1e-08" + end
     opt = Adam()
     assert optim.get(opt) is opt and optim.get(opt, lr=5.0) is opt
     with pytest.raises(ValueError, match=r"^unknown optimizer 'lbfgs': choose sgd, momentum, adam, adamw or rmsprop"):

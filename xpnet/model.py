@@ -72,7 +72,8 @@ class Sequential:
         self._first = trainable[0] if trainable else len(self.layers)
         for i, layer in enumerate(self.layers):
             layer.input_grad = i > self._first
-        self._params = ParameterDict(self.layers, "params")
+        with self.device.context():  # parameters as views of one flat buffer per dtype (parameters.py)
+            self._params = ParameterDict(self.layers, "params", flat=True)
         self._grads = ParameterDict(self.layers, "grads", keys_from="params")
         self._buffers = ParameterDict(self.layers, "buffers")
 
@@ -156,7 +157,15 @@ class Sequential:
                         arrays[k] = new.asarray(v, self.dtype, c_order=True)
                 layer.grads.clear()
         self.device = new
+        self._link()  # the moved parameters into flat buffers on the new device
         return self
+
+    def __getstate__(self):  # a copy (pickle, deepcopy) takes the values; _link makes the views again
+        return {k: v for k, v in self.__dict__.items() if k not in ("_params", "_grads", "_buffers")}
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._link()
 
     # -- training and inference ----------------------------------------------------------------
     def fit(self, X, y, loss=None, optimizer=None, epochs: int = 1, batch_size: int = 32,
