@@ -201,9 +201,10 @@ NETWORKS = {"mlp": ("MLP 784-256-10", mlp_layers), "cnn": ("MNIST CNN preset", c
 OPTIMIZERS = {"sgd": "SGD", "adamw": "AdamW"}
 
 
-def count_network(network: str, optimizer: str, batch: int, *, seed: int = 0) -> Tally:
-    """:func:`count_step` for one of :data:`NETWORKS` with one of :data:`OPTIMIZERS` (default settings),
-    softmax cross-entropy, on ``batch`` random MNIST-shaped rows, on array-api-strict."""
+def count_network(network: str, optimizer: str, batch: int, *, seed: int = 0, **options) -> Tally:
+    """:func:`count_step` for one of :data:`NETWORKS` with one of :data:`OPTIMIZERS` (default settings, or
+    ``options`` for its constructor), softmax cross-entropy, on ``batch`` random MNIST-shaped rows, on
+    array-api-strict."""
     import numpy as np
     from threadpoolctl import threadpool_limits  # a dependency of xpnet
 
@@ -213,7 +214,7 @@ def count_network(network: str, optimizer: str, batch: int, *, seed: int = 0) ->
     rng = np.random.default_rng(seed)
     X = model.device.asarray(rng.random((batch, 784), dtype=np.float32), "float32")
     y = model.device.asarray(rng.integers(0, 10, size=batch), "int64")
-    opt = xpnet.optim.OPTIMIZERS[optimizer]()
+    opt = xpnet.optim.OPTIMIZERS[optimizer](**options)
     # The count does not depend on the threads; on a shared machine several BLAS threads per process
     # made a CNN count 8x slower (4.7 s against 0.56 s at batch 30, load 11 on 2 cores).
     with threadpool_limits(1):

@@ -103,6 +103,15 @@ def test_target_cnn_adamw_at_most_250_operations_per_step():
     assert t.total <= 250, _describe("cnn", "adamw", CNN_BATCHES[1], t)
 
 
+def test_weight_decay_on_matrices_costs_one_operation_more():
+    """Decay on the matrices only (nanoGPT's groups) multiplies the flat buffer by ``where(mask, factor, 1)``:
+    one operation more than decaying it all, for any number of parameters."""
+    for network, batch in (("mlp", MLP_BATCHES[0]), ("cnn", CNN_BATCHES[1])):
+        every = tally(network, "adamw", batch)
+        matrices = opcount.count_network(network, "adamw", batch, weight_decay_on="matrices")
+        assert matrices.total == every.total + 1 and matrices.syncs == [], _describe(network, "adamw", batch, matrices)
+
+
 # -- the instrument itself -----------------------------------------------------------------------------------
 def test_the_counter_counts_each_call_once_and_not_what_it_calls():
     import collections

@@ -305,3 +305,52 @@ def test_steps_are_the_formulas_to_the_bit(monkeypatch, name, dtype, writeable):
         for (k, slot), expected in state.items():
             np.testing.assert_array_equal(_bits(opt.state[k][slot]), _bits(expected),
                                           err_msg=f"step {t}, {slot} of {k}")
+
+
+# -- the flat path: one update over the model's flat buffer, the same bits as array by array ------------------
+FLAT = {**{name: make for name, (make, _, _) in BITWISE.items()},
+        "sgd-momentum-decay-matrices": lambda: SGD(0.1, momentum=0.9, weight_decay=0.05, weight_decay_on="matrices"),
+        "adam-decay-matrices": lambda: Adam(0.1, weight_decay=0.1, weight_decay_on="matrices"),
+        "adamw-matrices": lambda: AdamW(0.05, weight_decay=0.2, weight_decay_on="matrices"),
+        "rmsprop-momentum-matrices": lambda: RMSprop(0.02, momentum=0.5, weight_decay=0.01, weight_decay_on="matrices")}
+
+
+def _flat_and_plain(dtype, clip_norm=None, seed=5):
+    """Six steps of each optimizer of FLAT on a model's parameters (views of its flat buffer) and on a plain
+    dict of copies of them (array by array), with the same gradients: yields (name, flat, plain, optimizers)."""
+    for name, make in FLAT.items():
+        rng = np.random.default_rng(seed)
+        model = xpnet.Sequential([xpnet.Dense(7, 5), xpnet.Dense(5, 3)], dtype=dtype, seed=0)
+        flat = model.parameters()
+        plain = {k: to_numpy(v).copy() for k, v in flat.items()}
+        opts = make(), make()
+        for opt in opts:
+            opt.clip_norm = clip_norm
+        for _ in range(6):
+            grads = {k: rng.normal(size=v.shape).astype(dtype) for k, v in plain.items()}
+            opts[0].step(flat, {k: g.copy() for k, g in grads.items()})
+            opts[1].step(plain, {k: g.copy() for k, g in grads.items()})
+        assert flat.flat is not None and opts[0]._flat is not None and opts[1]._flat is None  # both paths taken
+        yield name, flat, plain, opts
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_the_flat_step_equals_the_per_parameter_step_to_the_bit(dtype):
+    """Every optimizer (each option that takes another path, weight decay on matrices only too): stepping
+    the model's flat buffer at once and stepping each array of a plain dict end with the same bits in
+    every parameter and every state array, under the same state_dict keys ("exp_avg/0.W")."""
+    for name, flat, plain, (flat_opt, plain_opt) in _flat_and_plain(dtype):
+        for k in plain:
+            np.testing.assert_array_equal(_bits(to_numpy(flat[k])), _bits(plain[k]), err_msg=f"{name}: {k}")
+        mine, theirs = flat_opt.state_dict(), plain_opt.state_dict()
+        assert mine.keys() == theirs.keys() and mine["state"].keys() == theirs["state"].keys(), name
+        for key, a in theirs["state"].items():
+            np.testing.assert_array_equal(_bits(mine["state"][key]), _bits(a), err_msg=f"{name}: {key}")
+
+
+def test_the_flat_step_clips_by_the_same_global_norm_to_rounding():
+    """clip_norm's norm sums the flat gradient in one reduction, not array by array: the order of the sum
+    changes, so the last bit may (it does, for most of these), nothing more."""
+    for name, flat, plain, _ in _flat_and_plain("float64", clip_norm=0.5):
+        for k in plain:
+            np.testing.assert_allclose(to_numpy(flat[k]), plain[k], rtol=1e-13, atol=1e-15, err_msg=f"{name}: {k}")
