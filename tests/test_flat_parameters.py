@@ -105,7 +105,7 @@ def test_a_parameter_rebound_in_its_layer_is_written_back_into_the_buffer(dev):
     X, y = _batch(dev)
     _backward(model, X, y)
     new = np.full((4, 3), 0.25, np.float32)
-    model.layers[0].params["W"] = dev.asarray(new, "float32")
+    model.layers[0].params["W"] = dev.asarray(new.copy(), "float32")  # (NumPy: asarray would give new itself)
     SGD(0.5).step(model.parameters(), model.gradients())
     np.testing.assert_array_equal(to_numpy(model.layers[0].params["W"]),
                                   new - 0.5 * to_numpy(model.gradients()["0.W"]))
@@ -164,10 +164,12 @@ def test_the_optimizer_steps_the_all_reduced_gradient_as_it_is(dev):
     np.testing.assert_array_equal(to_numpy(again), np.concatenate([g.ravel() for g in each.values()]))
 
 
-def test_a_checkpoint_written_before_the_flat_buffers_resumes_exactly(tmp_path):
+@pytest.mark.parametrize("backend_name", ["numpy", "array-api-strict"])
+def test_a_checkpoint_written_before_the_flat_buffers_resumes_exactly(backend_name):
     """tests/data/adamw_checkpoint_before_flat_buffers.npz: epoch 1 of 2 of this run, written by xpnet
-    8940cd4 (parameters and Adam's state one array each, stepped one by one). Resumed by the flat
-    buffers, the second epoch ends where a run of both epochs today ends, bit for bit.
+    8940cd4 (parameters and Adam's state one array each, stepped one by one). Resumed, the second epoch
+    ends where a run of both epochs today ends, bit for bit: on NumPy (views of the flat buffer, stepped
+    array by array) and on array-api-strict (the flat buffer stepped at once, as on a GPU).
 
     Made by: ``Sequential([Dense(4, 6), ReLU(), Dense(6, 3)], seed=0).fit(X, y, loss="softmax_cross_entropy",
     optimizer=AdamW(0.01, weight_decay=0.1), epochs=1, batch_size=6, checkpoint_dir=...)`` on the data below.
@@ -176,8 +178,11 @@ def test_a_checkpoint_written_before_the_flat_buffers_resumes_exactly(tmp_path):
     X = rng.normal(size=(20, 4)).astype(np.float32)
     y = rng.integers(0, 3, size=20)
 
+    pytest.importorskip(backend_name.replace("-", "_"))
+    dev = xpnet.device("cpu", backend=backend_name)
+
     def run(**kwargs):
-        model = Sequential([Dense(4, 6), ReLU(), Dense(6, 3)], seed=0)
+        model = Sequential([Dense(4, 6), ReLU(), Dense(6, 3)], device=dev, seed=0)
         opt = AdamW(0.01, weight_decay=0.1)
         model.fit(X, y, loss="softmax_cross_entropy", optimizer=opt, epochs=2, batch_size=6, verbose=0, **kwargs)
         return model, opt
@@ -186,6 +191,7 @@ def test_a_checkpoint_written_before_the_flat_buffers_resumes_exactly(tmp_path):
     resumed, resumed_opt = run(resume_from=old)
     whole, whole_opt = run()
     assert resumed.parameters().flat is not None and resumed_opt.t == whole_opt.t == 8
+    assert (resumed_opt._flat is not None) == (backend_name == "array-api-strict")  # stepped at once
     for k, v in whole.state_dict().items():
         np.testing.assert_array_equal(resumed.state_dict()[k], v, err_msg=k)
     mine, theirs = resumed_opt.state_dict()["state"], whole_opt.state_dict()["state"]
@@ -248,3 +254,29 @@ def test_weight_decay_on_is_checked_saved_and_restored(tmp_path):
     again = AdamW()  # another rule given: it takes the checkpoint's, as every other setting
     again.load_state_dict(opt.state_dict(), model.parameters())
     assert again.weight_decay_on == "matrices"
+
+
+def test_on_a_cpu_each_parameter_is_stepped_on_its_own():
+    """NumPy's rule (backend.routine "step_at_once"): AdamW steps each parameter's view of the flat buffer,
+    so a step's temporaries are the size of one parameter, not of the model (fresh host memory at every
+    step: several times slower). Four equal layers: array by array the peak is about half the model."""
+    tracemalloc = pytest.importorskip("tracemalloc")
+    model = Sequential([Dense(100, 100) for _ in range(4)], seed=0)
+    X = np.random.default_rng(0).normal(size=(8, 100)).astype(np.float32)
+    opt = AdamW()
+    loss = xpnet.MSE()
+    loss.forward(model.forward(X, training=True), np.zeros((8, 100), np.float32))
+    model.backward(loss.backward())
+    opt.step(model.parameters(), model.gradients())
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        opt.step(model.parameters(), model.gradients())
+        peak = tracemalloc.get_traced_memory()[1] - base
+    finally:
+        tracemalloc.stop()
+    size = sum(v.nbytes for v in model.parameters().values())
+    assert peak < 0.75 * size, f"{peak / size:.2f} model sizes at the peak"
+    assert model.parameters().flat is not None and not model.parameters().flat.at_once
+    strict = pytest.importorskip("array_api_strict")
+    assert xpnet.parameters.step_at_once(strict.zeros(3))  # the generic rule: at once (one launch per term)

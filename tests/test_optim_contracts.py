@@ -316,11 +316,14 @@ FLAT = {**{name: make for name, (make, _, _) in BITWISE.items()},
 
 
 def _flat_and_plain(dtype, clip_norm=None, seed=5):
-    """Six steps of each optimizer of FLAT on a model's parameters (views of its flat buffer) and on a plain
-    dict of copies of them (array by array), with the same gradients: yields (name, flat, plain, optimizers)."""
+    """Six steps of each optimizer of FLAT on a model's parameters on array-api-strict (views of its flat
+    buffer, stepped at once: the GPU's path, on NumPy's arithmetic) and on a plain dict of NumPy copies of
+    them (array by array, NumPy's path), with the same gradients: yields (name, flat, plain, optimizers)."""
+    pytest.importorskip("array_api_strict")
+    dev = xpnet.device("cpu", backend="array-api-strict")
     for name, make in FLAT.items():
         rng = np.random.default_rng(seed)
-        model = xpnet.Sequential([xpnet.Dense(7, 5), xpnet.Dense(5, 3)], dtype=dtype, seed=0)
+        model = xpnet.Sequential([xpnet.Dense(7, 5), xpnet.Dense(5, 3)], device=dev, dtype=dtype, seed=0)
         flat = model.parameters()
         plain = {k: to_numpy(v).copy() for k, v in flat.items()}
         opts = make(), make()
@@ -328,9 +331,9 @@ def _flat_and_plain(dtype, clip_norm=None, seed=5):
             opt.clip_norm = clip_norm
         for _ in range(6):
             grads = {k: rng.normal(size=v.shape).astype(dtype) for k, v in plain.items()}
-            opts[0].step(flat, {k: g.copy() for k, g in grads.items()})
+            opts[0].step(flat, {k: dev.asarray(g.copy(), dtype) for k, g in grads.items()})
             opts[1].step(plain, {k: g.copy() for k, g in grads.items()})
-        assert flat.flat is not None and opts[0]._flat is not None and opts[1]._flat is None  # both paths taken
+        assert flat.flat.at_once and opts[0]._flat is not None and opts[1]._flat is None  # both paths taken
         yield name, flat, plain, opts
 
 

@@ -149,15 +149,17 @@ class Sequential:
 
     def to(self, device=None, backend: str | None = None) -> "Sequential":
         """Move every parameter and buffer to another device (or backend); returns the model itself."""
-        new = _backend.device(device, backend=backend)
+        new, moved = _backend.device(device, backend=backend), []
         with new.context():
             for layer in self.layers:
                 for arrays in (layer.params, dict_of(layer, "buffers")):
                     for k, v in arrays.items():
                         arrays[k] = new.asarray(v, self.dtype, c_order=True)
+                        moved.append(arrays[k] is not v)
                 layer.grads.clear()
         self.device = new
-        self._link()  # the moved parameters into flat buffers on the new device
+        if any(moved):
+            self._link()  # the moved parameters into flat buffers on the new device
         return self
 
     def __getstate__(self):  # a copy (pickle, deepcopy) takes the values; _link makes the views again

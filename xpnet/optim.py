@@ -14,10 +14,11 @@ it to the host for a checkpoint and :meth:`Optimizer.load_state_dict` puts it ba
 device.
 
 A model's ``parameters()`` are views of one flat buffer per dtype (:class:`~xpnet.parameters.FlatParameters`):
-there each update runs once over the flat arrays (the gradients concatenated in one operation, the state
-as rows of one array whose per-parameter views ``state`` holds, :mod:`xpnet.flatstate`), a fixed number
-of operations (GPU kernel launches) whatever the number of layers, with the same per-element arithmetic,
-so on NumPy the same bits. Plain dicts of arrays, and JAX's arrays (no views), go parameter by parameter.
+on a GPU (and array-api-strict, which runs the same lines) each update runs once over the flat arrays
+(the gradients concatenated in one operation, the state as rows of one array whose per-parameter views
+``state`` holds, :mod:`xpnet.flatstate`), a fixed number of operations (kernel launches) whatever the
+number of layers, with the same per-element arithmetic, so the same bits. On a CPU (NumPy, torch), plain
+dicts of arrays and JAX's arrays (no views), each array is stepped on its own.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ class Optimizer:
     counters: tuple = ()
     decoupled = False  # AdamW: the weights decay directly, not through the gradient
     zero_state = False  # whether the state starts at zeros (Adam's), rather than from the first gradient
+    weight_decay_on, _flat = "all", None  # (an optimizer pickled before they existed has neither)
 
     def __init__(self, lr: float, weight_decay: float = 0.0, clip_norm: float | None = None,
                  weight_decay_on: str = "all"):
@@ -74,7 +76,8 @@ class Optimizer:
                                       f"flat=None), or step(params, grads) itself")
         self._begin_step()
         flat = getattr(params, "flat", None)
-        if flat is None:
+        # each array: plain dicts, JAX, a CPU (FlatParameters.at_once), gradients for some parameters only
+        if flat is None or not flat.at_once or len(grads) != len(params):
             self._step_each(params, grads)
         else:
             flatstate.step(self, flat, params, grads)

@@ -1,4 +1,5 @@
-"""``ParameterDict``: a model's parameters (or gradients, or buffers) as one flat dict over its layers'."""
+"""``ParameterDict``: a model's parameters (or gradients, or buffers) as one flat dict over its layers';
+``FlatParameters``: the parameters as views of one flat buffer per dtype, which optimizers step at once."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from collections.abc import MutableMapping
 
 from array_api_compat import array_namespace
 
-from . import inplace
+from . import backend, inplace
 
 
 class ParameterDict(MutableMapping):
@@ -62,7 +63,9 @@ class FlatParameters:
     once into its dtype's buffer, in the mapping's order, and the mapping then holds the view
     ``reshape(data[lo:hi], shape)``; everything is keyed by parameter name. Only where the library makes
     views and writes in place (NumPy, CuPy, PyTorch, array-api-strict): :meth:`of` gives ``None`` for
-    JAX, whose optimizers then go parameter by parameter.
+    JAX, whose optimizers then go parameter by parameter. ``at_once`` says whether optimizers step the
+    buffers at once (:func:`step_at_once`: on a GPU, where each operation is a kernel launch) or each
+    parameter's view (on a CPU, where whole-model temporaries cost more than the operations they save).
     """
 
     def __init__(self, params):
@@ -82,6 +85,7 @@ class FlatParameters:
             for name, view in zip(group.names, group.views):
                 params[name] = view
         self._given: tuple | None = None  # the gradients set_gradients gave (arrays, views per group)
+        self.at_once = all(step_at_once(group.data) for group in self.groups)
 
     @classmethod
     def of(cls, params) -> "FlatParameters | None":
@@ -168,6 +172,15 @@ class FlatGroup:
         xp = array_namespace(flat)
         return [xp.reshape(flat[lo:hi], shape)
                 for lo, hi, shape in zip(self.offsets, self.offsets[1:], self.shapes)]
+
+
+def step_at_once(flat) -> bool:
+    """Whether optimizers step the flat buffer ``flat`` at once: the generic rule, yes (one operation per term of
+    an update, one GPU launch each), unless the backend's own rule says otherwise (NumPy and torch on the
+    CPU: array by array, see ``xpnet/backend/_numpy.py``)."""
+    fast = backend.routine(array_namespace(flat), "step_at_once")
+    answer = fast(flat) if fast is not None else None
+    return True if answer is None else answer
 
 
 def dict_of(layer, attr: str) -> dict:

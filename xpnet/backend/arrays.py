@@ -72,8 +72,9 @@ def random_uniform(dev, key: int, counter: int, shape, dtype: str = "float32"):
 
 _ROUTINES: dict = {}
 # What a backend may define in its own way: Dense's one-sample ``x.T @ dy`` (layers/core.py), the
-# convolution layers' windows and how many samples' columns Conv2D builds at once (layers/windows.py)
-ROUTINES = ("matmul_tn", "im2col", "col2im", "im2col_chunk")
+# convolution layers' windows and how many samples' columns Conv2D builds at once (layers/windows.py),
+# whether an optimizer steps a model's flat buffer at once or array by array (parameters.py)
+ROUTINES = ("matmul_tn", "im2col", "col2im", "im2col_chunk", "step_at_once")
 
 
 def routine(xp, name: str):

@@ -5,9 +5,9 @@ each epoch (rank 0's generator state is given to all). Each global batch ``[lo, 
 contiguous shards, one per rank (:func:`~xpnet.distributed.comm.shard`); after ``backward`` the
 gradients are weighted by ``rows / batch rows`` and summed over the ranks by one all-reduce of their
 flat array, so every rank steps with the single-process gradient and the weights stay equal. Where the
-model's parameters are views of a flat buffer (:class:`~xpnet.parameters.FlatParameters`), that array
-is the one the optimizer steps with (one per dtype); else (JAX) the gradients are packed into a
-:class:`FlatBuffer` of their own.
+optimizer steps the model's flat buffers at once (:class:`~xpnet.parameters.FlatParameters`, on a GPU),
+that array is the one it steps with (one per dtype); else (JAX, a CPU) the gradients are packed into a
+:class:`FlatBuffer` of their own, allocated once.
 The losses and metric counts of a read-back window are summed the same way, on the host, so every rank
 reports (and decides on) the global figures.
 
@@ -95,7 +95,9 @@ class DataParallel:
             optimizer.load_state_dict(opt, model.parameters())
         self.sync_random_state(model)
         params = model.parameters()
-        self.views = params.flat  # the optimizer's flat gradients, all-reduced as they are
+        # where the optimizer steps the flat buffers at once, it steps the all-reduced flat gradients as they
+        # are; else (JAX, a CPU) they are packed into a buffer kept from step to step, as unpacked views
+        self.views = params.flat if params.flat is not None and params.flat.at_once else None
         self.flat = None if self.views is not None else FlatBuffer(params)
         buffers = [self.flat.data] if self.views is None else [group.data for group in self.views.groups]
         self.reduce = [self._transport(model.device, data) for data in buffers]
