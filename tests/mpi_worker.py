@@ -136,6 +136,16 @@ def main(case, out, *opts):
         results.update({f"adam-b33/{k}": v for k, v in m.state_dict().items()})
         checks["nccl"] = {"made": made.count("the NCCL unique id"), "sums": made.count("sum"),
                           "steps": 2 * -(-ROWS // 33), "agree": len(set(comm.gather(_checksum(m)))) == 1}
+    elif case == "windows":  # a language model's random windows: every rank draws the global batch, takes its share
+        from lm_tiny import Bigram, corpus
+
+        ids = corpus(7, 600)
+        m = xpnet.Sequential([Bigram(7)], seed=0 if comm.rank == 0 else 100 + comm.rank, dtype=dtype)
+        h = xpnet.training.fit(m, xpnet.TextWindows(ids[:540], 8), None, loss="softmax_cross_entropy",
+                               optimizer=optim.Adam(0.05), epochs=2, steps_per_epoch=6, batch_size=5, verbose=0,
+                               check_every=4, validation_data=xpnet.TextWindows(ids[540:], 8), distributed=comm)
+        checks["windows"] = {"history": h.history, "agree": len(set(comm.gather(_checksum(m)))) == 1}
+        results.update(m.state_dict())
     elif case == "diverge":  # every rank sees the all-reduced NaN loss: they all raise, at the same step
         try:
             fit(model(dtype), X * 1e30, y, OPTIMIZERS["sgd"](), 32)

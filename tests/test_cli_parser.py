@@ -138,6 +138,30 @@ EXPORT = [
     DEBUG,
 ]
 
+BENCH = [
+    HELP,
+    (("model_file",), "model_file", None, None, {"metavar": "MODEL", "nargs": "?"},
+     "a model file written by 'xpnet train --save' or xpnet.save (default: --model)"),
+    (("--model",), "preset", None, ("mlp", "cnn", "tutorial"), {},
+     "the preset to time, as 'xpnet train --model' builds it for MNIST: mlp (default), cnn or tutorial"),
+    (("--batch-size",), "batch_size", None, None, {"type": "_positive_int"},
+     "samples per step (default: the preset's, as in xpnet train: mlp and cnn 128, tutorial 1; a model file's "
+     "own, else 128)"),
+    (("--steps",), "steps", None, None, {"type": "_positive_int"},
+     "timed steps on each backend (default 20, or fewer, down to 3, where they would take over ~10 s)"),
+    (("--warmup",), "warmup", 3, None, {"type": "_non_negative_int"},
+     "untimed steps before them (default 3: CUDA kernels compile, memory pools fill)"),
+    (("--samples",), "samples", 60000, None, {"type": "_positive_int"},
+     "synthetic training samples, moved to the device once (default 60000: MNIST's)"),
+    (("--backends",), "backends", None, None, {"metavar": "NAME,...", "type": "_backends_arg"},
+     f"only these backends, on every device each runs on (default: all but array-api-strict): "
+     f"{', '.join(backend.BACKENDS)}"),
+    (("--input-shape",), "input_shape", None, None, {"metavar": "N[,N...]", "type": "_shape_arg"},
+     "one sample's shape, for a model file that starts with Flatten or Conv2D, e.g. 28,28"),
+    (("--json",), "json", None, None, {"metavar": "FILE"}, "also write the table and the verdict as JSON"),
+    DEBUG,
+]
+
 # name: (the help in `xpnet --help`, the description atop `xpnet NAME --help`, its options)
 COMMANDS = {
     "train": ("train a network on a dataset",
@@ -179,6 +203,14 @@ COMMANDS = {
                "with is recorded in the file's metadata (the runtime does not apply it). Needs the onnx\n"
                "package: pip install 'xpnet[onnx]'.",
                EXPORT),
+    "bench": ("time training steps on each device and backend",
+              "Is the GPU worth it? Time a few training steps of a preset or a saved model on every\n"
+              "device and backend this machine has (NumPy always; PyTorch and JAX on the CPU; CuPy,\n"
+              "PyTorch and JAX on a CUDA GPU), on synthetic data of the model's input shape, and say\n"
+              "which is fastest and by how much. A step is fit's: the batch gathered on the device, the\n"
+              "losses read back every 50 steps; moving the data to the device once is shown apart.\n"
+              "Each backend that cannot run here is listed with the reason.",
+              BENCH),
 }
 PLAIN = {"metavar": None, "type": None, "action": "_StoreAction", "nargs": None, "const": None, "required": False}
 
@@ -224,6 +256,6 @@ def test_each_commands_options_are_unchanged(name):
 
 
 @pytest.mark.parametrize("argv", [["train"], ["evaluate", "m.npz"], ["predict", "m.npz", "--input", "x.npy"], ["info"],
-                                  ["export", "m.npz", "--onnx", "m.onnx"]], ids=lambda argv: argv[0])
+                                  ["export", "m.npz", "--onnx", "m.onnx"], ["bench"]], ids=lambda argv: argv[0])
 def test_each_command_runs_its_own_function(argv):
     assert build_parser().parse_args(argv).func is getattr(cli, f"cmd_{argv[0]}")

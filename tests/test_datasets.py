@@ -566,3 +566,113 @@ def test_images_are_the_rows_reshaped(monkeypatch, fake_mnist, scale):
     (I, _), _ = ds.load("mnist", flat=False, limit=2)
     assert I.shape == (2, 1, 28, 28)
     assert issubclass(ds.DatasetNotFoundError, ds.DatasetError) and issubclass(ds.DatasetError, RuntimeError)
+
+
+# ---- text: load_text and Vocabulary ------------------------------------------------------------------
+
+SHAKESPEARE = DATA / "shakespeare" / "input.txt" if DATA is not None else None
+
+
+@pytest.fixture
+def fake_text(monkeypatch):
+    """A small text as the shakespeare file, with the module's sum patched to match."""
+    text = "First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak.\n" * 3
+    data = text.encode()
+    monkeypatch.setitem(ds.SHA256, "shakespeare", {"input.txt": hashlib.sha256(data).hexdigest()})
+    return text
+
+
+@pytest.mark.skipif(SHAKESPEARE is None or not SHAKESPEARE.is_file(), reason="set XPNET_DATA to a folder "
+                    "holding shakespeare/input.txt")
+def test_tiny_shakespeare_splits_as_nanogpt():
+    """nanoGPT's prepare.py: 1,115,394 characters, 65 symbols, 1,003,854 train and 111,540 validation ids."""
+    train, val, vocab = ds.load_text("shakespeare", data_dir=DATA, download=False)
+    assert (len(train), len(val), vocab.size) == (1003854, 111540, 65)
+    assert train.dtype == val.dtype == np.uint16
+    assert vocab.chars == "\n !$&',-.3:;?ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+    text = SHAKESPEARE.read_text()
+    assert vocab.decode(np.concatenate([train, val])) == text
+    assert vocab.decode(train[:14]) == "First Citizen:"
+
+
+def test_load_text_downloads_once_into_the_cache_with_the_checksum(monkeypatch, tmp_path, fake_text):
+    calls = []
+
+    def fetch(url):
+        calls.append(url)
+        return fake_text.encode()
+    train, val, vocab = ds.load_text("shakespeare", fetch=fetch)
+    assert calls == [ds.MIRRORS["shakespeare"][0] + "input.txt"]
+    assert cache_listing(tmp_path) == ["shakespeare", "shakespeare/input.txt"]
+    split = int(len(fake_text) * 0.9)
+    assert (len(train), len(val)) == (split, len(fake_text) - split)
+    assert vocab == ds.Vocabulary.from_text(fake_text) and vocab.decode(train) == fake_text[:split]
+    calls.clear()
+    ds.load_text("shakespeare", fetch=fetch)
+    assert calls == []
+    monkeypatch.setenv("XPNET_CACHE", str(tmp_path / "other-cache"))
+    with pytest.raises(ds.DatasetNotFoundError) as err:  # wrong bytes from the mirror: refused, not kept
+        ds.load_text("shakespeare", fetch=lambda url: b"other text")
+    assert "SHA-256 mismatch" in str(err.value)
+    assert not (tmp_path / "other-cache" / "shakespeare" / "input.txt").exists()
+
+
+def test_load_text_offline_names_the_file_the_folders_and_the_fix(tmp_path, fake_text, monkeypatch):
+    def offline(url):
+        raise urllib.error.URLError("no route to host")
+    (tmp_path / "mine").mkdir()
+    monkeypatch.setenv("XPNET_DATA", str(tmp_path / "mine"))
+    with pytest.raises(ds.DatasetNotFoundError) as err:
+        ds.load_text("shakespeare", fetch=offline)
+    msg = str(err.value)
+    assert msg.startswith("shakespeare text not found: missing input.txt")
+    for text in [str(tmp_path / "mine" / "shakespeare"), str(tmp_path / "cache" / "shakespeare"), "XPNET_DATA",
+                 "--data-dir", ds.MIRRORS["shakespeare"][0] + "input.txt: URLError: <urlopen error no route to host>"]:
+        assert text in msg
+    with pytest.raises(ds.DatasetNotFoundError, match="downloads are off"):
+        ds.load_text("shakespeare", download=False, fetch=lambda url: pytest.fail("fetched"))
+
+
+def test_a_local_text_that_fails_its_checksum_says_both_sums(tmp_path, fake_text):
+    _put(tmp_path / "data" / "shakespeare", {"input.txt": fake_text.encode()[:-1]})  # one byte short
+    with pytest.raises(ds.DatasetCorruptError) as err:
+        ds.load_text("shakespeare", data_dir=tmp_path / "data")
+    msg = str(err.value)
+    assert "input.txt: SHA-256 checksum mismatch (corrupt, truncated or a different file)" in msg
+    assert ds.SHA256["shakespeare"]["input.txt"] in msg
+    assert hashlib.sha256(fake_text.encode()[:-1]).hexdigest() in msg
+
+
+def test_load_text_and_load_point_to_each_other():
+    with pytest.raises(ValueError, match="unknown text 'tinystories', choose one of shakespeare"):
+        ds.load_text("tinystories")
+    with pytest.raises(ValueError, match=r"'shakespeare' is a text, not rows of \(X, y\): use "
+                                         r"xpnet.datasets.load_text\('shakespeare'\)"):
+        ds.load("shakespeare")
+
+
+def test_vocabulary_round_trip_json_and_errors():
+    import json
+
+    import xpnet
+
+    vocab = ds.Vocabulary.from_text("hello, wörld")
+    assert vocab.chars == " ,dehlorw\u00f6" and vocab.size == len(vocab) == 10
+    ids = vocab.encode("world, hello")
+    assert ids.dtype == np.uint16 and vocab.decode(ids) == "world, hello"
+    assert vocab.decode(ids.tolist()) == vocab.decode(xpnet.device("cpu").asarray(ids, "int64")) == "world, hello"
+    assert vocab.decode(3) == "e" and vocab.decode([]) == ""
+    again = ds.Vocabulary.from_config(json.loads(json.dumps(vocab.get_config())))
+    assert again == vocab and again.encode("wörld").tolist() == vocab.encode("wörld").tolist()
+    with pytest.raises(ValueError, match=r"'x' \(U\+0078, position 1\) is not one of the 10 characters"):
+        vocab.encode("ox")
+    with pytest.raises(ValueError, match="'\u20ac' \\(U\\+20AC, position 0\\) is not one of"):
+        vocab.encode("\u20ac")  # beyond every code point it knows
+    with pytest.raises(ValueError, match="id 10 at position 1 is outside 0..9"):
+        vocab.decode([0, 10])
+    with pytest.raises(ValueError, match=r"ids must be one sequence of integers \(1-D\), got shape \(2, 2\)"):
+        vocab.decode(np.zeros((2, 2), np.int64))
+    with pytest.raises(ValueError, match=r"chars holds \['l'\] more than once"):
+        ds.Vocabulary("hello")
+    with pytest.raises(ValueError, match=r"expected \{'chars': str\}"):
+        ds.Vocabulary.from_config({"itos": {}})

@@ -257,7 +257,8 @@ def test_fit_errors_say_where():
     with pytest.raises(ValueError, match=r"^check_every must be an int >= 1, got 0$"):
         training.fit(model, X, y, loss="mse", optimizer="sgd", epochs=1, batch_size=4, check_every=0)
     for bad in ((X, y, X), [X], X):
-        with pytest.raises(TypeError, match=r"^fit: validation_data must be a pair \(X_val, y_val\)$"):
+        with pytest.raises(TypeError, match=r"^fit: validation_data must be a pair \(X_val, y_val\), or a "
+                                            r"TextWindows source$"):
             model.fit(X, y, loss="softmax_cross_entropy", validation_data=bad, verbose=0)
 
 

@@ -16,9 +16,10 @@ from array_api_compat import array_namespace, device
 import xpnet
 from numpy.lib.stride_tricks import sliding_window_view
 
-from xpnet import (MSE, AvgPool2D, BatchNorm1d, BatchNorm2d, BinaryCrossEntropy, Conv2D, CrossEntropy, Dense, Dropout,
-                   Flatten, GlobalAvgPool2D, Identity, LeakyReLU, MaxPool2D, ReLU, Reshape, Sigmoid, Softmax,
-                   SoftmaxCrossEntropy, Step, Tanh, to_numpy)
+from xpnet import (GELU, MSE, AvgPool2D, BatchNorm1d, BatchNorm2d, BinaryCrossEntropy, Conv2D, CrossEntropy, Dense,
+                   Dropout, Flatten, GlobalAvgPool2D, Identity, LayerNorm, LeakyReLU, MaxPool2D, MultiHeadAttention,
+                   PositionalEmbedding, ReLU, Reshape, Residual, Sigmoid, Softmax, SoftmaxCrossEntropy, Step, Tanh,
+                   to_numpy)
 
 from numpy_reference import central_difference
 
@@ -41,6 +42,24 @@ def _conv(x, p, kernel, stride=(1, 1), pad=(0, 0)):
 
 def _channels(v):
     return v[None, :, None, None]
+
+
+def _attention(x, p, heads, causal=True):
+    """Self-attention written with NumPy: heads as blocks of the q, k, v columns, softmax(q k^T / sqrt(hd) + M) v."""
+    (B, T, d), hd = x.shape, x.shape[2] // heads
+    q, k, v = (a.reshape(B, T, heads, hd).transpose(0, 2, 1, 3) for a in np.split(x @ p["W_qkv"] + p["b_qkv"], 3, -1))
+    S = q @ k.swapaxes(-1, -2) / np.sqrt(hd)
+    if causal:
+        S = np.where(np.tri(T, dtype=bool), S, -np.inf)
+    return (_softmax(S) @ v).transpose(0, 2, 1, 3).reshape(B, T, d) @ p["W_o"] + p["b_o"]
+
+
+def _gelu_tanh(x):
+    return 0.5 * x * (1 + np.tanh(np.sqrt(2 / np.pi) * (x + 0.044715 * x ** 3)))
+
+
+def _layer_norm(x, p, eps=1e-5):
+    return (x - x.mean(-1, keepdims=True)) / np.sqrt(x.var(-1, keepdims=True) + eps) * p["gamma"] + p["beta"]
 
 
 # id -> (make layer, input shape, NumPy reference forward(x, params), finite-difference check?)
@@ -88,7 +107,19 @@ LAYERS = {
     "BatchNorm2d-train": (lambda: BatchNorm2d(3), (2, 3, 3, 4),
                           lambda x, p: ((x - x.mean((0, 2, 3), keepdims=True)) / np.sqrt(x.var((0, 2, 3), keepdims=True)
                                         + 1e-5) * _channels(p["gamma"]) + _channels(p["beta"])), True),
+    "MultiHeadAttention": (lambda: MultiHeadAttention(8, 2), (3, 5, 8), lambda x, p: _attention(x, p, 2), True),
+    "MultiHeadAttention-not-causal-T1": (lambda: MultiHeadAttention(6, 3, causal=False), (2, 1, 6),
+                                         lambda x, p: _attention(x, p, 3, causal=False), True),
+    "Residual": (lambda: Residual([MultiHeadAttention(4, 2), Tanh()]), (2, 3, 4),
+                 lambda x, p: x + np.tanh(_attention(x, {k[2:]: v for k, v in p.items()}, 2)), True),
+    # the sequence layers on (batch, T, dim) (Embedding takes integers: tests/test_sequence_layers.py)
+    "Dense-3d": (lambda: Dense(5, 3), (2, 4, 5), lambda x, p: x @ p["W"] + p["b"], True),
+    "GELU": (GELU, (4, 3), lambda x, p: _gelu_tanh(x), True),
+    "LayerNorm": (lambda: LayerNorm(5), (2, 3, 5), _layer_norm, True),
+    "PositionalEmbedding": (lambda: PositionalEmbedding(6, 3), (2, 4, 3), lambda x, p: x + p["W"][:4], True),
 }
+# Registered layers whose input is not floats, each with a harness of its own.
+ELSEWHERE = {"Embedding": "tests/test_sequence_layers.py"}
 # Cases run with training=True (the others with the default, False). Dropout's training mode draws a new
 # mask per call, which finite differences cannot follow: tests/test_regularization.py checks it.
 TRAINING = {"BatchNorm1d-train", "BatchNorm2d-train"}
@@ -168,7 +199,9 @@ def test_compute_output_shape_is_the_shape_forward_gives(case, dev):
 
 def test_every_registered_layer_is_in_the_harness():
     """A new layer joins the cases above, and so has its forward, backward and shapes checked."""
-    assert {type(make()).__name__ for make, *_ in LAYERS.values()} == set(xpnet.layers.LAYERS)
+    # (layers that other test modules register for themselves, such as tests/lm_tiny.py's, are not xpnet's)
+    ours = {name for name, cls in xpnet.layers.LAYERS.items() if cls.__module__.startswith("xpnet.")}
+    assert {type(make()).__name__ for make, *_ in LAYERS.values()} | set(ELSEWHERE) == ours
 
 
 @pytest.mark.parametrize("make, shape", [
@@ -282,7 +315,7 @@ def test_loss_backward_matches_central_differences(case, dev):
     np.testing.assert_allclose(grad, central_difference(objective, p_host), rtol=1e-6, atol=1e-9)
 
 
-@pytest.mark.parametrize("layer", [Sigmoid, Softmax, Tanh], ids=lambda c: c.__name__)
+@pytest.mark.parametrize("layer", [Sigmoid, Softmax, Tanh, GELU], ids=lambda c: c.__name__)
 def test_activations_stay_finite_for_huge_inputs(layer, dev):
     x = dev.asarray([[1e4, -1e4, 0.0], [-1e4, -1e4, 1e4]])
     act = layer()

@@ -14,8 +14,9 @@ import pytest
 
 import xpnet
 from xpnet import cli, layers
-from xpnet.layers import (AvgPool2D, BatchNorm2d, Conv2D, Dense, Flatten, GlobalAvgPool2D, Identity, LeakyReLU,
-                          MaxPool2D, ReLU, Reshape, Sigmoid, Softmax, Step, Tanh)
+from xpnet.layers import (GELU, AvgPool2D, BatchNorm2d, Conv2D, Dense, Embedding, Flatten, GlobalAvgPool2D, Identity,
+                          LayerNorm, LeakyReLU, MaxPool2D, MultiHeadAttention, PositionalEmbedding, ReLU, Reshape,
+                          Residual, Sigmoid, Softmax, Step, Tanh)
 from xpnet.onnx import EXPORTERS, export_onnx
 
 onnx = pytest.importorskip("onnx", reason="the onnx package is not installed: pip install 'xpnet[onnx]'")
@@ -85,6 +86,20 @@ CASES = {
     "activations-only": (lambda: [Tanh(), Softmax()], None),
     "all-in-one": (lambda: [Dense(5, 8), Sigmoid(), Dense(8, 8), LeakyReLU(0.1), Dense(8, 6, bias=False), ReLU(),
                             Dense(6, 6), Tanh(), Dense(6, 3), Identity(), Softmax()], None),
+    # (B, T, dim) sequences; dropout is the identity at inference
+    "MultiHeadAttention": (lambda: [MultiHeadAttention(8, 2, dropout=0.1)], (5, 8)),
+    "MultiHeadAttention-not-causal": (lambda: [MultiHeadAttention(6, 3, causal=False), Tanh()], (4, 6)),
+    "Residual": (lambda: [Residual([MultiHeadAttention(8, 4), Tanh()]), Residual([Residual([Tanh()])]),
+                          Flatten(), Dense(40, 3)], (5, 8)),
+    # the sequence layers: int64 ids (batch, T) in, T symbolic unless given
+    "Embedding": (lambda: [Embedding(11, 4)], None),
+    "Embedding-Flatten": (lambda: [Embedding(11, 4), Flatten(), Dense(20, 3)], (5,)),
+    "PositionalEmbedding": (lambda: [Embedding(11, 4), PositionalEmbedding(7, 4)], None),
+    "Dense-3d": (lambda: [Embedding(11, 4), Dense(4, 6), Dense(6, 3, bias=False)], None),
+    "LayerNorm": (lambda: [Dense(5, 6), LayerNorm(6, eps=0.1)], None),
+    "GELU": (lambda: [Dense(5, 4), GELU()], None),
+    "sequence": (lambda: [Embedding(11, 8), PositionalEmbedding(7, 8), LayerNorm(8), Dense(8, 16), GELU(),
+                          Dense(16, 8), LayerNorm(8, eps=0.5), Dense(8, 11, bias=False)], None),
 }
 
 
@@ -95,9 +110,14 @@ def _export_and_compare(case, device, dtype, tmp_path, opset=xpnet.onnx.DEFAULT_
     export_onnx(model, path, opset=opset, input_shape=input_shape)
     onnx.checker.check_model(onnx.load(str(path)), full_check=True)
     shape = input_shape or (5,)
-    X = (2.0 * np.random.default_rng(2).normal(size=(7, *shape))).astype(dtype)
-    X[:, 0] = 0.0  # where a threshold's side shows
-    for rows in (X, X[:1]):  # the batch size is not fixed in the file
+    if isinstance(model.layers[0], Embedding):  # token ids, repeated ones among them
+        X = np.random.default_rng(2).integers(0, model.layers[0].num_embeddings, size=(7, *shape))
+        batches = (X, X[:1], X[:, :3]) if input_shape is None else (X, X[:1])  # T is not fixed either
+    else:
+        X = (2.0 * np.random.default_rng(2).normal(size=(7, *shape))).astype(dtype)
+        X[:, 0] = 0.0  # where a threshold's side shows
+        batches = (X, X[:1])  # the batch size is not fixed in the file
+    for rows in batches:
         assert_close(run(path, rows), xpnet.to_numpy(model.predict(rows)))
     return model, path
 
@@ -109,16 +129,42 @@ def test_each_layer_matches_predict_in_float32(case, dev, tmp_path):
 
 # (none of the image layers: ONNX Runtime's CPU provider has no float64 Conv, AveragePool or GlobalAveragePool
 # kernel, "NOT_IMPLEMENTED")
-@pytest.mark.parametrize("case", ["all-in-one", "Flatten", "Step", "BatchNorm1d"])
+@pytest.mark.parametrize("case", ["all-in-one", "Flatten", "Step", "BatchNorm1d", "Residual", "sequence"])
 def test_float64_models_export_as_float64(case, tmp_path):
     model, path = _export_and_compare(case, "cpu", "float64", tmp_path)
-    assert onnx.load(str(path)).graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.DOUBLE
+    graph = onnx.load(str(path)).graph
+    assert graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.DOUBLE
+    assert graph.input[0].type.tensor_type.elem_type == (onnx.TensorProto.INT64 if case == "sequence"  # ids
+                                                         else onnx.TensorProto.DOUBLE)
 
 
 @pytest.mark.parametrize("opset", [13, 15, 18])
 def test_other_opsets(opset, tmp_path):
     _export_and_compare("all-in-one", "cpu", "float32", tmp_path, opset=opset)
     assert onnx.load(str(tmp_path / "all-in-one.onnx")).opset_import[0].version == opset
+
+
+@pytest.mark.parametrize("opset, ops", [
+    (13, {"ReduceMean", "Sqrt", "Tanh"}), (16, {"ReduceMean", "Sqrt", "Tanh"}), (17, {"LayerNormalization", "Tanh"}),
+    (20, {"LayerNormalization", "Gelu"})])
+def test_sequence_layers_in_every_opset(opset, ops, tmp_path):
+    """LayerNormalization from opset 17 and Gelu from 20; the formulas before them give the same outputs."""
+    _, path = _export_and_compare("sequence", "cpu", "float32", tmp_path, opset=opset)
+    proto = onnx.load(str(path))
+    used = {n.op_type for n in proto.graph.node}
+    assert ops <= used and not ({"LayerNormalization", "Gelu"} - ops) & used
+    (inp,) = proto.graph.input
+    assert inp.type.tensor_type.elem_type == onnx.TensorProto.INT64
+    assert [d.dim_param or d.dim_value for d in inp.type.tensor_type.shape.dim] == ["batch", "sequence"]
+
+
+def test_dense_is_gemm_on_matrices_and_matmul_add_on_sequences(tmp_path):
+    nodes = lambda layers, **kw: [n.op_type for n in export_onnx(  # noqa: E731
+        xpnet.Sequential(layers, seed=0), tmp_path / "m.onnx", **kw).graph.node]
+    assert nodes([Dense(5, 4), Dense(4, 3)]) == ["Gemm", "Gemm"]
+    assert nodes([Embedding(11, 4), Dense(4, 3)]) == ["Gather", "MatMul", "Add"]
+    assert nodes([Flatten(), Dense(6, 3)], input_shape=(2, 3)) == ["Flatten", "Gemm"]
+    assert nodes([Embedding(11, 4), Flatten(), Dense(20, 3)], input_shape=(5,)) == ["Gather", "Flatten", "Gemm"]
 
 
 def test_every_xpnet_layer_has_an_exporter_and_a_case():
@@ -251,6 +297,31 @@ def test_the_input_shape_is_what_the_layers_tell(tmp_path):
     assert [d.dim_param or d.dim_value for d in dims] == ["batch", 16]
     dims = export_onnx(xpnet.Sequential([ReLU(), xpnet.BatchNorm1d(3)], seed=0), tmp_path / "m.onnx").graph.input[0]
     assert [d.dim_param or d.dim_value for d in dims.type.tensor_type.shape.dim] == ["batch", 3]
+
+
+def test_attention_takes_sequences_of_any_length_where_the_axis_is_named(tmp_path):
+    """("T", 8): the file's length axis is symbolic, and the causal mask is made from the input's length."""
+    model = randomized(xpnet.Sequential([Residual([MultiHeadAttention(8, 2)]), MultiHeadAttention(8, 4)], seed=0))
+    proto = export_onnx(model, tmp_path / "m.onnx", input_shape=("T", 8))
+    dims = proto.graph.input[0].type.tensor_type.shape.dim
+    assert [d.dim_param or d.dim_value for d in dims] == ["batch", "T", 8]
+    names = {t.name for t in proto.graph.initializer}
+    assert set(model.state_dict()) <= names and "0.0.W_qkv" in names  # nested: the state dict's names
+    for T in (1, 2, 9):
+        X = np.random.default_rng(T).normal(size=(3, T, 8)).astype("float32")
+        assert_close(run(tmp_path / "m.onnx", X), xpnet.to_numpy(model.predict(X)))
+    with pytest.raises(ValueError, match=r"starts with Residual, so the shape of its input is not known: pass "
+                                         r"input_shape"):
+        export_onnx(model, tmp_path / "m.onnx")
+    with pytest.raises(ValueError, match=r"or names for axes of any length such as \('T', 64\)"):
+        export_onnx(model, tmp_path / "m.onnx", input_shape=("", 8))
+
+
+def test_a_layer_inside_a_residual_without_an_exporter_is_named(tmp_path):
+    model = xpnet.Sequential([Dense(3, 3), Residual([Tanh(), Doubler()])], seed=0)
+    with pytest.raises(TypeError, match=r"export_onnx: layer 1\.1, Doubler\(\) .*has no ONNX exporter"):
+        export_onnx(model, tmp_path / "m.onnx")
+    assert not (tmp_path / "m.onnx").exists()
 
 
 def test_without_onnx_the_error_says_what_to_install(tmp_path, monkeypatch, capsys):

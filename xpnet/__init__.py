@@ -11,14 +11,16 @@ from .callbacks import (Callback, CSVLogger, EarlyStopping, LambdaCallback, Lear
                         ModelCheckpoint)
 from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from .io import ModelFormatError
-from .layers import (AvgPool2D, BatchNorm1d, BatchNorm2d, Conv2D, Dense, Dropout, Flatten, GlobalAvgPool2D, Identity,
-                     Layer, LeakyReLU, MaxPool2D, ReLU, Reshape, Sigmoid, Softmax, Step, Tanh)
+from .layers import (GELU, AvgPool2D, BatchNorm1d, BatchNorm2d, Conv2D, Dense, Dropout, Embedding, Flatten,
+                     GlobalAvgPool2D, Identity, Layer, LayerNorm, LeakyReLU, MaxPool2D, MultiHeadAttention,
+                     PositionalEmbedding, ReLU, Reshape, Residual, Sigmoid, Softmax, Step, Tanh)
 from .losses import MSE, BinaryCrossEntropy, CrossEntropy, Loss, SoftmaxCrossEntropy
 from .metrics import TopKAccuracy
 from .model import Sequential, load
 from .onnx import export_onnx
 from .optim import SGD, Adam, AdamW, Optimizer, RMSprop, clip_grad_norm
 from .saving import save
+from .train.sources import TextWindows
 from .callbacks import History, TrainingDiverged
 from .tutorial import NeuralNetwork
 from .validation import UnscaledInputWarning
@@ -26,10 +28,11 @@ from .validation import UnscaledInputWarning
 __all__ = [
     "Adam", "AdamW", "AvgPool2D", "BACKENDS", "BatchNorm1d", "BatchNorm2d", "BinaryCrossEntropy", "Callback",
     "Checkpoint", "Conv2D", "CrossEntropy", "CSVLogger", "Dense", "Device", "DeviceOutOfMemoryError",
-    "DeviceUnavailableError", "Dropout", "EarlyStopping", "Flatten", "GlobalAvgPool2D", "History", "Identity",
-    "LambdaCallback", "Layer", "LeakyReLU", "LearningRateScheduler", "Loss", "MaxPool2D", "ModelCheckpoint",
-    "ModelFormatError", "MSE", "NeuralNetwork", "Optimizer", "ReLU", "Reshape", "RMSprop", "Sequential", "SGD",
-    "Sigmoid", "Softmax", "SoftmaxCrossEntropy", "Step", "Tanh", "TopKAccuracy", "TrainingDiverged",
+    "DeviceUnavailableError", "Dropout", "EarlyStopping", "Embedding", "Flatten", "GELU", "GlobalAvgPool2D",
+    "History", "Identity", "LambdaCallback", "Layer", "LayerNorm", "LeakyReLU", "LearningRateScheduler", "Loss",
+    "MaxPool2D", "ModelCheckpoint", "ModelFormatError", "MSE", "MultiHeadAttention", "NeuralNetwork", "Optimizer",
+    "PositionalEmbedding", "ReLU", "Reshape", "Residual", "RMSprop", "Sequential", "SGD", "Sigmoid", "Softmax",
+    "SoftmaxCrossEntropy", "Step", "Tanh", "TextWindows", "TopKAccuracy", "TrainingDiverged",
     "UnscaledInputWarning", "available_backends", "clip_grad_norm", "device", "device_of", "export_onnx", "load",
     "load_checkpoint", "metrics", "save", "save_checkpoint", "schedules", "synchronize", "to_numpy",
     "__version__",

@@ -6,6 +6,8 @@ reports, so a step never waits for the GPU.
 
 from __future__ import annotations
 
+import math
+
 from array_api_compat import device
 
 from .backend import namespace as array_namespace
@@ -80,28 +82,59 @@ class MSE(Loss):
 
 
 class SoftmaxCrossEntropy(Loss):
-    """Softmax and cross-entropy fused: ``L = mean_batch( -sum_k t_k log softmax(z)_k )`` on logits ``z``.
+    """Softmax and cross-entropy fused: ``L = mean_positions( -sum_k t_k log softmax(z)_k )`` on logits ``z``.
 
-    ``dL/dz = (softmax(z) - t) / batch``: the seeds' ``(r - y)`` error term. Targets are integer labels
-    ``(batch,)`` or probability rows ``(batch, classes)`` (one-hot or soft). The log-softmax uses the
-    max shift, so logits of +-1e4 give finite values. Feed it logits, not a Softmax layer's output.
+    ``z`` is ``(batch, classes)``, or ``(..., classes)`` with any leading axes (a language model's
+    ``(B, T, V)``): the mean is over every position, ``B*T`` of them, as PyTorch's
+    ``cross_entropy(z.view(-1, V), t.view(-1))``. ``dL/dz = (softmax(z) - t) / positions``: the seeds'
+    ``(r - y)`` error term. Targets are integer labels shaped like ``z`` without its last axis
+    (``(batch,)``, ``(B, T)``) or probability rows shaped like ``z`` (one-hot or soft). The log-softmax
+    uses the max shift, so logits of +-1e4 give finite values. Feed it logits, not a Softmax layer's output.
     """
 
     name = "softmax_cross_entropy"
 
     def forward(self, logits, target):
         xp = array_namespace(logits)
-        t = as_targets("SoftmaxCrossEntropy", logits, target, xp)
-        # log softmax(z) = s - log(sum exp(s)) with s = z - max(z). exp(s) and its row sums are kept,
-        # so the backward's softmax is one division instead of a second exp over the batch.
-        shifted = logits - xp.max(logits, axis=1, keepdims=True)
+        labels, t = _class_targets("SoftmaxCrossEntropy", logits, target, xp)
+        # log softmax(z) = s - log(sum exp(s)) with s = z - max(z). exp(s) and its sums are kept, so the
+        # backward's softmax is one division instead of a second exp over the batch.
+        shifted = logits - xp.max(logits, axis=-1, keepdims=True)
         e = xp.exp(shifted)
-        sum_e = xp.sum(e, axis=1, keepdims=True)
-        self._t, self._e, self._sum_e = t, e, sum_e
-        return -xp.sum(t * (shifted - xp.log(sum_e))) / logits.shape[0]
+        sum_e = xp.sum(e, axis=-1, keepdims=True)
+        self._labels, self._t, self._e, self._sum_e = labels, t, e, sum_e
+        self._n = math.prod(logits.shape[:-1])
+        if labels is None:
+            return -xp.sum(t * (shifted - xp.log(sum_e))) / self._n
+        # the true class's shifted logit picked out: no one-hot (B, T, V) array in the forward
+        picked = xp.take_along_axis(shifted, labels[..., None], axis=-1)
+        return xp.sum(xp.log(sum_e) - picked) / self._n
 
     def backward(self):
-        return (self._e / self._sum_e - self._t) / self._t.shape[0]
+        e = self._e
+        t = self._t if self._labels is None else one_hot(self._labels, e.shape[-1], e.dtype)
+        return (e / self._sum_e - t) / self._n
+
+
+def _class_targets(name, logits, target, xp):
+    """``(labels, None)``: int64 class ids shaped like ``logits`` without its last axis; or ``(None, rows)``:
+    float targets shaped like ``logits`` (2-D logits go through :func:`as_targets`, as the other losses)."""
+    integral = xp.isdtype(target.dtype, "integral")
+    if logits.ndim <= 2:
+        if not (logits.ndim == 2 and integral and target.ndim == 1 and logits.shape[1] > 1):
+            return None, as_targets(name, logits, target, xp)  # (its messages for 2-D predictions)
+        _check_rows(name, logits, target)
+    if integral:
+        if tuple(target.shape) != tuple(logits.shape[:-1]):
+            raise ValueError(f"{name}: integer targets of shape {tuple(target.shape)} for logits of shape "
+                             f"{tuple(logits.shape)}: expected {tuple(logits.shape[:-1])}, one class id per "
+                             f"position")
+        return (target if target.dtype == xp.int64 else xp.astype(target, xp.int64)), None
+    if tuple(target.shape) != tuple(logits.shape):
+        raise ValueError(f"{name}: targets of shape {tuple(target.shape)} do not match logits of shape "
+                         f"{tuple(logits.shape)} (give class ids of shape {tuple(logits.shape[:-1])} or "
+                         f"probability rows shaped like the logits)")
+    return None, (target if target.dtype == logits.dtype else xp.astype(target, logits.dtype))
 
 
 class CrossEntropy(Loss):

@@ -1,7 +1,9 @@
 """Metrics that ``fit`` and ``evaluate`` report besides the loss: accuracy and top-k accuracy.
 
-A metric turns one batch into a boolean ``(batch,)`` array of hits, on the device; the training loop
-sums them there and reads every metric's count back in the same transfer as the losses' window.
+A metric turns one batch into a ``(batch,)`` array of hits, on the device; the training loop sums them
+there and reads every metric's count back in the same transfer as the losses' window. On outputs with
+positions, ``(B, T, classes)`` (a language model's), a row's hit is the fraction of its ``T`` positions
+that are right, so the sum over rows divided by the rows is the fraction of all ``B*T`` positions.
 
     >>> model.fit(X, y, loss="softmax_cross_entropy", metrics=["accuracy", "top_5_accuracy"])
     >>> model.evaluate(X_test, y_test, metrics=[TopKAccuracy(3)])["top_3_accuracy"]
@@ -15,26 +17,34 @@ from .arguments import check_count
 from .backend import namespace as array_namespace
 
 
-def _labels(target, xp):
-    """Class labels from integer labels or one-hot rows."""
-    return target if target.ndim == 1 else xp.argmax(target, axis=1)
+def _labels(out, target, xp):
+    """Class labels from integer labels (shaped like ``out`` without its last axis) or one-hot rows."""
+    return target if target.ndim == out.ndim - 1 else xp.argmax(target, axis=-1)
+
+
+def _per_row(hits, dtype, xp):
+    """``(batch,)`` hits: as they are for one position per row, else each row's fraction of right positions."""
+    if hits.ndim == 1:
+        return hits
+    return xp.mean(xp.astype(hits, dtype), axis=tuple(range(1, hits.ndim)))
 
 
 class Accuracy:
     """The fraction of rows whose predicted class is the target: ``argmax(out) == y`` (ties: the first
     largest output wins, as NumPy's argmax), or for one output unit ``(out > threshold) == (y > 0.5)``,
-    the threshold being 0 on logits and 0.5 on probabilities."""
+    the threshold being 0 on logits and 0.5 on probabilities. On ``(B, T, classes)`` outputs with
+    ``(B, T)`` targets: the fraction of the ``B*T`` positions whose predicted class is the target."""
 
     name = "accuracy"
 
     def hits(self, out, target, threshold: float):
         xp = array_namespace(out)
-        if out.shape[1] > 1:
-            pred = xp.argmax(out, axis=1)
-            true = _labels(target, xp)
+        if out.shape[-1] > 1:
+            pred = xp.argmax(out, axis=-1)
+            true = _labels(out, target, xp)
             if true.dtype != pred.dtype:
                 true = xp.astype(true, pred.dtype)
-            return pred == true
+            return _per_row(pred == true, out.dtype, xp)
         return (xp.reshape(out, (-1,)) > threshold) == (xp.reshape(target, (-1,)) > 0.5)
 
     def __repr__(self):
@@ -47,7 +57,8 @@ class TopKAccuracy:
     A row is a hit when fewer than ``k`` classes score strictly higher than the target: ties at the
     boundary count in the target's favour, as ``tf.math.in_top_k`` and Keras' ``TopKCategoricalAccuracy``
     do (so ``TopKAccuracy(1)`` can exceed :class:`Accuracy`, whose argmax breaks ties by position).
-    Computed without a sort: ``sum(out > out[target]) < k``. Needs more than one output unit.
+    Computed without a sort: ``sum(out > out[target]) < k``. Needs more than one output unit. On
+    ``(B, T, classes)`` outputs: the fraction of positions, as :class:`Accuracy`.
     """
 
     def __init__(self, k: int = 5):
@@ -56,15 +67,15 @@ class TopKAccuracy:
 
     def hits(self, out, target, threshold: float):
         xp = array_namespace(out)
-        if out.shape[1] < 2:
+        if out.shape[-1] < 2:
             raise ValueError(f"{self.name}: the model has one output unit, so there is no ranking of classes; use "
                              f"'accuracy' for a binary classifier")
-        true = _labels(target, xp)
+        true = _labels(out, target, xp)
         if true.dtype != xp.int64:
             true = xp.astype(true, xp.int64)
-        score = xp.take_along_axis(out, xp.reshape(true, (-1, 1)), axis=1)
-        above = xp.sum(xp.astype(out > score, out.dtype), axis=1)
-        return above < self.k
+        score = xp.take_along_axis(out, true[..., None], axis=-1)
+        above = xp.sum(xp.astype(out > score, out.dtype), axis=-1)
+        return _per_row(above < self.k, out.dtype, xp)
 
     def __repr__(self):
         return f"TopKAccuracy({self.k})"

@@ -170,10 +170,11 @@ class Sequential:
         self._link()
 
     # -- training and inference ----------------------------------------------------------------
-    def fit(self, X, y, loss=None, optimizer=None, epochs: int = 1, batch_size: int = 32,
+    def fit(self, X, y=None, loss=None, optimizer=None, epochs: int = 1, batch_size: int = 32,
             shuffle: bool = True, validation_data=None, verbose="auto", callbacks=(), lr=None, *,
             validation_split: float = 0.0, metrics=None, schedule=None, checkpoint_dir=None, resume_from=None,
-            distributed=None, check_every: int = 50):
+            distributed=None, check_every: int = 50, steps_per_epoch=None, validation_steps=None,
+            evaluate_train: bool = False):
         """Train; returns a :class:`~xpnet.callbacks.History` with per-epoch loss and accuracy.
 
         ``X``/``y`` may be NumPy arrays or arrays of the model's backend. They are moved to the device
@@ -214,13 +215,18 @@ class Sequential:
         :mod:`xpnet.distributed`). Needs ``pip install "xpnet[mpi]"``. On one machine's CPU,
         ``distributed=xpnet.distributed.Threads(n)`` runs the same on ``n`` threads of this process, each with
         one BLAS thread, so that NumPy's elementwise work uses every core too (no MPI needed).
+
+        ``X`` may be a source, :class:`xpnet.TextWindows` (no ``y``): ``steps_per_epoch`` steps an epoch, as
+        Keras' fit on an endless dataset; ``validation_steps`` batches of fixed windows for a source's
+        ``validation_data``; ``evaluate_train`` logs ``train_loss`` (see :func:`xpnet.train.fit`).
         """
         try:
             return train.fit(self, X, y, loss=loss, optimizer=optimizer, epochs=epochs, batch_size=batch_size,
                              shuffle=shuffle, validation_data=validation_data, verbose=verbose,
                              callbacks=callbacks, lr=lr, validation_split=validation_split, metrics=metrics,
                              schedule=schedule, checkpoint_dir=checkpoint_dir, resume_from=resume_from,
-                             distributed=distributed, check_every=check_every)
+                             distributed=distributed, check_every=check_every, steps_per_epoch=steps_per_epoch,
+                             validation_steps=validation_steps, evaluate_train=evaluate_train)
         except _backend.DeviceOutOfMemoryError as exc:
             # Out here the failed step's frames are finished: release their arrays, then give the pool's
             # blocks back to the driver, so the process (or another library on the GPU) can go on.
@@ -249,17 +255,18 @@ class Sequential:
         """
         return train.predict_classes(self, X, batch_size)
 
-    def evaluate(self, X, y, loss=None, batch_size: int = 1024, *, metrics=None) -> dict:
+    def evaluate(self, X, y=None, loss=None, batch_size: int = 1024, *, metrics=None, steps=None) -> dict:
         """``{"loss": float, "accuracy": float}`` on ``(X, y)`` (accuracy for classification targets).
 
         ``metrics`` as in :meth:`fit` (e.g. ``["accuracy", "top_5_accuracy"]``). ``loss`` defaults to the one the model was trained with (``fit`` and ``load`` record it).
+        ``X`` may be a :class:`xpnet.TextWindows` source, evaluated on ``steps`` (default 20) fixed batches.
         """
         if loss is None and self.loss is None:
             raise ValueError("evaluate: no loss given, and this model has none recorded (it was not trained "
                              "with fit, nor loaded from a file that names its loss): pass loss=..., e.g. "
                              "loss='softmax_cross_entropy'")
         return train.evaluate(self, X, y, losses_mod.get(loss if loss is not None else self.loss), batch_size,
-                              metrics=metrics)
+                              metrics=metrics, steps=steps)
 
     def save(self, path, *, metadata: dict | None = None) -> None:
         """Save architecture and weights to one ``.npz`` file (see :func:`xpnet.save`)."""

@@ -21,6 +21,8 @@ class ParameterDict(MutableMapping):
     and storing an array under a key writes its values into the parameter's view instead of rebinding it.
     """
 
+    flat = None  # (a ParameterDict pickled before there were flat buffers has no attribute of its own)
+
     def __init__(self, layers, attr: str, keys_from: str | None = None, *, flat: bool = False):
         self._slots = {f"{i}.{k}": (layer, k) for i, layer in enumerate(layers)
                        for k in dict_of(layer, keys_from or attr)}

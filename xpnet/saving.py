@@ -44,7 +44,7 @@ def save(model, path, *, metadata: dict | None = None) -> None:
     config that is not JSON-serializable, and ``OSError`` when the folder is not writable (the previous
     file, if any, is left untouched).
     """
-    for i, layer in enumerate(model.layers):
+    for i, layer in _every_layer(model.layers):
         name = type(layer).__name__
         if LAYERS.get(name) is not type(layer):
             raise TypeError(f"save: layer {i} is a {type(layer).__module__}.{name}, which load() cannot "
@@ -55,6 +55,15 @@ def save(model, path, *, metadata: dict | None = None) -> None:
     if not isinstance(metadata, dict):
         raise TypeError(f"save: metadata must be a dict, got {type(metadata).__name__}")
     io.write(path, header(model, metadata), state)
+
+
+def _every_layer(layers, prefix=""):
+    """``("<i>", layer)`` for each layer, then ``("<i>.<j>", ...)`` for the layers inside it (a Residual's)."""
+    for i, layer in enumerate(layers):
+        yield f"{prefix}{i}", layer
+        inner = getattr(layer, "layers", None)
+        if isinstance(inner, list):
+            yield from _every_layer(inner, f"{prefix}{i}.")
 
 
 def header(model, metadata: dict) -> dict:

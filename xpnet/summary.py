@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 
 from .arguments import is_count
-from .layers import input_layer, model_input_shape, model_output_shapes
+from .layers import input_layer, model_input_dtype, model_input_shape, model_output_shapes
 
 
 def summary_lines(model, input_shape=None) -> list[str]:
@@ -18,8 +18,7 @@ def summary_lines(model, input_shape=None) -> list[str]:
     given = input_shape is not None
     sample = _checked(input_shape) if given else model_input_shape(model.layers)
     shapes = _output_shapes(model, sample)
-    rows = [(str(i), type(layer).__name__, "?" if s is None else str(s), f"{_count(layer):,d}",
-             _arguments(layer)) for i, (layer, s) in enumerate(zip(model.layers, shapes))]
+    rows = _rows(model.layers, None if sample is None else (None, *sample), shapes)
     head = ("#", "Layer (type)", "Output shape", "Param #", "Arguments")
     widths = [max(len(r[c]) for r in [head, *rows]) for c in range(4)]
 
@@ -34,7 +33,9 @@ def summary_lines(model, input_shape=None) -> list[str]:
     if sample is None:
         source = "? (not known from the first layers: pass summary(input_shape=...), one sample's shape)"
     else:
-        source = str((None, *sample)) + ("" if given else f" (from {type(input_layer(model.layers)).__name__})")
+        ids = model_input_dtype(model.layers)
+        source = (str((None, *sample)) + (f", {ids} ids" if ids else "")
+                  + ("" if given else f" (from {type(input_layer(model.layers)).__name__})"))
     return [f"Sequential on {model.device}, {model.dtype}", f"Input shape: {source}", rule, line(head), rule,
             *map(line, rows), rule,
             f"Total params: {trained + kept:,d} ({_bytes((trained + kept) * item)})",
@@ -58,6 +59,21 @@ def _output_shapes(model, sample) -> list:
         return model_output_shapes(model.layers, (None, *sample))
     except ValueError as exc:  # "layer i, ..., does not take input of shape ..."
         raise ValueError(f"summary: {exc}; check the layers, or input_shape") from None
+
+
+def _rows(layers, shape, shapes, prefix="", depth=0) -> list:
+    """One row per layer; a layer of layers (``Residual``) is followed by its own, indented, numbered
+    ``"<i>.<j>"``; ``shape`` is what the first of ``layers`` gets, ``shapes`` what each gives."""
+    rows = []
+    for i, (layer, out) in enumerate(zip(layers, shapes)):
+        inner = getattr(layer, "layers", None)
+        rows.append((f"{prefix}{i}", "  " * depth + type(layer).__name__, "?" if out is None else str(out),
+                     f"{_count(layer):,d}", "" if isinstance(inner, list) else _arguments(layer)))
+        if isinstance(inner, list):  # its layers' shapes: the whole already took this one, so they do
+            inner_shapes = [None] * len(inner) if shape is None else model_output_shapes(inner, shape)
+            rows += _rows(inner, shape, inner_shapes, f"{prefix}{i}.", depth + 1)
+        shape = out
+    return rows
 
 
 def _arguments(layer) -> str:

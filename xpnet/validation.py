@@ -12,7 +12,7 @@ import sys
 import warnings
 
 from . import backend
-from .layers import model_output_shapes
+from .layers import model_input_dtype, model_output_shapes
 
 _PACKAGE = os.path.dirname(os.path.abspath(__file__)) + os.sep
 
@@ -47,8 +47,8 @@ def check_input_range(model, span, where: str) -> None:
     0..1 pixels given 0..255 (or one trained on 0..255 given 0..1) answers nonsense without an error.
     """
     trained = getattr(model, "input_range", None)
-    if trained is None:
-        return
+    if trained is None or model_input_dtype(getattr(model, "layers", ())) is not None:
+        return  # token ids are not scaled: the first layer refuses those it has no row for
     lo, hi = trained
     margin = (hi - lo) / 2
     if span[0] < lo - margin or span[1] > hi + margin:
@@ -169,35 +169,8 @@ def prepare_xy(model, X, y, loss, where: str, targets: bool = True, warn_unscale
     ``with_range`` appends ``X``'s ``(min, max)`` (:func:`data_range`), which the check for NaN and inf
     computes anyway.
     """
-    X = _as_array(X, "X", where)
-    if X.ndim == 0:
-        raise ValueError(f"{where}: X is a scalar; pass a 2-D array (samples, features)")
-    n = X.shape[0]
-    if n == 0:
-        raise ValueError(f"{where}: X is empty (0 samples)")
-    _check_first_layer(model, X, where)
-    if not _is_floating(X) and not _is_integral(X):
-        raise TypeError(f"{where}: X has dtype {X.dtype}; use float32 data")
-    # the max on X's own device, one scalar read back (not a host copy of X)
-    top = int(backend.to_numpy(_xp(X).max(X))) if warn_unscaled and _is_integral(X) else 0
-    if top > 1:
-        warn(f"{where}: X holds integers up to {top} (raw pixels?); the network "
-             f"sees them unscaled, so sigmoid and softmax units saturate and training stalls. Scale them "
-             f"first: X / 255 (or X / 255 * 0.99 + 0.01, the tutorial's scaling). If the values are meant "
-             f"as they are: {_SILENCE}.", UnscaledInputWarning)
-    floats = _is_floating(X)
-    dev = model.device
-    X = dev.asarray(X, model.dtype)
-    # min and max propagate NaN (the standard says so) and reach an inf: the range the callers need is
-    # the finiteness check too, two passes over X where a separate sum made three (20 ms of MNIST).
-    span = data_range(X)
-    if not (math.isfinite(span[0]) and math.isfinite(span[1])):
-        raise ValueError(f"{where}: X contains NaN or infinite values; clean or impute them first")
-    if warn_unscaled and floats and _pixel_floats(X, span):
-        warn(f"{where}: X holds floats from {span[0]:g} to {span[1]:g}, whole numbers (raw 0..255 pixels "
-             f"as floats?); the network sees them unscaled, so sigmoid and softmax units saturate and training "
-             f"stalls. Scale them first: X / 255 (or X / 255 * 0.99 + 0.01, the tutorial's scaling). If the "
-             f"values are meant as they are: {_SILENCE}.", UnscaledInputWarning)
+    X, span = prepare_x(model, X, where, warn_unscaled)
+    n, dev = X.shape[0], model.device
     if not targets:
         return (X, None, False, span) if with_range else (X, None, False)
     if y is None:
@@ -229,6 +202,49 @@ def prepare_xy(model, X, y, loss, where: str, targets: bool = True, warn_unscale
         raise ValueError(f"{where}: y contains NaN or infinite values")
     classify = (y.ndim == 2 and y.shape[1] > 1) or _zero_one(y)
     return (X, y, classify, span) if with_range else (X, y, classify)
+
+
+def prepare_x(model, X, where: str, warn_unscaled: bool = False):
+    """``(X, span)``: ``X`` checked for ``model`` and moved to its device, in its dtype (integers where its first
+    layer takes ids: :attr:`~xpnet.layers.Layer.input_dtype`), and its ``(min, max)`` (see :func:`prepare_xy`)."""
+    X = _as_array(X, "X", where)
+    if X.ndim == 0:
+        raise ValueError(f"{where}: X is a scalar; pass a 2-D array (samples, features)")
+    n = X.shape[0]
+    if n == 0:
+        raise ValueError(f"{where}: X is empty (0 samples)")
+    _check_first_layer(model, X, where)
+    if not _is_floating(X) and not _is_integral(X):
+        raise TypeError(f"{where}: X has dtype {X.dtype}; use float32 data")
+    ids = model_input_dtype(model.layers)  # "int64" where the first layer takes token ids, else None
+    if ids is not None and not _is_integral(X):
+        raise TypeError(f"{where}: X has dtype {X.dtype}, but the first layer {model.layers[0]!r} takes integer "
+                        f"ids; pass them as integers: X.astype(np.int64)")
+    # the max on X's own device, one scalar read back (not a host copy of X)
+    top = int(backend.to_numpy(_xp(X).max(X))) if warn_unscaled and _is_integral(X) and ids is None else 0
+    if top > 1:
+        warn(f"{where}: X holds integers up to {top} (raw pixels?); the network "
+             f"sees them unscaled, so sigmoid and softmax units saturate and training stalls. Scale them "
+             f"first: X / 255 (or X / 255 * 0.99 + 0.01, the tutorial's scaling). If the values are meant "
+             f"as they are: {_SILENCE}.", UnscaledInputWarning)
+    floats = _is_floating(X)
+    X = model.device.asarray(X, ids or model.dtype)
+    # min and max propagate NaN (the standard says so) and reach an inf: the range the callers need is
+    # the finiteness check too, two passes over X where a separate sum made three (20 ms of MNIST).
+    span = data_range(X)
+    if not (math.isfinite(span[0]) and math.isfinite(span[1])):
+        raise ValueError(f"{where}: X contains NaN or infinite values; clean or impute them first")
+    if model.layers:
+        try:
+            model.layers[0].check_input_values(*span)  # Embedding: every id has a row (no check per step)
+        except ValueError as exc:
+            raise ValueError(f"{where}: {exc}") from None
+    if warn_unscaled and floats and _pixel_floats(X, span):
+        warn(f"{where}: X holds floats from {span[0]:g} to {span[1]:g}, whole numbers (raw 0..255 pixels "
+             f"as floats?); the network sees them unscaled, so sigmoid and softmax units saturate and training "
+             f"stalls. Scale them first: X / 255 (or X / 255 * 0.99 + 0.01, the tutorial's scaling). If the "
+             f"values are meant as they are: {_SILENCE}.", UnscaledInputWarning)
+    return X, span
 
 
 def _pixel_floats(X, span) -> bool:

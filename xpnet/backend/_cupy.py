@@ -194,5 +194,16 @@ class CuPy(Backend):
 
         return allreduce
 
+    def scatter_add(self, ids, values, rows):
+        """Embedding's gradient through ``cupyx.scatter_add`` (atomic adds: repeated ids add up, in no fixed
+        order). NOT RUN ON A GPU YET: the test against the generic lines is tests/test_sequence_layers.py's
+        ``gpu`` one."""
+        import cupy
+        import cupyx
+
+        out = cupy.zeros((rows, values.shape[1]), dtype=values.dtype)  # on the current device (compat #337)
+        cupyx.scatter_add(out, ids, values)
+        return out
+
 
 BACKEND = CuPy()

@@ -124,5 +124,11 @@ class Jax(Backend):
         with jax.default_device(native):
             return jax.random.uniform(key, shape, dtype=getattr(xp, dtype))
 
+    def scatter_add(self, ids, values, rows):
+        """Embedding's gradient through JAX's functional scatter, ``.at[ids].add`` (repeated ids add up)."""
+        import jax.numpy as jnp
+
+        return jnp.zeros_like(values, shape=(rows, values.shape[1])).at[ids].add(values)
+
 
 BACKEND = Jax()

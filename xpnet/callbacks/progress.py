@@ -89,7 +89,9 @@ class EpochLine(Callback):
 
 
 def format_epoch(epoch: int, epochs: int, logs: dict, dev, held_out: str = "val") -> str:
-    """One line per epoch: loss, accuracies, throughput and device.
+    """One line per epoch: loss, accuracies, throughput and device. ``loss`` is the mean over the epoch's steps
+    (as Keras'); ``train loss``, where fit evaluated the training data after the epoch (``evaluate_train``), is
+    nanoGPT's "train loss" (the model at the epoch's end, in evaluation mode).
 
     ``held_out`` names the ``val_`` figures: ``"val"`` (``validation_data`` or ``validation_split``, as
     the history's keys), or ``"test"`` where the held-out set is the test set (the ``xpnet`` command).
@@ -97,6 +99,8 @@ def format_epoch(epoch: int, epochs: int, logs: dict, dev, held_out: str = "val"
     parts = [f"epoch {epoch + 1}/{epochs}", f"loss {logs['loss']:.4f}"]
     if "accuracy" in logs:
         parts.append(f"train acc {logs['accuracy']:.4f}")
+    if "train_loss" in logs:  # fit(evaluate_train=True): the training data evaluated after the epoch
+        parts.append(f"train loss {logs['train_loss']:.4f}")
     if "val_loss" in logs:
         parts.append(f"{held_out} loss {logs['val_loss']:.4f}")
     if "val_accuracy" in logs:

@@ -10,6 +10,7 @@ from .. import backend, datasets
 from .._version import __version__
 from ..onnx import DEFAULT_OPSET
 from ..arguments import check_count
+from .bench import cmd_bench
 from .commands import cmd_evaluate, cmd_info, cmd_predict
 from .export import cmd_export
 from .presets import HIDDEN, LOSSES, OPTIMIZERS, PRESETS, SCHEDULES
@@ -61,6 +62,13 @@ def _positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
 
 
+def _non_negative_int(text: str) -> int:
+    try:
+        return check_count("value", int(text), 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text!r}") from None
+
+
 def _float_in(text: str, low: float, high: float, closed_low: bool, what: str) -> float:
     try:
         value = float(text)
@@ -93,6 +101,13 @@ def _shape_arg(text: str) -> tuple:
         raise argparse.ArgumentTypeError(f"invalid shape {text!r}: one sample's shape as positive ints "
                                          f"separated by commas, e.g. 784 or 28,28")
     return shape
+
+
+def _backends_arg(text: str) -> tuple:
+    try:
+        return tuple(dict.fromkeys(backend.parse_backend(name) for name in text.split(",")))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 # -- the options: (flags, add_argument's keywords) in --help's order ------------------------------
@@ -208,6 +223,29 @@ EXPORT_OPTIONS = [
                                    "Reshape's, as in --model cnn; needed when the model starts with Flatten or "
                                    "Conv2D), e.g. 28,28")),
 ]
+BENCH_OPTIONS = [
+    (("model_file",), dict(nargs="?", metavar="MODEL",
+                           help="a model file written by 'xpnet train --save' or xpnet.save (default: --model)")),
+    (("--model",), dict(dest="preset", choices=tuple(PRESETS),
+                        help="the preset to time, as 'xpnet train --model' builds it for MNIST: mlp (default), "
+                             "cnn or tutorial")),
+    (("--batch-size",), dict(type=_positive_int, help="samples per step (default: the preset's, as in xpnet train: "
+                                                      "mlp and cnn 128, tutorial 1; a model file's own, else 128)")),
+    (("--steps",), dict(type=_positive_int,
+                        help="timed steps on each backend (default 20, or fewer, down to 3, where they would "
+                             "take over ~10 s)")),
+    (("--warmup",), dict(type=_non_negative_int, default=3,
+                         help="untimed steps before them (default 3: CUDA kernels compile, memory pools fill)")),
+    (("--samples",), dict(type=_positive_int, default=60000,
+                          help="synthetic training samples, moved to the device once (default 60000: MNIST's)")),
+    (("--backends",), dict(type=_backends_arg, metavar="NAME,...",
+                           help=f"only these backends, on every device each runs on (default: all but "
+                                f"array-api-strict): {', '.join(backend.BACKENDS)}")),
+    (("--input-shape",), dict(type=_shape_arg, metavar="N[,N...]",
+                              help="one sample's shape, for a model file that starts with Flatten or Conv2D, "
+                                   "e.g. 28,28")),
+    (("--json",), dict(metavar="FILE", help="also write the table and the verdict as JSON")),
+]
 
 # -- the commands: what `xpnet --help` lists and what each one's --help opens with -----------------
 TRAIN_DESCRIPTION = (
@@ -235,6 +273,13 @@ PREDICT_DESCRIPTION = (
 INFO_DESCRIPTION = (
     "Show versions, usable backends and CUDA devices (or why there are none).\n\n"
     "Also the device that 'auto' (or --device/--backend) resolves to here, and the data folders.")
+BENCH_DESCRIPTION = (
+    "Is the GPU worth it? Time a few training steps of a preset or a saved model on every\n"
+    "device and backend this machine has (NumPy always; PyTorch and JAX on the CPU; CuPy,\n"
+    "PyTorch and JAX on a CUDA GPU), on synthetic data of the model's input shape, and say\n"
+    "which is fastest and by how much. A step is fit's: the batch gathered on the device, the\n"
+    "losses read back every 50 steps; moving the data to the device once is shown apart.\n"
+    "Each backend that cannot run here is listed with the reason.")
 EXPORT_DESCRIPTION = (
     "Write a saved model as an ONNX file, with a dynamic batch size, for ONNX Runtime (C++, C#,\n"
     "Java, JavaScript, phones) and other ONNX runtimes. The input scaling the model was trained\n"
@@ -257,6 +302,8 @@ def subcommands() -> list:
         ("info", cmd_info, "versions, backends and CUDA devices", INFO_DESCRIPTION, COMMON),
         ("export", cmd_export, "write a saved model as an ONNX file", EXPORT_DESCRIPTION,
          MODEL_FILE + EXPORT_OPTIONS + DEBUG),  # on the CPU in any case: no --device
+        ("bench", cmd_bench, "time training steps on each device and backend", BENCH_DESCRIPTION,
+         BENCH_OPTIONS + DEBUG),  # every device and backend in turn: no --device
     ]
 
 

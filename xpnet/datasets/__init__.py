@@ -1,4 +1,5 @@
-"""Datasets as host NumPy arrays: MNIST, Fashion-MNIST, the tutorial CSV and small synthetic sets.
+"""Datasets as host NumPy arrays: MNIST, Fashion-MNIST, the tutorial CSV and small synthetic sets; and text
+for language models (:func:`load_text`: tiny shakespeare as character ids, with its :class:`Vocabulary`).
 
 Every loader returns ``(X_train, y_train), (X_test, y_test)`` with ``X`` float32 of shape
 ``(n, features)`` and ``y`` int64 of shape ``(n,)``, on the host; send them to the model's
@@ -12,6 +13,7 @@ from .files import (MIRRORS, SHA256, DatasetCorruptError, DatasetError, DatasetN
                     data_dirs, quiet_downloads)
 from .parsers import check_args, load_csv, load_mnist, load_tutorial_csv, read_idx  # noqa: F401
 from .synthetic import make_moons, make_spirals, make_xor  # noqa: F401
+from .text import TEXTS, Vocabulary, load_text  # noqa: F401
 
 DATASETS = ("mnist", "fashion-mnist", "csv", "spirals", "moons")
 
@@ -39,6 +41,9 @@ def load(name, *, data_dir=None, scale="unit", limit=None, download=True, seed=0
         if not flat:
             parts = tuple((X.reshape(len(X), 1, 28, 28), y) for X, y in parts)
         return parts[0] if split else parts
+    if name in TEXTS:
+        raise ValueError(f"{name!r} is a text, not rows of (X, y): use xpnet.datasets.load_text({name!r}), which "
+                         f"gives the training ids, the validation ids and the vocabulary")
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}, choose one of {', '.join(DATASETS)}")
     check_args(scale, limit, flat, split)

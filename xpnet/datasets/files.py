@@ -37,6 +37,9 @@ SHA256 = {
         "mnist_train_100.csv": "fdd8d89d0c19e0a78ee8f60a7770fa708895ed1c649b9f49a0fa63a9d517cfe2",
         "mnist_test_10.csv": "36872cba8ad8788b41d8dc391e84e33871ba1bb9d73a5a4c95c0429fd63e96e5",
     },
+    "shakespeare": {  # tiny shakespeare (karpathy/char-rnn), the corpus of nanoGPT's shakespeare_char
+        "input.txt": "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed",
+    },
 }
 # Tried in order; every mirror serves the files under their original names. (A pooch registry holds
 # one URL per file, so the fallback from one mirror to the next is ours.)
@@ -55,6 +58,7 @@ MIRRORS = {
         "https://raw.githubusercontent.com/makeyourownneuralnetwork/makeyourownneuralnetwork"
         "/HEAD/mnist_dataset/",
     ),
+    "shakespeare": ("https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/",),
 }
 # Inside quiet_downloads(): no progress bar and no "Downloading data from ..." line (xpnet train --quiet)
 _QUIET = contextvars.ContextVar("xpnet_quiet_downloads", default=False)

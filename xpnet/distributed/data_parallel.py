@@ -54,6 +54,16 @@ def rank_key(key: int, rank: int) -> int:
     return int(np.random.SeedSequence([key, rank]).generate_state(1, np.uint64)[0] >> np.uint64(1))
 
 
+def _rekey(states: dict, rank: int) -> None:
+    """Each stream of ``states`` (layer -> ``rng_state()``) keyed for ``rank``, also the streams of the layers
+    inside a layer (a Residual's state holds its layers' by index)."""
+    for layer_state in states.values():
+        if isinstance(layer_state, dict) and "key" in layer_state:
+            layer_state["key"] = rank_key(layer_state["key"], rank)
+        elif isinstance(layer_state, dict):
+            _rekey(layer_state, rank)
+
+
 class DataParallel:
     """The hooks ``fit`` calls when ``distributed`` is given (one object per ``fit``): the data-parallel
     strategy (:mod:`xpnet.train.strategy`, whose ``SingleProcess`` has the same hooks, doing nothing)."""
@@ -125,9 +135,7 @@ class DataParallel:
         """Rank 0's shuffling generator on every rank (the same permutations), and each random layer's
         stream keyed by rank (different Dropout masks per rank, reproducible: :func:`rank_key`)."""
         state = self.comm.bcast(model.get_rng_state() if self.is_root else None)
-        for layer_state in state["layers"].values():
-            if isinstance(layer_state, dict) and "key" in layer_state:
-                layer_state["key"] = rank_key(layer_state["key"], self.rank)
+        _rekey(state["layers"], self.rank)
         model.set_rng_state(state)
 
     # -- each step --------------------------------------------------------------------------------

@@ -6,6 +6,8 @@ of the chain rule ``dx = dy * f'(x)``. Each takes input of any shape and keeps i
 
 from __future__ import annotations
 
+import math
+
 from ..backend import namespace as array_namespace
 
 from .base import Layer, register_layer
@@ -90,6 +92,48 @@ class LeakyReLU(Layer):
 
     def get_config(self):
         return {"alpha": self.alpha}
+
+
+_SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
+_GELU_CUBIC = 0.044715 * _SQRT_2_OVER_PI
+
+
+@register_layer
+class GELU(Layer):
+    """GELU in GPT-2's tanh form, as ``torch.nn.GELU(approximate="tanh")``:
+
+        y = x h,   h = (1 + tanh(u)) / 2,   u = sqrt(2/pi) (x + 0.044715 x^3)
+        dy/dx = h + x h' = h + 2 x h (1 - h) u',   u' = sqrt(2/pi) (1 + 3 * 0.044715 x^2)
+
+    (``h' = (1 - tanh^2(u)) u' / 2 = 2 h (1 - h) u'``: only ``x`` and ``h`` are kept, 17 operations both ways.)
+    The exact form ``x Phi(x)`` (``approximate="none"``, torch's default and nanoGPT's) needs ``erf``, which the
+    Array API standard lacks, so it is refused; the two differ by at most 4.7e-4 (at x = +-2.70).
+    """
+
+    keeps_shape = True
+
+    def __init__(self, approximate: str = "tanh"):
+        super().__init__()
+        if approximate != "tanh":
+            raise ValueError(
+                f"GELU: approximate={approximate!r} is not offered, only approximate='tanh': 0.5 x (1 + tanh("
+                f"sqrt(2/pi) (x + 0.044715 x^3))), as torch.nn.GELU(approximate='tanh') and GPT-2. The exact "
+                f"x Phi(x) needs erf, which the Array API standard lacks; the tanh form is within 4.7e-4 of it")
+        self.approximate = approximate
+
+    def forward(self, x, training=False):
+        xp = array_namespace(x)
+        self._x = x
+        self._h = 0.5 * xp.tanh(x * (_SQRT_2_OVER_PI + _GELU_CUBIC * (x * x))) + 0.5
+        return x * self._h
+
+    def backward(self, dy):
+        x, h = self._x, self._h
+        du2 = (6.0 * _GELU_CUBIC) * (x * x) + 2.0 * _SQRT_2_OVER_PI  # 2 u'
+        return dy * (h + x * (h * (1.0 - h)) * du2)
+
+    def get_config(self):
+        return {"approximate": self.approximate}
 
 
 @register_layer

@@ -42,6 +42,10 @@ class Layer:
     example_input_shape: tuple | None = None
     """One sample's shape for an error to suggest when this layer comes first and does not fix the input's
     shape (Flatten: (28, 28); the image layers: (1, 28, 28))."""
+    input_dtype: str | None = None
+    """What this layer takes as a model's first layer: ``None``, numbers in the model's float dtype; ``"int64"``,
+    integers (Embedding's token ids), which ``fit``, ``evaluate``, ``predict`` and ``export_onnx`` then keep as
+    integers instead of casting them (:func:`model_input_dtype`)."""
 
     def __init__(self):
         self.params = {}
@@ -87,6 +91,12 @@ class Layer:
         of its size. ``None`` where more than one shape would do (a convolution takes any height and width)."""
         return None
 
+    def check_input_values(self, low, high) -> None:
+        """Raise ``ValueError`` when a model whose first layer this is gets inputs from ``low`` to ``high`` that
+        it cannot take (Embedding: ids outside ``0..num_embeddings-1``). ``fit``, ``evaluate`` and ``predict``
+        call it with the range they read from the data anyway, so it costs no pass and no sync of its own.
+        By default anything goes."""
+
     def get_config(self) -> dict:
         """The constructor arguments, JSON-serializable (used by ``save``/``load``)."""
         return {}
@@ -120,6 +130,12 @@ def input_layer(layers):
     """The layer that decides the input shape of a model of ``layers``: the first that does not keep every
     shape (``None`` when all do, as in a model of activations only)."""
     return next((layer for layer in layers if not layer.keeps_shape), None)
+
+
+def model_input_dtype(layers) -> str | None:
+    """The integer dtype a model of ``layers`` takes (its first layer's :attr:`~Layer.input_dtype`), or ``None``
+    where it takes numbers in its own float dtype."""
+    return layers[0].input_dtype if layers else None
 
 
 def model_input_shape(layers) -> tuple | None:

@@ -165,6 +165,6 @@ class Conv2D(Layer):
     @classmethod
     def from_config(cls, config):
         name = config.get("init", "he_normal")
-        if isinstance(name, str) and name not in initializers.INITIALIZERS:
+        if isinstance(name, str) and not initializers.is_known(name):
             config = {**config, "init": saved_by_name(name, "Conv2D")}
         return cls(**config)

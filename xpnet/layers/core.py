@@ -3,8 +3,11 @@
 Each layer keeps what its backward pass needs from its forward pass, so ``forward`` and ``backward``
 sit side by side and read like the equations:
 
-    forward:   y = x W + b                       (x: (batch, in), W: (in, out), b: (out,))
-    backward:  dW = x^T dy,  db = sum_batch dy,  dx = dy W^T
+    forward:   y = x W + b                       (x: (..., in), W: (in, out), b: (out,))
+    backward:  dW = x^T dy,  db = sum_rows dy,  dx = dy W^T
+
+``Dense`` takes any leading axes, as ``torch.nn.Linear``: a sequence's ``(batch, T, in)`` is ``batch * T``
+rows of ``in`` (one matrix product over all of them, both ways).
 
 The namespace ``xp`` always comes from the arrays, so the same code runs on every Array API library.
 """
@@ -24,11 +27,12 @@ from .base import Layer, register_layer
 
 @register_layer
 class Dense(Layer):
-    """Fully connected layer ``y = x @ W + b``.
+    """Fully connected layer ``y = x @ W + b`` on the last axis: ``(..., in) -> (..., out)``.
 
     ``W`` has shape ``(in_features, out_features)``, ``b`` shape ``(out_features,)``. ``init`` is one of
     ``"lecun_normal"`` (default; std 1/sqrt(in), the seeds' rule), ``"glorot_uniform"``, ``"he_normal"``,
-    ``"zeros"`` or a callable ``f(shape, rng, device, dtype)``. Biases start at zero.
+    ``"zeros"``, ``"normal(std=0.02)"`` (:func:`xpnet.init.normal`, GPT-2's) or a callable
+    ``f(shape, rng, device, dtype)``. Biases start at zero.
 
         >>> layer = Dense(784, 200)        # params["W"]: (784, 200), params["b"]: (200,)
     """
@@ -60,13 +64,19 @@ class Dense(Layer):
 
     def compute_output_shape(self, input_shape):
         shape = tuple(input_shape)
-        if len(shape) != 2 or shape[1] != self.in_features:
+        if len(shape) < 2 or shape[-1] != self.in_features:
             raise ValueError(f"Dense({self.in_features}, {self.out_features}) expects input of shape "
-                             f"(batch, {self.in_features}), got {shape}")
-        return (shape[0], self.out_features)
+                             f"(batch, ..., {self.in_features}), got {shape}")
+        return (*shape[:-1], self.out_features)
 
     def forward(self, x, training=False):
         self.compute_output_shape(x.shape)
+        # More than 2 axes: one (rows, in) matrix, so that both products are one BLAS call each (NumPy loops
+        # over the leading axis of a 3-D matmul: 1.09 ms against 1.00 forward, 1.36 against 1.02 for dx at
+        # (12, 64, 128) x (128, 512), float32). A 2-D x takes no reshape at all.
+        self._shape = x.shape
+        if x.ndim > 2:
+            x = array_namespace(x).reshape(x, (-1, self.in_features))
         self._x = x
         y = x @ self.params["W"]
         if self.bias:
@@ -74,15 +84,20 @@ class Dense(Layer):
                 y += self.params["b"]  # y is our fresh product: no second (batch, out) array
             else:
                 y = y + self.params["b"]
-        return y
+        return y if len(self._shape) == 2 else array_namespace(y).reshape(y, (*self._shape[:-1], self.out_features))
 
     def backward(self, dy):
         self.grads.clear()  # drop the last step's gradients first: the new ones can reuse their memory
-        x = self._x
+        x = self._x  # (rows, in): every leading axis is summed over by the products and the bias sum
+        if dy.ndim > 2:
+            dy = array_namespace(dy).reshape(dy, (-1, self.out_features))
         self.grads["W"] = _matmul_tn(x, dy)
         if self.bias:
             self.grads["b"] = array_namespace(dy).sum(dy, axis=0)
-        return dy @ self.params["W"].T if self.input_grad else None
+        if not self.input_grad:
+            return None
+        dx = dy @ self.params["W"].T
+        return dx if len(self._shape) == 2 else array_namespace(dx).reshape(dx, self._shape)
 
     def get_config(self):
         return {"in_features": self.in_features, "out_features": self.out_features,
@@ -93,7 +108,7 @@ class Dense(Layer):
         """Like ``Dense(**config)``, except that an initializer saved by name only (a custom function,
         which a file cannot hold) is kept by that name, and a later ``build(init=True)`` says so."""
         name = config.get("init", "lecun_normal")
-        if isinstance(name, str) and name not in initializers.INITIALIZERS:
+        if isinstance(name, str) and not initializers.is_known(name):
             config = {**config, "init": saved_by_name(name)}
         return cls(**config)
 

@@ -44,34 +44,20 @@ class Dropout(Layer):
 
     def __init__(self, p: float = 0.5):
         super().__init__()
-        # (a NaN fails the range test too)
-        if not (is_number(p) and 0.0 <= p < 1.0):
-            raise ValueError(f"Dropout: p is the probability of zeroing an input and must be a number with "
-                             f"0 <= p < 1, got {p!r}")
-        self.p = float(p)
-        self._key = None
-        self._counter = 0
+        self.p = check_rate("Dropout: p", p)
+        self._stream = MaskStream("Dropout")
         self._mask = None
 
     def build(self, device, rng, dtype="float32", init=True) -> None:
         # Also with init=False: a model built to load weights into draws the same masks as the saved one
         # did from its start (a checkpoint then sets the counter with set_rng_state).
-        self._key = _stream_key(rng)
-        self._counter = 0
+        self._stream.build(rng)
 
     def forward(self, x, training=False):
         if not training or self.p == 0.0:
             self._mask = None
             return x
-        if self._key is None:
-            raise RuntimeError("Dropout: the layer has no random stream yet; build it first "
-                               "(layer.build(device, rng)) or put it in a Sequential, which does")
-        xp = array_namespace(x)
-        # float32 whatever x's dtype: the mask needs only the comparison, and both dtypes get the same masks
-        u = backend.random_uniform(backend.device_of(x), self._key, self._counter, x.shape, "float32")
-        self._counter += 1
-        # The mask keeps its 1/(1-p) so backward is one product; it holds x's dtype and device.
-        self._mask = xp.astype(u >= self.p, x.dtype) * (1.0 / (1.0 - self.p))
+        self._mask = self._stream.mask(x, x.shape, self.p)
         return x * self._mask
 
     def backward(self, dy):
@@ -81,22 +67,64 @@ class Dropout(Layer):
 
     def rng_state(self) -> dict:
         """``{"key": int, "counter": int}``: the random stream and how many masks it has drawn (JSON)."""
-        return {"key": self._key, "counter": self._counter}
+        return self._stream.state()
 
     def set_rng_state(self, state: dict) -> None:
         """Continue the stream ``state`` (from :meth:`rng_state`): the next masks are the ones it would draw."""
+        self._stream.set_state(state)
+
+    def get_config(self):
+        return {"p": self.p}
+
+
+def check_rate(what: str, p) -> float:
+    """``p`` as a float if it is a dropout probability (0 <= p < 1), else a ``ValueError`` saying so."""
+    # (a NaN fails the range test too)
+    if not (is_number(p) and 0.0 <= p < 1.0):
+        raise ValueError(f"{what} is the probability of zeroing an input and must be a number with "
+                         f"0 <= p < 1, got {p!r}")
+    return float(p)
+
+
+class MaskStream:
+    """The inverted-dropout masks of one layer (``Dropout``, and ``MultiHeadAttention`` on its attention
+    weights), from a counter-based stream: mask ``i`` depends only on the 63-bit ``key`` (taken from the
+    model's seed in :meth:`build`) and ``i``, drawn through :func:`xpnet.backend.random_uniform`. So a seed
+    reproduces a run and :meth:`state` (two ints) is all a checkpoint needs to replay the masks exactly.
+    ``owner`` names the layer in the errors."""
+
+    def __init__(self, owner: str):
+        self.owner, self.key, self.counter = owner, None, 0
+
+    def build(self, rng) -> None:
+        self.key, self.counter = _stream_key(rng), 0
+
+    def mask(self, like, shape, p: float):
+        """The next mask of ``shape``: 0 with probability ``p``, else ``1 / (1 - p)``, in ``like``'s dtype and
+        on its device (keeping the scale, the backward is one product)."""
+        if self.key is None:
+            raise RuntimeError(f"{self.owner}: the layer has no random stream yet; build it first "
+                               f"(layer.build(device, rng)) or put it in a Sequential, which does")
+        xp = array_namespace(like)
+        # float32 whatever the dtype: the mask needs only the comparison, and both dtypes get the same masks
+        u = backend.random_uniform(backend.device_of(like), self.key, self.counter, shape, "float32")
+        self.counter += 1
+        return xp.astype(u >= p, like.dtype) * (1.0 / (1.0 - p))
+
+    def state(self) -> dict:
+        return {"key": self.key, "counter": self.counter}
+
+    def set_state(self, state: dict) -> None:
+        where = f"{self.owner}.set_rng_state"
         if not isinstance(state, dict) or set(state) != {"key", "counter"}:
-            raise ValueError(f"Dropout.set_rng_state: expected a dict with the keys 'key' and 'counter' "
+            raise ValueError(f"{where}: expected a dict with the keys 'key' and 'counter' "
                              f"(from rng_state()), got {state!r}")
         key, counter = state["key"], state["counter"]
         for name, value, limit in (("key", key, _KEY_LIMIT), ("counter", counter, None)):
             if not is_count(value) or (limit and value >= limit):
-                raise ValueError(f"Dropout.set_rng_state: {name} must be an int "
+                raise ValueError(f"{where}: {name} must be an int "
                                  f"{'in [0, 2**63)' if limit else '>= 0'}, got {value!r}")
-        self._key, self._counter = key, counter
-
-    def get_config(self):
-        return {"p": self.p}
+        self.key, self.counter = key, counter
 
 
 def _stream_key(rng) -> int:

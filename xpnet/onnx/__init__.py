@@ -3,8 +3,9 @@ OpenVINO read: ``xpnet.export_onnx(model, "model.onnx")``.
 
 Each layer becomes the ONNX operators that compute its inference forward pass, from :data:`EXPORTERS`,
 a table keyed by layer class (as skl2onnx keeps its converters by model class), filled by one module per
-family of layers: :mod:`.layers` (the plain layers, with the table of what each becomes); :mod:`.graph` holds
-the :class:`Graph` they write to.
+family of layers: :mod:`.layers` (the plain layers, with the table of what each becomes), :mod:`.sequence`
+(Embedding, PositionalEmbedding, LayerNorm, GELU), :mod:`.attention` (``MultiHeadAttention``, ``Residual``);
+:mod:`.graph` holds the :class:`Graph` they write to.
 
 The batch dimension is symbolic (``"batch"``), so one file serves any batch size. The input scaling the
 model was trained with (``model.metadata["scale"]``, ``model.input_range``) goes into the file's
@@ -21,8 +22,8 @@ import json
 from .. import io, layers as _layers
 from ..arguments import is_count
 from .._version import __version__
-from . import layers as _exporters  # noqa: F401  (fills EXPORTERS)
-from .graph import EXPORTERS, Graph, exporter
+from . import attention as _attention, layers as _exporters, sequence as _sequence  # noqa: F401  (fill EXPORTERS)
+from .graph import EXPORTERS, Graph, exporter, no_exporter
 
 DEFAULT_OPSET = 17  # ONNX Runtime 1.12 (2022) and later run it
 MIN_OPSET = 13  # Softmax over the last axis alone (before 13 it flattened the trailing axes first)
@@ -42,7 +43,10 @@ def export_onnx(model, path, *, opset: int = DEFAULT_OPSET, input_shape=None):
     sample's shape; by default the model's layers tell it (``(in_features,)`` of the first ``Dense`` or
     ``BatchNorm1d``, the flat rows a leading ``Reshape`` without -1 takes), and it must be given when a
     ``Flatten``, a ``Reshape`` with -1 or an image layer (``Conv2D``, a pooling, ``BatchNorm2d``:
-    ``(channels, height, width)``) comes first. ``opset`` is the ONNX operator set, from 13 up to the
+    ``(channels, height, width)``) comes first, or a ``MultiHeadAttention``: ``("T", dim)``, where a name
+    (any identifier) makes that axis symbolic, so the file takes sequences of any length. A model whose first
+    layer takes ids (``Embedding``) has an int64 input, by default ``(batch, sequence)``, both symbolic.
+    ``opset`` is the ONNX operator set, from 13 up to the
     newest the installed ``onnx`` knows. The file's ``metadata_props`` hold ``scale`` and
     ``input_scaling`` (how raw pixels were scaled for training), ``input_range`` (JSON ``[low, high]``
     of the inputs ``fit`` saw), ``loss``, ``xpnet_version`` and ``xpnet_metadata`` (all of
@@ -65,23 +69,22 @@ def export_onnx(model, path, *, opset: int = DEFAULT_OPSET, input_shape=None):
                          f"{onnx.__version__} knows), got {opset!r}; the default is {DEFAULT_OPSET}")
     for i, layer in enumerate(model.layers):
         if type(layer) not in EXPORTERS:
-            known = ", ".join(sorted(cls.__name__ for cls in EXPORTERS))
-            raise TypeError(f"export_onnx: layer {i}, {layer!r} ({type(layer).__module__}."
-                            f"{type(layer).__qualname__}), has no ONNX exporter. Exportable layers: {known}. "
-                            f"For a layer of your own add one: xpnet.onnx.EXPORTERS[{type(layer).__name__}] = "
-                            f"f(layer, x, graph) -> output name")
+            raise no_exporter(str(i), layer)
     h = onnx.helper
-    g = Graph(onnx, model.dtype)
-    x = INPUT
+    g = Graph(onnx, model.dtype, opset)
+    sample = _sample_shape(model, input_shape)
+    x, ranks = INPUT, _input_ranks(model, sample)
     for i, layer in enumerate(model.layers):
-        g.prefix = str(i)
+        g.prefix, g.input_rank = str(i), ranks[i]
         x = EXPORTERS[type(layer)](layer, x, g)
     if g.nodes:
         g.nodes[-1].output[0] = OUTPUT  # the last node writes the graph's output directly
     else:
         g.nodes.append(h.make_node("Identity", [INPUT], [OUTPUT], name="identity"))
+    ids = _layers.model_input_dtype(model.layers) is not None
     graph = h.make_graph(
-        g.nodes, "xpnet", [h.make_tensor_value_info(INPUT, g.elem_type, ["batch", *_sample_shape(model, input_shape)])],
+        g.nodes, "xpnet", [h.make_tensor_value_info(INPUT, onnx.TensorProto.INT64 if ids else g.elem_type,
+                                                    ["batch", *sample])],
         [h.make_tensor_value_info(OUTPUT, g.elem_type, None)], initializer=g.initializers)
     # make_model_gen_version picks the oldest IR version that holds this opset, so older runtimes load it
     proto = h.make_model_gen_version(graph, opset_imports=[h.make_opsetid("", opset)], producer_name="xpnet",
@@ -101,11 +104,14 @@ def export_onnx(model, path, *, opset: int = DEFAULT_OPSET, input_shape=None):
 def _sample_shape(model, input_shape):
     if input_shape is not None:
         shape = tuple(input_shape)
-        if not shape or not all(is_count(d, 1) for d in shape):
+        if not shape or not all(is_count(d, 1) or (isinstance(d, str) and d.isidentifier()) for d in shape):
             raise ValueError(f"export_onnx: input_shape is one sample's shape, a tuple of positive ints such "
-                             f"as (784,) or (28, 28), got {input_shape!r}")
+                             f"as (784,) or (28, 28), or names for axes of any length such as ('T', 64), got "
+                             f"{input_shape!r}")
         return shape
     first, shape = _layers.input_layer(model.layers), _layers.model_input_shape(model.layers)
+    if _layers.model_input_dtype(model.layers) is not None and shape is None:
+        return ("sequence",)  # token ids: any number of them
     if first is None:
         return ("features",)  # elementwise layers only: any width
     if shape is not None:
@@ -114,6 +120,17 @@ def _sample_shape(model, input_shape):
     what = "the size of its images" if example is not None and len(example) == 3 else "the shape of its input"
     raise ValueError(f"export_onnx: the model starts with {type(first).__name__}, so {what} is not known: pass "
                      f"input_shape, one sample's shape" + ("" if example is None else f", e.g. input_shape={example}"))
+
+
+def _input_ranks(model, sample) -> list:
+    """Each layer's number of input axes (batch included), as the layers tell them; ``None`` from where they do
+    not (a named axis such as ``"sequence"`` is a size not known)."""
+    shape = (None, *(d if isinstance(d, int) else None for d in sample))
+    try:
+        shapes = _layers.model_output_shapes(model.layers, shape)
+    except (ValueError, TypeError):  # a size not known in a product (Flatten): the export says the rest
+        return [len(shape)] + [None] * (len(model.layers) - 1)
+    return [len(shape)] + [None if s is None else len(s) for s in shapes[:-1]]
 
 
 def _metadata(model) -> dict:

@@ -28,18 +28,29 @@ def exporter(*names):
     return register
 
 
+def no_exporter(where: str, layer) -> TypeError:
+    """The error for ``layer`` (at index ``where``: ``"2"``, or ``"2.1"`` inside a Residual) without an exporter."""
+    known = ", ".join(sorted(cls.__name__ for cls in EXPORTERS))
+    return TypeError(f"export_onnx: layer {where}, {layer!r} ({type(layer).__module__}.{type(layer).__qualname__}), "
+                     f"has no ONNX exporter. Exportable layers: {known}. For a layer of your own add one: "
+                     f"xpnet.onnx.EXPORTERS[{type(layer).__name__}] = f(layer, x, graph) -> output name")
+
+
 class Graph:
     """The ONNX graph being built: nodes and weights (initializers), every name unique by its prefix.
 
     ``prefix`` is the layer's index in the model, so the weights keep their state-dict names
-    (``"0.W"``, ``"0.b"``) and each node's name starts with its layer's (``"0_Gemm_0"``).
+    (``"0.W"``, ``"0.b"``) and each node's name starts with its layer's (``"0_Gemm_0"``). ``opset`` is the
+    file's operator set (an exporter may use a newer operator where it has one); ``input_rank`` the number of
+    axes of the layer's input, batch included, or ``None`` where the layers before it do not tell it.
     """
 
-    def __init__(self, onnx, dtype: str):
-        self.onnx, self.dtype = onnx, dtype
+    def __init__(self, onnx, dtype: str, opset: int):
+        self.onnx, self.dtype, self.opset = onnx, dtype, opset
         self.elem_type = {"float32": onnx.TensorProto.FLOAT, "float64": onnx.TensorProto.DOUBLE}[dtype]
         self.nodes, self.initializers = [], []
         self.prefix = ""
+        self.input_rank = None
 
     def weight(self, name: str, array) -> str:
         """Add ``array`` (any backend, any device) as the initializer ``"<prefix>.<name>"``; returns that name."""

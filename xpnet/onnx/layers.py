@@ -1,6 +1,7 @@
 """The exporters of the plain layers: each layer becomes the ONNX operators of its inference forward pass::
 
-    Dense        Gemm(x, W, b) = x W + b      (W is (in, out): no transpose; MatMul without a bias)
+    Dense        Gemm(x, W, b) = x W + b      (W is (in, out): no transpose; MatMul without a bias; on input of
+                 other than 2 axes, or of a rank not known, Add(MatMul(x, W), b): Gemm takes matrices only)
     Sigmoid, Tanh, Relu, LeakyRelu(alpha), Softmax(axis=-1), Identity, Flatten(axis=1)
     Step         Cast(GreaterOrEqual(x, 0))   (1 where x >= 0, else 0)
     Dropout      Identity                      (inverted dropout is the identity at inference)
@@ -19,9 +20,11 @@ from .graph import exporter
 # -- the table --------------------------------------------------------------------------------------
 @exporter("Dense")
 def _dense(layer, x, g):
-    if layer.bias:
+    if not layer.bias:
+        return g.node("MatMul", [x, g.weight("W", layer.params["W"])])
+    if g.input_rank == 2:
         return g.node("Gemm", [x, g.weight("W", layer.params["W"]), g.weight("b", layer.params["b"])])
-    return g.node("MatMul", [x, g.weight("W", layer.params["W"])])
+    return g.node("Add", [g.node("MatMul", [x, g.weight("W", layer.params["W"])]), g.weight("b", layer.params["b"])])
 
 
 @exporter("Sigmoid")

@@ -16,6 +16,8 @@ from .. import backend, losses
 from ..arguments import check_count, is_number
 from ..validation import data_range, prepare_xy, warn
 from .checks import check_output_layer
+from .resume import fingerprint
+from .sources import TextWindows, Windows, check_windows, eval_steps, held_out
 
 
 def release(exc: BaseException) -> None:
@@ -87,6 +89,26 @@ def take(xp, a, order, lo, hi):
     return xp.take(a, order[lo:hi], axis=0)
 
 
+class Rows:
+    """fit's ``(X, y)`` on the device: each epoch a permutation of the rows from the host ``rng`` (none without
+    ``shuffle``), each step rows ``lo .. hi`` of it; the same hooks as :class:`xpnet.train.sources.Windows`."""
+
+    def __init__(self, dev, X, y, shuffle: bool):
+        self.dev, self.X, self.y, self.shuffle = dev, X, y, shuffle
+        self.rows = X.shape[0]
+
+    def epoch(self, rng):
+        return self.dev.asarray(rng.permutation(self.rows), "int64") if self.shuffle else None
+
+    def batch(self, order, step: int, lo: int, hi: int):
+        xp = self.dev.xp
+        return take(xp, self.X, order, lo, hi), take(xp, self.y, order, lo, hi)
+
+    def describe(self) -> dict:
+        """What a checkpoint's ``run`` entry keeps of the rows: their count and fingerprint."""
+        return {"rows": int(self.rows), "fingerprint": fingerprint(self.dev, self.X, self.y)}
+
+
 
 def read_back(xp, batch_losses, hit_counts):
     """Per-batch losses and per-metric hit counts (0-D device arrays) in one transfer, as host float64."""
@@ -156,26 +178,62 @@ def split_validation(X, y, validation_split):
     return X[:split_at, ...], y[:split_at, ...], X[split_at:, ...], y[split_at:, ...]
 
 
-def prepare_data(model, X, y, loss, epochs, batch_size, check_every, validation_data, validation_split=0.0):
+def prepare_data(model, X, y, loss, epochs, batch_size, check_every, validation_data, validation_split=0.0, *,
+                 shuffle=True, steps_per_epoch=None, validation_steps=None):
     """Check fit's arguments and move the data to the model's device, changing nothing in the model.
 
-    Returns ``(X, y, classify, val, span)``: ``val`` the held-out ``(X, y, classify)`` or ``None``, ``span``
-    the training rows' ``(min, max)``, which fit adds to the model's input range.
+    Returns ``(data, classify, val, span)``: ``data`` the arrays (:class:`Rows`) or a source's windows
+    (:class:`~xpnet.train.sources.Windows`), ``val`` the held-out ``(X, y, classify, eval batch size)`` or
+    ``None``, ``span`` the training rows' ``(min, max)``, which fit adds to the model's input range (``None``
+    for token ids).
     """
     check_count("epochs", epochs, 0)
     check_count("batch_size", batch_size)
     check_count("check_every", check_every)
     if validation_split and validation_data is not None:
         raise ValueError("fit: validation_data and validation_split were both given; pass one of them")
+    source = isinstance(X, TextWindows)
+    if validation_steps is not None and not (source or isinstance(validation_data, TextWindows)):
+        raise ValueError("fit: validation_steps counts the batches of fixed windows a TextWindows source is "
+                         "evaluated on; array validation data is evaluated whole: leave validation_steps out")
     check_output_layer(model, loss)
-    X, y, classify, span = prepare_xy(model, X, y, loss, "fit", warn_unscaled=True, with_range=True)
     val = None
-    if validation_split:
-        X, y, X_val, y_val = split_validation(X, y, validation_split)
-        val = (X_val, y_val, classify)
-        span = data_range(X)  # the training rows' own
+    if source:
+        check_windows(model, X, y, shuffle=shuffle, validation_split=validation_split, steps_per_epoch=steps_per_epoch)
+        data, classify, span = Windows(X, model.device, steps_per_epoch, batch_size), True, None
+    else:
+        if steps_per_epoch is not None:
+            raise ValueError("fit: steps_per_epoch is for a data source that never ends (TextWindows); with arrays "
+                             "an epoch is one pass over the rows: leave steps_per_epoch out")
+        X, y, classify, span = prepare_xy(model, X, y, loss, "fit", warn_unscaled=True, with_range=True)
+        if validation_split:
+            X, y, X_val, y_val = split_validation(X, y, validation_split)
+            val = (X_val, y_val, classify, max(batch_size, 1024))
+            span = data_range(X)  # the training rows' own
+        data = Rows(model.device, X, y, shuffle)
     if validation_data is not None:
-        if not (isinstance(validation_data, (tuple, list)) and len(validation_data) == 2):
-            raise TypeError("fit: validation_data must be a pair (X_val, y_val)")
-        val = prepare_xy(model, validation_data[0], validation_data[1], loss, "validation_data")
-    return X, y, classify, val, span
+        val = _held_out(model, validation_data, loss, batch_size, validation_steps)
+    return data, classify, val, span
+
+
+def _held_out(model, validation_data, loss, batch_size: int, validation_steps):
+    """fit's ``validation_data`` on the device, with the batch size to evaluate it in."""
+    if isinstance(validation_data, TextWindows):  # windows are large: evaluated in training batches
+        return held_out(model, validation_data, validation_steps, batch_size, "fit: validation_data",
+                        "fit: validation_steps")
+    if not (isinstance(validation_data, (tuple, list)) and len(validation_data) == 2):
+        raise TypeError("fit: validation_data must be a pair (X_val, y_val), or a TextWindows source")
+    return (*prepare_xy(model, validation_data[0], validation_data[1], loss, "validation_data"), max(batch_size, 1024))
+
+
+def training_set(model, data, classify: bool, batch_size: int, validation_steps, evaluate_train) -> tuple | None:
+    """With ``evaluate_train``, what fit evaluates the model on after each epoch besides the held-out data
+    (logged as ``train_loss``): a source's fixed windows (as its validation windows: ``validation_steps``
+    batches), or all the training rows."""
+    if evaluate_train is False:
+        return None
+    if evaluate_train is not True:
+        raise ValueError(f"fit: evaluate_train must be True or False, got {evaluate_train!r}")
+    if isinstance(data, Windows):  # (the ids are on the device already)
+        return (*data.fixed(eval_steps(validation_steps, "fit: validation_steps")), True, batch_size)
+    return data.X, data.y, classify, max(batch_size, 1024)

@@ -9,8 +9,9 @@ from .. import losses, metrics as metrics_mod, optim
 from ..callbacks import CallbackList, DivergenceRollback, EpochLine, History, LossWatch, ProgressBar
 from .backup import Backup, checkpoint_path
 from .checks import bind_schedule, check_monitors, check_schedule, no_loss_message
-from .data import batches, prepare_data, uploading
+from .data import batches, prepare_data, training_set, uploading
 from .resume import Resume, run_entry
+from .sources import TextWindows
 
 
 class Training:
@@ -19,7 +20,7 @@ class Training:
 
     def __init__(self, model, X, y, strategy, *, loss, optimizer, epochs, batch_size, validation_data,
                  validation_split, metrics, schedule, verbose, callbacks, lr, check_every, checkpoint_dir,
-                 resume_from):
+                 resume_from, shuffle=True, steps_per_epoch=None, validation_steps=None, evaluate_train=False):
         self.given = list(callbacks)  # iterated more than once (a generator would be spent by the first)
         # the checkpoint to resume from, read and checked against the model, which it does not change yet:
         # bad data below must leave the model as it was
@@ -31,10 +32,14 @@ class Training:
             loss, optimizer = losses.get(loss), optim.get("sgd" if optimizer is None else optimizer, lr)
         path = None if checkpoint_dir is None or not strategy.is_root else checkpoint_path(checkpoint_dir)
         with uploading(model.device, "fit", X, y):
-            self.X, self.y, classify, self.val, span = prepare_data(
+            self.data, classify, self.val, span = prepare_data(
                 model, X, y, self.resume.loss if self.resume else loss, epochs, batch_size, check_every,
-                validation_data, validation_split)
-        self.metrics = metrics_mod.get_all(metrics, classify, "fit")
+                validation_data, validation_split, shuffle=shuffle, steps_per_epoch=steps_per_epoch,
+                validation_steps=validation_steps)
+            self.train_eval = training_set(model, self.data, classify, batch_size, validation_steps, evaluate_train)
+        # a language model reports its loss; the fraction of next ids right is there for the asking
+        no_default = metrics is None and isinstance(X, TextWindows)
+        self.metrics = metrics_mod.get_all([] if no_default else metrics, classify, "fit")
         check_schedule(schedule, self.given)
         check_monitors(self.given, self.val is not None)
         # -- every argument checked: the model changes from here on -------------------------------------
@@ -43,12 +48,12 @@ class Training:
         self.optimizer = optimizer if found is None else found.optimizer
         self.first_epoch, step = (0, 0) if found is None else (found.epoch, found.step)
         model.trained_with(self.loss, span)
-        self.batch_size, self.rows, self.device, self.dtype = batch_size, self.X.shape[0], model.device, model.dtype
-        self.steps = list(batches(self.rows, batch_size))
+        self.batch_size, self.rows, self.device, self.dtype = batch_size, self.data.rows, model.device, model.dtype
+        self.steps = ([(0, batch_size)] * steps_per_epoch if steps_per_epoch is not None
+                      else list(batches(self.rows, batch_size)))
         self.params, self.grads = model.parameters(), model.gradients()
         # what the run is asked for and trains on: kept in its checkpoints, compared with the one resumed
-        run = None if path is None and found is None else run_entry(model.device, self.X, self.y, epochs, batch_size,
-                                                                      len(self.steps))
+        run = None if path is None and found is None else run_entry(self.data, epochs, batch_size, len(self.steps))
         if found is not None:  # the checkpoint's schedule, bound to the first run's base lr (stretched)
             self.resume.compare_runs(run)
             schedule = self.resume.schedule(schedule, run)

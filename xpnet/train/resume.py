@@ -84,28 +84,34 @@ def _loss(path: str, header: dict, loss):
 FINGERPRINT_ROWS = 32
 
 
-def run_entry(dev, X, y, epochs: int, batch_size: int, steps_per_epoch: int) -> dict:
+def run_entry(data, epochs: int, batch_size: int, steps_per_epoch: int) -> dict:
     """What a checkpoint keeps of its run (``"run"``): the epochs and steps per epoch ``fit`` was asked
-    for, and the training rows' count, batch size and :func:`fingerprint`."""
-    return {"epochs": epochs, "steps_per_epoch": steps_per_epoch, "rows": int(X.shape[0]),
-            "batch_size": batch_size, "fingerprint": fingerprint(dev, X, y)}
+    for, the batch size, and what ``data`` (fit's rows, or a source's windows) says of itself: the rows'
+    (or ids') count and :func:`fingerprint`, and a source's block size."""
+    found = data.describe()
+    return {"epochs": epochs, "steps_per_epoch": steps_per_epoch, "rows": found.pop("rows"),
+            "batch_size": batch_size, **found}
 
 
-def fingerprint(dev, X, y) -> str:
-    """A cheap fingerprint of the training rows ``X``, ``y`` (on ``dev``, as ``fit`` holds them): a hash of
-    their shapes, dtypes and :data:`FINGERPRINT_ROWS` rows at fixed places, the first to the last.
+def fingerprint(dev, *arrays, tag: str | None = None) -> str:
+    """A cheap fingerprint of the training data ``arrays`` (``X, y``; a text's ids) on ``dev``, as ``fit``
+    holds them: a hash of their shapes, dtypes and :data:`FINGERPRINT_ROWS` rows at fixed places, the first
+    to the last, and of ``tag`` where given (a text source's block size).
 
     Taken once per ``fit``, it reads back those rows alone, never the whole data from a GPU. Rows rather
     than sums because they are exact: the same data gives the same fingerprint on every backend, where a
     float sum's rounding depends on the order of its additions. It sees other data, another order and
-    another split; an edit to a row between those it reads goes unseen.
+    another split; an edit to a row between those it reads goes unseen. For a text, 32 ids spread over it:
+    another text of the same length differs at one of them all but surely.
     """
-    rows = dev.asarray(_spread(X.shape[0], FINGERPRINT_ROWS), "int64")
     digest = hashlib.blake2b(digest_size=8)
-    for a in (X, y):
+    for a in arrays:
+        rows = dev.asarray(_spread(a.shape[0], FINGERPRINT_ROWS), "int64")
         part = backend.to_numpy(dev.xp.take(a, rows, axis=0))
         digest.update(f"{tuple(a.shape)} {part.dtype};".encode())
         digest.update(part.tobytes())  # row-major bytes, whatever the host copy's layout
+    if tag is not None:
+        digest.update(tag.encode())
     return digest.hexdigest()
 
 
@@ -137,10 +143,13 @@ def compare_runs(found: Checkpoint, run: dict, path, say: bool = True) -> None:
     ``fit`` (``run``, :func:`run_entry`) and those of the checkpoint's run. A file without them: silent."""
     saved = {} if found.run is None or found.epoch >= run["epochs"] else found.run  # (nothing left to train)
     changes = []
+    rows = "ids" if "block_size" in run else "rows"  # a text source counts its ids
     if saved.get("rows") not in (None, run["rows"]):
-        changes.append(f"the data has {run['rows']} rows, the checkpoint was trained on {saved['rows']}")
+        changes.append(f"the data has {run['rows']} {rows}, the checkpoint was trained on {saved['rows']}")
+    elif saved.get("block_size", run.get("block_size")) != run.get("block_size"):
+        changes.append(f"block_size {run.get('block_size')}, the checkpoint's windows had {saved.get('block_size')}")
     elif saved.get("fingerprint") not in (None, run["fingerprint"]):
-        changes.append(f"the rows differ from the checkpoint's (as many, {run['rows']}, but another fingerprint: "
+        changes.append(f"the {rows} differ from the checkpoint's (as many, {run['rows']}, but another fingerprint: "
                        f"other values or another order)")
     if saved.get("batch_size") not in (None, run["batch_size"]):
         changes.append(f"batch_size {run['batch_size']}, the checkpoint used {saved['batch_size']}")

@@ -22,8 +22,9 @@ from ..arguments import check_count
 from ..validation import check_input_range, prepare_xy
 from .strategy import run as run_strategy
 from .checks import ends_in
-from .data import EpochTotals, decision_threshold, read_back, shrinking_batches, take, uploading
+from .data import EpochTotals, decision_threshold, read_back, shrinking_batches, uploading
 from .prepare import Training
+from .sources import TextWindows, held_out
 
 
 def on_model_device(fn):
@@ -39,7 +40,8 @@ def on_model_device(fn):
 @on_model_device
 def fit(model, X, y, *, loss, optimizer, epochs, batch_size, shuffle=True, validation_data=None,
         validation_split=0.0, metrics=None, schedule=None, verbose="auto", callbacks=(), lr=None,
-        check_every: int = 50, checkpoint_dir=None, resume_from=None, distributed=None):
+        check_every: int = 50, checkpoint_dir=None, resume_from=None, distributed=None, steps_per_epoch=None,
+        validation_steps=None, evaluate_train=False):
     """Train ``model`` on ``(X, y)``; returns the :class:`~xpnet.callbacks.History` (see ``Sequential.fit``).
 
     Each step is ``forward -> loss -> backward -> optimizer.step`` with nothing read back; every
@@ -55,15 +57,21 @@ def fit(model, X, y, *, loss, optimizer, epochs, batch_size, shuffle=True, valid
     With ``resume_from``, the checkpoint is read and checked against the model, then every argument is
     checked (the data too), and only then is it loaded: a refused argument leaves the model as it was.
     The callbacks get their states back after ``on_train_begin`` (:class:`xpnet.train.resume.Resume`).
+
+    ``X`` may be a :class:`~xpnet.train.sources.TextWindows` source (``y=None``): an epoch is then
+    ``steps_per_epoch`` steps of ``batch_size`` random windows, and a source as ``validation_data`` is
+    evaluated on ``validation_steps`` batches of fixed windows. ``evaluate_train`` also evaluates the
+    training data after each epoch (a source's fixed windows, or all the rows), logged as ``train_loss``.
     """
     settings = dict(loss=loss, optimizer=optimizer, epochs=epochs, batch_size=batch_size, shuffle=shuffle,
                     validation_data=validation_data, validation_split=validation_split, metrics=metrics,
                     schedule=schedule, verbose=verbose, callbacks=callbacks, lr=lr, check_every=check_every,
-                    checkpoint_dir=checkpoint_dir, resume_from=resume_from)
+                    checkpoint_dir=checkpoint_dir, resume_from=resume_from, steps_per_epoch=steps_per_epoch,
+                    validation_steps=validation_steps, evaluate_train=evaluate_train)
     return run_strategy(_train, model, (X, y), settings, distributed)
 
 
-def _train(model, X, y, *, strategy, shuffle, epochs, check_every, **settings):
+def _train(model, X, y, *, strategy, epochs, check_every, **settings):
     """fit on this rank: prepare; for each epoch, for each batch, a step; the callbacks at the edges."""
     run = Training(model, X, y, strategy, epochs=epochs, check_every=check_every, **settings)
     cbs, steps, xp = run.callbacks, run.steps, model.device.xp
@@ -75,14 +83,14 @@ def _train(model, X, y, *, strategy, shuffle, epochs, check_every, **settings):
     try:
         for epoch in range(run.first_epoch, epochs):
             start = time.perf_counter()
-            order = model.device.asarray(model.rng.permutation(run.rows), "int64") if shuffle else None
+            order = run.data.epoch(model.rng)  # a permutation of the rows, or a source's window starts
             run.set_lr(epoch)
             cbs.on_epoch_begin(epoch)
             totals = EpochTotals(xp, run.metrics, decision_threshold(run.loss), strategy.reduce_window)
             for step, (lo, hi) in enumerate(steps):
                 run.set_lr(epoch, step)
                 lo, hi = strategy.shard(lo, hi)
-                _step(model, run, totals, order, lo, hi)
+                _step(model, run, totals, order, step, lo, hi)
                 strategy.average_gradients(run.grads, hi - lo)
                 run.optimizer.step(run.params, run.grads)
                 if len(totals.losses) == check_every or step == len(steps) - 1:
@@ -104,11 +112,10 @@ def _train(model, X, y, *, strategy, shuffle, epochs, check_every, **settings):
     return run.history
 
 
-def _step(model, run: Training, totals: EpochTotals, order, lo: int, hi: int) -> None:
-    """forward, loss, backward on rows ``lo..hi`` of this epoch's order; nothing read back."""
+def _step(model, run: Training, totals: EpochTotals, order, step: int, lo: int, hi: int) -> None:
+    """forward, loss, backward on rows ``lo..hi`` of this epoch's order (step ``step``); nothing read back."""
     if hi > lo:  # (distributed, a rank's shard of a short last batch may be empty)
-        xp = model.device.xp
-        xb, yb = take(xp, run.X, order, lo, hi), take(xp, run.y, order, lo, hi)
+        xb, yb = run.data.batch(order, step, lo, hi)
         out = model.forward(xb, training=True)
         totals.add(run.loss.forward(out, yb), out, yb)
         model.backward(run.loss.backward())
@@ -123,10 +130,11 @@ def _epoch_logs(model, run: Training, strategy, totals: EpochTotals, start: floa
     seconds = time.perf_counter() - start
     logs = totals.logs(run.rows)
     strategy.end_epoch(model)
-    if run.val is not None:
-        result = evaluate(model, *run.val[:2], run.loss, max(run.batch_size, 1024), metrics=run.metrics,
-                          prepared=True, classify=run.val[2])
-        logs.update({f"val_{k}": v for k, v in result.items()})
+    for prefix, held in (("train_", run.train_eval), ("val_", run.val)):
+        if held is not None:  # (X, y, classify, the batch size to evaluate in)
+            result = evaluate(model, *held[:2], run.loss, held[3], metrics=run.metrics, prepared=True,
+                              classify=held[2])
+            logs.update({prefix + k: v for k, v in result.items()})
     logs.update(seconds=seconds, samples_per_s=run.rows / seconds if seconds > 0 else float("inf"),
                 lr=float(run.optimizer.lr))
     return strategy.agree(logs)
@@ -174,11 +182,21 @@ def predict_classes(model, X, batch_size: int = 1024):
 
 @on_model_device
 def evaluate(model, X, y, loss, batch_size: int = 1024, *, metrics=None, prepared: bool = False,
-             classify=None) -> dict:
+             classify=None, steps=None) -> dict:
     """``{"loss": ..., <metric name>: ...}`` over ``(X, y)``; metrics default to accuracy for class targets.
 
+    ``X`` may be a :class:`~xpnet.train.sources.TextWindows` source (``y=None``): it is evaluated on its fixed
+    ``steps x batch_size`` windows (``steps`` default 20), with no metric unless asked.
     Every batch's loss and hit counts stay on the device; they come back together in one transfer."""
     check_count("batch_size", batch_size)
+    if isinstance(X, TextWindows):
+        if y is not None:
+            raise ValueError("evaluate: a TextWindows source gives the targets itself; leave y out")
+        X, y, classify, _ = held_out(model, X, steps, batch_size, "evaluate", "evaluate: steps")
+        metrics, prepared = [] if metrics is None else metrics, True
+    elif steps is not None:
+        raise ValueError("evaluate: steps counts the batches of a TextWindows source's fixed windows; arrays are "
+                         "evaluated whole: leave steps out")
     if not prepared:
         with uploading(model.device, "evaluate", X, y):
             X, y, classify, span = prepare_xy(model, X, y, loss, "evaluate", with_range=True)
