@@ -1,4 +1,7 @@
-"""An optimizer's step over a model's flat parameter buffers (:class:`~xpnet.parameters.FlatParameters`).
+"""An optimizer's step over a model's flat parameter buffers (:class:`~xpnet.parameters.FlatParameters`), where
+they are stepped at once (``FlatParameters.at_once``: on a GPU, and on array-api-strict, which runs the same
+lines; a CPU steps each parameter's view on its own). The per-element arithmetic is that of the step
+array by array, so are the bits.
 
 Each dtype's buffer is stepped at once: its gradient is the layers' gradients concatenated (one
 operation), and its state is one 2-D array with a row per slot (Adam's ``exp_avg`` and

@@ -13,12 +13,8 @@ Optimizer state lives on the device, as ``state[param name][slot]`` with torch.o
 it to the host for a checkpoint and :meth:`Optimizer.load_state_dict` puts it back on the parameters'
 device.
 
-A model's ``parameters()`` are views of one flat buffer per dtype (:class:`~xpnet.parameters.FlatParameters`):
-on a GPU (and array-api-strict, which runs the same lines) each update runs once over the flat arrays
-(the gradients concatenated in one operation, the state as rows of one array whose per-parameter views
-``state`` holds, :mod:`xpnet.flatstate`), a fixed number of operations (kernel launches) whatever the
-number of layers, with the same per-element arithmetic, so the same bits. On a CPU (NumPy, torch), plain
-dicts of arrays and JAX's arrays (no views), each array is stepped on its own.
+On a GPU a model's flat parameter buffer is stepped at once, with the same arithmetic (:mod:`xpnet.flatstate`);
+on a CPU, for plain dicts of arrays and on JAX, each array is stepped on its own.
 """
 
 from __future__ import annotations
@@ -31,9 +27,7 @@ from .inplace import add_, div_, mul_
 from .arguments import check_number, is_count
 from .clipping import clip_grad_norm
 
-# weight_decay_on: which parameters decay. "matrices" is nanoGPT's two parameter groups: every parameter
-# with 2 or more axes (Dense and Conv2D kernels, embeddings) decays, biases and normalization gains do not.
-DECAY_ON = ("all", "matrices")
+DECAY_ON = ("all", "matrices")  # weight_decay_on's choices
 
 
 class Optimizer:
