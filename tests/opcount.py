@@ -306,11 +306,12 @@ OPTIMIZERS = {"sgd": "SGD", "adamw": "AdamW"}
 
 
 def count_network(network: str, optimizer: str, batch: int, *, seed: int = 0, backend: str = "array-api-strict",
-                  device: str = "cpu") -> Tally:
-    """:func:`count_step` for one of :data:`NETWORKS` with one of :data:`OPTIMIZERS` (default settings),
-    softmax cross-entropy, on ``batch`` random MNIST-shaped rows, on ``backend`` (default array-api-strict,
-    the generic path) and ``device``. The model is built inside the counting block, paused (see the
-    module docstring: NumPy's arrays must be views of :class:`CountedArray` from the start)."""
+                  device: str = "cpu", **options) -> Tally:
+    """:func:`count_step` for one of :data:`NETWORKS` with one of :data:`OPTIMIZERS` (default settings, or
+    ``options`` for its constructor), softmax cross-entropy, on ``batch`` random MNIST-shaped rows, on
+    ``backend`` (default array-api-strict, the generic path) and ``device``. The model is built inside the
+    counting block, paused (see the module docstring: NumPy's arrays must be views of :class:`CountedArray`
+    from the start)."""
     from threadpoolctl import threadpool_limits  # a dependency of xpnet
 
     import xpnet
@@ -324,5 +325,5 @@ def count_network(network: str, optimizer: str, batch: int, *, seed: int = 0, ba
         with model.device.context():
             X = model.device.asarray(rng.random((batch, 784), dtype=np.float32), "float32")
             y = model.device.asarray(rng.integers(0, 10, size=batch), "int64")
-        opt = xpnet.optim.OPTIMIZERS[optimizer]()
+        opt = xpnet.optim.OPTIMIZERS[optimizer](**options)
         return count_step(model, xpnet.SoftmaxCrossEntropy(), opt, X, y, tally=tally)
