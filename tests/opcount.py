@@ -314,20 +314,22 @@ NETWORKS = {"mlp": ("MLP 784-256-10", mlp_layers), "cnn": ("MNIST CNN preset", c
 OPTIMIZERS = {"sgd": "SGD", "adamw": "AdamW"}
 
 
-def _optimizer(network: str, name: str):
+def _optimizer(network: str, name: str, options: dict):
     import xpnet
     from xpnet.cli.gpt import gpt_optimizer
 
-    return gpt_optimizer() if (network, name) == ("gpt", "adamw") else xpnet.optim.OPTIMIZERS[name]()
+    if (network, name) == ("gpt", "adamw") and not options:
+        return gpt_optimizer()
+    return xpnet.optim.OPTIMIZERS[name](**options)
 
 
 def count_network(network: str, optimizer: str, batch: int, *, seed: int = 0, backend: str = "array-api-strict",
-                  device: str = "cpu", T: int = 16) -> Tally:
-    """:func:`count_step` for one of :data:`NETWORKS` with one of :data:`OPTIMIZERS` (default settings),
-    softmax cross-entropy, on ``batch`` random MNIST-shaped rows (the GPT: ``batch`` windows of ``T`` ids and
-    their targets), on ``backend`` (default array-api-strict, the generic path) and ``device``. The model is
-    built inside the counting block, paused (see the module docstring: NumPy's arrays must be views of
-    :class:`CountedArray` from the start)."""
+                  device: str = "cpu", T: int = 16, **options) -> Tally:
+    """:func:`count_step` for one of :data:`NETWORKS` with one of :data:`OPTIMIZERS` (default settings, or
+    ``options`` for its constructor; the GPT's AdamW is ``xpnet train --model gpt``'s), softmax cross-entropy, on
+    ``batch`` random MNIST-shaped rows (the GPT: ``batch`` windows of ``T`` ids and their targets), on ``backend``
+    (default array-api-strict, the generic path) and ``device``. The model is built inside the counting block,
+    paused (see the module docstring: NumPy's arrays must be views of :class:`CountedArray` from the start)."""
     from threadpoolctl import threadpool_limits  # a dependency of xpnet
 
     import xpnet
@@ -344,4 +346,5 @@ def count_network(network: str, optimizer: str, batch: int, *, seed: int = 0, ba
             else:
                 X = model.device.asarray(rng.random((batch, 784), dtype=np.float32), "float32")
                 y = model.device.asarray(rng.integers(0, 10, size=batch), "int64")
-        return count_step(model, xpnet.SoftmaxCrossEntropy(), _optimizer(network, optimizer), X, y, tally=tally)
+        return count_step(model, xpnet.SoftmaxCrossEntropy(), _optimizer(network, optimizer, options), X, y,
+                          tally=tally)

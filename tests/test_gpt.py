@@ -222,6 +222,21 @@ def test_the_tied_embedding_is_one_parameter_everywhere(tmp_path):
     del torch
 
 
+def test_the_flat_buffer_holds_the_tie_once_and_the_step_at_once_trains_as_numpys():
+    """On array-api-strict (the generic path, a GPU's) the optimizer steps one flat buffer at once: the tied
+    matrix is in it once, and the weights after training are NumPy's (whose scatter-add sums in another order)."""
+    pytest.importorskip("array_api_strict")
+    model = gpt(xpnet.device("cpu", backend="array-api-strict"))
+    flat = model.parameters().flat
+    assert flat.at_once and [group.names.count("0.W") for group in flat.groups] == [1]
+    assert sum(group.size for group in flat.groups) == sum(w.size for w in model.state_dict().values())
+    reference = gpt()
+    fit(reference)
+    fit(model)
+    for k, w in reference.state_dict().items():
+        np.testing.assert_allclose(model.state_dict()[k], w, rtol=0, atol=1e-6, err_msg=k)
+
+
 @pytest.mark.parametrize("how", ["load", "checkpoint", "to-torch", "deepcopy"])
 def test_the_tie_survives_a_load_a_move_and_a_copy(how, tmp_path):
     """After each, the head uses the Embedding's very array: an update to it changes the logits."""

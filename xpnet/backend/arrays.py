@@ -73,8 +73,9 @@ def random_uniform(dev, key: int, counter: int, shape, dtype: str = "float32"):
 _ROUTINES: dict = {}
 # What a backend may define in its own way: Dense's one-sample ``x.T @ dy`` (layers/core.py), the
 # convolution layers' windows and how many samples' columns Conv2D builds at once (layers/windows.py),
-# Embedding's gradient, a scatter-add of rows, which the standard lacks (layers/sequence.py)
-ROUTINES = ("matmul_tn", "im2col", "col2im", "im2col_chunk", "scatter_add")
+# Embedding's gradient, a scatter-add of rows, which the standard lacks (layers/sequence.py), and
+# whether an optimizer steps a model's flat buffer at once or array by array (parameters.py)
+ROUTINES = ("matmul_tn", "im2col", "col2im", "im2col_chunk", "scatter_add", "step_at_once")
 
 
 def routine(xp, name: str):
