@@ -458,6 +458,7 @@ def test_xpnet_train_gpt_reports_every_interval_saves_the_vocabulary_and_generat
     assert model.metadata["vocabulary"]["chars"] == "".join(sorted(set("First Citizen:\nBefore we proceed any "
                                                                           "further, hear me speak.\n")))
     assert model.metadata["steps"] == 12 and isinstance(model.layers[-1], TiedDense)
+    assert f"({sum(w.size for w in model.state_dict().values()):,} parameters, tied embeddings)" in lines[0]
     args = ["generate", str(tmp_path / "gpt.npz"), "--prompt", "First", "--tokens", "30", "--top-k", "5",
             "--temperature", "0.8", "--seed", "3"]
     code, out, err = run_main(capsys, *args)

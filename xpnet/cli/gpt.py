@@ -111,7 +111,7 @@ def _headline(args, model, vocab, train, val, dev, comm) -> str:
     size = sum(math.prod(p.shape) for p in model.parameters().values())
     ranks = (f", {comm.size} ranks" if comm else "") + (f", {args.threads} threads" if args.threads else "")
     return (f"xpnet: training a GPT of {args.n_layer} blocks, {args.n_head} heads, {args.n_embd} wide, block "
-            f"{args.block_size}, dropout {args.dropout:g} ({size / 1e6:.2f}M parameters, tied embeddings) on "
+            f"{args.block_size}, dropout {args.dropout:g} ({size:,} parameters, tied embeddings) on "
             f"{args.dataset}: {train.shape[0]:,} train / {val.shape[0]:,} val characters, {vocab.size} symbols; AdamW "
             f"lr {args.lr:g} betas {BETAS} weight decay {args.weight_decay:g} on matrices, clip {CLIP:g}, "
             f"{args.warmup} warm-up steps then a cosine to {args.lr * MIN_LR:g} over {args.steps} steps, batch "
