@@ -478,7 +478,8 @@ def test_xpnet_train_gpt_quiet_prints_the_last_report_only(tiny_text, capsys, cl
 
 @pytest.mark.parametrize("argv, said", [
     (["--model", "gpt", *TINY, "--layers", "3,4"], "--layers does not apply to --model gpt"),
-    (["--model", "gpt", *TINY, "--epochs", "3"], "--epochs does not apply to --model gpt: say how long it trains with --steps"),
+    (["--model", "gpt", *TINY, "--epochs", "3"], "--epochs does not apply to --model gpt: say how long it trains "
+                                                  "with --steps"),
     (["--model", "gpt", "--steps", "100"], "--steps 100 is not a multiple of --eval-interval 250"),
     (["--model", "gpt", "--n-embd", "10"], "--n-embd 10 must be a multiple of --n-head 4"),
     (["--model", "gpt", "--steps", "50", "--eval-interval", "50"], "--warmup 100 steps leaves none of the 50"),
