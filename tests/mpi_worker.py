@@ -108,7 +108,7 @@ def gpt_case(comm, dtype, results) -> dict:
     m = xpnet.models.gpt(11, 8, 2, 2, 8, seed=0 if comm.rank == 0 else 100 + comm.rank, dtype=dtype)
     h = xpnet.training.fit(m, xpnet.TextWindows(ids[:800], 8), None, loss="softmax_cross_entropy",
                            optimizer=gpt_optimizer(), schedule=gpt_schedule(1e-3, 12, 3), epochs=2,
-                           steps_per_epoch=6, batch_size=4, verbose=0,
+                           steps_per_epoch=6, batch_size=5, verbose=0,
                            validation_data=xpnet.TextWindows(ids[800:], 8), distributed=comm)
     results.update(m.state_dict())
     return {"history": h.history, "agree": len(set(comm.gather(_checksum(m)))) == 1}

@@ -311,16 +311,18 @@ def test_a_checkpointed_run_resumes_exactly(tmp_path):
 
 
 def test_two_threads_equal_one_process():
+    """Batches of 5 windows: shards of 3 and 2, whose gradients are weighted 3/5 and 2/5 (a plain mean is wrong)."""
     one, two = gpt(dtype="float64"), gpt(dtype="float64")
-    want = fit(one, validation_data=TextWindows(VAL, T)).history
-    got = fit(two, validation_data=TextWindows(VAL, T), distributed=xpnet.distributed.Threads(2)).history
+    want = fit(one, validation_data=TextWindows(VAL, T), batch_size=5).history
+    got = fit(two, validation_data=TextWindows(VAL, T), batch_size=5, distributed=xpnet.distributed.Threads(2)).history
     for k, w in one.state_dict().items():
         np.testing.assert_allclose(two.state_dict()[k], w, rtol=1e-9, atol=1e-12, err_msg=k)
     np.testing.assert_allclose(got["val_loss"], want["val_loss"], rtol=1e-10)
 
 
 def test_two_mpi_ranks_equal_one_process(tmp_path):
-    """tests/mpi_worker.py "gpt" under mpiexec -n 2: the weights and losses of one process."""
+    """tests/mpi_worker.py "gpt" under mpiexec -n 2 (batches of 5: shards of 3 and 2): the weights and losses of
+    one process."""
     import test_distributed as mpi
 
     if mpi._why_no_mpi():
@@ -329,7 +331,7 @@ def test_two_mpi_ranks_equal_one_process(tmp_path):
     mpi.run_mpi(mpi.WORKER, "gpt", str(out), "float64")
     got, checks = mpi.load(out)
     model = gpt(dtype="float64")
-    want = fit(model, validation_data=TextWindows(VAL, T)).history
+    want = fit(model, validation_data=TextWindows(VAL, T), batch_size=5).history
     assert checks["gpt"]["agree"] and sorted(got) == sorted(model.state_dict())
     for k, w in model.state_dict().items():
         np.testing.assert_allclose(got[k], w, rtol=1e-9, atol=1e-12, err_msg=k)
