@@ -440,7 +440,7 @@ def tiny_text(monkeypatch):
     return calls
 
 
-def test_xpnet_train_gpt_reports_every_interval_saves_the_vocabulary_and_generate_reads_it(
+def test_xpnet_train_gpt_reports_saves_the_vocabulary_and_evaluate_generate_and_export_read_it(
         tiny_text, capsys, tmp_path, cli_environment):
     from conftest import run_main
 
@@ -461,6 +461,10 @@ def test_xpnet_train_gpt_reports_every_interval_saves_the_vocabulary_and_generat
                                                                           "further, hear me speak.\n")))
     assert model.metadata["steps"] == 12 and isinstance(model.layers[-1], TiedDense)
     assert f"({sum(w.size for w in model.state_dict().values()):,} parameters, tied embeddings)" in lines[0]
+    # evaluate: the loss on the very windows the training reported on; export: any length of ids
+    code, said, err = run_main(capsys, "evaluate", str(tmp_path / "gpt.npz"), "--device", "cpu")
+    assert code == 0, err
+    assert said.startswith(f"val loss {lines[2].split('val loss ')[1][:6]}  (2 batches of 4 windows of 8 characters")
     args = ["generate", str(tmp_path / "gpt.npz"), "--prompt", "First", "--tokens", "30", "--top-k", "5",
             "--temperature", "0.8", "--seed", "3"]
     code, out, err = run_main(capsys, *args)
@@ -468,6 +472,9 @@ def test_xpnet_train_gpt_reports_every_interval_saves_the_vocabulary_and_generat
     assert out.startswith("First") and len(out) == len("First") + 30 + 1  # and the newline
     assert run_main(capsys, *args)[1] == out  # the seed: the same text again
     assert run_main(capsys, *args[:-1], "4")[1] != out
+    pytest.importorskip("onnx")
+    code, said, err = run_main(capsys, "export", str(tmp_path / "gpt.npz"), "--onnx", str(tmp_path / "gpt.onnx"))
+    assert code == 0 and "input 'input' (batch, sequence)" in said, err
 
 
 def test_xpnet_train_gpt_quiet_prints_the_last_report_only(tiny_text, capsys, cli_environment):

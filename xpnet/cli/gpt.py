@@ -137,6 +137,23 @@ def step_line(epoch: int, epochs: int, steps: int, logs: dict) -> str:
             f"ms a step)")
 
 
+def evaluate_gpt(args, model) -> int:
+    """``xpnet evaluate`` of a model ``xpnet train --model gpt`` saved: its loss on the same fixed windows its
+    training reported on (``--eval-iters`` batches of its batch size; ``--split test``: the validation text)."""
+    meta = model.metadata
+    if args.dataset not in (None, meta.get("dataset")):
+        raise ValueError(f"{args.model} is a GPT trained on {meta.get('dataset')}; it evaluates on that text only "
+                         f"(leave --dataset out)")
+    train, val, _ = datasets.load_text(meta["dataset"], data_dir=args.data_dir, download=not args.no_download)
+    ids, name = (train, "training") if args.split == "train" else (val, "validation")
+    result = model.evaluate(TextWindows(ids, meta["block_size"]), loss="softmax_cross_entropy",
+                            batch_size=meta["batch_size"], steps=meta["eval_iters"])
+    print(f"{'train' if args.split == 'train' else 'val'} loss {result['loss']:.4f}  ({meta['eval_iters']} batches "
+          f"of {meta['batch_size']} windows of {meta['block_size']} characters of {meta['dataset']}'s {name} text, "
+          f"{model.device})")
+    return 0
+
+
 def cmd_generate(args) -> int:
     """``xpnet generate MODEL``: the prompt and the characters the model draws after it, on stdout."""
     model = load(args.model, device=args.device, backend=args.backend)
