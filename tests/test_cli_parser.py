@@ -35,11 +35,12 @@ MODEL = (("model",), "model", None, None, {"metavar": "MODEL", "required": True}
 LOSSES = ("mse", "softmax_cross_entropy", "binary_cross_entropy")
 
 
-def _data(default, said):
+def _data(default, said, texts=False):
     return [
-        (("--dataset",), "dataset", default, tuple(datasets.DATASETS), {},
+        (("--dataset",), "dataset", default, tuple(datasets.DATASETS) + (tuple(datasets.TEXTS) if texts else ()), {},
          f"{said} (default), or any of: mnist, fashion-mnist, csv (the tutorial's 100/10-row CSV), and the "
-         "synthetic 2-D sets spirals and moons (no files needed)"),
+         "synthetic 2-D sets spirals and moons (no files needed)" + (", or the text shakespeare (--model gpt)"
+                                                                     if texts else "")),
         (("--data-dir",), "data_dir", None, None, {"metavar": "DIR"},
          "folder holding mnist/, fashion-mnist/, mnist-csv/ (default: $XPNET_DATA, then the download cache)"),
         (("--limit",), "limit", None, None, {"metavar": "N", "type": "_positive_int"},
@@ -49,9 +50,9 @@ def _data(default, said):
 
 
 TRAIN = [
-    HELP, *DEVICE, DEBUG, *_data("mnist", "mnist"),
-    (("--model",), "model", "mlp", ("mlp", "cnn", "tutorial"), {},
-     "preset: mlp (default), cnn or tutorial (see above)"),
+    HELP, *DEVICE, DEBUG, *_data(None, "mnist (--model gpt: shakespeare)", texts=True),
+    (("--model",), "model", "mlp", ("mlp", "cnn", "tutorial", "gpt"), {},
+     "preset: mlp (default), cnn, tutorial or gpt (see above)"),
     (("--layers",), "layers", None, None, {"metavar": "N,N,...", "type": "_layers_arg"},
      "layer sizes from input to output (default: the preset's hidden sizes between the data's "
      "features and classes, e.g. 784,512,256,10); the first must equal the features"),
@@ -71,7 +72,8 @@ TRAIN = [
      "learning-rate schedule, per step: constant (tutorial), cosine (mlp: from lr down to 0 over the "
      "run), step (x0.1 every third of the run) or exponential (x0.01 over the run)"),
     (("--warmup",), "warmup", None, None, {"metavar": "EPOCHS", "type": "_non_negative_float"},
-     "linear warm-up from 0 to lr over this many epochs (fractions allowed) before the schedule (default 0)"),
+     "linear warm-up from 0 to lr over this many epochs (fractions allowed) before the schedule (default 0; "
+     "--model gpt: steps, default 100)"),
     (("--dropout",), "dropout", None, None, {"metavar": "P", "type": "_probability"},
      "dropout after each hidden activation, with probability P (default 0: none; cnn: 0.25 after the "
      "pooling and 0.5 after the dense layer, both P when given)"),
@@ -107,6 +109,18 @@ TRAIN = [
      "data-parallel over N threads of this process, on the CPU: each thread trains on its shard of "
      "every batch with one BLAS thread, so that all of NumPy's work runs on N cores (the weights "
      "match a one-thread run to rounding; Dropout masks differ per thread)"),
+    # --model gpt's own
+    (("--steps",), "steps", None, None, {"metavar": "N", "type": "_positive_int"}, "training steps (default 2000)"),
+    (("--block-size",), "block_size", None, None, {"metavar": "T", "type": "_positive_int"},
+     "context: characters a window holds (default 64)"),
+    (("--n-layer",), "n_layer", None, None, {"metavar": "N", "type": "_positive_int"}, "transformer blocks (default 4)"),
+    (("--n-head",), "n_head", None, None, {"metavar": "N", "type": "_positive_int"}, "attention heads (default 4)"),
+    (("--n-embd",), "n_embd", None, None, {"metavar": "D", "type": "_positive_int"},
+     "numbers per position, a multiple of --n-head (default 128)"),
+    (("--eval-interval",), "eval_interval", None, None, {"metavar": "N", "type": "_positive_int"},
+     "print train and val loss every N steps, a divisor of --steps (default 250); checkpoints are written then too"),
+    (("--eval-iters",), "eval_iters", None, None, {"metavar": "N", "type": "_positive_int"},
+     "batches of fixed windows each loss is the mean over (default 20)"),
 ]
 EVALUATE = [
     HELP, *DEVICE, DEBUG, *_data(None, "the one the model was trained on"), MODEL,
@@ -138,6 +152,16 @@ EXPORT = [
     DEBUG,
 ]
 
+GENERATE = [
+    HELP, *DEVICE, DEBUG, MODEL,
+    (("--prompt",), "prompt", "\n", None, {}, "the text to go on from (default: a newline)"),
+    (("--tokens",), "tokens", 500, None, {"metavar": "N", "type": "_positive_int"}, "characters to add (default 500)"),
+    (("--temperature",), "temperature", 1.0, None, {"type": "_positive_float"},
+     "divides the logits: below 1 surer, above 1 wilder (default 1)"),
+    (("--top-k",), "top_k", None, None, {"metavar": "K", "type": "_positive_int"},
+     "draw from the K likeliest characters only"),
+    (("--seed",), "seed", 0, None, {"type": "int"}, "seed of the draws: the same text on every backend (default 0)"),
+]
 BENCH = [
     HELP,
     (("model_file",), "model_file", None, None, {"metavar": "MODEL", "nargs": "?"},
@@ -177,7 +201,12 @@ COMMANDS = {
               "                 cosine, batch 128: >= 0.991 MNIST test accuracy in 5 epochs (minutes a\n"
               "                 CPU epoch)\n"
               "  tutorial       the book's 784-200-10 sigmoid network: the 1/2 squared error, SGD lr 0.1,\n"
-              "                 one sample per step, inputs 0.01..1, targets 0.01/0.99 (about 0.945)",
+              "                 one sample per step, inputs 0.01..1, targets 0.01/0.99 (about 0.945)\n"
+              "  gpt            a character-level GPT on --dataset shakespeare, nanoGPT's baby run: 4 blocks\n"
+              "                 of 4 heads, 128 wide, block 64, batch 12, AdamW lr 0.001 betas (0.9, 0.99),\n"
+              "                 weight decay 0.1 on matrices, clip 1.0, 100 warm-up steps then a cosine to\n"
+              "                 0.0001 over --steps 2000, train and val loss every 250 steps (val about 1.9);\n"
+              "                 --save keeps the vocabulary for 'xpnet generate'",
               TRAIN),
     "evaluate": ("loss and accuracy of a saved model",
                  "Report a saved model's loss and accuracy on a dataset's test (or train) split.\n"
@@ -192,6 +221,10 @@ COMMANDS = {
                 "training data was; float input is taken as already scaled. Input far outside the range\n"
                 "the model was trained on is an error, not a guess (see --scale).",
                 PREDICT),
+    "generate": ("text from a trained GPT",
+                 "Print text from a model trained by 'xpnet train --model gpt': the prompt, then --tokens\n"
+                 "characters drawn one at a time from the model (the context cut to its block size).",
+                 GENERATE),
     "info": ("versions, backends and CUDA devices",
              "Show versions, usable backends and CUDA devices (or why there are none).\n"
              "\n"
@@ -256,6 +289,7 @@ def test_each_commands_options_are_unchanged(name):
 
 
 @pytest.mark.parametrize("argv", [["train"], ["evaluate", "m.npz"], ["predict", "m.npz", "--input", "x.npy"], ["info"],
-                                  ["export", "m.npz", "--onnx", "m.onnx"], ["bench"]], ids=lambda argv: argv[0])
+                                  ["export", "m.npz", "--onnx", "m.onnx"], ["bench"], ["generate", "m.npz"]],
+                         ids=lambda argv: argv[0])
 def test_each_command_runs_its_own_function(argv):
     assert build_parser().parse_args(argv).func is getattr(cli, f"cmd_{argv[0]}")

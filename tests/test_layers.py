@@ -119,7 +119,7 @@ LAYERS = {
     "PositionalEmbedding": (lambda: PositionalEmbedding(6, 3), (2, 4, 3), lambda x, p: x + p["W"][:4], True),
 }
 # Registered layers whose input is not floats, each with a harness of its own.
-ELSEWHERE = {"Embedding": "tests/test_sequence_layers.py"}
+ELSEWHERE = {"Embedding": "tests/test_sequence_layers.py", "TiedDense": "tests/test_gpt.py"}
 # Cases run with training=True (the others with the default, False). Dropout's training mode draws a new
 # mask per call, which finite differences cannot follow: tests/test_regularization.py checks it.
 TRAINING = {"BatchNorm1d-train", "BatchNorm2d-train"}

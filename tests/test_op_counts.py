@@ -92,6 +92,24 @@ def test_cnn_operations_do_not_depend_on_the_batch_size():
                                     f"{_describe('cnn', 'adamw', CNN_BATCHES[1], large)}")
 
 
+# -- the GPT (issue 26): xpnet.models.gpt at tiny width, the CLI's optimizer -------------------------------------
+# Today's counts. A window shorter than the block (evaluation, generate) counts 2 more in the PositionalEmbedding's
+# backward (the zero rows past T); training windows are always the block's length.
+GPT_CEILINGS = {"sgd": 347, "adamw": 366}
+
+
+@pytest.mark.parametrize("optimizer", list(GPT_CEILINGS))
+def test_gpt_operations_depend_on_neither_the_batch_nor_the_length_and_never_sync(optimizer):
+    shapes = [(2, 8), (5, 16), (3, 32), (7, 32)]  # (batch, T); the model's block is 32
+    counts = [opcount.count_network("gpt", optimizer, batch, T=length) for batch, length in shapes]
+    for (batch, length), t in zip(shapes, counts):
+        assert t.syncs == [], f"GPT batch {batch}, T {length}: the step read arrays back through {t.syncs}"
+    short, full = counts[:2], counts[2:]
+    describe = [_describe("gpt", optimizer, b, t) + f", T {length}" for (b, length), t in zip(shapes, counts)]
+    assert short[0].ops == short[1].ops and full[0].ops == full[1].ops, "\n".join(describe)
+    assert max(t.total for t in counts) <= GPT_CEILINGS[optimizer], "\n".join(describe)
+
+
 # -- issue 25's targets ----------------------------------------------------------------------------------------
 def test_target_mlp_adamw_at_most_45_operations_per_step():
     t = tally("mlp", "adamw", MLP_BATCHES[0])

@@ -9,7 +9,7 @@ from . import backend as _backend
 from . import checkpoint, io
 from . import losses as losses_mod
 from . import rngstate
-from . import saving
+from . import sampling, saving
 from . import summary as _summary
 from . import train
 from .layers import Layer
@@ -46,6 +46,7 @@ class Sequential:
         rng = _backend.host_rng(seed)
         with self.device.context():
             for layer in layers:
+                layer.tie(layers)  # a layer that uses another's weights (a tied head) finds it here
                 layer.build(self.device, rng, dtype, init=init)
         self.rng = rng  # the same stream goes on to shuffle the data in fit
         self._link()
@@ -84,6 +85,7 @@ class Sequential:
         return x
 
     __call__ = forward
+    generate = sampling.generate  # a next-token model's sampling (a GPT's), nanoGPT's loop
 
     def backward(self, dy):
         """Back-propagate ``dL/doutput`` through every layer, filling each layer's ``grads``."""
@@ -290,8 +292,7 @@ class Sequential:
                 "dtype": self.dtype}
 
     def __repr__(self):
-        inner = ", ".join(repr(layer) for layer in self.layers)
-        return f"Sequential([{inner}], device={str(self.device)!r})"
+        return f"Sequential([{', '.join(map(repr, self.layers))}], device={str(self.device)!r})"
 
 
 def load(path, device=None, backend: str | None = None) -> Sequential:

@@ -7,6 +7,7 @@
     xpnet info                                   # versions, backends, CUDA devices (or why none)
     xpnet export mnist.npz --onnx mnist.onnx     # for ONNX Runtime and other ONNX runtimes
     xpnet bench --model cnn                      # is the GPU worth it? each device and backend, timed
+    xpnet train --model gpt --save gpt.npz && xpnet generate gpt.npz --prompt "ROMEO:"   # nanoGPT's baby run
 
 Exit status: 0 on success, 2 for usage errors (argparse's), 1 for runtime errors, which are printed as
 one line ``xpnet: error: <message>`` on stderr; warnings print as ``xpnet: warning: <message>``, once each.
@@ -27,11 +28,12 @@ from .. import backend, datasets, io
 from .bench import cmd_bench
 from .commands import cmd_evaluate, cmd_info, cmd_predict
 from .export import cmd_export
+from .gpt import cmd_generate
 from .parser import add_device_options, build_parser, check_environment
 from .train import cmd_train
 
-__all__ = ["add_device_options", "build_parser", "cmd_bench", "cmd_evaluate", "cmd_export", "cmd_info", "cmd_predict", "cmd_train",
-           "main", "run_script"]
+__all__ = ["add_device_options", "build_parser", "cmd_bench", "cmd_evaluate", "cmd_export", "cmd_generate", "cmd_info",
+           "cmd_predict", "cmd_train", "main", "run_script"]
 
 
 def run_script(main, argv=None) -> None:

@@ -13,6 +13,7 @@ from ..arguments import check_count
 from .bench import cmd_bench
 from .commands import cmd_evaluate, cmd_info, cmd_predict
 from .export import cmd_export
+from .gpt import GPT, cmd_generate
 from .presets import HIDDEN, LOSSES, OPTIMIZERS, PRESETS, SCHEDULES
 from .train import cmd_train
 
@@ -124,13 +125,14 @@ COMMON = DEVICE_OPTIONS + DEBUG  # what every command but export takes
 MODEL_FILE = [(("model",), dict(metavar="MODEL", help="a model file written by 'xpnet train --save' or xpnet.save"))]
 
 
-def data_options(default) -> list:
-    """The dataset options of train (``default`` "mnist") and evaluate (None: the model's own)."""
+def data_options(said, texts: bool = False) -> list:
+    """The dataset options of train (``said`` "mnist", the texts too) and evaluate (None: the model's own)."""
     return [
-        (("--dataset",), dict(choices=datasets.DATASETS, default=default,
-                              help=f"{default or 'the one the model was trained on'} (default), or any of: mnist, "
+        (("--dataset",), dict(choices=datasets.DATASETS + (datasets.TEXTS if texts else ()), default=None,
+                              help=f"{said or 'the one the model was trained on'} (default), or any of: mnist, "
                                    f"fashion-mnist, csv (the tutorial's 100/10-row CSV), and the synthetic 2-D sets "
-                                   f"spirals and moons (no files needed)")),
+                                   f"spirals and moons (no files needed)"
+                                   + (", or the text shakespeare (--model gpt)" if texts else ""))),
         (("--data-dir",), dict(metavar="DIR", help="folder holding mnist/, fashion-mnist/, mnist-csv/ (default: "
                                                    "$XPNET_DATA, then the download cache)")),
         (("--limit",), dict(type=_positive_int, metavar="N", help="use only the first N train and test samples")),
@@ -139,8 +141,8 @@ def data_options(default) -> list:
 
 
 TRAIN_OPTIONS = [
-    (("--model",), dict(choices=tuple(PRESETS), default="mlp",
-                        help="preset: mlp (default), cnn or tutorial (see above)")),
+    (("--model",), dict(choices=(*PRESETS, "gpt"), default="mlp",
+                        help="preset: mlp (default), cnn, tutorial or gpt (see above)")),
     (("--layers",), dict(type=_layers_arg, metavar="N,N,...",
                          help="layer sizes from input to output (default: the preset's hidden sizes between the "
                               "data's features and classes, e.g. 784,512,256,10); the first must equal the features")),
@@ -160,7 +162,7 @@ TRAIN_OPTIONS = [
                                 "run)")),
     (("--warmup",), dict(type=_non_negative_float, metavar="EPOCHS",
                          help="linear warm-up from 0 to lr over this many epochs (fractions allowed) before the "
-                              "schedule (default 0)")),
+                              "schedule (default 0; --model gpt: steps, default 100)")),
     (("--dropout",), dict(type=_probability, metavar="P",
                           help="dropout after each hidden activation, with probability P (default 0: none; cnn: 0.25 "
                                "after the pooling and 0.5 after the dense layer, both P when given)")),
@@ -197,6 +199,21 @@ TRAIN_OPTIONS = [
                           help="data-parallel over N threads of this process, on the CPU: each thread trains on its "
                                "shard of every batch with one BLAS thread, so that all of NumPy's work runs on N cores "
                                "(the weights match a one-thread run to rounding; Dropout masks differ per thread)")),
+]
+GPT_OPTIONS = [  # --model gpt only; the defaults (GPT) are nanoGPT's baby Shakespeare run
+    (("--steps",), dict(type=_positive_int, metavar="N", help=f"training steps (default {GPT['steps']})")),
+    (("--block-size",), dict(type=_positive_int, metavar="T",
+                             help=f"context: characters a window holds (default {GPT['block_size']})")),
+    (("--n-layer",), dict(type=_positive_int, metavar="N", help=f"transformer blocks (default {GPT['n_layer']})")),
+    (("--n-head",), dict(type=_positive_int, metavar="N", help=f"attention heads (default {GPT['n_head']})")),
+    (("--n-embd",), dict(type=_positive_int, metavar="D",
+                         help=f"numbers per position, a multiple of --n-head (default {GPT['n_embd']})")),
+    (("--eval-interval",), dict(type=_positive_int, metavar="N",
+                                help=f"print train and val loss every N steps, a divisor of --steps (default "
+                                     f"{GPT['eval_interval']}); checkpoints are written then too")),
+    (("--eval-iters",), dict(type=_positive_int, metavar="N",
+                             help=f"batches of fixed windows each loss is the mean over (default "
+                                  f"{GPT['eval_iters']})")),
 ]
 EVALUATE_OPTIONS = [
     (("--split",), dict(choices=("test", "train"), default="test", help="which split (default test)")),
@@ -246,6 +263,14 @@ BENCH_OPTIONS = [
                                    "e.g. 28,28")),
     (("--json",), dict(metavar="FILE", help="also write the table and the verdict as JSON")),
 ]
+GENERATE_OPTIONS = [
+    (("--prompt",), dict(default="\n", help="the text to go on from (default: a newline)")),
+    (("--tokens",), dict(type=_positive_int, default=500, metavar="N", help="characters to add (default 500)")),
+    (("--temperature",), dict(type=_positive_float, default=1.0,
+                              help="divides the logits: below 1 surer, above 1 wilder (default 1)")),
+    (("--top-k",), dict(type=_positive_int, metavar="K", help="draw from the K likeliest characters only")),
+    (("--seed",), dict(type=int, default=0, help="seed of the draws: the same text on every backend (default 0)")),
+]
 
 # -- the commands: what `xpnet --help` lists and what each one's --help opens with -----------------
 TRAIN_DESCRIPTION = (
@@ -260,7 +285,12 @@ TRAIN_DESCRIPTION = (
     "                 cosine, batch 128: >= 0.991 MNIST test accuracy in 5 epochs (minutes a\n"
     "                 CPU epoch)\n"
     "  tutorial       the book's 784-200-10 sigmoid network: the 1/2 squared error, SGD lr 0.1,\n"
-    "                 one sample per step, inputs 0.01..1, targets 0.01/0.99 (about 0.945)")
+    "                 one sample per step, inputs 0.01..1, targets 0.01/0.99 (about 0.945)\n"
+    "  gpt            a character-level GPT on --dataset shakespeare, nanoGPT's baby run: 4 blocks\n"
+    "                 of 4 heads, 128 wide, block 64, batch 12, AdamW lr 0.001 betas (0.9, 0.99),\n"
+    "                 weight decay 0.1 on matrices, clip 1.0, 100 warm-up steps then a cosine to\n"
+    "                 0.0001 over --steps 2000, train and val loss every 250 steps (val about 1.9);\n"
+    "                 --save keeps the vocabulary for 'xpnet generate'")
 EVALUATE_DESCRIPTION = (
     "Report a saved model's loss and accuracy on a dataset's test (or train) split.\n\n"
     "The dataset defaults to the one the model was trained on; inputs are scaled and targets\n"
@@ -280,6 +310,9 @@ BENCH_DESCRIPTION = (
     "which is fastest and by how much. A step is fit's: the batch gathered on the device, the\n"
     "losses read back every 50 steps; moving the data to the device once is shown apart.\n"
     "Each backend that cannot run here is listed with the reason.")
+GENERATE_DESCRIPTION = (
+    "Print text from a model trained by 'xpnet train --model gpt': the prompt, then --tokens\n"
+    "characters drawn one at a time from the model (the context cut to its block size).")
 EXPORT_DESCRIPTION = (
     "Write a saved model as an ONNX file, with a dynamic batch size, for ONNX Runtime (C++, C#,\n"
     "Java, JavaScript, phones) and other ONNX runtimes. The input scaling the model was trained\n"
@@ -294,11 +327,13 @@ def subcommands() -> list:
     a test can replace a command with ``monkeypatch.setattr(parser, "cmd_info", ...)``."""
     return [
         ("train", cmd_train, "train a network on a dataset", TRAIN_DESCRIPTION,
-         COMMON + data_options("mnist") + TRAIN_OPTIONS),
+         COMMON + data_options("mnist (--model gpt: shakespeare)", texts=True) + TRAIN_OPTIONS + GPT_OPTIONS),
         ("evaluate", cmd_evaluate, "loss and accuracy of a saved model", EVALUATE_DESCRIPTION,
          COMMON + data_options(None) + MODEL_FILE + EVALUATE_OPTIONS),
         ("predict", cmd_predict, "predict the class of each input row", PREDICT_DESCRIPTION,
          COMMON + MODEL_FILE + PREDICT_OPTIONS),
+        ("generate", cmd_generate, "text from a trained GPT", GENERATE_DESCRIPTION,
+         COMMON + MODEL_FILE + GENERATE_OPTIONS),
         ("info", cmd_info, "versions, backends and CUDA devices", INFO_DESCRIPTION, COMMON),
         ("export", cmd_export, "write a saved model as an ONNX file", EXPORT_DESCRIPTION,
          MODEL_FILE + EXPORT_OPTIONS + DEBUG),  # on the CPU in any case: no --device

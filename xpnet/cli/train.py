@@ -16,12 +16,15 @@ from ..callbacks import format_epoch
 from ..distributed.threads import Threads
 from ..model import Sequential
 from .data import IMAGES, as_targets, load_data
+from .gpt import train_gpt
 from .presets import apply_preset, cnn_network, network, optimizer_from, schedule_from
 from .resume import EpochTracker, on_interrupt
 
 
 def cmd_train(args) -> int:
-    apply_preset(args)
+    gpt = args.model == "gpt"  # (a text and a next-character model: its own steps, cli/gpt.py)
+    if not gpt:
+        apply_preset(args)
     if args.distributed and args.threads:
         raise ValueError("--distributed (MPI ranks) and --threads (threads of one process) exclude each other; "
                          "under mpiexec each rank can use its cores through BLAS (OMP_NUM_THREADS)")
@@ -31,7 +34,7 @@ def cmd_train(args) -> int:
 
         comm = Communicator()
     with contextlib.nullcontext() if comm is None else comm.guard("xpnet train"):
-        return _train(args, comm)
+        return train_gpt(args, comm, _prepare, _device, _save_or_rescue) if gpt else _train(args, comm)
 
 
 def _train(args, comm) -> int:

@@ -153,7 +153,7 @@ class MultiHeadAttention(Layer):
         config = dict(config)
         for key in ("init", "out_init"):
             name = config.get(key)
-            if isinstance(name, str) and name not in initializers.INITIALIZERS:
+            if isinstance(name, str) and not initializers.is_known(name):
                 config[key] = saved_by_name(name, "MultiHeadAttention")
         return cls(**config)
 

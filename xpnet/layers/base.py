@@ -52,6 +52,11 @@ class Layer:
         self.grads = {}
         self.buffers = {}
 
+    def tie(self, layers) -> None:
+        """Called by the :class:`~xpnet.Sequential` this layer is put in, with the model's layers, before they are
+        built: where a layer uses another's weights (:class:`~xpnet.layers.TiedDense`), it finds that layer
+        here. Nothing by default."""
+
     def param_shapes(self) -> dict:
         """``{name: shape}`` of the parameters ``build`` makes, known before anything is allocated."""
         return {}

@@ -113,6 +113,7 @@ class Embedding(_Table):
     def __init__(self, num_embeddings: int, dim: int, init=GPT2_INIT):
         super().__init__(num_embeddings, dim, init)
         self.num_embeddings = num_embeddings
+        self._shared = None  # dW from another use of W (TiedDense), added by the next backward
 
     def compute_output_shape(self, input_shape):
         shape = tuple(input_shape)
@@ -134,14 +135,22 @@ class Embedding(_Table):
             raise TypeError(f"{self!r} takes integer token ids, got {dtype}; pass them as int64 "
                             f"(ids.astype(np.int64))")
         self._ids = xp.reshape(ids, (-1,))
+        self._shared = None
         y = xp.take(self.params["W"], self._ids, axis=0)
         return xp.reshape(y, (*ids.shape, self.dim))
 
     def backward(self, dy):
         self.grads.clear()
         values = array_namespace(dy).reshape(dy, (-1, self.dim))
-        self.grads["W"] = scatter_add(self._ids, values, self.num_embeddings)
+        dW = scatter_add(self._ids, values, self.num_embeddings)
+        self.grads["W"] = dW if self._shared is None else dW + self._shared
+        self._shared = None
         return None  # integers have no gradient
+
+    def add_to_gradient(self, dW) -> None:
+        """Add ``dW`` ``(num_embeddings, dim)``, the gradient of another use of ``W`` in the same forward pass (a
+        :class:`~xpnet.layers.TiedDense` head), to the ``grads["W"]`` of this layer's next ``backward``."""
+        self._shared = dW if self._shared is None else self._shared + dW
 
 
 @register_layer

@@ -6,6 +6,8 @@
                          same from ReduceMean, Sub, Mul, Add, Sqrt, Div (biased variance, eps inside the root)
     GELU                 Gelu(approximate="tanh") from opset 20; before it 0.5 x (1 + tanh(sqrt(2/pi) (x +
                          0.044715 x^3))) from Mul, Add, Tanh
+    TiedDense            MatMul(x, Transpose(W)) on the Embedding's own initializer "<its index>.W": the file
+                         holds the tied matrix once, as the model does
 
 (Dense on more than 2 axes is MatMul + Add, in :mod:`.layers`.)
 """
@@ -55,3 +57,9 @@ def _gelu(layer, x, g):
                            g.scalar("sqrt_2_over_pi", math.sqrt(2.0 / math.pi))])
     half_x = g.node("Mul", [x, g.scalar("half", 0.5)])
     return g.node("Mul", [half_x, g.node("Add", [g.node("Tanh", [inner]), g.scalar("one", 1.0)])])
+
+
+@exporter("TiedDense")
+def _tied_dense(layer, x, g):
+    # the Embedding comes before the head (TiedDense.tie checks it), so its exporter has added "<index>.W"
+    return g.node("MatMul", [x, g.node("Transpose", [f"{layer.index}.W"], perm=[1, 0])])
