@@ -68,7 +68,7 @@ class Dense(Layer):
     def forward(self, x, training=False):
         self.compute_output_shape(x.shape)
         self._x = x
-        y = x @ self.params["W"]
+        y = backend.dispatch("matmul", matmul, x, self.params["W"])
         if self.bias:
             if is_writeable_array(y):
                 y += self.params["b"]  # y is our fresh product: no second (batch, out) array
@@ -82,7 +82,7 @@ class Dense(Layer):
         self.grads["W"] = _matmul_tn(x, dy)
         if self.bias:
             self.grads["b"] = array_namespace(dy).sum(dy, axis=0)
-        return dy @ self.params["W"].T if self.input_grad else None
+        return backend.dispatch("matmul", matmul, dy, self.params["W"].T) if self.input_grad else None
 
     def get_config(self):
         return {"in_features": self.in_features, "out_features": self.out_features,
@@ -166,6 +166,11 @@ class Reshape(Layer):
 
     def get_config(self):
         return {"shape": list(self.shape)}
+
+
+def matmul(a, b):
+    """``a @ b`` (the backend's own way where it has one: NumPy cuts large products over its threads)."""
+    return a @ b
 
 
 def _matmul_tn(x, dy):

@@ -66,18 +66,16 @@ class Dropout(Layer):
         if self._key is None:
             raise RuntimeError("Dropout: the layer has no random stream yet; build it first "
                                "(layer.build(device, rng)) or put it in a Sequential, which does")
-        xp = array_namespace(x)
         # float32 whatever x's dtype: the mask needs only the comparison, and both dtypes get the same masks
         u = backend.random_uniform(backend.device_of(x), self._key, self._counter, x.shape, "float32")
         self._counter += 1
-        # The mask keeps its 1/(1-p) so backward is one product; it holds x's dtype and device.
-        self._mask = xp.astype(u >= self.p, x.dtype) * (1.0 / (1.0 - self.p))
-        return x * self._mask
+        y, self._mask = backend.dispatch("dropout", dropout, x, u, self.p)
+        return y
 
     def backward(self, dy):
         if not self.input_grad:
             return None
-        return dy if self._mask is None else dy * self._mask
+        return dy if self._mask is None else backend.dispatch("dropout_backward", dropout_backward, dy, self._mask)
 
     def rng_state(self) -> dict:
         """``{"key": int, "counter": int}``: the random stream and how many masks it has drawn (JSON)."""
@@ -97,6 +95,18 @@ class Dropout(Layer):
 
     def get_config(self):
         return {"p": self.p}
+
+
+def dropout(x, u, p: float):
+    """``(x * mask, mask)`` with ``mask = [u >= p] / (1 - p)`` in x's dtype, for uniform numbers ``u`` of x's
+    shape. The mask keeps its 1/(1-p) so that the backward pass is one product."""
+    mask = array_namespace(x).astype(u >= p, x.dtype) * (1.0 / (1.0 - p))
+    return x * mask, mask
+
+
+def dropout_backward(dy, mask):
+    """``dy * mask``."""
+    return dy * mask
 
 
 def _stream_key(rng) -> int:

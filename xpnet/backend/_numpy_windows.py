@@ -1,0 +1,193 @@
+"""The NumPy backend's convolution and pooling (:data:`xpnet.backend.ROUTINES`): windows through NumPy's
+strides, chunks of samples on all cores (:mod:`._pool`).
+
+The generic lines (:mod:`xpnet.layers.windows`, :mod:`xpnet.layers.conv`, :mod:`xpnet.layers.pooling`)
+stack kh*kw sliced views, undo them by adding zero-framed pieces and concatenate the chunks' results (no
+scatter, no writes: JAX runs them too). Here a strided view is copied once into the columns, col2im is
+kh*kw slice-adds into one buffer (Chainer's), and each chunk of samples writes its part of an output
+made once: its columns built, multiplied and undone while they are in the cache, on one of the pool's
+threads. The products are the generic lines' (one BLAS call per sample), and the weight gradient's
+per-chunk parts are added in chunk order, so the results are the generic lines' bit for bit, save the
+bias gradient (summed per chunk: float rounding).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ._numpy_layers import floats
+from ._pool import parallel_for, threads
+from .protocol import cache_sized_chunk
+
+
+def _bounds(batch: int, step: int) -> list[tuple[int, int]]:
+    return [(s, min(s + step, batch)) for s in range(0, batch, step)]
+
+
+def im2col_chunk(x, sample_elements: int) -> int:
+    """Samples per chunk: as many as keep the columns in the cache (:func:`.protocol.cache_sized_chunk`),
+    and at least two chunks per thread where the batch allows, so that every core has work."""
+    step = cache_sized_chunk(sample_elements, x.shape[0])
+    n = threads()
+    return step if n == 1 else max(1, min(step, math.ceil(x.shape[0] / (2 * n))))
+
+
+def im2col(x, kernel, stride, out):
+    """``(N, C, kh*kw, OH, OW)``, C-contiguous: ``cols[n, c, i*kw + j, p, q] = x[n, c, i + sh*p, j + sw*q]``."""
+    (kh, kw), (sh, sw), (oh, ow) = kernel, stride, out
+    n, c = x.shape[:2]
+    # (N, C, H-kh+1, W-kw+1, kh, kw) as a view; the stride picks the rows and columns windows start at
+    view = np.lib.stride_tricks.sliding_window_view(x, (kh, kw), axis=(2, 3))[:, :, :sh * (oh - 1) + 1:sh,
+                                                                               :sw * (ow - 1) + 1:sw]
+    cols = np.empty((n, c, kh, kw, oh, ow), dtype=x.dtype)
+    cols[...] = view.transpose(0, 1, 4, 5, 2, 3)  # one copy, straight into the layout the product wants
+    return cols.reshape(n, c, kh * kw, oh, ow)
+
+
+def col2im(cols, kernel, stride, size, img=None):
+    """The transpose of :func:`im2col`, as the generic ``col2im`` takes it: ``cols`` (N, kh*kw, C, OH, OW)
+    holds ``kh*kw`` pieces in row-major kernel order; the result (N, C, H, W) holds at each pixel the sum
+    of the pieces' entries taken from it. Written into ``img`` where given (any former content is lost)."""
+    (kh, kw), (sh, sw), (h, w) = kernel, stride, size
+    n, _, c, oh, ow = cols.shape
+    if img is None:
+        img = np.empty((n, c, h, w), dtype=cols.dtype)
+    pieces = [cols[:, k] for k in range(kh * kw)]
+    if (sh, sw) == (kh, kw):
+        # Windows that tile the image (pooling's default) never share a pixel: each piece is written, not
+        # added, and only rows and columns no window reached need zeros.
+        img[:, :, oh * kh:, :] = 0
+        img[:, :, :oh * kh, ow * kw:] = 0
+        for k, piece in enumerate(pieces):
+            img[:, :, k // kw:oh * kh:kh, k % kw:ow * kw:kw] = piece
+        return img
+    img[...] = 0
+    for i in range(kh):
+        for j in range(kw):
+            img[:, :, i:i + sh * (oh - 1) + 1:sh, j:j + sw * (ow - 1) + 1:sw] += pieces[i * kw + j]
+    return img
+
+
+# -- Conv2D -----------------------------------------------------------------------------------------------
+def conv2d_forward(xpad, W, b, stride, out, step):
+    """:func:`xpnet.layers.conv.conv2d_forward`: each chunk's columns times ``W`` as a matrix, plus the bias
+    while the chunk's output is in the cache, written into one output. No columns are kept (``None``):
+    the backward pass builds them again, chunk by chunk. One chunk is the generic lines' case (they keep
+    its columns)."""
+    n, o = xpad.shape[0], W.shape[0]
+    if step >= n or not floats(xpad, W, b):
+        return None
+    kernel, positions = W.shape[2:], out[0] * out[1]
+    W2 = W.reshape(o, -1)
+    bias = None if b is None else b.reshape(o, 1)
+    y = np.empty((n, o, positions), dtype=W.dtype)
+    bounds = _bounds(n, step)
+
+    def one(i):
+        s, e = bounds[i]
+        cols = im2col(xpad[s:e], kernel, stride, out).reshape(e - s, -1, positions)
+        np.matmul(W2, cols, out=y[s:e])
+        if bias is not None:
+            y[s:e] += bias
+
+    parallel_for(one, len(bounds))
+    return y.reshape(n, o, *out), None
+
+
+def conv2d_backward(dy, xpad, cols, W, stride, out, step, bias: bool, input_grad: bool):
+    """:func:`xpnet.layers.conv.conv2d_backward`: per chunk, ``dW``'s part (summed in chunk order after),
+    ``db``'s part and the input's gradient, undone by col2im straight into its rows of one output."""
+    if not floats(dy, xpad, W):
+        return None
+    n, o = dy.shape[:2]
+    kernel, cin, positions = W.shape[2:], W.shape[1], out[0] * out[1]
+    dy2 = np.ascontiguousarray(dy).reshape(n, o, positions)
+    bounds = [(0, n)] if cols is not None else _bounds(n, step)
+    dWs, dbs = [None] * len(bounds), [None] * len(bounds)
+    dx = np.empty(xpad.shape, dtype=W.dtype) if input_grad else None
+    # W2^T with its rows in (i, j, c) order: each kernel offset's piece of the columns' gradient is one block
+    W2T = np.ascontiguousarray(W.reshape(o, cin, -1).transpose(2, 1, 0)).reshape(-1, o) if input_grad else None
+
+    def one(i):
+        s, e = bounds[i]
+        c = cols if cols is not None else im2col(xpad[s:e], kernel, stride, out).reshape(e - s, -1, positions)
+        g = dy2[s:e]
+        dWs[i] = np.sum(g @ c.transpose(0, 2, 1), axis=0)  # (O, C*kh*kw), no (O, N*P) copy of dy
+        if bias:
+            dbs[i] = np.sum(g, axis=(0, 2))
+        if input_grad:
+            col2im((W2T @ g).reshape(e - s, -1, cin, *out), kernel, stride, xpad.shape[2:], dx[s:e])
+
+    parallel_for(one, len(bounds))
+    dW, db = _ordered_sum(dWs), _ordered_sum(dbs) if bias else None
+    return dW.reshape(W.shape), db, dx
+
+
+def _ordered_sum(parts):
+    total = parts[0]
+    for part in parts[1:]:
+        total = total + part
+    return total
+
+
+# -- MaxPool2D --------------------------------------------------------------------------------------------
+class MaxPoolState:
+    """What :func:`max_pool2d` keeps for its backward pass: per chunk of samples, where the running maximum
+    grew (the generic lines' masks, cut by chunk)."""
+
+    def __init__(self, bounds, grew):
+        self.bounds, self.grew = bounds, grew
+
+
+def max_pool2d(x, kernel, stride, out):
+    """:func:`xpnet.layers.pooling.max_pool2d`: the running maximum over the kh*kw views, chunk by chunk."""
+    if not floats(x) or math.prod(kernel) == 1:
+        return None
+    (kh, kw), (sh, sw), (oh, ow) = kernel, stride, out
+    n = x.shape[0]
+    y = np.empty((n, x.shape[1], oh, ow), dtype=x.dtype)
+    bounds = _bounds(n, _pool_step(x))
+    grew = [None] * len(bounds)
+
+    def one(i):
+        s, e = bounds[i]
+        views = [x[s:e, :, a:a + sh * (oh - 1) + 1:sh, c:c + sw * (ow - 1) + 1:sw] for a in range(kh)
+                 for c in range(kw)]
+        best, grew[i] = views[0], []
+        for k, v in enumerate(views[1:], 1):
+            grew[i].append(v > best)
+            best = np.maximum(best, v, out=y[s:e] if k == len(views) - 1 else None)
+
+    parallel_for(one, len(bounds))
+    return y, MaxPoolState(bounds, grew)
+
+
+def max_pool2d_backward(dy, state, kernel, stride, shape):
+    """:func:`xpnet.layers.pooling.max_pool2d_backward`: each window's gradient to its first maximum, chunk
+    by chunk, into one output."""
+    if not isinstance(state, MaxPoolState) or not floats(dy):
+        return None
+    dx = np.empty(shape, dtype=dy.dtype)
+
+    def one(i):
+        s, e = state.bounds[i]
+        firsts, later = [], None  # the first maximum is where the running maximum last grew, else at 0
+        for g in reversed(state.grew[i]):
+            firsts.append(g if later is None else g & ~later)
+            later = g if later is None else later | g
+        firsts.append(~later)
+        cols = np.stack(firsts[::-1], axis=1).astype(dy.dtype)  # (n, kh*kw, C, OH, OW)
+        cols *= dy[s:e, None]
+        col2im(cols, kernel, stride, shape[2:], dx[s:e])
+
+    parallel_for(one, len(state.bounds))
+    return dx
+
+
+def _pool_step(x) -> int:
+    """Samples per chunk of a pooling: ~2**18 input numbers (1 MiB in float32), two chunks a thread at least."""
+    per_sample = max(1, math.prod(x.shape[1:]))
+    step = max(1, min(x.shape[0], 2**18 // per_sample))
+    return max(1, min(step, math.ceil(x.shape[0] / (2 * threads()))))
