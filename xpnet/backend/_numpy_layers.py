@@ -60,7 +60,7 @@ SPLIT_MACS = 2**25
 def matmul(a, b):
     """``a @ b`` for 2-D float arrays: cut along the longer side of the result, each block one
     single-threaded BLAS call on its own thread (no sum is split, so the numbers are BLAS's own)."""
-    if a.ndim != 2 or b.ndim != 2 or not floats(a, b) or a.shape[0] * a.shape[1] * b.shape[1] < SPLIT_MACS:
+    if a.ndim != 2 or b.ndim != 2 or a.shape[0] * a.shape[1] * b.shape[1] < SPLIT_MACS or not floats(a, b):
         return None
     m, n = a.shape[0], b.shape[1]
     out = np.empty((m, n), dtype=a.dtype)
@@ -80,7 +80,7 @@ def matmul(a, b):
 # -- activations ------------------------------------------------------------------------------------------
 def relu(x):
     """:func:`xpnet.layers.activations.relu`: ``maximum(x, 0)``, run by run."""
-    if not floats(x) or not _contiguous(x) or x.size < 2 * MIN_RUN:
+    if x.size < 2 * MIN_RUN or not floats(x) or not _contiguous(x):
         return None
     y = np.empty_like(x)
     _elementwise(lambda a, out: np.maximum(a, 0.0, out=out), x, y)
@@ -90,7 +90,7 @@ def relu(x):
 def relu_backward(dy, y):
     """:func:`xpnet.layers.activations.relu_backward`: ``dy * [y > 0]``, the mask made run by run (the same
     products: ``dy * 1`` or ``dy * 0``)."""
-    if not floats(dy, y) or dy.shape != y.shape or not _contiguous(dy, y) or dy.size < 2 * MIN_RUN:
+    if dy.size < 2 * MIN_RUN or not floats(dy, y) or dy.shape != y.shape or not _contiguous(dy, y):
         return None
     dx = np.empty_like(dy)
     _elementwise(lambda g, v, out: np.multiply(g, v > 0.0, out=out), dy, y, dx)
@@ -100,8 +100,8 @@ def relu_backward(dy, y):
 # -- dropout ----------------------------------------------------------------------------------------------
 def dropout(x, u, p: float):
     """:func:`xpnet.layers.regularization.dropout`: the mask and the product made in one go, run by run."""
-    if not floats(x) or not isinstance(u, np.ndarray) or u.shape != x.shape or not _contiguous(x, u) or \
-            x.size < 2 * MIN_RUN:
+    if x.size < 2 * MIN_RUN or not floats(x) or not isinstance(u, np.ndarray) or u.shape != x.shape or \
+            not _contiguous(x, u):
         return None
     y, mask = np.empty_like(x), np.empty_like(x)
     scale = x.dtype.type(1.0 / (1.0 - p))  # the generic product's rounding: the float cast to x's dtype
@@ -117,7 +117,7 @@ def dropout(x, u, p: float):
 
 def dropout_backward(dy, mask):
     """:func:`xpnet.layers.regularization.dropout_backward`: ``dy * mask``, run by run."""
-    if not floats(dy, mask) or dy.shape != mask.shape or not _contiguous(dy, mask) or dy.size < 2 * MIN_RUN:
+    if dy.size < 2 * MIN_RUN or not floats(dy, mask) or dy.shape != mask.shape or not _contiguous(dy, mask):
         return None
     dx = np.empty_like(dy)
     _elementwise(lambda g, m, out: np.multiply(g, m, out=out), dy, mask, dx)

