@@ -133,8 +133,17 @@ def _same_bits(got, want):
 def test_small_or_strided_elementwise_inputs_are_left_to_the_generic_lines():
     small, strided = np.ones(100, "float32"), np.ones((2 * _numpy_layers.MIN_RUN, 4), "float32")[:, 1]
     assert _numpy_layers.relu(small) is None and _numpy_layers.relu(strided) is None
-    assert _numpy_layers.relu_backward(strided, strided) is None
     assert _numpy_layers.dropout(small, small, 0.5) is None
+    assert _numpy_layers.relu_backward(small, small.astype("float64")) is None
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_relu_backward_on_small_or_strided_arrays_casts_its_mask_in_the_product(dtype):
+    rng = np.random.default_rng(5)
+    for dy, y in ((rng.normal(size=(7, 3)), rng.normal(size=(7, 3))),
+                  (rng.normal(size=(2 * _numpy_layers.MIN_RUN, 3))[:, 1], rng.normal(size=(2 * _numpy_layers.MIN_RUN, 2))[:, 0])):
+        dy, y = dy.astype(dtype), np.maximum(y.astype(dtype), 0.0)
+        _same_bits(_numpy_layers.relu_backward(dy, y), activations.relu_backward(dy, y))
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])

@@ -88,10 +88,12 @@ def relu(x):
 
 
 def relu_backward(dy, y):
-    """:func:`xpnet.layers.activations.relu_backward`: ``dy * [y > 0]``, the mask made run by run (the same
-    products: ``dy * 1`` or ``dy * 0``)."""
-    if dy.size < 2 * MIN_RUN or not floats(dy, y) or dy.shape != y.shape or not _contiguous(dy, y):
+    """:func:`xpnet.layers.activations.relu_backward`: ``dy * [y > 0]``, the mask cast inside the product (one
+    pass less than a cast array; the same products, ``dy * 1`` or ``dy * 0``), run by run on large arrays."""
+    if not floats(dy, y) or dy.shape != y.shape:
         return None
+    if dy.size < 2 * MIN_RUN or not _contiguous(dy, y):
+        return np.multiply(dy, y > 0.0)
     dx = np.empty_like(dy)
     _elementwise(lambda g, v, out: np.multiply(g, v > 0.0, out=out), dy, y, dx)
     return dx
