@@ -51,47 +51,25 @@ class NumPy(Backend):
             return _numpy_layers.matmul(a.T, b)
         return np.dot(a.T, b)
 
-    def matmul(self, a, b):
-        return _numpy_layers.matmul(a, b)
-
     # -- the layers' heavy passes, on all cores: backend/_numpy_windows.py and backend/_numpy_layers.py ----
     def random_uniform(self, xp, native, seed, shape: tuple, dtype: str):
         """The default's numbers (``default_rng(seed).random``), drawn in runs on all cores."""
         drawn = _numpy_layers.random_uniform(seed, shape, dtype)
         return drawn if drawn is not None else super().random_uniform(xp, native, seed, shape, dtype)
 
-    def im2col_chunk(self, x, sample_elements):
-        return _numpy_windows.im2col_chunk(x, sample_elements)
-
-    def im2col(self, x, kernel, stride, out):
-        return _numpy_windows.im2col(x, kernel, stride, out)
-
-    def col2im(self, cols, kernel, stride, size):
-        return _numpy_windows.col2im(cols, kernel, stride, size)
-
-    def conv2d_forward(self, xpad, W, b, stride, out, step):
-        return _numpy_windows.conv2d_forward(xpad, W, b, stride, out, step)
-
-    def conv2d_backward(self, dy, xpad, cols, W, stride, out, step, bias, input_grad):
-        return _numpy_windows.conv2d_backward(dy, xpad, cols, W, stride, out, step, bias, input_grad)
-
-    def max_pool2d(self, x, kernel, stride, out):
-        return _numpy_windows.max_pool2d(x, kernel, stride, out)
-
-    def max_pool2d_backward(self, dy, state, kernel, stride, shape):
-        return _numpy_windows.max_pool2d_backward(dy, state, kernel, stride, shape)
-
-    def relu(self, x):
-        return _numpy_layers.relu(x)
-
-    def relu_backward(self, dy, y):
-        return _numpy_layers.relu_backward(dy, y)
-
-    def dropout(self, x, u, p):
-        return _numpy_layers.dropout(x, u, p)
-
-    def dropout_backward(self, dy, mask):
-        return _numpy_layers.dropout_backward(dy, mask)
+    # (plain functions, not methods: a batch-1 step calls some of them several times)
+    matmul = staticmethod(_numpy_layers.matmul)
+    im2col_chunk = staticmethod(_numpy_windows.im2col_chunk)
+    im2col = staticmethod(_numpy_windows.im2col)
+    col2im = staticmethod(_numpy_windows.col2im)
+    conv2d_forward = staticmethod(_numpy_windows.conv2d_forward)
+    conv2d_backward = staticmethod(_numpy_windows.conv2d_backward)
+    max_pool2d = staticmethod(_numpy_windows.max_pool2d)
+    max_pool2d_backward = staticmethod(_numpy_windows.max_pool2d_backward)
+    relu = staticmethod(_numpy_layers.relu)
+    relu_backward = staticmethod(_numpy_layers.relu_backward)
+    dropout = staticmethod(_numpy_layers.dropout)
+    dropout_backward = staticmethod(_numpy_layers.dropout_backward)
 
 
 BACKEND = NumPy()
