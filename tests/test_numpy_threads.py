@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from threadpoolctl import threadpool_info, threadpool_limits
 
-from xpnet import backend
+from xpnet import backend, losses
 from xpnet.backend import _numpy_layers, _numpy_windows, _pool
 from xpnet.layers import activations, conv, pooling, regularization, windows
 
@@ -255,3 +255,27 @@ def test_chunks_cover_the_range_without_overlap():
     assert _pool.chunks(10, 3) == [(0, 3), (3, 6), (6, 10)]
     assert _pool.chunks(2, 5) == [(0, 1), (1, 2)]
     assert _pool.chunks(0, 4) == [(0, 0)]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("shape", [(1, 2), (13, 10), (128, 10), (7, 1000)])
+def test_numpy_softmax_cross_entropy_on_labels_equals_the_generic_lines(shape, dtype):
+    """Integer labels gathered by index: the gradient bit for bit, the loss to rounding; logits far apart too."""
+    rng = np.random.default_rng(shape[0])
+    logits = (rng.normal(size=shape) * 30).astype(dtype)
+    labels = rng.integers(0, shape[1], shape[0])
+    loss, saved = _numpy_layers.softmax_cross_entropy(logits, labels)
+    want, want_saved = losses.softmax_cross_entropy(logits, labels)
+    assert type(loss) is type(want) and loss.dtype == want.dtype
+    np.testing.assert_allclose(loss, want, **TOL[dtype])
+    _same_bits(_numpy_layers.softmax_cross_entropy_backward(*saved), losses.softmax_cross_entropy_backward(*want_saved))
+
+
+def test_other_targets_are_left_to_the_generic_lines_and_their_errors():
+    logits = np.zeros((3, 4), "float32")
+    for target in (np.array([0, 4, 1]), np.array([0, -1, 1]), np.eye(4, dtype="float32")[:3], np.array([0, 1]),
+                   np.array([[0], [1], [2]])):
+        assert _numpy_layers.softmax_cross_entropy(logits, target) is None
+    assert _numpy_layers.softmax_cross_entropy_backward(logits, logits[:, :1], logits) is None
+    with pytest.raises(ValueError, match="2 targets for 3 predictions"):
+        losses.SoftmaxCrossEntropy().forward(logits, np.array([0, 1]))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from array_api_compat import device
 
+from . import backend
 from .backend import namespace as array_namespace
 from .layers.activations import sigmoid
 
@@ -90,18 +91,29 @@ class SoftmaxCrossEntropy(Loss):
     name = "softmax_cross_entropy"
 
     def forward(self, logits, target):
-        xp = array_namespace(logits)
-        t = as_targets("SoftmaxCrossEntropy", logits, target, xp)
-        # log softmax(z) = s - log(sum exp(s)) with s = z - max(z). exp(s) and its row sums are kept,
-        # so the backward's softmax is one division instead of a second exp over the batch.
-        shifted = logits - xp.max(logits, axis=1, keepdims=True)
-        e = xp.exp(shifted)
-        sum_e = xp.sum(e, axis=1, keepdims=True)
-        self._t, self._e, self._sum_e = t, e, sum_e
-        return -xp.sum(t * (shifted - xp.log(sum_e))) / logits.shape[0]
+        loss, self._saved = backend.dispatch("softmax_cross_entropy", softmax_cross_entropy, logits, target)
+        return loss
 
     def backward(self):
-        return (self._e / self._sum_e - self._t) / self._t.shape[0]
+        return backend.dispatch("softmax_cross_entropy_backward", softmax_cross_entropy_backward, *self._saved)
+
+
+def softmax_cross_entropy(logits, target):
+    """``(loss, saved)``: :class:`SoftmaxCrossEntropy`'s mean over the batch, and what
+    :func:`softmax_cross_entropy_backward` takes (``exp(z - max z)``, its row sums, the target rows)."""
+    xp = array_namespace(logits)
+    t = as_targets("SoftmaxCrossEntropy", logits, target, xp)
+    # log softmax(z) = s - log(sum exp(s)) with s = z - max(z). exp(s) and its row sums are kept,
+    # so the backward's softmax is one division instead of a second exp over the batch.
+    shifted = logits - xp.max(logits, axis=1, keepdims=True)
+    e = xp.exp(shifted)
+    sum_e = xp.sum(e, axis=1, keepdims=True)
+    return -xp.sum(t * (shifted - xp.log(sum_e))) / logits.shape[0], (e, sum_e, t)
+
+
+def softmax_cross_entropy_backward(e, sum_e, t):
+    """``dL/dz = (softmax(z) - t) / batch``."""
+    return (e / sum_e - t) / t.shape[0]
 
 
 class CrossEntropy(Loss):

@@ -70,6 +70,8 @@ class NumPy(Backend):
     relu_backward = staticmethod(_numpy_layers.relu_backward)
     dropout = staticmethod(_numpy_layers.dropout)
     dropout_backward = staticmethod(_numpy_layers.dropout_backward)
+    softmax_cross_entropy = staticmethod(_numpy_layers.softmax_cross_entropy)
+    softmax_cross_entropy_backward = staticmethod(_numpy_layers.softmax_cross_entropy_backward)
 
 
 BACKEND = NumPy()

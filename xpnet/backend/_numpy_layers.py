@@ -99,6 +99,36 @@ def relu_backward(dy, y):
     return dx
 
 
+# -- the softmax cross-entropy --------------------------------------------------------------------------
+def softmax_cross_entropy(logits, target):
+    """:func:`xpnet.losses.softmax_cross_entropy` for integer labels: the true class's log-probability
+    taken by index, where the generic lines make one-hot rows and multiply (the Array API has no gather
+    by row). The same gradient, bit for bit; the loss summed over the batch's n values instead of n*C
+    (float rounding). Other targets, and labels out of range, are the generic lines' (and their errors)."""
+    if logits.ndim != 2 or getattr(target, "ndim", 0) != 1 or target.shape[0] != logits.shape[0] or \
+            logits.shape[1] < 2 or target.dtype.kind not in "iu" or not floats(logits) or target.size == 0:
+        return None
+    if np.minimum.reduce(target) < 0 or np.maximum.reduce(target) >= logits.shape[1]:
+        return None
+    shifted = logits - np.maximum.reduce(logits, axis=1, keepdims=True)
+    e = np.exp(shifted)
+    sum_e = np.add.reduce(e, axis=1, keepdims=True)
+    true = shifted[np.arange(target.shape[0]), target]
+    true -= np.log(sum_e[:, 0])
+    return -np.add.reduce(true) / logits.shape[0], (e, sum_e, target)
+
+
+def softmax_cross_entropy_backward(e, sum_e, target):
+    """:func:`xpnet.losses.softmax_cross_entropy_backward` for integer labels: ``softmax - 1`` at each row's
+    label, in place (the generic ``softmax - one_hot`` subtracts 0 elsewhere: the same numbers)."""
+    if getattr(target, "ndim", 0) != 1 or target.dtype.kind not in "iu":
+        return None
+    p = e / sum_e
+    p[np.arange(target.shape[0]), target] -= 1.0
+    p /= target.shape[0]
+    return p
+
+
 # -- dropout ----------------------------------------------------------------------------------------------
 def dropout(x, u, p: float):
     """:func:`xpnet.layers.regularization.dropout`: the mask and the product made in one go, run by run."""

@@ -73,9 +73,11 @@ def random_uniform(dev, key: int, counter: int, shape, dtype: str = "float32"):
 _ROUTINES: dict = {}
 # What a backend may define in its own way: Dense's products (layers/core.py), the convolution layers'
 # windows and how many samples' columns Conv2D builds at once (layers/windows.py), and the heavy passes of
-# Conv2D, MaxPool2D, ReLU and Dropout (NumPy: on all cores, backend/_numpy_windows.py, _numpy_layers.py)
+# Conv2D, MaxPool2D, ReLU and Dropout (NumPy: on all cores, backend/_numpy_windows.py, _numpy_layers.py),
+# and the softmax cross-entropy on integer labels (losses.py)
 ROUTINES = ("matmul", "matmul_tn", "im2col", "col2im", "im2col_chunk", "conv2d_forward", "conv2d_backward",
-            "max_pool2d", "max_pool2d_backward", "relu", "relu_backward", "dropout", "dropout_backward")
+            "max_pool2d", "max_pool2d_backward", "relu", "relu_backward", "dropout", "dropout_backward",
+            "softmax_cross_entropy", "softmax_cross_entropy_backward")
 
 
 def routine(xp, name: str):

@@ -170,6 +170,8 @@ class Backend(abc.ABC):
     relu_backward: Callable[..., Any] | None = None
     dropout: Callable[..., Any] | None = None
     dropout_backward: Callable[..., Any] | None = None
+    softmax_cross_entropy: Callable[..., Any] | None = None
+    softmax_cross_entropy_backward: Callable[..., Any] | None = None
 
 
 # What a CPU's cache holds of a convolution's columns: 2**20 numbers (4 MiB in float32).
