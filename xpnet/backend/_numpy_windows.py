@@ -18,20 +18,24 @@ import math
 import numpy as np
 
 from ._numpy_layers import floats
-from ._pool import parallel_for, threads
+from ._pool import chunks, parallel_for, threads
 from .protocol import cache_sized_chunk
 
 
 def _bounds(batch: int, step: int) -> list[tuple[int, int]]:
-    return [(s, min(s + step, batch)) for s in range(0, batch, step)]
+    """Chunks of at most ``step`` samples, of near-equal sizes and, on several threads, as many as a multiple
+    of the threads: every thread gets the same work (dynamic scheduling then only evens out what the OS
+    takes away). On one thread, ``step`` samples each (the last fewer), as the generic lines cut them."""
+    n = threads()
+    if n == 1:
+        return [(s, min(s + step, batch)) for s in range(0, batch, step)]
+    count = n * math.ceil(math.ceil(batch / step) / n)
+    return chunks(batch, count)
 
 
 def im2col_chunk(x, sample_elements: int) -> int:
-    """Samples per chunk: as many as keep the columns in the cache (:func:`.protocol.cache_sized_chunk`),
-    and at least two chunks per thread where the batch allows, so that every core has work."""
-    step = cache_sized_chunk(sample_elements, x.shape[0])
-    n = threads()
-    return step if n == 1 else max(1, min(step, math.ceil(x.shape[0] / (2 * n))))
+    """Samples per chunk: as many as keep the columns in the cache (:func:`.protocol.cache_sized_chunk`)."""
+    return cache_sized_chunk(sample_elements, x.shape[0])
 
 
 def im2col(x, kernel, stride, out):
@@ -74,10 +78,10 @@ def col2im(cols, kernel, stride, size, img=None):
 def conv2d_forward(xpad, W, b, stride, out, step):
     """:func:`xpnet.layers.conv.conv2d_forward`: each chunk's columns times ``W`` as a matrix, plus the bias
     while the chunk's output is in the cache, written into one output. No columns are kept (``None``):
-    the backward pass builds them again, chunk by chunk. One chunk is the generic lines' case (they keep
-    its columns)."""
+    the backward pass builds them again, chunk by chunk. A batch that is one chunk on one thread (or one
+    sample) is the generic lines' case: they keep its columns."""
     n, o = xpad.shape[0], W.shape[0]
-    if step >= n or not floats(xpad, W, b):
+    if n == 1 or (step >= n and threads() == 1) or not floats(xpad, W, b):
         return None
     kernel, positions = W.shape[2:], out[0] * out[1]
     W2 = W.reshape(o, -1)
@@ -189,7 +193,5 @@ def max_pool2d_backward(dy, state, kernel, stride, shape):
 
 
 def _pool_step(x) -> int:
-    """Samples per chunk of a pooling: ~2**18 input numbers (1 MiB in float32), two chunks a thread at least."""
-    per_sample = max(1, math.prod(x.shape[1:]))
-    step = max(1, min(x.shape[0], 2**18 // per_sample))
-    return max(1, min(step, math.ceil(x.shape[0] / (2 * threads()))))
+    """Samples per chunk of a pooling: ~2**18 input numbers (1 MiB in float32)."""
+    return max(1, min(x.shape[0], 2**18 // max(1, math.prod(x.shape[1:]))))
