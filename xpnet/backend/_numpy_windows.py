@@ -161,10 +161,12 @@ def max_pool2d(x, kernel, stride, out):
         s, e = bounds[i]
         views = [x[s:e, :, a:a + sh * (oh - 1) + 1:sh, c:c + sw * (ow - 1) + 1:sw] for a in range(kh)
                  for c in range(kw)]
-        best, grew[i] = views[0], []
-        for k, v in enumerate(views[1:], 1):
+        best = y[s:e]  # the running maximum, in its place in the output from the first step on
+        grew[i] = [views[1] > views[0]]
+        np.maximum(views[0], views[1], out=best)
+        for v in views[2:]:
             grew[i].append(v > best)
-            best = np.maximum(best, v, out=y[s:e] if k == len(views) - 1 else None)
+            np.maximum(best, v, out=best)
 
     parallel_for(one, len(bounds))
     return y, MaxPoolState(bounds, grew)
@@ -177,6 +179,9 @@ def max_pool2d_backward(dy, state, kernel, stride, shape):
         return None
     dx = np.empty(shape, dtype=dy.dtype)
 
+    (kh, kw), (oh, ow) = kernel, dy.shape[2:]
+    tiled = tuple(stride) == tuple(kernel)
+
     def one(i):
         s, e = state.bounds[i]
         firsts, later = [], None  # the first maximum is where the running maximum last grew, else at 0
@@ -184,8 +189,17 @@ def max_pool2d_backward(dy, state, kernel, stride, shape):
             firsts.append(g if later is None else g & ~later)
             later = g if later is None else later | g
         firsts.append(~later)
-        cols = np.stack(firsts[::-1], axis=1).astype(dy.dtype)  # (n, kh*kw, C, OH, OW)
-        cols *= dy[s:e, None]
+        firsts.reverse()
+        if tiled:  # no pixel in two windows: each piece's product written straight into its pixels
+            img = dx[s:e]
+            img[:, :, oh * kh:, :] = 0
+            img[:, :, :oh * kh, ow * kw:] = 0
+            for k, first in enumerate(firsts):
+                np.multiply(first, dy[s:e], out=img[:, :, k // kw:oh * kh:kh, k % kw:ow * kw:kw])
+            return
+        cols = np.empty((e - s, len(firsts), *dy.shape[1:]), dtype=dy.dtype)  # (n, kh*kw, C, OH, OW)
+        for k, first in enumerate(firsts):
+            np.multiply(first, dy[s:e], out=cols[:, k])
         col2im(cols, kernel, stride, shape[2:], dx[s:e])
 
     parallel_for(one, len(state.bounds))
