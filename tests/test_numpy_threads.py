@@ -287,3 +287,35 @@ def test_other_targets_are_left_to_the_generic_lines_and_their_errors():
     assert _numpy_layers.softmax_cross_entropy_backward(logits, logits[:, :1], logits) is None
     with pytest.raises(ValueError, match="2 targets for 3 predictions"):
         losses.SoftmaxCrossEntropy().forward(logits, np.array([0, 1]))
+
+
+def _small_cnn():
+    from xpnet import Conv2D, Dense, Dropout, Flatten, MaxPool2D, ReLU, Sequential
+
+    return Sequential([Conv2D(1, 4, 3), ReLU(), Conv2D(4, 8, 3, padding=1), ReLU(), MaxPool2D(2), Dropout(0.25),
+                       Flatten(), Dense(8 * 6 * 6, 10)], seed=3)
+
+
+def _fit_small_cnn():
+    rng = np.random.default_rng(0)
+    X, y = rng.random((60, 1, 14, 14), dtype="float32"), rng.integers(0, 10, 60)
+    model = _small_cnn()
+    history = model.fit(X, y, loss="softmax_cross_entropy", optimizer="adamw", batch_size=20, epochs=2, verbose=0)
+    return history.history["loss"], {k: v.copy() for k, v in model.state_dict().items()}
+
+
+def test_a_fit_on_several_threads_is_the_same_every_time_and_one_threads_to_rounding(threads, monkeypatch):
+    """The threads take the chunks in any order, but each writes its own place and the sums go in chunk
+    order: two runs give the same bits. Against one thread: the chunks are cut otherwise, so rounding."""
+    monkeypatch.setattr(_numpy_layers, "MIN_RUN", 64)  # small arrays on the pool too
+    monkeypatch.setattr(_numpy_layers, "SPLIT_MACS", 1)
+    loss_a, state_a = _fit_small_cnn()
+    loss_b, state_b = _fit_small_cnn()
+    assert loss_a == loss_b
+    for k in state_a:
+        _same_bits(state_a[k], state_b[k])
+    with threadpool_limits(limits=1, user_api="blas"):
+        loss_1, state_1 = _fit_small_cnn()
+    np.testing.assert_allclose(loss_a, loss_1, rtol=1e-5)
+    for k in state_a:
+        _close_to_rounding(state_a[k], state_1[k], "float32", k)
