@@ -1,12 +1,12 @@
 """The NumPy backend's layer routines (:data:`xpnet.backend.ROUTINES`), on all the cores BLAS was given.
 
-Each takes the arguments of the generic function of the same name in :mod:`xpnet.layers` and computes the
-same numbers, cut into pieces that :func:`._pool.parallel_for` runs on the pool's threads: samples for the
-convolution and the pooling (each chunk's columns built, multiplied and undone while they are in the
-cache), contiguous runs for the elementwise passes. Every piece writes its own part of an output made
-once, where the generic lines concatenate; sums over chunks are added in chunk order, so a run is the
-same on any number of threads. A routine returns ``None`` for a case it does not take (mixed or
-non-float dtypes), and the generic lines run.
+Each takes the arguments of the generic function of the same name in :mod:`xpnet.layers` (or
+:mod:`xpnet.losses`) and computes the same numbers; the heavy passes are cut into pieces that
+:func:`._pool.parallel_for` runs on the pool's threads: contiguous runs of the elementwise passes, blocks
+of the large products (the convolution and pooling: :mod:`._numpy_windows`). Every piece writes its own
+part of an output made once; nothing is summed across pieces here, so the numbers are the generic lines'
+bit for bit (the loss aside: see :func:`softmax_cross_entropy`). A routine returns ``None`` for a case it
+does not take (mixed or non-float dtypes, arrays too small to share), and the generic lines run.
 """
 
 from __future__ import annotations

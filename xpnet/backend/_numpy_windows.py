@@ -6,9 +6,10 @@ stack kh*kw sliced views, undo them by adding zero-framed pieces and concatenate
 scatter, no writes: JAX runs them too). Here a strided view is copied once into the columns, col2im is
 kh*kw slice-adds into one buffer (Chainer's), and each chunk of samples writes its part of an output
 made once: its columns built, multiplied and undone while they are in the cache, on one of the pool's
-threads. The products are the generic lines' (one BLAS call per sample), and the weight gradient's
-per-chunk parts are added in chunk order, so the results are the generic lines' bit for bit, save the
-bias gradient (summed per chunk: float rounding).
+threads. The products are the generic lines' (one BLAS call per sample); the weight and bias gradients
+are summed per chunk, then over the chunks in chunk order. So a run repeats itself bit for bit, and the
+output and input gradient are the generic lines' bit for bit; the parameter gradients are theirs to
+rounding, since on several threads a batch is cut into other chunks (an even share for each thread).
 """
 
 from __future__ import annotations
