@@ -126,6 +126,7 @@ def test_numpy_elementwise_passes_equal_the_generic_lines(size, dtype, threads):
     _same_bits(_numpy_layers.relu_backward(dy, y), activations.relu_backward(dy, y))
     u = rng.random(size, dtype="float32")
     u[:5] = 0.9  # kept: no inf * 0
+    u[5:7] = [0.25, 0.5]  # u == p is kept ([u >= p])
     for p in (0.25, 0.5, 0.1):
         (got, mask), (want, want_mask) = _numpy_layers.dropout(x, u, p), regularization.dropout(x, u, p)
         _same_bits(mask, want_mask)
@@ -147,9 +148,9 @@ def test_small_or_strided_elementwise_inputs_are_left_to_the_generic_lines():
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_relu_backward_on_small_or_strided_arrays_casts_its_mask_in_the_product(dtype):
-    rng = np.random.default_rng(5)
+    rng, big = np.random.default_rng(5), 2 * _numpy_layers.MIN_RUN
     for dy, y in ((rng.normal(size=(7, 3)), rng.normal(size=(7, 3))),
-                  (rng.normal(size=(2 * _numpy_layers.MIN_RUN, 3))[:, 1], rng.normal(size=(2 * _numpy_layers.MIN_RUN, 2))[:, 0])):
+                  (rng.normal(size=(big, 3))[:, 1], rng.normal(size=(big, 2))[:, 0])):  # strided: one pass
         dy, y = dy.astype(dtype), np.maximum(y.astype(dtype), 0.0)
         _same_bits(_numpy_layers.relu_backward(dy, y), activations.relu_backward(dy, y))
 
