@@ -165,24 +165,45 @@ def test_numpy_uniform_numbers_are_default_rngs_drawn_in_runs(shape, dtype, thre
 
 
 @pytest.mark.parametrize("transposed", ["none", "a", "b"])
-def test_large_products_cut_over_the_threads_equal_matmul(transposed, threads, monkeypatch):
-    monkeypatch.setattr(_numpy_layers, "SPLIT_MACS", 1)
+@pytest.mark.parametrize("split", [True, False], ids=["cut-over-the-pool", "one-blas-thread"])
+def test_products_equal_matmul_and_never_use_blas_threads(split, transposed, threads, monkeypatch):
+    """Products cut over the pool (rows or columns, transposed operands as views) or run on one BLAS thread
+    equal ``a @ b``; BLAS is held to one thread while they run and given its count back after."""
+    monkeypatch.setattr(_numpy_layers, "BLAS_THREADS_MACS", 1)
+    monkeypatch.setattr(_numpy_layers, "SPLIT_MACS", 1 if split else 10**9)
+    seen = []
+    real_matmul = np.matmul
+
+    def spy(*args, **kwargs):
+        seen.append(_pool._blas()[0].num_threads)
+        return real_matmul(*args, **kwargs)
+
+    monkeypatch.setattr(_numpy_layers.np, "matmul", spy)
     rng = np.random.default_rng(0)
     a, b = rng.normal(size=(37, 50)).astype("float32"), rng.normal(size=(50, 61)).astype("float32")
     if transposed == "a":
         a = np.ascontiguousarray(a.T).T
     if transposed == "b":
         b = np.ascontiguousarray(b.T).T
+    before = _blas_threads()
     for x, y in ((a, b), (a[:5], b)):  # a result taller than wide, and one wider than tall
-        np.testing.assert_allclose(_numpy_layers.matmul(x, y), x @ y, rtol=1e-6, atol=1e-5)
+        got = _numpy_layers.matmul(x, y)
+        if threads == 1:  # BLAS is on one thread already: the generic line
+            assert got is None
+            continue
+        np.testing.assert_allclose(got, real_matmul(x, y), rtol=1e-6, atol=1e-5)
     dy = rng.normal(size=(37, 61)).astype("float32")  # Dense's dW = x.T @ dy
-    np.testing.assert_allclose(backend.routine(backend.namespace(a), "matmul_tn")(a, dy), a.T @ dy,
-                               rtol=1e-6, atol=1e-5)
+    got = backend.routine(backend.namespace(a), "matmul_tn")(a, dy)
+    assert (got is None) == (threads == 1)
+    if got is not None:
+        np.testing.assert_allclose(got, a.T @ dy, rtol=1e-6, atol=1e-5)
+    assert set(seen) <= {1} and _blas_threads() == before
 
 
-def test_small_products_stay_with_blas():
-    a = np.ones((4, 4), "float32")
-    assert _numpy_layers.matmul(a, a) is None
+def test_small_products_are_left_as_they_are():
+    """Below OpenBLAS's own threshold for its threads (a batch-1 step's products): the generic line."""
+    a = np.ones((1, 784), "float32")
+    assert _numpy_layers.matmul(a, np.ones((784, 200), "float32")) is None
 
 
 # -- the pool --------------------------------------------------------------------------------------------
