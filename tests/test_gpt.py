@@ -181,6 +181,7 @@ def test_the_first_50_steps_losses_equal_the_pytorch_reference_in_float32():
 
 
 def test_the_cli_schedule_is_nanogpts_get_lr():
+    pytest.importorskip("torch", reason="the reference schedule is tests/torch_gpt.py's, which needs PyTorch")
     import torch_gpt
 
     schedule = gpt_schedule()
