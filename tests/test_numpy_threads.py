@@ -165,12 +165,10 @@ def test_numpy_uniform_numbers_are_default_rngs_drawn_in_runs(shape, dtype, thre
 
 
 @pytest.mark.parametrize("transposed", ["none", "a", "b"])
-@pytest.mark.parametrize("split", [True, False], ids=["cut-over-the-pool", "one-blas-thread"])
-def test_products_equal_matmul_and_never_use_blas_threads(split, transposed, threads, monkeypatch):
-    """Products cut over the pool (rows or columns, transposed operands as views) or run on one BLAS thread
-    equal ``a @ b``; BLAS is held to one thread while they run and given its count back after."""
-    monkeypatch.setattr(_numpy_layers, "BLAS_THREADS_MACS", 1)
-    monkeypatch.setattr(_numpy_layers, "SPLIT_MACS", 1 if split else 10**9)
+def test_large_products_cut_over_the_threads_equal_matmul(transposed, threads, monkeypatch):
+    """Blocks of rows or columns (transposed operands as views), each on one BLAS thread: ``a @ b``; BLAS
+    is given its count back after."""
+    monkeypatch.setattr(_numpy_layers, "SPLIT_MACS", 1)
     seen = []
     real_matmul = np.matmul
 
@@ -188,7 +186,7 @@ def test_products_equal_matmul_and_never_use_blas_threads(split, transposed, thr
     before = _blas_threads()
     for x, y in ((a, b), (a[:5], b)):  # a result taller than wide, and one wider than tall
         got = _numpy_layers.matmul(x, y)
-        if threads == 1:  # BLAS is on one thread already: the generic line
+        if threads == 1:  # nothing to share out: the generic line
             assert got is None
             continue
         np.testing.assert_allclose(got, real_matmul(x, y), rtol=1e-6, atol=1e-5)
@@ -200,10 +198,10 @@ def test_products_equal_matmul_and_never_use_blas_threads(split, transposed, thr
     assert set(seen) <= {1} and _blas_threads() == before
 
 
-def test_small_products_are_left_as_they_are():
-    """Below OpenBLAS's own threshold for its threads (a batch-1 step's products): the generic line."""
-    a = np.ones((1, 784), "float32")
-    assert _numpy_layers.matmul(a, np.ones((784, 200), "float32")) is None
+def test_products_below_the_split_stay_with_blas():
+    """The MLP's 784x256 products at batch 128 (26 M multiply-adds) and a batch-1 step's: the generic line."""
+    for rows in (128, 1):
+        assert _numpy_layers.matmul(np.ones((rows, 784), "float32"), np.ones((784, 256), "float32")) is None
 
 
 # -- the pool --------------------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._pool import chunks, one_blas_thread, parallel_for, threads
+from ._pool import chunks, parallel_for, threads
 
 # An elementwise pass is cut into runs of at least this many numbers: below it, waking a thread costs
 # more than the pass (a run of 2**16 float32 takes ~15 us; a handoff 5-30 us).
@@ -52,25 +52,21 @@ def _contiguous(*arrays) -> bool:
 
 
 # -- matrix products --------------------------------------------------------------------------------------
-# xpnet's products never run on BLAS's own threads: those spin for ~0.1 s after each call (OpenBLAS), taking
-# a core from the pool's threads, and stall whenever the OS sets one aside (measured on a shared 2-core
-# machine: an MLP step at batch 128 took 7-35 ms on two BLAS threads, 1.4-1.9 ms with its products on the
-# pool). From SPLIT_MACS multiply-adds a product is cut over the pool; from BLAS_THREADS_MACS (where
-# OpenBLAS would start its threads: 65536 * 4) up to there it runs on one BLAS thread; below, as it is.
-SPLIT_MACS = 2**22
-BLAS_THREADS_MACS = 2**18
+# From SPLIT_MACS multiply-adds a product is cut over the pool, each block on one BLAS thread: the CNN's
+# Dense products (75 M at batch 64), whose BLAS threads would spin for ~0.1 s after each call (OpenBLAS) and
+# take a core from the pool's next region. Smaller ones stay with BLAS's own threads: waking a pool thread
+# costs more than a short product gains (an MNIST MLP step at batch 128, its 784x256 products 26 M each:
+# 0.78 ms on BLAS's threads, 1.25 ms with them on the pool or on one BLAS thread; quiet 2-core VM).
+SPLIT_MACS = 2**25
 
 
 def matmul(a, b):
     """``a @ b`` for 2-D float arrays: cut along the longer side of the result, each block one
     single-threaded BLAS call on its own thread (no sum is split, so the numbers are BLAS's own)."""
-    if a.ndim != 2 or b.ndim != 2:
+    if a.ndim != 2 or b.ndim != 2 or a.shape[0] * a.shape[1] * b.shape[1] < SPLIT_MACS or not floats(a, b) or \
+            threads() == 1:
         return None
-    m, k, n = a.shape[0], a.shape[1], b.shape[1]
-    if m * k * n < BLAS_THREADS_MACS or not floats(a, b) or threads() == 1:
-        return None
-    if m * k * n < SPLIT_MACS:
-        return one_blas_thread(np.matmul, a, b)
+    m, n = a.shape[0], b.shape[1]
     out = np.empty((m, n), dtype=a.dtype)
     blocks = chunks(max(m, n), 2 * threads())
 

@@ -146,22 +146,6 @@ def _usable(pool, n: int) -> bool:
     return pool is not None and pool.n >= n and pool.pid == os.getpid() and not pool.broken
 
 
-def one_blas_thread(fn, *args):
-    """``fn(*args)`` with BLAS held to one thread (given back its count after): a product too small to
-    share out, which BLAS's own threads would otherwise take, and then spin on for ~0.1 s."""
-    libs = _blas()
-    if not libs or _LOCAL.inside:
-        return fn(*args)
-    limits = [(lib, lib.num_threads) for lib in libs]
-    for lib, _ in limits:
-        lib.set_num_threads(1)
-    try:
-        return fn(*args)
-    finally:
-        for lib, n in limits:
-            lib.set_num_threads(n)
-
-
 def chunks(total: int, parts: int) -> list[tuple[int, int]]:
     """``(start, stop)`` of ``parts`` near-equal runs covering ``range(total)`` (fewer if ``total`` is smaller)."""
     parts = max(1, min(parts, total))
