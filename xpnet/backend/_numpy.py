@@ -5,6 +5,7 @@ from __future__ import annotations
 import array_api_compat
 import numpy as np
 
+from . import _numpy_sequence
 from .protocol import Backend, cache_sized_chunk
 
 
@@ -66,6 +67,14 @@ class NumPy(Backend):
         starts = np.flatnonzero(np.concatenate(([True], ids[1:] != ids[:-1])))
         out[ids[starts]] = np.add.reduceat(values[order], starts, axis=0)
         return out
+
+    # -- the transformer's LayerNorm, GELU and attention softmax, in fewer passes: _numpy_sequence.py ------
+    layer_norm = staticmethod(_numpy_sequence.layer_norm)
+    layer_norm_backward = staticmethod(_numpy_sequence.layer_norm_backward)
+    gelu = staticmethod(_numpy_sequence.gelu)
+    gelu_backward = staticmethod(_numpy_sequence.gelu_backward)
+    attention_softmax = staticmethod(_numpy_sequence.attention_softmax)
+    attention_softmax_backward = staticmethod(_numpy_sequence.attention_softmax_backward)
 
     # -- the convolution layers' windows (xpnet.layers.windows), through NumPy's strides -------------------
     # The generic lines stack kh*kw sliced views and undo them by adding zero-framed pieces (no scatter, no
