@@ -18,7 +18,8 @@ backward, clipping, AdamW at the step's learning rate.
 - ``nanogpt`` (``--nanogpt DIR``, CPU only): nanoGPT's own ``train.py`` from a checkout of it (with
   ``data/shakespeare_char`` prepared), the issue's reference command cut to ``--steps`` + 6 iterations and
   ``--log_interval=1``; its per-iteration times are read from its log (``iter N: loss L, time Xms``), leaving
-  out iteration 0 (its evaluation) and the next 5. A fresh process each pass: its start-up is not timed.
+  out iteration 0 (its evaluation) and the next 5, and its CPU time from its own clock readings (run through
+  ``NANOGPT_CLOCK``, its code unchanged). A fresh process each pass: its start-up is not timed.
 
 xpnet and the PyTorch reference start from the same initial weights (xpnet's, copied in: ``torch_gpt.names``)
 and train on the same windows of tiny Shakespeare (``xpnet.datasets.load_text``, drawn from the model's seed
@@ -86,6 +87,9 @@ def parse_args(argv=None):
                    help="xpnet's backend(s), comma-separated: numpy (default on the CPU), torch, cupy (on CUDA)")
     p.add_argument("--loop", action="store_true", help="also time xpnet's steps in a hand loop (no fit)")
     p.add_argument("--nanogpt", default=None, metavar="DIR", help="also run nanoGPT's train.py from DIR")
+    p.add_argument("--baseline", default=None, metavar="DIR",
+                   help="also run xpnet:<first backend> from the xpnet source tree DIR (a checkout of another "
+                        "commit): before and after a change, interleaved")
     p.add_argument("--layers", action="store_true", help="time xpnet's step layer by layer instead (--backend's "
                                                          "first)")
     p.add_argument("--data-dir", default=None, help="folder with shakespeare/ (default: $XPNET_DATA)")
@@ -99,6 +103,8 @@ def parse_args(argv=None):
     args.backends = (args.backend or ("cupy" if cuda else "numpy")).split(",")
     if args.nanogpt and cuda:
         p.error("--nanogpt runs nanoGPT's CPU command: leave it out with --device cuda")
+    if args.baseline and not os.path.isfile(os.path.join(args.baseline, "xpnet", "__init__.py")):
+        p.error(f"--baseline {args.baseline}: no xpnet/__init__.py there; give the root of an xpnet checkout")
     if args.nanogpt and not os.path.isfile(os.path.join(args.nanogpt, "train.py")):
         p.error(f"--nanogpt {args.nanogpt}: no train.py there; give the folder of a nanoGPT checkout whose "
                 f"data/shakespeare_char/ is prepared (python data/shakespeare_char/prepare.py)")
@@ -111,6 +117,8 @@ def runner_names(args) -> list:
         names += [f"xpnet:{b}:loop" for b in args.backends]
     if args.threads > 1 and not args.device.startswith("cuda") and "numpy" in args.backends:
         names.append("xpnet:numpy:threads")
+    if args.baseline:
+        names.insert(1, f"xpnet:{args.backends[0]}@baseline")
     names.append("pytorch")
     return names + (["nanogpt"] if args.nanogpt else [])
 
@@ -247,7 +255,7 @@ def make_runner(name, args):
     if name == "pytorch":
         runner = TorchRunner(train_ids, args.steps, args.seed, args.device)
     else:
-        _, backend, *mode = name.split(":")
+        _, backend, *mode = name.split("@")[0].split(":")
         runner = XpnetRunner(train_ids, args.steps, args.seed, args.device, backend, (mode or ["fit"])[0])
     runner.reset()
     return runner
@@ -283,22 +291,42 @@ def memory(args):
     print((_status_kib("VmHWM") - base) / 1024.0)
 
 
+# train.py times an iteration by two time.time() readings (one before the loop, one after each iteration); run
+# through this, each reading also notes the process's CPU time, printed at exit: the CPU time per iteration,
+# beside the wall time train.py logs. Its code runs unchanged.
+NANOGPT_CLOCK = """
+import atexit, runpy, sys, time
+wall, cpu = time.time, []
+def clock():
+    cpu.append(time.process_time())
+    return wall()
+time.time = clock
+atexit.register(lambda: print("cpu seconds at each reading:", *cpu, flush=True))
+sys.argv = sys.argv[1:]
+runpy.run_path("train.py", run_name="__main__")
+"""
+
+
 def nanogpt_pass(args, env) -> tuple:
-    """nanoGPT's train.py for ``--steps`` timed iterations in a fresh process: (seconds, mean loss) of them."""
+    """nanoGPT's train.py for ``--steps`` timed iterations in a fresh process: (wall s, CPU s, mean loss) of them."""
     iters = args.steps + NANOGPT_SKIP
     with tempfile.TemporaryDirectory() as out_dir:
-        cmd = [sys.executable, *NANOGPT_COMMAND.replace("--max_iters=2000", f"--max_iters={iters - 1}").split(),
-               "--log_interval=1", f"--out_dir={out_dir}"]
+        cmd = [sys.executable, "-c", NANOGPT_CLOCK,
+               *NANOGPT_COMMAND.replace("--max_iters=2000", f"--max_iters={iters - 1}").split(), "--log_interval=1",
+               f"--out_dir={out_dir}"]
         done = subprocess.run(cmd, cwd=args.nanogpt, env=env, capture_output=True, text=True)
     if done.returncode:
-        raise RuntimeError(f"nanoGPT's train.py failed ({' '.join(cmd)} in {args.nanogpt}):\n{done.stderr[-2000:]}")
+        raise RuntimeError(f"nanoGPT's train.py failed (in {args.nanogpt}: {' '.join(cmd[3:])}):\n"
+                           f"{done.stderr[-2000:]}")
     logged = {int(m[1]): (float(m[2]), float(m[3]))
               for m in re.finditer(r"^iter (\d+): loss ([\d.]+), time ([\d.]+)ms", done.stdout, re.M)}
     timed = [logged[i] for i in range(NANOGPT_SKIP, iters) if i in logged]
-    if len(timed) != args.steps:
-        raise RuntimeError(f"nanoGPT's log gave {len(timed)} of iterations {NANOGPT_SKIP}..{iters - 1}: "
-                           f"{done.stdout[-1000:]}")
-    return sum(ms for _, ms in timed) / 1000.0, statistics.mean(loss for loss, _ in timed)
+    cpu = [float(t) for t in re.search(r"^cpu seconds at each reading: (.*)$", done.stdout, re.M)[1].split()]
+    if len(timed) != args.steps or len(cpu) < iters + 1:
+        raise RuntimeError(f"nanoGPT's log gave {len(timed)} of iterations {NANOGPT_SKIP}..{iters - 1} and "
+                           f"{len(cpu)} clock readings: {done.stdout[-1000:]}")
+    cpu = cpu[-(iters + 1):]  # the loop's (an import reads the clock too); reading i + 1 ends iteration i
+    return sum(ms for _, ms in timed) / 1000.0, cpu[iters] - cpu[NANOGPT_SKIP], statistics.mean(x for x, _ in timed)
 
 
 def layer_times(args):
@@ -348,10 +376,16 @@ def _spawn(flag, name, args):
             *(["--data-dir", args.data_dir] if args.data_dir else [])]
 
 
-def timed_passes(names, args, env) -> dict:
-    """``{runner: [(wall s, cpu s or None, loss), ...]}``: ``--repeats`` passes each, interleaved."""
+def _env(name, args) -> dict:
+    """The runner's environment: this tree's xpnet first (``--baseline``'s for the baseline runner)."""
+    tree = args.baseline if name.endswith("@baseline") else ROOT
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([tree, os.environ.get("PYTHONPATH", "")])}
+
+
+def timed_passes(names, args) -> dict:
+    """``{runner: [(wall s, cpu s, loss), ...]}``: ``--repeats`` passes each, interleaved."""
     procs = {name: subprocess.Popen(_spawn("--worker", name, args), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                    text=True, env=env) for name in names if name != "nanogpt"}
+                                    text=True, env=_env(name, args)) for name in names if name != "nanogpt"}
     for name, proc in procs.items():
         if proc.stdout.readline().strip() != "ready":
             raise RuntimeError(f"the {name} worker did not start")
@@ -359,8 +393,7 @@ def timed_passes(names, args, env) -> dict:
     for r in range(args.repeats):
         for name in (names if r % 2 == 0 else names[::-1]):
             if name == "nanogpt":
-                wall, loss = nanogpt_pass(args, env)
-                passes[name].append((wall, None, loss))
+                passes[name].append(nanogpt_pass(args, os.environ))
                 continue
             procs[name].stdin.write("run\n")
             procs[name].stdin.flush()
@@ -372,34 +405,37 @@ def timed_passes(names, args, env) -> dict:
     return passes
 
 
-def peak_memory(names, args, env) -> dict:
+def peak_memory(names, args) -> dict:
     cuda = args.device.startswith("cuda")
     if args.no_memory or not (cuda or sys.platform.startswith("linux")):
         return {}
-    return {name: float(subprocess.run(_spawn("--memory", name, args), capture_output=True, text=True, env=env,
-                                       check=True).stdout.strip().splitlines()[-1])
-            for name in names if name != "nanogpt"}
+    peaks = {}
+    for name in names[:-1] if names[-1] == "nanogpt" else names:
+        done = subprocess.run(_spawn("--memory", name, args), capture_output=True, text=True, env=_env(name, args),
+                              check=True)
+        peaks[name] = float(done.stdout.strip().splitlines()[-1])
+    return peaks
 
 
 def table(names, passes, peaks, args) -> list:
     """Print the table; return its rows (the JSON's)."""
-    cuda, steps = args.device.startswith("cuda"), args.steps
-    ms = {name: 1000 * statistics.median(w for w, _, _ in passes[name]) / steps for name in names}
+    cuda, steps, nano = args.device.startswith("cuda"), args.steps, "nanogpt" in names
+    med = {name: [1000 * statistics.median(p[i] for p in passes[name]) / steps for i in (0, 1)] for name in names}
     print(f"{'runner':<20}  {'ms/step':>7}  {'best':>6}  {'cpu ms':>6}  {'GPU MiB' if cuda else 'peak MiB':>8}  "
-          f"{'loss':>6}  {'/pytorch':>8}" + ("  /nanogpt" if "nanogpt" in names else ""))
+          f"{'loss':>6}  {'/pytorch':>8}  {'cpu':>6}" + ("  /nanogpt     cpu" if nano else ""))
     rows = []
     for name in names:
-        walls, cpus = [w for w, _, _ in passes[name]], [c for _, c, _ in passes[name] if c is not None]
-        cpu = 1000 * statistics.median(cpus) / steps if cpus else None
+        (ms, cpu), walls = med[name], [w for w, _, _ in passes[name]]
         loss = statistics.median(x for _, _, x in passes[name])
-        print(f"{name:<20}  {ms[name]:7.1f}  {1000 * min(walls) / steps:6.1f}  "
-              f"{'-' if cpu is None else f'{cpu:.1f}':>6}  "
-              f"{'-' if name not in peaks else f'{peaks[name]:.0f}':>8}  {loss:6.4f}  {ms[name] / ms['pytorch']:7.2f}x"
-              + (f"  {ms[name] / ms['nanogpt']:7.2f}x" if "nanogpt" in names else ""), flush=True)
-        rows.append({"runner": name, "ms_per_step": ms[name], "best_ms_per_step": 1000 * min(walls) / steps,
-                     "cpu_ms_per_step": cpu, "seconds": walls, "losses": [x for _, _, x in passes[name]],
-                     "peak_mib": peaks.get(name), "vs_pytorch": ms[name] / ms["pytorch"],
-                     "vs_nanogpt": ms[name] / ms["nanogpt"] if "nanogpt" in names else None,
+        ratios = {ref: (ms / med[ref][0], cpu / med[ref][1]) for ref in ("pytorch", "nanogpt") if ref in names}
+        print(f"{name:<20}  {ms:7.1f}  {1000 * min(walls) / steps:6.1f}  {cpu:6.1f}  "
+              f"{'-' if name not in peaks else f'{peaks[name]:.0f}':>8}  {loss:6.4f}"
+              + "".join(f"  {r[0]:7.2f}x  {r[1]:5.2f}x" for r in ratios.values()), flush=True)
+        rows.append({"runner": name, "ms_per_step": ms, "best_ms_per_step": 1000 * min(walls) / steps,
+                     "cpu_ms_per_step": cpu, "seconds": walls, "cpu_seconds": [c for _, c, _ in passes[name]],
+                     "losses": [x for _, _, x in passes[name]], "peak_mib": peaks.get(name),
+                     **{f"vs_{ref}": r[0] for ref, r in ratios.items()},
+                     **{f"cpu_vs_{ref}": r[1] for ref, r in ratios.items()},
                      "steps": steps, "threads": args.threads, "device": args.device})
     return rows
 
@@ -424,13 +460,12 @@ def main(argv=None):
     except (xpnet.datasets.DatasetError, xpnet.DeviceUnavailableError) as exc:
         print(f"bench_gpt.py: {exc}", file=sys.stderr)
         return 2
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")])}
     names = runner_names(args)
     where = args.device if cuda else f"cpu, {args.threads} thread(s)"
     print(f"GPT training (nanoGPT's baby Shakespeare run), {args.steps} steps per pass, {args.repeats} "
           f"interleaved passes, {where}; load average {os.getloadavg()[0]:.2f} at the start", flush=True)
-    passes = timed_passes(names, args, env)
-    rows = table(names, passes, peak_memory(names, args, env), args)
+    passes = timed_passes(names, args)
+    rows = table(names, passes, peak_memory(names, args), args)
     print(f"load average {os.getloadavg()[0]:.2f} at the end")
     if args.json:
         with open(args.json, "w") as f:
