@@ -12,7 +12,8 @@ By default the step runs on array-api-strict, which executes the generic Array A
 executes. ``--device cuda`` counts on the GPU itself (CuPy, or ``--backend torch``), and ``--device cpu
 --backend numpy|torch`` on those CPU backends; the table then gives the generic count beside each. They
 are equal where the backend runs the generic lines; where it has routines of its own (NumPy's strided
-im2col and col2im, NumPy's and torch-CPU's cache-sized chunks of Conv2D's batch), its count is its own.
+im2col and col2im, NumPy's and torch-CPU's cache-sized chunks of Conv2D's batch, their optimizers stepping
+each parameter array rather than the flat buffer at once), its count is its own.
 
 Networks: the MLP 784-256-10 (ReLU) at two batch sizes, and the ``xpnet train --model cnn`` network
 (two 3x3 convolutions, max-pool, dropout, dense 128) at two batch sizes (any: the generic path does not
@@ -122,7 +123,8 @@ def _own_routines(backend: str, differs: bool) -> str:
         return f"Every count equals the generic path's ({said})."
     return (f"Where a count differs from the generic path's, {backend}'s own routines ran instead of the generic "
             f"lines ({said}; im2col_chunk: Conv2D's batch in cache-sized chunks on the CPU, so the CNN's count "
-            f"grows with the batch; each other routine counts as one operation).")
+            f"grows with the batch; step_at_once: the optimizer steps each parameter array on the CPU, not the "
+            f"flat buffer at once; each other routine counts as one operation).")
 
 
 def main(argv=None) -> int:

@@ -146,6 +146,18 @@ def main(case, out, *opts):
                                check_every=4, validation_data=xpnet.TextWindows(ids[540:], 8), distributed=comm)
         checks["windows"] = {"history": h.history, "agree": len(set(comm.gather(_checksum(m)))) == 1}
         results.update(m.state_dict())
+    elif case == "gpt":  # test_gpt.py: a tied 2-block GPT on windows; the tie's one array all-reduced once
+        from lm_tiny import corpus
+        from xpnet.cli.gpt import gpt_optimizer, gpt_schedule
+
+        ids = corpus(11, 900)
+        m = xpnet.models.gpt(11, 8, 2, 2, 8, seed=0 if comm.rank == 0 else 100 + comm.rank, dtype=dtype)
+        h = xpnet.training.fit(m, xpnet.TextWindows(ids[:800], 8), None, loss="softmax_cross_entropy",
+                               optimizer=gpt_optimizer(), schedule=gpt_schedule(1e-3, 12, 3), epochs=2,
+                               steps_per_epoch=6, batch_size=4, verbose=0,
+                               validation_data=xpnet.TextWindows(ids[800:], 8), distributed=comm)
+        checks["gpt"] = {"history": h.history, "agree": len(set(comm.gather(_checksum(m)))) == 1}
+        results.update(m.state_dict())
     elif case == "diverge":  # every rank sees the all-reduced NaN loss: they all raise, at the same step
         try:
             fit(model(dtype), X * 1e30, y, OPTIMIZERS["sgd"](), 32)

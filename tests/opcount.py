@@ -301,16 +301,35 @@ def cnn_preset_layers():
                                presets.CNN_DROPOUT, False, "mnist")
 
 
-NETWORKS = {"mlp": ("MLP 784-256-10", mlp_layers), "cnn": ("MNIST CNN preset", cnn_preset_layers)}
+def gpt_layers():
+    """A 2-block GPT (``xpnet.models.gpt``: vocabulary 65, block 32, 2 heads, 16 wide, tied embeddings), its
+    windows (batch, T) with T up to 32."""
+    from xpnet import models
+
+    return models.gpt(65, 32, 2, 2, 16).layers
+
+
+NETWORKS = {"mlp": ("MLP 784-256-10", mlp_layers), "cnn": ("MNIST CNN preset", cnn_preset_layers),
+            "gpt": ("GPT 2 blocks (65 ids, 16 wide; AdamW: the CLI's, clip 1.0 and decay on matrices)", gpt_layers)}
 OPTIMIZERS = {"sgd": "SGD", "adamw": "AdamW"}
 
 
+def _optimizer(network: str, name: str, options: dict):
+    import xpnet
+    from xpnet.cli.gpt import gpt_optimizer
+
+    if (network, name) == ("gpt", "adamw") and not options:
+        return gpt_optimizer()
+    return xpnet.optim.OPTIMIZERS[name](**options)
+
+
 def count_network(network: str, optimizer: str, batch: int, *, seed: int = 0, backend: str = "array-api-strict",
-                  device: str = "cpu") -> Tally:
-    """:func:`count_step` for one of :data:`NETWORKS` with one of :data:`OPTIMIZERS` (default settings),
-    softmax cross-entropy, on ``batch`` random MNIST-shaped rows, on ``backend`` (default array-api-strict,
-    the generic path) and ``device``. The model is built inside the counting block, paused (see the
-    module docstring: NumPy's arrays must be views of :class:`CountedArray` from the start)."""
+                  device: str = "cpu", T: int = 16, **options) -> Tally:
+    """:func:`count_step` for one of :data:`NETWORKS` with one of :data:`OPTIMIZERS` (default settings, or
+    ``options`` for its constructor; the GPT's AdamW is ``xpnet train --model gpt``'s), softmax cross-entropy, on
+    ``batch`` random MNIST-shaped rows (the GPT: ``batch`` windows of ``T`` ids and their targets), on ``backend``
+    (default array-api-strict, the generic path) and ``device``. The model is built inside the counting block,
+    paused (see the module docstring: NumPy's arrays must be views of :class:`CountedArray` from the start)."""
     from threadpoolctl import threadpool_limits  # a dependency of xpnet
 
     import xpnet
@@ -322,7 +341,10 @@ def count_network(network: str, optimizer: str, batch: int, *, seed: int = 0, ba
         model = xpnet.Sequential(NETWORKS[network][1](), device=device, backend=backend, seed=seed)
         rng = np.random.default_rng(seed)
         with model.device.context():
-            X = model.device.asarray(rng.random((batch, 784), dtype=np.float32), "float32")
-            y = model.device.asarray(rng.integers(0, 10, size=batch), "int64")
-        opt = xpnet.optim.OPTIMIZERS[optimizer]()
-        return count_step(model, xpnet.SoftmaxCrossEntropy(), opt, X, y, tally=tally)
+            if network == "gpt":
+                X, y = (model.device.asarray(rng.integers(0, 65, size=(batch, T)), "int64") for _ in range(2))
+            else:
+                X = model.device.asarray(rng.random((batch, 784), dtype=np.float32), "float32")
+                y = model.device.asarray(rng.integers(0, 10, size=batch), "int64")
+        return count_step(model, xpnet.SoftmaxCrossEntropy(), _optimizer(network, optimizer, options), X, y,
+                          tally=tally)

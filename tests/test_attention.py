@@ -350,8 +350,10 @@ def test_keys_are_nested_and_write_through():
     assert list(model.state_dict()) == list(model.parameters())
     block = model.layers[0]
     new = model.device.asarray(np.ones((8, 8)))
-    model.parameters()["0.0.W_o"] = new
-    assert block.layers[0].params["W_o"] is new and block.params["0.W_o"] is new
+    model.parameters()["0.0.W_o"] = new  # written into the parameter, a view of the model's flat buffer
+    held = model.parameters()["0.0.W_o"]
+    assert block.layers[0].params["W_o"] is held and block.params["0.W_o"] is held
+    np.testing.assert_array_equal(xpnet.to_numpy(held), np.ones((8, 8), np.float32))
     X, y = _sequences(4)
     model.forward(model.device.asarray(X), training=True)
     model.backward(model.device.asarray(np.ones((4, 3), np.float32)))

@@ -13,10 +13,11 @@ from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from .io import ModelFormatError
 from .layers import (GELU, AvgPool2D, BatchNorm1d, BatchNorm2d, Conv2D, Dense, Dropout, Embedding, Flatten,
                      GlobalAvgPool2D, Identity, Layer, LayerNorm, LeakyReLU, MaxPool2D, MultiHeadAttention,
-                     PositionalEmbedding, ReLU, Reshape, Residual, Sigmoid, Softmax, Step, Tanh)
+                     PositionalEmbedding, ReLU, Reshape, Residual, Sigmoid, Softmax, Step, Tanh, TiedDense)
 from .losses import MSE, BinaryCrossEntropy, CrossEntropy, Loss, SoftmaxCrossEntropy
 from .metrics import TopKAccuracy
 from .model import Sequential, load
+from . import models
 from .onnx import export_onnx
 from .optim import SGD, Adam, AdamW, Optimizer, RMSprop, clip_grad_norm
 from .saving import save
@@ -32,8 +33,8 @@ __all__ = [
     "History", "Identity", "LambdaCallback", "Layer", "LayerNorm", "LeakyReLU", "LearningRateScheduler", "Loss",
     "MaxPool2D", "ModelCheckpoint", "ModelFormatError", "MSE", "MultiHeadAttention", "NeuralNetwork", "Optimizer",
     "PositionalEmbedding", "ReLU", "Reshape", "Residual", "RMSprop", "Sequential", "SGD", "Sigmoid", "Softmax",
-    "SoftmaxCrossEntropy", "Step", "Tanh", "TextWindows", "TopKAccuracy", "TrainingDiverged",
+    "SoftmaxCrossEntropy", "Step", "Tanh", "TextWindows", "TiedDense", "TopKAccuracy", "TrainingDiverged",
     "UnscaledInputWarning", "available_backends", "clip_grad_norm", "device", "device_of", "export_onnx", "load",
-    "load_checkpoint", "metrics", "save", "save_checkpoint", "schedules", "synchronize", "to_numpy",
+    "load_checkpoint", "metrics", "models", "save", "save_checkpoint", "schedules", "synchronize", "to_numpy",
     "__version__",
 ]

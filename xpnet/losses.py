@@ -117,7 +117,7 @@ class SoftmaxCrossEntropy(Loss):
 
 
 def _class_targets(name, logits, target, xp):
-    """``(labels, None)``: int64 class ids shaped like ``logits`` without its last axis; or ``(None, rows)``:
+    """``(labels, None)``: class ids (the library's index dtype, int64 but for JAX's 32-bit mode) shaped like ``logits`` without its last axis; or ``(None, rows)``:
     float targets shaped like ``logits`` (2-D logits go through :func:`as_targets`, as the other losses)."""
     integral = xp.isdtype(target.dtype, "integral")
     if logits.ndim <= 2:
@@ -129,7 +129,9 @@ def _class_targets(name, logits, target, xp):
             raise ValueError(f"{name}: integer targets of shape {tuple(target.shape)} for logits of shape "
                              f"{tuple(logits.shape)}: expected {tuple(logits.shape[:-1])}, one class id per "
                              f"position")
-        return (target if target.dtype == xp.int64 else xp.astype(target, xp.int64)), None
+        # the library's own index dtype: int64, or JAX's int32 when its 64-bit mode is off (an int64 cast would warn)
+        index = xp.__array_namespace_info__().default_dtypes()["indexing"]
+        return (target if target.dtype == index else xp.astype(target, index)), None
     if tuple(target.shape) != tuple(logits.shape):
         raise ValueError(f"{name}: targets of shape {tuple(target.shape)} do not match logits of shape "
                          f"{tuple(logits.shape)} (give class ids of shape {tuple(logits.shape[:-1])} or "

@@ -73,7 +73,8 @@ class Sequential:
         self._first = trainable[0] if trainable else len(self.layers)
         for i, layer in enumerate(self.layers):
             layer.input_grad = i > self._first
-        self._params = ParameterDict(self.layers, "params")
+        with self.device.context():  # parameters as views of one flat buffer per dtype (parameters.py)
+            self._params = ParameterDict(self.layers, "params", flat=True)
         self._grads = ParameterDict(self.layers, "grads", keys_from="params")
         self._buffers = ParameterDict(self.layers, "buffers")
 
@@ -150,15 +151,25 @@ class Sequential:
 
     def to(self, device=None, backend: str | None = None) -> "Sequential":
         """Move every parameter and buffer to another device (or backend); returns the model itself."""
-        new = _backend.device(device, backend=backend)
+        new, moved = _backend.device(device, backend=backend), []
         with new.context():
             for layer in self.layers:
                 for arrays in (layer.params, dict_of(layer, "buffers")):
                     for k, v in arrays.items():
                         arrays[k] = new.asarray(v, self.dtype, c_order=True)
+                        moved.append(arrays[k] is not v)
                 layer.grads.clear()
         self.device = new
+        if any(moved):
+            self._link()  # the moved parameters into flat buffers on the new device
         return self
+
+    def __getstate__(self):  # a copy (pickle, deepcopy) takes the values; _link makes the views again
+        return {k: v for k, v in self.__dict__.items() if k not in ("_params", "_grads", "_buffers")}
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._link()
 
     # -- training and inference ----------------------------------------------------------------
     def fit(self, X, y=None, loss=None, optimizer=None, epochs: int = 1, batch_size: int = 32,

@@ -12,13 +12,16 @@ Optimizer state lives on the device, as ``state[param name][slot]`` with torch.o
 (``momentum_buffer``, ``exp_avg``, ``exp_avg_sq``, ``square_avg``); :meth:`Optimizer.state_dict` copies
 it to the host for a checkpoint and :meth:`Optimizer.load_state_dict` puts it back on the parameters'
 device.
+
+On a GPU a model's flat parameter buffer is stepped at once, with the same arithmetic (:mod:`xpnet.flatstate`);
+on a CPU, for plain dicts of arrays and on JAX, each array is stepped on its own.
 """
 
 from __future__ import annotations
 
 import math
 
-from . import backend
+from . import backend, flatstate
 from .backend import namespace as array_namespace
 from .inplace import add_, div_, mul_
 from .arguments import check_number, is_count
@@ -34,10 +37,13 @@ class Optimizer:
     parameters' device; ``counters`` names the scalar state (Adam's step count ``t``). ``weight_decay_on``
     says which parameters ``weight_decay`` acts on: ``"all"``, or ``"matrices"`` (those with 2 or more
     axes: kernels and embeddings, not biases nor normalization gains; nanoGPT's two parameter groups).
+    A subclass writes its update once, :meth:`_update`, for one array or for a flat buffer of them.
     """
 
     counters: tuple = ()
-    weight_decay_on = "all"  # (an optimizer pickled before it existed has none)
+    decoupled = False  # AdamW: the weights decay directly, not through the gradient
+    zero_state = False  # whether the state starts at zeros (Adam's), rather than from the first gradient
+    weight_decay_on, _flat = "all", None  # (an optimizer pickled before they existed has neither)
 
     def __init__(self, lr: float, weight_decay: float = 0.0, clip_norm: float | None = None,
                  weight_decay_on: str = "all"):
@@ -49,32 +55,67 @@ class Optimizer:
             raise ValueError(f"{type(self).__name__}: clip_norm must be a positive number or None, got {clip_norm!r}")
         self.clip_norm = None if clip_norm is None else float(clip_norm)
         if weight_decay_on not in DECAY_ON:
-            raise ValueError(f"{type(self).__name__}: weight_decay_on must be 'all' or 'matrices' (only the parameters "
-                             f"with 2 or more axes decay: kernels, not biases or norm gains), got {weight_decay_on!r}")
+            raise ValueError(f"{type(self).__name__}: weight_decay_on must be 'all' or 'matrices' (only the "
+                             f"parameters with 2 or more axes decay: kernels, not biases or norm gains), got "
+                             f"{weight_decay_on!r}")
         self.weight_decay_on = weight_decay_on
         self.state: dict = {}
+        self._flat = None  # the state as flat rows (flatstate.FlatState), made by the first flat step
 
     def step(self, params, grads) -> None:
+        """Update every parameter of ``params`` from its gradient in ``grads`` (both ``name -> array``): once
+        over the flat buffers where ``params`` has them (``model.parameters()``), else array by array."""
+        if type(self)._update is Optimizer._update:
+            raise NotImplementedError(f"{type(self).__name__} has no update rule: define _update(p, g, state, "
+                                      f"flat=None), or step(params, grads) itself")
+        self._begin_step()
+        flat = getattr(params, "flat", None)
+        # each array: plain dicts, JAX, a CPU (FlatParameters.at_once), gradients for some parameters only
+        if flat is None or not flat.at_once or len(grads) != len(params):
+            self._step_each(params, grads)
+        else:
+            flatstate.step(self, flat, params, grads)
+
+    def _begin_step(self) -> None:
+        """What a step computes once on the host, before any array (Adam's bias corrections)."""
+
+    def _update(self, p, g, state: dict, flat=None):
+        """The new ``p`` from its gradient ``g`` (``p`` itself where it is writeable), updating ``state``
+        (the parameter's slots, empty at its first step). ``flat`` (a :class:`~xpnet.flatstate.StateRows`)
+        when ``p`` is a flat buffer whose state slots are the rows of ``flat.rows``."""
         raise NotImplementedError
+
+    def _step_each(self, params, grads) -> None:
+        if self.clip_norm is not None:
+            clip_grad_norm(grads, self.clip_norm)
+        for name, g in grads.items():
+            p = params[name]
+            if self.weight_decay and (self.weight_decay_on == "all" or p.ndim >= 2):
+                p, g = self._decay(p, g)
+            params[name] = self._update(p, g, self.state.setdefault(name, {}) if self.slots() else {})
+
+    def _decay(self, p, g, mask=None):
+        """``p`` and ``g`` with the weight decay applied: AdamW's ``p *= 1 - lr wd`` before its step
+        (torch.optim.AdamW), else PyTorch's L2 term ``g + wd p``, summed into the temporary ``wd p`` (the
+        gradient itself is the layer's buffer). ``mask`` (:class:`~xpnet.flatstate.DecayMask`): only where
+        it is on, the rest multiplied by 1 or given 0, which changes no bit."""
+        xp = array_namespace(p)
+        if self.decoupled:
+            factor = 1.0 - self.lr * self.weight_decay
+            return mul_(p, factor if mask is None else xp.where(mask.on, factor, mask.ones)), g
+        term = p * self.weight_decay
+        return p, add_(term if mask is None else xp.where(mask.on, term, 0.0), g)
 
     def slots(self) -> tuple:
         """The names of the state arrays a parameter has once it has been stepped (none for plain SGD)."""
         return ()
 
-    def _gradients(self, params, grads):
-        """The gradients to step with: clipped, and with the L2 term ``weight_decay * p`` added (PyTorch's
-        ``weight_decay`` for SGD, Adam and RMSprop; AdamW decays the weights instead)."""
-        if self.clip_norm is not None:
-            clip_grad_norm(grads, self.clip_norm)
-        if not self.weight_decay:
-            return grads
-        # g + wd p, summed into the temporary wd p (the gradient itself is the layer's buffer)
-        every = self.weight_decay_on == "all"
-        return {k: add_(params[k] * self.weight_decay, g) if every or g.ndim >= 2 else g for k, g in grads.items()}
-
     def get_config(self) -> dict:
         return {"lr": self.lr, "weight_decay": self.weight_decay, "clip_norm": self.clip_norm,
                 "weight_decay_on": self.weight_decay_on}
+
+    def __getstate__(self):  # a copy's state arrays are copies, no longer views of the flat rows
+        return {**self.__dict__, "_flat": None}
 
     def state_dict(self) -> dict:
         """Everything a resumed run needs, on the host: ``{"class", "config", "counters", "state"}``.
@@ -155,22 +196,20 @@ class SGD(Optimizer):
     def slots(self):
         return ("momentum_buffer",) if self.momentum else ()
 
-    def step(self, params, grads):
+    def _update(self, p, g, state, flat=None):
         lr, mu = self.lr, self.momentum
-        for name, g in self._gradients(params, grads).items():
-            if mu:
-                state = self.state.setdefault(name, {})
-                v = state.get("momentum_buffer")
-                if v is None:
-                    v = g * 1.0  # a copy: g is the layer's buffer, v outlives it
-                else:
-                    v = add_(v, g, scale=mu)
-                state["momentum_buffer"] = v
-                # Nesterov's g + mu v is a temporary of its own, so it takes the -lr in place too
-                step = mul_(add_(v * mu, g), -lr) if self.nesterov else v * (-lr)
+        if mu:
+            v = state.get("momentum_buffer")
+            if v is None:
+                v = g * 1.0  # a copy: g is the layer's buffer, v outlives it
             else:
-                step = g * (-lr)
-            params[name] = add_(params[name], step)
+                v = add_(v, g, scale=mu)
+            state["momentum_buffer"] = v
+            # Nesterov's g + mu v is a temporary of its own, so it takes the -lr in place too
+            step = mul_(add_(v * mu, g), -lr) if self.nesterov else v * (-lr)
+        else:
+            step = g * (-lr)
+        return add_(p, step)
 
     def get_config(self):
         return {"lr": self.lr, "momentum": self.momentum, "nesterov": self.nesterov,
@@ -185,8 +224,8 @@ class Adam(Optimizer):
     ``W -= lr * (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps)``.
     """
 
-    decoupled = False  # AdamW: the weights decay directly, not through the gradient
     counters = ("t",)
+    zero_state = True
 
     def __init__(self, lr: float = 1e-3, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8,
                  weight_decay: float = 0.0, clip_norm: float | None = None, weight_decay_on: str = "all"):
@@ -200,31 +239,29 @@ class Adam(Optimizer):
     def slots(self):
         return ("exp_avg", "exp_avg_sq")  # m and v
 
-    def step(self, params, grads):
+    def _begin_step(self):
         self.t += 1
-        b1, b2 = self.beta1, self.beta2
         # Bias corrections are host floats: folding them into the step size costs no device work.
-        step_size = self.lr * math.sqrt(1.0 - b2 ** self.t) / (1.0 - b1 ** self.t)
-        eps = self.eps * math.sqrt(1.0 - b2 ** self.t)
-        decay = 1.0 - self.lr * self.weight_decay if self.decoupled and self.weight_decay else None
-        if self.decoupled:
-            if self.clip_norm is not None:
-                clip_grad_norm(grads, self.clip_norm)
-            steps = grads
+        self._step_size = self.lr * math.sqrt(1.0 - self.beta2 ** self.t) / (1.0 - self.beta1 ** self.t)
+        self._eps = self.eps * math.sqrt(1.0 - self.beta2 ** self.t)
+
+    def _update(self, p, g, state, flat=None):
+        xp = array_namespace(g)
+        b1, b2 = self.beta1, self.beta2
+        if flat is not None and flat.rows is not None:
+            # m and v are the rows of one (2, n) array: one operation scales both by (b1, b2) and one adds
+            # ((1 - b1) g, (1 - b2) g g), the same products and sums as the two lines below (two fewer launches)
+            betas, complements = flat.columns((b1, b2), (1.0 - b1, 1.0 - b2))
+            add_(flat.rows, mul_(xp.stack([g, g * g]), complements), scale=betas)
+            m, v = state["exp_avg"], state["exp_avg_sq"]
         else:
-            steps = self._gradients(params, grads)
-        for name, g in steps.items():
-            xp = array_namespace(g)
-            if decay is not None and (self.weight_decay_on == "all" or g.ndim >= 2):  # p *= 1 - lr wd, first
-                params[name] = mul_(params[name], decay)
-            state = self.state.get(name)
-            if state is None:
-                state = self.state[name] = {"exp_avg": xp.zeros_like(g), "exp_avg_sq": xp.zeros_like(g)}
+            if not state:
+                state.update(exp_avg=xp.zeros_like(g), exp_avg_sq=xp.zeros_like(g))
             # m = b1 m + (1 - b1) g and v = b2 v + (1 - b2) (g g), each product in a temporary of its own
             m = state["exp_avg"] = add_(state["exp_avg"], g * (1.0 - b1), scale=b1)
             v = state["exp_avg_sq"] = add_(state["exp_avg_sq"], mul_(g * g, 1.0 - b2), scale=b2)
-            # W += (-step_size m) / (sqrt(v) + eps): two temporaries, the denominator and the quotient
-            params[name] = add_(params[name], div_(m * (-step_size), add_(xp.sqrt(v), eps)))
+        # W += (-step_size m) / (sqrt(v) + eps): two temporaries, the denominator and the quotient
+        return add_(p, div_(m * (-self._step_size), add_(xp.sqrt(v), self._eps)))
 
     def get_config(self):
         return {"lr": self.lr, "beta1": self.beta1, "beta2": self.beta2, "eps": self.eps,
@@ -258,24 +295,22 @@ class RMSprop(Optimizer):
     def slots(self):
         return ("square_avg", "momentum_buffer") if self.momentum else ("square_avg",)
 
-    def step(self, params, grads):
+    def _update(self, p, g, state, flat=None):
         a, mu = self.alpha, self.momentum
-        for name, g in self._gradients(params, grads).items():
-            xp = array_namespace(g)
-            state = self.state.setdefault(name, {})
-            s = state.get("square_avg")
-            sq = mul_(g * g, 1.0 - a)  # (1 - alpha) g^2, in the temporary g * g
-            s = state["square_avg"] = sq if s is None else add_(s, sq, scale=a)
-            del sq  # freed before the next two temporaries: one gradient-sized array less at the peak
-            direction = g / add_(xp.sqrt(s), self.eps)
-            if mu:
-                b = state.get("momentum_buffer")
-                b = state["momentum_buffer"] = direction if b is None else add_(b, direction, scale=mu)
-                del direction  # (b itself at the first step) freed before the temporary below
-                step = b * (-self.lr)
-            else:
-                step = mul_(direction, -self.lr)
-            params[name] = add_(params[name], step)
+        xp = array_namespace(g)
+        s = state.get("square_avg")
+        sq = mul_(g * g, 1.0 - a)  # (1 - alpha) g^2, in the temporary g * g
+        s = state["square_avg"] = sq if s is None else add_(s, sq, scale=a)
+        del sq  # freed before the next two temporaries: one gradient-sized array less at the peak
+        direction = g / add_(xp.sqrt(s), self.eps)
+        if mu:
+            b = state.get("momentum_buffer")
+            b = state["momentum_buffer"] = direction if b is None else add_(b, direction, scale=mu)
+            del direction  # (b itself at the first step) freed before the temporary below
+            step = b * (-self.lr)
+        else:
+            step = mul_(direction, -self.lr)
+        return add_(p, step)
 
     def get_config(self):
         return {"lr": self.lr, "alpha": self.alpha, "eps": self.eps, "momentum": self.momentum,

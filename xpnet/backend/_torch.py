@@ -125,5 +125,10 @@ class Torch(Backend):
         out = torch.zeros((rows, values.shape[1]), dtype=values.dtype, device=values.device)
         return out.index_add_(0, ids, values)
 
+    def step_at_once(self, flat):
+        """On the CPU ``False``, as NumPy's (AdamW on 784-512-256-10, one thread: 2.7 ms a step over the flat
+        buffer, 1.9 ms array by array); on CUDA ``None``: the generic rule, one launch per term."""
+        return False if flat.device.type == "cpu" else None
+
 
 BACKEND = Torch()

@@ -73,11 +73,11 @@ def random_uniform(dev, key: int, counter: int, shape, dtype: str = "float32"):
 _ROUTINES: dict = {}
 # What a backend may define in its own way: Dense's one-sample ``x.T @ dy`` (layers/core.py), the
 # convolution layers' windows and how many samples' columns Conv2D builds at once (layers/windows.py),
-# Embedding's gradient, a scatter-add of rows, which the standard lacks (layers/sequence.py), and the
-# transformer's LayerNorm, GELU and attention softmax in fewer passes (layers/sequence.py, activations.py,
-# attention.py)
-ROUTINES = ("matmul_tn", "im2col", "col2im", "im2col_chunk", "scatter_add", "layer_norm", "layer_norm_backward",
-            "gelu", "gelu_backward", "attention_softmax", "attention_softmax_backward")
+# Embedding's gradient, a scatter-add of rows, which the standard lacks (layers/sequence.py), whether an
+# optimizer steps a model's flat buffer at once or array by array (parameters.py), and the transformer's
+# LayerNorm, GELU and attention softmax in fewer passes (layers/sequence.py, activations.py, attention.py)
+ROUTINES = ("matmul_tn", "im2col", "col2im", "im2col_chunk", "scatter_add", "step_at_once", "layer_norm",
+            "layer_norm_backward", "gelu", "gelu_backward", "attention_softmax", "attention_softmax_backward")
 
 
 def routine(xp, name: str):

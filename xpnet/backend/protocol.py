@@ -42,7 +42,7 @@ class Backend(abc.ABC):
     :meth:`to_numpy`, :meth:`synchronize`, :meth:`memory_pool_bytes`, :meth:`free_memory_pool`,
     :meth:`nccl_gpu`, :meth:`nccl_allreduce`, :meth:`device_names` and the layer routines
     :attr:`matmul_tn`, :attr:`im2col`, :attr:`col2im`,
-    :attr:`im2col_chunk`, :attr:`scatter_add`.
+    :attr:`im2col_chunk`, :attr:`scatter_add`, :attr:`step_at_once`.
     """
 
     @property
@@ -162,6 +162,7 @@ class Backend(abc.ABC):
     col2im: Callable[..., Any] | None = None
     im2col_chunk: Callable[..., Any] | None = None
     scatter_add: Callable[..., Any] | None = None
+    step_at_once: Callable[..., Any] | None = None
     layer_norm: Callable[..., Any] | None = None
     layer_norm_backward: Callable[..., Any] | None = None
     gelu: Callable[..., Any] | None = None

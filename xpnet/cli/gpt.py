@@ -35,11 +35,7 @@ def train_gpt(args, comm, prepare, device, save) -> int:
         train, val, vocab = datasets.load_text(args.dataset, data_dir=args.data_dir, download=not args.no_download)
     model = models.gpt(vocab.size, args.block_size, args.n_layer, args.n_head, args.n_embd, dropout=args.dropout,
                        device=dev, seed=args.seed, dtype=args.dtype)
-    optimizer = optim.AdamW(args.lr, beta1=BETAS[0], beta2=BETAS[1], weight_decay=args.weight_decay, clip_norm=CLIP,
-                            weight_decay_on="matrices")
-    # start_factor 1/(w+1): step t of the warm-up at lr (t+1)/(w+1), nanoGPT's get_lr
-    schedule = schedules.CosineDecay(args.lr, total=args.steps, warmup=args.warmup, min_lr=args.lr * MIN_LR,
-                                     start_factor=1.0 / (args.warmup + 1), per="step")
+    optimizer, schedule = gpt_optimizer(args.lr, args.weight_decay), gpt_schedule(args.lr, args.steps, args.warmup)
     if not args.quiet:
         print(_headline(args, model, vocab, train, val, dev, comm), flush=True)
     tracker = EpochTracker()
@@ -64,6 +60,19 @@ def train_gpt(args, comm, prepare, device, save) -> int:
         if not args.quiet:
             print(f"xpnet: saved the model and its vocabulary to {args.save}")
     return 0
+
+
+def gpt_optimizer(lr: float = GPT["lr"], weight_decay: float = GPT["weight_decay"]):
+    """nanoGPT's optimizer: AdamW, betas (0.9, 0.99), decay on the matrices only, the gradients clipped to norm 1."""
+    return optim.AdamW(lr, beta1=BETAS[0], beta2=BETAS[1], weight_decay=weight_decay, clip_norm=CLIP,
+                       weight_decay_on="matrices")
+
+
+def gpt_schedule(lr: float = GPT["lr"], steps: int = GPT["steps"], warmup: int = GPT["warmup"]):
+    """nanoGPT's ``get_lr``: step ``t`` of the warm-up at ``lr (t + 1) / (warmup + 1)`` (``start_factor``
+    ``1 / (warmup + 1)``), then a cosine down to ``lr / 10`` at ``steps``."""
+    return schedules.CosineDecay(lr, total=steps, warmup=warmup, min_lr=lr * MIN_LR, start_factor=1.0 / (warmup + 1),
+                                 per="step")
 
 
 def _apply_defaults(args) -> None:

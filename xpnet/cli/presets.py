@@ -29,7 +29,8 @@ PRESETS = {
     "tutorial": {"hidden": (200,), "activation": "sigmoid", "loss": "mse", "optimizer": "sgd", "lr": 0.1,
                  "batch_size": 1, "scale": "tutorial", "schedule": "constant"},
 }
-CNN_DROPOUT = (0.25, 0.5)  # the cnn preset's dropout after its pooling and after its dense layer
+CNN_DROPOUT = (0.25, 0.5)
+GPT_ONLY = ("steps", "block_size", "n_layer", "n_head", "n_embd", "eval_interval", "eval_iters")  # cli/gpt.py's  # the cnn preset's dropout after its pooling and after its dense layer
 
 
 def tutorial_normal(shape, rng, device, dtype="float32"):
@@ -103,6 +104,10 @@ def optimizer_from(args):
 def apply_preset(args) -> None:
     """Fill every ``train`` option left unset with its ``--model`` preset's value (in place)."""
     preset = PRESETS[args.model]
+    gpt_only = [name for name in GPT_ONLY if getattr(args, name, None) is not None]
+    if gpt_only:
+        raise ValueError(f"{', '.join('--' + n.replace('_', '-') for n in gpt_only)}: for --model gpt only; --model "
+                         f"{args.model} trains for --epochs")
     args.dataset = args.dataset or "mnist"
     if args.dataset not in datasets.DATASETS:
         raise ValueError(f"{args.dataset} is a text: train a language model on it with --model gpt")

@@ -3,8 +3,11 @@
 Every rank holds the whole model and the whole training set, and draws the same shuffling permutation
 each epoch (rank 0's generator state is given to all). Each global batch ``[lo, hi)`` is split into
 contiguous shards, one per rank (:func:`~xpnet.distributed.comm.shard`); after ``backward`` the
-gradients are weighted by ``rows / batch rows``, packed into one flat buffer and summed over the ranks
-by one all-reduce, so every rank steps with the single-process gradient and the weights stay equal.
+gradients are weighted by ``rows / batch rows`` and summed over the ranks by one all-reduce of their
+flat array, so every rank steps with the single-process gradient and the weights stay equal. Where the
+optimizer steps the model's flat buffers at once (:class:`~xpnet.parameters.FlatParameters`, on a GPU),
+that array is the one it steps with (one per dtype); else (JAX, a CPU) the gradients are packed into a
+:class:`FlatBuffer` of their own, allocated once.
 The losses and metric counts of a read-back window are summed the same way, on the host, so every rank
 reports (and decides on) the global figures.
 
@@ -68,7 +71,7 @@ class DataParallel:
     def __init__(self, comm: Communicator):
         self.comm = comm
         self.rank, self.size = comm.rank, comm.size
-        self.flat = self.reduce = None
+        self.views = self.flat = self.reduce = None
         self.batch_rows = 0
         if self.size == 1:
             log.info("xpnet: distributed training with a single process (rank 0 of 1): it runs as a plain fit; "
@@ -102,8 +105,12 @@ class DataParallel:
             optimizer.load_state_dict(opt, model.parameters())
         self.sync_random_state(model)
         params = model.parameters()
-        self.flat = FlatBuffer(params)
-        self.reduce = self._transport(model.device, self.flat.data)
+        # where the optimizer steps the flat buffers at once, it steps the all-reduced flat gradients as they
+        # are; else (JAX, a CPU) they are packed into a buffer kept from step to step, as unpacked views
+        self.views = params.flat if params.flat is not None and params.flat.at_once else None
+        self.flat = None if self.views is not None else FlatBuffer(params)
+        buffers = [self.flat.data] if self.views is None else [group.data for group in self.views.groups]
+        self.reduce = [self._transport(model.device, data) for data in buffers]
 
     def _transport(self, dev, sample):
         if backend.is_host_array(sample):
@@ -139,13 +146,20 @@ class DataParallel:
 
     def average_gradients(self, grads, rows: int) -> None:
         """Set ``grads`` to the global batch's gradient: ``sum_r (rows_r / batch rows) grad_r``, in one
-        all-reduce of one flat buffer. A rank with no rows adds zeros, but takes part all the same."""
-        data = self.flat.pack(grads, rows / self.batch_rows)
+        all-reduce of one flat buffer (per dtype). A rank with no rows adds zeros, but takes part all the same."""
+        weight = rows / self.batch_rows
+        if self.views is None:
+            arrays = [self.flat.pack(grads, weight)]
+        else:
+            arrays = self.views.weighted_gradients(grads, weight)
         start = time.perf_counter()
-        data = self.reduce(data)
+        arrays = [reduce(data) for reduce, data in zip(self.reduce, arrays)]
         self.comm.allreduce_seconds += time.perf_counter() - start
-        self.comm.allreduce_calls += 1
-        self.flat.unpack(data, grads)
+        self.comm.allreduce_calls += len(arrays)
+        if self.views is None:
+            self.flat.unpack(arrays[0], grads)
+        else:
+            self.views.set_gradients(grads, arrays)
 
     def reduce_window(self, losses, counts, correct, finite: bool):
         """A read-back window's global figures from every rank's (host arrays; one small all-reduce).

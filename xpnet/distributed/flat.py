@@ -1,5 +1,9 @@
 """The gradients as one flat buffer, so that a step all-reduces once, not once per tensor (pure Array API).
 
+Where the optimizer steps a model's flat buffers at once (:class:`~xpnet.parameters.FlatParameters`, on a
+GPU) the all-reduce sums the flat gradient it steps with, and this buffer is not used; it packs the
+gradients stepped array by array (on a CPU, on JAX), in place, the same memory at every step.
+
 Each rank's loss is the mean over its ``n_r`` rows, and the single-process loss the mean over all ``N``
 rows of the global batch, so the single-process gradient is ``sum_r (n_r / N) grad_r``. The weight goes
 in when the gradients are packed, before the sum: a plain mean of the ranks' gradients would be wrong
