@@ -125,16 +125,10 @@ def runner_names(args) -> list:
 
 # -- the runners ----------------------------------------------------------------------------------------
 def training_rule():
-    """xpnet's optimizer and schedule of ``xpnet train --model gpt`` (the CLI's own constants)."""
-    from xpnet import optim, schedules
-    from xpnet.cli.gpt import BETAS, CLIP, GPT, MIN_LR
+    """xpnet's optimizer and schedule of ``xpnet train --model gpt`` (the CLI's own)."""
+    from xpnet.cli.gpt import gpt_optimizer, gpt_schedule
 
-    lr, warmup = GPT["lr"], GPT["warmup"]
-    opt = optim.AdamW(lr, beta1=BETAS[0], beta2=BETAS[1], weight_decay=GPT["weight_decay"], clip_norm=CLIP,
-                      weight_decay_on="matrices")
-    schedule = schedules.CosineDecay(lr, total=GPT["steps"], warmup=warmup, min_lr=lr * MIN_LR,
-                                     start_factor=1.0 / (warmup + 1), per="step")
-    return opt, schedule
+    return gpt_optimizer(), gpt_schedule()
 
 
 def xpnet_gpt(seed, device="cpu", backend=None):
