@@ -10,7 +10,7 @@
 # THE DEVICE CALL (a lent GPU machine: one H100 or H200, no internet; its python3 has CuPy, PyTorch, JAX,
 # pytest and hypothesis, and lacks array-api-compat, array-api-strict, pooch and platformdirs):
 #   1. here, with internet:  bash ci/gpu_carry.sh    (fills the git-ignored .gpu-carry/: those wheels for
-#      Python 3.12, and MNIST; ~12 MB, within the tool's 64 MiB)
+#      Python 3.12, and MNIST and tiny Shakespeare; ~13 MB, within the tool's 64 MiB)
 #   2. the device tool, once, the kind left out:
 #        run(command="XPNET_GPU_PYTHON=python3 bash ci/gpu.sh", carry=[".gpu-carry"], timeout_s=450)
 #      The script installs the carried wheels itself (pip --target, a few seconds) and writes to $OUT.
@@ -45,8 +45,9 @@ torch-suite    90  pytest -m 'gpu and not slow' -k torch-cuda0: the suite on tor
 "
 # A pytest step counts the CUDA tests that ran from pytest -v's lines, one per test as it ends (so a
 # timeout keeps the count): none ran is FAIL where the probe found a usable GPU, NOT RUN where not.
-# A step whose tool does not exist yet (bench-gpt) is NOT RUN "not built yet" and starts running when
-# its script appears. op-counts fails where a training step syncs with the host (op_count.py exits 1).
+# A step whose tool does not exist (--requires) is NOT RUN "not built yet"; bench-gpt reads tiny
+# Shakespeare from $XPNET_DATA/shakespeare (ci/gpu_carry.sh carries it) and fails, saying so, without it.
+# op-counts fails where a training step syncs with the host (op_count.py exits 1).
 # 0.977 is the CPU's one-epoch figure (0.9824, BENCHMARKS.md) less 0.005 for other dropout masks (CuPy
 # draws them).
 #

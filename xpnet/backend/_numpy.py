@@ -5,7 +5,7 @@ from __future__ import annotations
 import array_api_compat
 import numpy as np
 
-from . import _numpy_layers, _numpy_windows
+from . import _numpy_layers, _numpy_sequence, _numpy_windows
 from .protocol import Backend
 
 
@@ -84,6 +84,14 @@ class NumPy(Backend):
         """The default's numbers (``default_rng(seed).random``), drawn in runs on all cores."""
         drawn = _numpy_layers.random_uniform(seed, shape, dtype)
         return drawn if drawn is not None else super().random_uniform(xp, native, seed, shape, dtype)
+
+    # -- the transformer's LayerNorm, GELU and attention softmax, in fewer passes: _numpy_sequence.py ------
+    layer_norm = staticmethod(_numpy_sequence.layer_norm)
+    layer_norm_backward = staticmethod(_numpy_sequence.layer_norm_backward)
+    gelu = staticmethod(_numpy_sequence.gelu)
+    gelu_backward = staticmethod(_numpy_sequence.gelu_backward)
+    attention_softmax = staticmethod(_numpy_sequence.attention_softmax)
+    attention_softmax_backward = staticmethod(_numpy_sequence.attention_softmax_backward)
 
     # (plain functions, not methods: a batch-1 step calls some of them several times)
     matmul = staticmethod(_numpy_layers.matmul)

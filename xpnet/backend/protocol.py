@@ -175,6 +175,12 @@ class Backend(abc.ABC):
     dropout_backward: Callable[..., Any] | None = None
     softmax_cross_entropy: Callable[..., Any] | None = None
     softmax_cross_entropy_backward: Callable[..., Any] | None = None
+    layer_norm: Callable[..., Any] | None = None
+    layer_norm_backward: Callable[..., Any] | None = None
+    gelu: Callable[..., Any] | None = None
+    gelu_backward: Callable[..., Any] | None = None
+    attention_softmax: Callable[..., Any] | None = None
+    attention_softmax_backward: Callable[..., Any] | None = None
 
 
 # What a CPU's cache holds of a convolution's columns: 2**20 numbers (4 MiB in float32).

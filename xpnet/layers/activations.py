@@ -132,18 +132,28 @@ class GELU(Layer):
         self.approximate = approximate
 
     def forward(self, x, training=False):
-        xp = array_namespace(x)
         self._x = x
-        self._h = 0.5 * xp.tanh(x * (_SQRT_2_OVER_PI + _GELU_CUBIC * (x * x))) + 0.5
-        return x * self._h
+        y, self._h = (backend.routine(array_namespace(x), "gelu") or gelu)(x)
+        return y
 
     def backward(self, dy):
-        x, h = self._x, self._h
-        du2 = (6.0 * _GELU_CUBIC) * (x * x) + 2.0 * _SQRT_2_OVER_PI  # 2 u'
-        return dy * (h + x * (h * (1.0 - h)) * du2)
+        return (backend.routine(array_namespace(dy), "gelu_backward") or gelu_backward)(dy, self._x, self._h)
 
     def get_config(self):
         return {"approximate": self.approximate}
+
+
+def gelu(x):
+    """GELU's forward (tanh form): ``(y, h)``, ``h`` kept for the backward. The backend's ``gelu`` routine
+    computes the same numbers."""
+    h = 0.5 * array_namespace(x).tanh(x * (_SQRT_2_OVER_PI + _GELU_CUBIC * (x * x))) + 0.5
+    return x * h, h
+
+
+def gelu_backward(dy, x, h):
+    """``dy * dy/dx`` from the forward's ``x`` and ``h``."""
+    du2 = (6.0 * _GELU_CUBIC) * (x * x) + 2.0 * _SQRT_2_OVER_PI  # 2 u'
+    return dy * (h + x * (h * (1.0 - h)) * du2)
 
 
 @register_layer

@@ -31,6 +31,7 @@ from .. import backend
 from .. import init as initializers
 from ..arguments import check_count
 from ..backend import namespace as array_namespace
+from ..inplace import add_
 from .base import Layer, register_layer
 from .core import saved_by_name
 from .regularization import MaskStream, check_rate
@@ -98,21 +99,16 @@ class MultiHeadAttention(Layer):
         xp, p = array_namespace(x), self.params
         (B, T, d), H = x.shape, self.heads
         x2 = xp.reshape(x, (B * T, d))
-        qkv = xp.permute_dims(xp.reshape(x2 @ p["W_qkv"] + p["b_qkv"], (B, T, 3, H, d // H)), (2, 0, 3, 1, 4))
+        # the biases added into the fresh products where the array allows it (inplace.add_): no second array
+        qkv = xp.permute_dims(xp.reshape(add_(x2 @ p["W_qkv"], p["b_qkv"]), (B, T, 3, H, d // H)), (2, 0, 3, 1, 4))
         q, k, v = qkv[0, ...], qkv[1, ...], qkv[2, ...]  # (B, H, T, hd) each
-        S = (q @ k.mT) * (1.0 / math.sqrt(d // H))
-        if self.causal:
-            # -inf, not a large finite negative: exp gives exactly 0, in any dtype, as torch does. No NaN can
-            # come of it: the diagonal is never masked, so each row's max is finite and S - max is never
-            # -inf - (-inf).
-            S = xp.where(causal_mask(T, backend.device_of(x)), S, -math.inf)
-        E = xp.exp(S - xp.max(S, axis=-1, keepdims=True))  # the row max subtracted: exp never overflows
-        P = E / xp.sum(E, axis=-1, keepdims=True)
+        softmax = backend.routine(xp, "attention_softmax") or attention_softmax
+        P = softmax(q @ k.mT, 1.0 / math.sqrt(d // H), self.causal)
         D = self._stream.mask(P, P.shape, self.dropout) if training and self.dropout > 0.0 else None
         O = (P if D is None else P * D) @ v
         merged = xp.reshape(xp.permute_dims(O, (0, 2, 1, 3)), (B * T, d))
         self._cache = (x2, qkv, P, D, merged)
-        return xp.reshape(merged @ p["W_o"] + p["b_o"], (B, T, d))
+        return xp.reshape(add_(merged @ p["W_o"], p["b_o"]), (B, T, d))
 
     def backward(self, dy):
         xp, p = array_namespace(dy), self.params
@@ -126,7 +122,7 @@ class MultiHeadAttention(Layer):
         dO = xp.permute_dims(xp.reshape(dy2 @ p["W_o"].T, (B, T, H, d // H)), (0, 2, 1, 3))
         dv = (P if D is None else P * D).mT @ dO
         dP = dO @ v.mT if D is None else (dO @ v.mT) * D
-        dS = P * (dP - xp.sum(dP * P, axis=-1, keepdims=True))
+        dS = (backend.routine(xp, "attention_softmax_backward") or attention_softmax_backward)(dP, P)
         scale = 1.0 / math.sqrt(d // H)
         dq, dk = (dS @ k) * scale, (dS.mT @ q) * scale
         # (3, B, H, T, hd) back to the columns [q | k | v] of each row: split's inverse
@@ -156,6 +152,27 @@ class MultiHeadAttention(Layer):
             if isinstance(name, str) and not initializers.is_known(name):
                 config[key] = saved_by_name(name, "MultiHeadAttention")
         return cls(**config)
+
+
+def attention_softmax(S, scale: float, causal: bool):
+    """``P = softmax(S scale + M)`` over the last axis of the scores ``S`` ``(..., T, T)``, ``M`` the causal mask
+    (``causal``) or nothing. The backend's ``attention_softmax`` routine computes the same, and may write
+    into ``S`` (the caller's fresh product, used nowhere else)."""
+    xp = array_namespace(S)
+    S = S * scale
+    if causal:
+        # -inf, not a large finite negative: exp gives exactly 0, in any dtype, as torch does. No NaN can
+        # come of it: the diagonal is never masked, so each row's max is finite and S - max is never
+        # -inf - (-inf).
+        S = xp.where(causal_mask(S.shape[-1], backend.device_of(S)), S, -math.inf)
+    E = xp.exp(S - xp.max(S, axis=-1, keepdims=True))  # the row max subtracted: exp never overflows
+    return E / xp.sum(E, axis=-1, keepdims=True)
+
+
+def attention_softmax_backward(dP, P):
+    """``dS = P * (dP - sum(dP * P))`` (sums over the last axis): the softmax's backward, from its output
+    ``P``. The backend's routine may write into ``dP`` (the caller's fresh product)."""
+    return P * (dP - array_namespace(dP).sum(dP * P, axis=-1, keepdims=True))
 
 
 @functools.lru_cache(maxsize=256)

@@ -224,24 +224,38 @@ class LayerNorm(Layer):
         return shape
 
     def forward(self, x, training=False):
-        xp = array_namespace(x)
         self.compute_output_shape(x.shape)
-        centred = x - xp.mean(x, axis=-1, keepdims=True)
-        self._rstd = 1.0 / xp.sqrt(xp.mean(centred * centred, axis=-1, keepdims=True) + self.eps)
-        self._xhat = centred * self._rstd
-        return self._xhat * self.params["gamma"] + self.params["beta"]
+        run = backend.routine(array_namespace(x), "layer_norm") or layer_norm
+        y, self._xhat, self._rstd = run(x, self.params["gamma"], self.params["beta"], self.eps)
+        return y
 
     def backward(self, dy):
-        xp = array_namespace(dy)
-        xhat, rstd = self._xhat, self._rstd
         self.grads.clear()
-        self.grads["gamma"] = xp.sum(dy * xhat, axis=_lead_axes(dy))
-        self.grads["beta"] = xp.sum(dy, axis=_lead_axes(dy))
-        if not self.input_grad:
-            return None
-        dxhat = dy * self.params["gamma"]
-        return rstd * (dxhat - xp.mean(dxhat, axis=-1, keepdims=True)
-                       - xhat * xp.mean(dxhat * xhat, axis=-1, keepdims=True))
+        run = backend.routine(array_namespace(dy), "layer_norm_backward") or layer_norm_backward
+        dx, self.grads["gamma"], self.grads["beta"] = run(dy, self._xhat, self._rstd, self.params["gamma"],
+                                                          self.input_grad)
+        return dx
 
     def get_config(self):
         return {"dim": self.dim, "eps": self.eps}
+
+
+def layer_norm(x, gamma, beta, eps: float):
+    """LayerNorm's forward over the last axis: ``(y, xhat, rstd)``, ``xhat`` and ``rstd`` kept for the backward
+    (``rstd`` with the last axis kept, of length 1). The backend's ``layer_norm`` routine computes the same."""
+    xp = array_namespace(x)
+    centred = x - xp.mean(x, axis=-1, keepdims=True)
+    rstd = 1.0 / xp.sqrt(xp.mean(centred * centred, axis=-1, keepdims=True) + eps)
+    xhat = centred * rstd
+    return xhat * gamma + beta, xhat, rstd
+
+
+def layer_norm_backward(dy, xhat, rstd, gamma, input_grad: bool = True):
+    """LayerNorm's backward: ``(dx, dgamma, dbeta)`` (``dx`` ``None`` without ``input_grad``)."""
+    xp = array_namespace(dy)
+    dgamma, dbeta = xp.sum(dy * xhat, axis=_lead_axes(dy)), xp.sum(dy, axis=_lead_axes(dy))
+    if not input_grad:
+        return None, dgamma, dbeta
+    dxhat = dy * gamma
+    dx = rstd * (dxhat - xp.mean(dxhat, axis=-1, keepdims=True) - xhat * xp.mean(dxhat * xhat, axis=-1, keepdims=True))
+    return dx, dgamma, dbeta
