@@ -5,7 +5,10 @@ from __future__ import annotations
 import array_api_compat
 import numpy as np
 
-from . import _numpy_layers, _numpy_sequence, _numpy_windows
+# (by their full names: `from . import` would import the package, whose __init__ is what imports this module)
+import xpnet.backend._numpy_layers as _numpy_layers
+import xpnet.backend._numpy_sequence as _numpy_sequence
+import xpnet.backend._numpy_windows as _numpy_windows
 from .protocol import Backend
 
 
