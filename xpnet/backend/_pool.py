@@ -83,7 +83,7 @@ class _Pool:
         for lib, _ in limits:
             lib.set_num_threads(1)  # one BLAS thread per product: the pool's threads are the parallelism
         try:
-            for q in helpers:  # with the caller's context: NumPy's errstate (what a NaN or overflow does) is in it
+            for q in helpers:  # in the caller's context: NumPy's errstate (what a NaN or overflow does) is in it
                 q.put((fn, items, contextvars.copy_context()))
             _LOCAL.inside = True
             try:
@@ -98,8 +98,8 @@ class _Pool:
                 self.broken = True
                 raise
         finally:
-            for lib, n in limits:
-                lib.set_num_threads(n)
+            for lib, before in limits:
+                lib.set_num_threads(before)
         if error is not None:
             raise error
 
