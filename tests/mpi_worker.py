@@ -99,6 +99,21 @@ def fit(m, X, y, opt, batch_size, epochs=2, **kwargs):
                               batch_size=batch_size, verbose=0, check_every=2, distributed=comm, **kwargs)
 
 
+def gpt_case(comm, dtype, results) -> dict:
+    """test_gpt.py's tiny GPT, trained as there (the CLI's optimizer and schedule) on this rank's shares."""
+    from lm_tiny import corpus
+    from xpnet.cli.gpt import gpt_optimizer, gpt_schedule
+
+    ids = corpus(11, 900)
+    m = xpnet.models.gpt(11, 8, 2, 2, 8, seed=0 if comm.rank == 0 else 100 + comm.rank, dtype=dtype)
+    h = xpnet.training.fit(m, xpnet.TextWindows(ids[:800], 8), None, loss="softmax_cross_entropy",
+                           optimizer=gpt_optimizer(), schedule=gpt_schedule(1e-3, 12, 3), epochs=2,
+                           steps_per_epoch=6, batch_size=5, verbose=0,
+                           validation_data=xpnet.TextWindows(ids[800:], 8), distributed=comm)
+    results.update(m.state_dict())
+    return {"history": h.history, "agree": len(set(comm.gather(_checksum(m)))) == 1}
+
+
 def main(case, out, *opts):
     results, checks = {}, {}
     dtype = "float64" if "float64" in opts else "float32"
@@ -147,17 +162,7 @@ def main(case, out, *opts):
         checks["windows"] = {"history": h.history, "agree": len(set(comm.gather(_checksum(m)))) == 1}
         results.update(m.state_dict())
     elif case == "gpt":  # test_gpt.py: a tied 2-block GPT on windows; the tie's one array all-reduced once
-        from lm_tiny import corpus
-        from xpnet.cli.gpt import gpt_optimizer, gpt_schedule
-
-        ids = corpus(11, 900)
-        m = xpnet.models.gpt(11, 8, 2, 2, 8, seed=0 if comm.rank == 0 else 100 + comm.rank, dtype=dtype)
-        h = xpnet.training.fit(m, xpnet.TextWindows(ids[:800], 8), None, loss="softmax_cross_entropy",
-                               optimizer=gpt_optimizer(), schedule=gpt_schedule(1e-3, 12, 3), epochs=2,
-                               steps_per_epoch=6, batch_size=4, verbose=0,
-                               validation_data=xpnet.TextWindows(ids[800:], 8), distributed=comm)
-        checks["gpt"] = {"history": h.history, "agree": len(set(comm.gather(_checksum(m)))) == 1}
-        results.update(m.state_dict())
+        checks["gpt"] = gpt_case(comm, dtype, results)
     elif case == "diverge":  # every rank sees the all-reduced NaN loss: they all raise, at the same step
         try:
             fit(model(dtype), X * 1e30, y, OPTIMIZERS["sgd"](), 32)

@@ -14,7 +14,7 @@ import pytest
 import xpnet
 from xpnet import (AvgPool2D, BatchNorm2d, Conv2D, Dense, Flatten, GlobalAvgPool2D, MaxPool2D, ReLU, Reshape,
                    Sequential, to_numpy)
-from xpnet.backend import host_rng
+from xpnet.backend import _pool, host_rng
 
 RTOL, ATOL = 1e-10, 1e-12
 
@@ -199,7 +199,9 @@ def test_chunked_im2col_equals_one_chunk(budget, dev):
     layer, got = run(budget)
     per_sample = 2 * 9 * 3 * 5
     assert layer._chunk(dev.asarray(np.zeros((7, 2, 8, 7))), (3, 5)) == max(1, min(7, budget // per_sample))
-    assert (layer._cache[1] is None) == (budget < 7 * per_sample)  # kept only when one chunk holds them
+    # kept only when one chunk holds them (NumPy on several threads cuts the batch all the same)
+    one_chunk = budget >= 7 * per_sample and not (dev.backend == "numpy" and _pool.threads() > 1)
+    assert (layer._cache[1] is None) == (not one_chunk)
     _, want = run(10**9)
     for g, w, what in zip(got, want, ("y", "dx", "dW", "db")):
         np.testing.assert_allclose(g, w, rtol=1e-13, atol=1e-13, err_msg=what)

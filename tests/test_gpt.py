@@ -181,6 +181,7 @@ def test_the_first_50_steps_losses_equal_the_pytorch_reference_in_float32():
 
 
 def test_the_cli_schedule_is_nanogpts_get_lr():
+    pytest.importorskip("torch", reason="the reference schedule is tests/torch_gpt.py's, which needs PyTorch")
     import torch_gpt
 
     schedule = gpt_schedule()
@@ -311,16 +312,18 @@ def test_a_checkpointed_run_resumes_exactly(tmp_path):
 
 
 def test_two_threads_equal_one_process():
+    """Batches of 5 windows: shards of 3 and 2, whose gradients are weighted 3/5 and 2/5 (a plain mean is wrong)."""
     one, two = gpt(dtype="float64"), gpt(dtype="float64")
-    want = fit(one, validation_data=TextWindows(VAL, T)).history
-    got = fit(two, validation_data=TextWindows(VAL, T), distributed=xpnet.distributed.Threads(2)).history
+    want = fit(one, validation_data=TextWindows(VAL, T), batch_size=5).history
+    got = fit(two, validation_data=TextWindows(VAL, T), batch_size=5, distributed=xpnet.distributed.Threads(2)).history
     for k, w in one.state_dict().items():
         np.testing.assert_allclose(two.state_dict()[k], w, rtol=1e-9, atol=1e-12, err_msg=k)
     np.testing.assert_allclose(got["val_loss"], want["val_loss"], rtol=1e-10)
 
 
 def test_two_mpi_ranks_equal_one_process(tmp_path):
-    """tests/mpi_worker.py "gpt" under mpiexec -n 2: the weights and losses of one process."""
+    """tests/mpi_worker.py "gpt" under mpiexec -n 2 (batches of 5: shards of 3 and 2): the weights and losses of
+    one process."""
     import test_distributed as mpi
 
     if mpi._why_no_mpi():
@@ -329,7 +332,7 @@ def test_two_mpi_ranks_equal_one_process(tmp_path):
     mpi.run_mpi(mpi.WORKER, "gpt", str(out), "float64")
     got, checks = mpi.load(out)
     model = gpt(dtype="float64")
-    want = fit(model, validation_data=TextWindows(VAL, T)).history
+    want = fit(model, validation_data=TextWindows(VAL, T), batch_size=5).history
     assert checks["gpt"]["agree"] and sorted(got) == sorted(model.state_dict())
     for k, w in model.state_dict().items():
         np.testing.assert_allclose(got[k], w, rtol=1e-9, atol=1e-12, err_msg=k)
@@ -438,7 +441,7 @@ def tiny_text(monkeypatch):
     return calls
 
 
-def test_xpnet_train_gpt_reports_every_interval_saves_the_vocabulary_and_generate_reads_it(
+def test_xpnet_train_gpt_reports_saves_the_vocabulary_and_evaluate_generate_and_export_read_it(
         tiny_text, capsys, tmp_path, cli_environment):
     from conftest import run_main
 
@@ -458,6 +461,11 @@ def test_xpnet_train_gpt_reports_every_interval_saves_the_vocabulary_and_generat
     assert model.metadata["vocabulary"]["chars"] == "".join(sorted(set("First Citizen:\nBefore we proceed any "
                                                                           "further, hear me speak.\n")))
     assert model.metadata["steps"] == 12 and isinstance(model.layers[-1], TiedDense)
+    assert f"({sum(w.size for w in model.state_dict().values()):,} parameters, tied embeddings)" in lines[0]
+    # evaluate: the loss on the very windows the training reported on; export: any length of ids
+    code, said, err = run_main(capsys, "evaluate", str(tmp_path / "gpt.npz"), "--device", "cpu")
+    assert code == 0, err
+    assert said.startswith(f"val loss {lines[2].split('val loss ')[1][:6]}  (2 batches of 4 windows of 8 characters")
     args = ["generate", str(tmp_path / "gpt.npz"), "--prompt", "First", "--tokens", "30", "--top-k", "5",
             "--temperature", "0.8", "--seed", "3"]
     code, out, err = run_main(capsys, *args)
@@ -465,6 +473,9 @@ def test_xpnet_train_gpt_reports_every_interval_saves_the_vocabulary_and_generat
     assert out.startswith("First") and len(out) == len("First") + 30 + 1  # and the newline
     assert run_main(capsys, *args)[1] == out  # the seed: the same text again
     assert run_main(capsys, *args[:-1], "4")[1] != out
+    pytest.importorskip("onnx")
+    code, said, err = run_main(capsys, "export", str(tmp_path / "gpt.npz"), "--onnx", str(tmp_path / "gpt.onnx"))
+    assert code == 0 and "input 'input' (batch, sequence)" in said, err
 
 
 def test_xpnet_train_gpt_quiet_prints_the_last_report_only(tiny_text, capsys, cli_environment):
@@ -477,7 +488,8 @@ def test_xpnet_train_gpt_quiet_prints_the_last_report_only(tiny_text, capsys, cl
 
 @pytest.mark.parametrize("argv, said", [
     (["--model", "gpt", *TINY, "--layers", "3,4"], "--layers does not apply to --model gpt"),
-    (["--model", "gpt", *TINY, "--epochs", "3"], "--epochs does not apply to --model gpt: say how long it trains with --steps"),
+    (["--model", "gpt", *TINY, "--epochs", "3"], "--epochs does not apply to --model gpt: say how long it trains "
+                                                  "with --steps"),
     (["--model", "gpt", "--steps", "100"], "--steps 100 is not a multiple of --eval-interval 250"),
     (["--model", "gpt", "--n-embd", "10"], "--n-embd 10 must be a multiple of --n-head 4"),
     (["--model", "gpt", "--steps", "50", "--eval-interval", "50"], "--warmup 100 steps leaves none of the 50"),

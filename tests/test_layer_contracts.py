@@ -178,14 +178,15 @@ def test_from_config_rebuilds_every_registered_layer():
                   xpnet.Reshape((1, -1, 4)), xpnet.MultiHeadAttention(8, 2, causal=False, dropout=0.1, init="zeros"),
                   xpnet.Residual([xpnet.Tanh(), xpnet.Residual([xpnet.Dropout(0.5)])]),
                   xpnet.Embedding(7, 3, init="he_normal"), xpnet.GELU(),
-                  xpnet.PositionalEmbedding(9, 2, init=init.normal(0.5)), xpnet.LayerNorm(6, eps=1e-3)):
+                  xpnet.PositionalEmbedding(9, 2, init=init.normal(0.5)), xpnet.LayerNorm(6, eps=1e-3),
+                  xpnet.TiedDense(3)):
         again = type(layer).from_config(layer.get_config())
         assert type(again) is type(layer) and again.get_config() == layer.get_config()
     ours = {name for name, cls in xpnet.layers.LAYERS.items() if cls.__module__.startswith("xpnet.")}
     assert ours == {"AvgPool2D", "BatchNorm1d", "BatchNorm2d", "Conv2D", "Dense", "Dropout",
                                         "Embedding", "Flatten", "GELU", "GlobalAvgPool2D", "Identity", "LayerNorm",
                                         "LeakyReLU", "MaxPool2D", "MultiHeadAttention", "PositionalEmbedding", "ReLU",
-                                        "Reshape", "Residual", "Sigmoid", "Softmax", "Step", "Tanh"}
+                                        "Reshape", "Residual", "Sigmoid", "Softmax", "Step", "Tanh", "TiedDense"}
     assert all(xpnet.layers.LAYERS[name] is getattr(xpnet, name) for name in ours)
 
 

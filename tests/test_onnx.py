@@ -100,6 +100,8 @@ CASES = {
     "GELU": (lambda: [Dense(5, 4), GELU()], None),
     "sequence": (lambda: [Embedding(11, 8), PositionalEmbedding(7, 8), LayerNorm(8), Dense(8, 16), GELU(),
                           Dense(16, 8), LayerNorm(8, eps=0.5), Dense(8, 11, bias=False)], None),
+    # the head that multiplies by the Embedding's own W (a GPT's tied embeddings)
+    "TiedDense": (lambda: (lambda wte: [wte, LayerNorm(4), layers.TiedDense(wte)])(Embedding(11, 4)), None),
 }
 
 

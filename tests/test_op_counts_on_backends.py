@@ -82,7 +82,9 @@ def test_the_generic_path_counts_what_array_api_strict_counts(backend, network, 
     assert got.phases == generic.phases and got.syncs == [] == generic.syncs
 
 
-@pytest.mark.parametrize("backend", CPU_BACKENDS)
+# (NumPy runs its own routines for ReLU, the loss and the products since issue 27, so only torch-CPU takes the
+# generic lines there; NumPy's routines have the test below.)
+@pytest.mark.parametrize("backend", CPU_BACKENDS[1:])
 def test_an_mlp_step_takes_the_generic_path_with_the_routines_on_but_the_optimizers(backend):
     """Forward, loss and backward run the generic lines; the optimizer steps each of the 4 parameter arrays
     on the CPU (routine step_at_once: 2 operations each for SGD) where the generic path concatenates the
@@ -93,14 +95,15 @@ def test_an_mlp_step_takes_the_generic_path_with_the_routines_on_but_the_optimiz
     assert (got.phases["step"], generic.phases["step"]) == (8, 3)
 
 
-def test_numpys_own_routines_count_once_each_and_make_the_count_its_own():
+def test_numpys_own_routines_make_the_count_its_own():
+    # (issue 27's NumPy routines run through backend.dispatch, which the counter does not wrap: what they do
+    # inside is counted, operation by operation, on the arrays the counter hands out)
     got = opcount.count_network("cnn", "sgd", 30, backend="numpy")
-    assert got.ops["im2col"] > 0 and got.ops["col2im"] > 0
     assert got.total != opcount.count_network("cnn", "sgd", 30).total
 
 
 # -- benchmarks/op_count.py --------------------------------------------------------------------------------
-@pytest.mark.parametrize("backend", CPU_BACKENDS)
+@pytest.mark.parametrize("backend", CPU_BACKENDS[1:])  # (NumPy's own loss reads its labels' range on the host)
 def test_op_count_script_tables_the_backend_beside_the_generic_path(backend, tmp_path, capsys):
     out = tmp_path / "counts.json"
     assert _op_count_script().main(["--device", "cpu", "--backend", backend, "--networks", "mlp",
@@ -125,8 +128,9 @@ def test_op_count_script_fails_when_a_step_reads_back(monkeypatch, capsys):
         return loss
 
     monkeypatch.setattr(losses.SoftmaxCrossEntropy, "forward", reads_back)
-    assert _op_count_script().main(["--backend", "torch" if importlib.util.find_spec("torch") else "numpy",
-                                    "--networks", "mlp", "--mlp-batches", "2"]) == 1
+    # (without torch, the generic path on array-api-strict: NumPy's own loss reads its labels' range on the host)
+    backend = ["--backend", "torch"] if importlib.util.find_spec("torch") else []
+    assert _op_count_script().main([*backend, "--networks", "mlp", "--mlp-batches", "2"]) == 1
     err = capsys.readouterr().err
     assert "op_count: a mlp step with sgd at batch 2 read arrays back to the host 1 time(s) (__float__)" in err
 

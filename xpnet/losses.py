@@ -10,6 +10,7 @@ import math
 
 from array_api_compat import device
 
+from . import backend
 from .backend import namespace as array_namespace
 from .layers.activations import sigmoid
 
@@ -95,25 +96,37 @@ class SoftmaxCrossEntropy(Loss):
     name = "softmax_cross_entropy"
 
     def forward(self, logits, target):
-        xp = array_namespace(logits)
-        labels, t = _class_targets("SoftmaxCrossEntropy", logits, target, xp)
-        # log softmax(z) = s - log(sum exp(s)) with s = z - max(z). exp(s) and its sums are kept, so the
-        # backward's softmax is one division instead of a second exp over the batch.
-        shifted = logits - xp.max(logits, axis=-1, keepdims=True)
-        e = xp.exp(shifted)
-        sum_e = xp.sum(e, axis=-1, keepdims=True)
-        self._labels, self._t, self._e, self._sum_e = labels, t, e, sum_e
-        self._n = math.prod(logits.shape[:-1])
-        if labels is None:
-            return -xp.sum(t * (shifted - xp.log(sum_e))) / self._n
-        # the true class's shifted logit picked out: no one-hot (B, T, V) array in the forward
-        picked = xp.take_along_axis(shifted, labels[..., None], axis=-1)
-        return xp.sum(xp.log(sum_e) - picked) / self._n
+        loss, self._saved = backend.dispatch("softmax_cross_entropy", softmax_cross_entropy, logits, target)
+        return loss
 
     def backward(self):
-        e = self._e
-        t = self._t if self._labels is None else one_hot(self._labels, e.shape[-1], e.dtype)
-        return (e / self._sum_e - t) / self._n
+        return backend.dispatch("softmax_cross_entropy_backward", softmax_cross_entropy_backward, *self._saved)
+
+
+def softmax_cross_entropy(logits, target):
+    """``(loss, saved)``: :class:`SoftmaxCrossEntropy`'s mean over every position (the rows of 2-D logits, the
+    B*T of (B, T, V)), and what :func:`softmax_cross_entropy_backward` takes (``exp(z - max z)``, its sums
+    over the last axis, and the integer labels or the target rows)."""
+    xp = array_namespace(logits)
+    labels, t = _class_targets("SoftmaxCrossEntropy", logits, target, xp)
+    # log softmax(z) = s - log(sum exp(s)) with s = z - max(z). exp(s) and its sums are kept, so the
+    # backward's softmax is one division instead of a second exp over the batch.
+    shifted = logits - xp.max(logits, axis=-1, keepdims=True)
+    e = xp.exp(shifted)
+    sum_e = xp.sum(e, axis=-1, keepdims=True)
+    n = math.prod(logits.shape[:-1])
+    if labels is None:
+        return -xp.sum(t * (shifted - xp.log(sum_e))) / n, (e, sum_e, t)
+    # the true class's shifted logit picked out: no one-hot (B, T, V) array in the forward
+    picked = xp.take_along_axis(shifted, labels[..., None], axis=-1)
+    return xp.sum(xp.log(sum_e) - picked) / n, (e, sum_e, labels)
+
+
+def softmax_cross_entropy_backward(e, sum_e, target):
+    """``dL/dz = (softmax(z) - t) / positions``, ``t`` the one-hot rows of integer labels (target rows have
+    the logits' dtype, labels an integer one)."""
+    t = target if target.dtype == e.dtype else one_hot(target, e.shape[-1], e.dtype)
+    return (e / sum_e - t) / math.prod(e.shape[:-1])
 
 
 def _class_targets(name, logits, target, xp):

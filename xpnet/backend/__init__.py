@@ -21,7 +21,8 @@ This file only re-exports.
     array([[2., 4.]], dtype=float32)
 """
 
-from .arrays import ROUTINES, host_rng, is_array, is_host_array, namespace, random_uniform, routine, to_numpy
+from .arrays import (ROUTINES, dispatch, host_rng, is_array, is_host_array, namespace, random_uniform, routine,
+                     to_numpy)
 from .devices import (Device, DeviceUnavailableError, cuda_count, cuda_devices, cuda_status, device, device_of,
                       parse_backend, parse_device)
 from .protocol import Backend, Reason
@@ -31,7 +32,7 @@ from .runtime import (DeviceOutOfMemoryError, available_backends, free_memory_po
 
 __all__ = [
     "BACKENDS", "LIBRARIES", "ROUTINES", "Backend", "Device", "DeviceOutOfMemoryError", "DeviceUnavailableError",
-    "Reason", "available_backends", "cuda_count", "cuda_devices", "cuda_status", "device", "device_of",
+    "Reason", "available_backends", "cuda_count", "cuda_devices", "cuda_status", "device", "device_of", "dispatch",
     "free_memory_pool", "host_rng", "is_array", "is_host_array", "is_out_of_memory", "memory_pool_bytes",
     "namespace", "nccl_allreduce", "parse_backend", "parse_device", "random_uniform", "routine", "synchronize",
     "to_numpy",

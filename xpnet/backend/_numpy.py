@@ -5,8 +5,11 @@ from __future__ import annotations
 import array_api_compat
 import numpy as np
 
-from . import _numpy_sequence
-from .protocol import Backend, cache_sized_chunk
+# (by their full names: `from . import` would import the package, whose __init__ is what imports this module)
+import xpnet.backend._numpy_layers as _numpy_layers
+import xpnet.backend._numpy_sequence as _numpy_sequence
+import xpnet.backend._numpy_windows as _numpy_windows
+from .protocol import Backend
 
 
 class NumPy(Backend):
@@ -45,10 +48,10 @@ class NumPy(Backend):
 
         NumPy's matmul does not send an inner dimension of 1 to BLAS (~220 us for 784x200 float32), and the
         broadcast ``a.T * b`` runs ~75 us; ``numpy.dot`` calls BLAS gemm (~40 us), with the same products
-        (one per entry, nothing summed). ``None`` for more rows, where matmul already uses BLAS.
+        (one per entry, nothing summed). More rows: :meth:`matmul`'s.
         """
         if a.shape[0] != 1:
-            return None
+            return _numpy_layers.matmul(a.T, b)
         return np.dot(a.T, b)
 
     def scatter_add(self, ids, values, rows):
@@ -79,6 +82,12 @@ class NumPy(Backend):
         """
         return False
 
+    # -- the layers' heavy passes, on all cores: backend/_numpy_windows.py and backend/_numpy_layers.py ----
+    def random_uniform(self, xp, native, seed, shape: tuple, dtype: str):
+        """The default's numbers (``default_rng(seed).random``), drawn in runs on all cores."""
+        drawn = _numpy_layers.random_uniform(seed, shape, dtype)
+        return drawn if drawn is not None else super().random_uniform(xp, native, seed, shape, dtype)
+
     # -- the transformer's LayerNorm, GELU and attention softmax, in fewer passes: _numpy_sequence.py ------
     layer_norm = staticmethod(_numpy_sequence.layer_norm)
     layer_norm_backward = staticmethod(_numpy_sequence.layer_norm_backward)
@@ -87,48 +96,21 @@ class NumPy(Backend):
     attention_softmax = staticmethod(_numpy_sequence.attention_softmax)
     attention_softmax_backward = staticmethod(_numpy_sequence.attention_softmax_backward)
 
-    # -- the convolution layers' windows (xpnet.layers.windows), through NumPy's strides -------------------
-    # The generic lines stack kh*kw sliced views and undo them by adding zero-framed pieces (no scatter, no
-    # writes: JAX runs them too). On NumPy a strided view and slice-adds into one zeroed buffer do the same
-    # with fewer passes over memory (Chainer's col2im): at batch 64 of the MNIST preset's second convolution,
-    # col2im takes 12 ms instead of 22 ms.
-
-    def im2col_chunk(self, x, sample_elements):
-        """Chunks of ``Conv2D``'s columns that stay in the CPU's cache (:func:`.protocol.cache_sized_chunk`)."""
-        return cache_sized_chunk(sample_elements, x.shape[0])
-
-    def im2col(self, x, kernel, stride, out):
-        """``(N, C, kh*kw, OH, OW)``, C-contiguous: ``cols[n, c, i*kw + j, p, q] = x[n, c, i + sh*p, j + sw*q]``."""
-        (kh, kw), (sh, sw), (oh, ow) = kernel, stride, out
-        n, c = x.shape[:2]
-        # (N, C, H-kh+1, W-kw+1, kh, kw) as a view; the stride picks the rows and columns windows start at
-        view = np.lib.stride_tricks.sliding_window_view(x, (kh, kw), axis=(2, 3))[:, :, :sh * (oh - 1) + 1:sh,
-                                                                                   :sw * (ow - 1) + 1:sw]
-        cols = np.empty((n, c, kh, kw, oh, ow), dtype=x.dtype)
-        cols[...] = view.transpose(0, 1, 4, 5, 2, 3)  # one copy, straight into the layout the product wants
-        return cols.reshape(n, c, kh * kw, oh, ow)
-
-    def col2im(self, cols, kernel, stride, size):
-        """The transpose of :meth:`im2col`, as the generic ``col2im`` takes it: ``cols`` (N, kh*kw, C, OH, OW)
-        holds ``kh*kw`` pieces in row-major kernel order; the result (N, C, H, W) holds at each pixel the sum
-        of the pieces' entries taken from it."""
-        (kh, kw), (sh, sw), (h, w) = kernel, stride, size
-        n, _, c, oh, ow = cols.shape
-        pieces = [cols[:, k] for k in range(kh * kw)]
-        if (sh, sw) == (kh, kw):
-            # Windows that tile the image (pooling's default) never share a pixel: each piece is written, not
-            # added, and only rows and columns no window reached need zeros.
-            img = np.empty((n, c, h, w), dtype=cols.dtype)
-            img[:, :, oh * kh:, :] = 0
-            img[:, :, :oh * kh, ow * kw:] = 0
-            for k, piece in enumerate(pieces):
-                img[:, :, k // kw:oh * kh:kh, k % kw:ow * kw:kw] = piece
-            return img
-        img = np.zeros((n, c, h, w), dtype=cols.dtype)
-        for i in range(kh):
-            for j in range(kw):
-                img[:, :, i:i + sh * (oh - 1) + 1:sh, j:j + sw * (ow - 1) + 1:sw] += pieces[i * kw + j]
-        return img
+    # (plain functions, not methods: a batch-1 step calls some of them several times)
+    matmul = staticmethod(_numpy_layers.matmul)
+    im2col_chunk = staticmethod(_numpy_windows.im2col_chunk)
+    im2col = staticmethod(_numpy_windows.im2col)
+    col2im = staticmethod(_numpy_windows.col2im)
+    conv2d_forward = staticmethod(_numpy_windows.conv2d_forward)
+    conv2d_backward = staticmethod(_numpy_windows.conv2d_backward)
+    max_pool2d = staticmethod(_numpy_windows.max_pool2d)
+    max_pool2d_backward = staticmethod(_numpy_windows.max_pool2d_backward)
+    relu = staticmethod(_numpy_layers.relu)
+    relu_backward = staticmethod(_numpy_layers.relu_backward)
+    dropout = staticmethod(_numpy_layers.dropout)
+    dropout_backward = staticmethod(_numpy_layers.dropout_backward)
+    softmax_cross_entropy = staticmethod(_numpy_layers.softmax_cross_entropy)
+    softmax_cross_entropy_backward = staticmethod(_numpy_layers.softmax_cross_entropy_backward)
 
 
 BACKEND = NumPy()

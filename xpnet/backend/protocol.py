@@ -41,8 +41,9 @@ class Backend(abc.ABC):
     :meth:`prove`, :meth:`check_dtype`, :meth:`asarray`, :meth:`random_uniform`, :meth:`context`,
     :meth:`to_numpy`, :meth:`synchronize`, :meth:`memory_pool_bytes`, :meth:`free_memory_pool`,
     :meth:`nccl_gpu`, :meth:`nccl_allreduce`, :meth:`device_names` and the layer routines
-    :attr:`matmul_tn`, :attr:`im2col`, :attr:`col2im`,
-    :attr:`im2col_chunk`, :attr:`scatter_add`, :attr:`step_at_once`.
+    (:data:`xpnet.backend.ROUTINES`: :attr:`matmul_tn`, :attr:`im2col`, :attr:`col2im`, :attr:`im2col_chunk`,
+    :attr:`conv2d_forward`, :attr:`relu`, :attr:`scatter_add`,
+    :attr:`step_at_once`, ...).
     """
 
     @property
@@ -157,12 +158,23 @@ class Backend(abc.ABC):
 
     # The layer routines (:data:`xpnet.backend.ROUTINES`): ``None`` where the library has no faster way of
     # its own and the layer runs its generic Array API lines. Signatures: those of the generic code.
+    matmul: Callable[..., Any] | None = None
     matmul_tn: Callable[..., Any] | None = None
     im2col: Callable[..., Any] | None = None
     col2im: Callable[..., Any] | None = None
     im2col_chunk: Callable[..., Any] | None = None
     scatter_add: Callable[..., Any] | None = None
     step_at_once: Callable[..., Any] | None = None
+    conv2d_forward: Callable[..., Any] | None = None
+    conv2d_backward: Callable[..., Any] | None = None
+    max_pool2d: Callable[..., Any] | None = None
+    max_pool2d_backward: Callable[..., Any] | None = None
+    relu: Callable[..., Any] | None = None
+    relu_backward: Callable[..., Any] | None = None
+    dropout: Callable[..., Any] | None = None
+    dropout_backward: Callable[..., Any] | None = None
+    softmax_cross_entropy: Callable[..., Any] | None = None
+    softmax_cross_entropy_backward: Callable[..., Any] | None = None
     layer_norm: Callable[..., Any] | None = None
     layer_norm_backward: Callable[..., Any] | None = None
     gelu: Callable[..., Any] | None = None

@@ -17,6 +17,7 @@ from ..layers import model_input_shape
 from ..model import load
 from ..validation import output_width
 from .data import as_targets, load_data
+from .gpt import evaluate_gpt
 from .presets import LOSSES
 
 
@@ -31,6 +32,8 @@ def _input_width(model) -> int | None:
 def cmd_evaluate(args) -> int:
     model = load(args.model, device=args.device, backend=args.backend)
     meta = model.metadata
+    if meta.get("model") == "gpt":  # a text's windows, not rows: cli/gpt.py
+        return evaluate_gpt(args, model)
     if args.dataset is None:
         args.dataset = meta.get("dataset") if meta.get("dataset") in datasets.DATASETS else "mnist"
     loss_name = args.loss or _loss_name(model, args.model)

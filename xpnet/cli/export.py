@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import sys
 
-from ..layers import input_layer, model_input_shape
+from ..layers import input_layer, model_input_dtype, model_input_shape
 from ..model import load
 from ..onnx import export_onnx
 
@@ -21,8 +21,8 @@ def _input_shape(model, path):
     Reshape to a fixed shape takes, as in --model cnn; ``None`` for export_onnx's any width where all its layers
     keep any shape), or an error that names --input-shape."""
     first, shape = input_layer(model.layers), model_input_shape(model.layers)
-    if first is None or shape is not None:
-        return shape
+    if first is None or shape is not None or model_input_dtype(model.layers) is not None:
+        return shape  # (token ids: export_onnx names the length axis, so the file takes any length)
     example = first.example_input_shape
     hint = "" if example is None else (", e.g. --input-shape " + ",".join(map(str, example))
                                        + (" (channels, height, width)" if len(example) == 3 else ""))

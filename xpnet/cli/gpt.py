@@ -111,7 +111,7 @@ def _headline(args, model, vocab, train, val, dev, comm) -> str:
     size = sum(math.prod(p.shape) for p in model.parameters().values())
     ranks = (f", {comm.size} ranks" if comm else "") + (f", {args.threads} threads" if args.threads else "")
     return (f"xpnet: training a GPT of {args.n_layer} blocks, {args.n_head} heads, {args.n_embd} wide, block "
-            f"{args.block_size}, dropout {args.dropout:g} ({size / 1e6:.2f}M parameters, tied embeddings) on "
+            f"{args.block_size}, dropout {args.dropout:g} ({size:,} parameters, tied embeddings) on "
             f"{args.dataset}: {train.shape[0]:,} train / {val.shape[0]:,} val characters, {vocab.size} symbols; AdamW "
             f"lr {args.lr:g} betas {BETAS} weight decay {args.weight_decay:g} on matrices, clip {CLIP:g}, "
             f"{args.warmup} warm-up steps then a cosine to {args.lr * MIN_LR:g} over {args.steps} steps, batch "
@@ -135,6 +135,23 @@ def step_line(epoch: int, epochs: int, steps: int, logs: dict) -> str:
     return (f"step {epoch * steps}/{epochs * steps}: train loss {logs['train_loss']:.4f}, val loss "
             f"{logs['val_loss']:.4f}  (mean loss of the steps {logs['loss']:.4f}, {1000 * logs['seconds'] / steps:.0f} "
             f"ms a step)")
+
+
+def evaluate_gpt(args, model) -> int:
+    """``xpnet evaluate`` of a model ``xpnet train --model gpt`` saved: its loss on the same fixed windows its
+    training reported on (``--eval-iters`` batches of its batch size; ``--split test``: the validation text)."""
+    meta = model.metadata
+    if args.dataset not in (None, meta.get("dataset")):
+        raise ValueError(f"{args.model} is a GPT trained on {meta.get('dataset')}; it evaluates on that text only "
+                         f"(leave --dataset out)")
+    train, val, _ = datasets.load_text(meta["dataset"], data_dir=args.data_dir, download=not args.no_download)
+    ids, name = (train, "training") if args.split == "train" else (val, "validation")
+    result = model.evaluate(TextWindows(ids, meta["block_size"]), loss="softmax_cross_entropy",
+                            batch_size=meta["batch_size"], steps=meta["eval_iters"])
+    print(f"{'train' if args.split == 'train' else 'val'} loss {result['loss']:.4f}  ({meta['eval_iters']} batches "
+          f"of {meta['batch_size']} windows of {meta['block_size']} characters of {meta['dataset']}'s {name} text, "
+          f"{model.device})")
+    return 0
 
 
 def cmd_generate(args) -> int:

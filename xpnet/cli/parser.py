@@ -212,7 +212,8 @@ GPT_OPTIONS = [  # --model gpt only; the defaults (GPT) are nanoGPT's baby Shake
                                 help=f"print train and val loss every N steps, a divisor of --steps (default "
                                      f"{GPT['eval_interval']}); checkpoints are written then too")),
     (("--eval-iters",), dict(type=_positive_int, metavar="N",
-                             help=f"batches of fixed windows each loss is the mean over (default {GPT['eval_iters']})")),
+                             help=f"batches of fixed windows each loss is the mean over (default "
+                                  f"{GPT['eval_iters']})")),
 ]
 EVALUATE_OPTIONS = [
     (("--split",), dict(choices=("test", "train"), default="test", help="which split (default test)")),

@@ -62,13 +62,22 @@ class ReLU(Layer):
     def forward(self, x, training=False):
         # Only y is kept: the next layer keeps the same array as its input, so the ReLU holds no memory of
         # its own (a cast mask kept from here was a (batch, features) array more at the peak).
-        self._y = array_namespace(x).maximum(x, 0.0)
+        self._y = backend.dispatch("relu", relu, x)
         return self._y
 
     def backward(self, dy):
-        xp = array_namespace(dy)
-        # bool * float is not in the standard, hence the cast. [y > 0] is [x > 0].
-        return dy * xp.astype(self._y > 0.0, dy.dtype)
+        return backend.dispatch("relu_backward", relu_backward, dy, self._y)
+
+
+def relu(x):
+    """``max(x, 0)``."""
+    return array_namespace(x).maximum(x, 0.0)
+
+
+def relu_backward(dy, y):
+    """``dy * [y > 0]`` for ``y = relu(x)`` (``[y > 0]`` is ``[x > 0]``)."""
+    # bool * float is not in the standard, hence the cast.
+    return dy * array_namespace(dy).astype(y > 0.0, dy.dtype)
 
 
 @register_layer

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from array_api_compat import array_namespace
 
+from .. import backend
 from .. import init as initializers
 from ..inplace import add_
 from ..arguments import check_count
@@ -88,74 +89,30 @@ class Conv2D(Layer):
             return fast_im2col_chunk(xpad, per_sample)
         return samples_within(self.im2col_budget, per_sample, xpad.shape[0])
 
-    def _columns(self, xpad, out):
-        """(n, C*kh*kw, OH*OW): the im2col matrix of each sample."""
-        n = xpad.shape[0]
-        cols = fast_im2col(xpad, self.kernel_size, self.stride, out)
-        return array_namespace(xpad).reshape(cols, (n, cols.shape[1] * cols.shape[2], out[0] * out[1]))
-
     def forward(self, x, training=False):
         out = self.compute_output_shape(x.shape)[2:]
-        xp = array_namespace(x)
-        n = x.shape[0]
-        W2 = xp.reshape(self.params["W"], (self.out_channels, -1))
         xpad = pad2d(x, *self.padding)
-        step = self._chunk(xpad, out)
-        if step == n:
-            cols = self._columns(xpad, out)
-            y = W2 @ cols
-        else:
-            cols = None  # rebuilt chunk by chunk in backward: never all of them at once
-            y = xp.concat([W2 @ self._columns(xpad[s:e, ...], out) for s, e in chunk_bounds(n, step)], axis=0)
-        y = xp.reshape(y, (n, self.out_channels, *out))
-        if self.bias:  # into the product's fresh memory where it is writeable
-            y = add_(y, xp.reshape(self.params["b"], (self.out_channels, 1, 1)))
+        b = self.params["b"] if self.bias else None
+        y, cols = backend.dispatch("conv2d_forward", conv2d_forward, xpad, self.params["W"], b, self.stride, out,
+                                   self._chunk(xpad, out))
         self._cache = (xpad, cols, out, tuple(x.shape))
         return y
 
     def backward(self, dy):
         """With ``dy2 = dy`` as (N, O, OH*OW): ``dW = sum_n dy2[n] @ cols[n]^T``, ``db = sum_{n,p,q} dy``,
         and ``dx = col2im(W2^T @ dy2[n])`` cut back from the padded frame."""
-        xp = array_namespace(dy)
         xpad, cols, out, in_shape = self._cache
-        n = dy.shape[0]
-        dy2 = xp.reshape(dy, (n, self.out_channels, out[0] * out[1]))
-        chunks = [(0, n)] if cols is not None else chunk_bounds(n, self._chunk(xpad, out))
-        W2T = self._w2t_by_offset(xp) if self.input_grad else None
-        dW, dxs = None, []
-        for s, e in chunks:
-            c = cols if cols is not None else self._columns(xpad[s:e, ...], out)
-            g = dy2 if len(chunks) == 1 else dy2[s:e, ...]
-            part = xp.sum(g @ xp.matrix_transpose(c), axis=0)  # (O, C*kh*kw), no (O, N*P) copy of dy
-            dW = part if dW is None else dW + part
-            if self.input_grad:
-                dxs.append(self._col2im(W2T @ g, xpad.shape))
+        step = xpad.shape[0] if cols is not None else self._chunk(xpad, out)
+        dW, db, dx = backend.dispatch("conv2d_backward", conv2d_backward, dy, xpad, cols, self.params["W"],
+                                      self.stride, out, step, self.bias, self.input_grad)
         self.grads.clear()
-        self.grads["W"] = xp.reshape(dW, self.params["W"].shape)
+        self.grads["W"] = dW
         if self.bias:
-            self.grads["b"] = xp.sum(dy, axis=(0, 2, 3))
+            self.grads["b"] = db
         if not self.input_grad:
             return None
-        dx = dxs[0] if len(dxs) == 1 else xp.concat(dxs, axis=0)
         (ph, pw), (h, w) = self.padding, in_shape[2:]
         return dx[:, :, ph:ph + h, pw:pw + w] if ph or pw else dx
-
-    def _w2t_by_offset(self, xp):
-        """W2^T with its rows in (i, j, c) order, as a C-ordered array: the columns' gradient W2T @ dy then
-        holds each kernel offset's piece as one block per sample, (C, OH, OW), which col2im reads straight
-        through (NumPy, the preset's batch 64 in chunks of 6: 7.6 ms against 10.0 ms)."""
-        # C-ordered because NumPy's stacked matmul leaves BLAS for a transposed 2-D operand (802 ms against
-        # 20 ms for (288, 64) @ (128, 64, 576)); flattening the permuted view copies it in order.
-        (kh, kw), cin = self.kernel_size, self.in_channels
-        W2T = xp.permute_dims(xp.reshape(self.params["W"], (self.out_channels, cin, kh * kw)), (2, 1, 0))
-        return xp.reshape(xp.reshape(W2T, (-1,)), (kh * kw * cin, self.out_channels))
-
-    def _col2im(self, dcols, padded_shape):
-        """``dcols`` (n, kh*kw*C, OH*OW), rows in (i, j, c) order -> the input's gradient (n, C, H, W)."""
-        xp = array_namespace(dcols)
-        (kh, kw), (oh, ow) = self.kernel_size, self._cache[2]
-        d = xp.reshape(dcols, (dcols.shape[0], kh * kw, self.in_channels, oh, ow))
-        return fast_col2im(d, self.kernel_size, self.stride, padded_shape[2:])
 
     def get_config(self):
         return {"in_channels": self.in_channels, "out_channels": self.out_channels,
@@ -168,3 +125,62 @@ class Conv2D(Layer):
         if isinstance(name, str) and not initializers.is_known(name):
             config = {**config, "init": saved_by_name(name, "Conv2D")}
         return cls(**config)
+
+
+def _columns(xpad, kernel, stride, out):
+    """(n, C*kh*kw, OH*OW): the im2col matrix of each sample."""
+    cols = fast_im2col(xpad, kernel, stride, out)
+    return array_namespace(xpad).reshape(cols, (xpad.shape[0], cols.shape[1] * cols.shape[2], out[0] * out[1]))
+
+
+def conv2d_forward(xpad, W, b, stride, out, step):
+    """``(y, cols)``: the convolution of the padded input ``xpad`` (N, C, H, W) with ``W`` (O, C, kh, kw),
+    plus ``b`` (O,) unless ``None``, built ``step`` samples at a time; ``cols`` the columns where the batch
+    was one chunk (the backward pass takes them), else ``None`` (never all of them at once)."""
+    xp = array_namespace(xpad)
+    n, o, kernel = xpad.shape[0], W.shape[0], tuple(W.shape[2:])
+    W2 = xp.reshape(W, (o, -1))
+    if step >= n:
+        cols = _columns(xpad, kernel, stride, out)
+        y = W2 @ cols
+    else:
+        cols = None
+        y = xp.concat([W2 @ _columns(xpad[s:e, ...], kernel, stride, out) for s, e in chunk_bounds(n, step)], axis=0)
+    y = xp.reshape(y, (n, o, *out))
+    if b is not None:  # into the product's fresh memory where it is writeable
+        y = add_(y, xp.reshape(b, (o, 1, 1)))
+    return y, cols
+
+
+def conv2d_backward(dy, xpad, cols, W, stride, out, step, bias: bool, input_grad: bool):
+    """``(dW, db, dxpad)`` for the output's gradient ``dy``: ``db`` ``None`` without ``bias``, ``dxpad`` (the
+    padded input's gradient) ``None`` without ``input_grad``; ``cols`` :func:`conv2d_forward`'s, or ``None``
+    to build them again ``step`` samples at a time."""
+    xp = array_namespace(dy)
+    n, o, kernel = dy.shape[0], W.shape[0], tuple(W.shape[2:])
+    dy2 = xp.reshape(dy, (n, o, out[0] * out[1]))
+    chunks = [(0, n)] if cols is not None else chunk_bounds(n, step)
+    W2T = _w2t_by_offset(xp, W) if input_grad else None
+    dW, dxs = None, []
+    for s, e in chunks:
+        c = cols if cols is not None else _columns(xpad[s:e, ...], kernel, stride, out)
+        g = dy2 if len(chunks) == 1 else dy2[s:e, ...]
+        part = xp.sum(g @ xp.matrix_transpose(c), axis=0)  # (O, C*kh*kw), no (O, N*P) copy of dy
+        dW = part if dW is None else dW + part
+        if input_grad:
+            d = xp.reshape(W2T @ g, (e - s, kernel[0] * kernel[1], W.shape[1], *out))
+            dxs.append(fast_col2im(d, kernel, stride, xpad.shape[2:]))
+    db = xp.sum(dy, axis=(0, 2, 3)) if bias else None
+    dx = (dxs[0] if len(dxs) == 1 else xp.concat(dxs, axis=0)) if input_grad else None
+    return xp.reshape(dW, W.shape), db, dx
+
+
+def _w2t_by_offset(xp, W):
+    """W2^T with its rows in (i, j, c) order, as a C-ordered array: the columns' gradient W2T @ dy then
+    holds each kernel offset's piece as one block per sample, (C, OH, OW), which col2im reads straight
+    through (NumPy, the preset's batch 64 in chunks of 6: 7.6 ms against 10.0 ms)."""
+    # C-ordered because NumPy's stacked matmul leaves BLAS for a transposed 2-D operand (802 ms against
+    # 20 ms for (288, 64) @ (128, 64, 576)); flattening the permuted view copies it in order.
+    o, cin = W.shape[0], W.shape[1]
+    W2T = xp.permute_dims(xp.reshape(W, (o, cin, W.shape[2] * W.shape[3])), (2, 1, 0))
+    return xp.reshape(xp.reshape(W2T, (-1,)), (W.shape[2] * W.shape[3] * cin, o))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from array_api_compat import array_namespace, device
 
+from .. import backend
 from ..inplace import mul_
 from .base import Layer, register_layer
 from .windows import check_image, fast_col2im, output_hw, pair, windows
@@ -46,36 +47,50 @@ class MaxPool2D(_Pool2D):
     """
 
     def forward(self, x, training=False):
-        xp = array_namespace(x)
-        views, out = self._windows(x)
-        # A running maximum over the views, keeping where it grew: one compare and one maximum per window
-        # position over (N, C, OH, OW). Stacking the views instead copied the input, then max and argmax
-        # each reduced over a strided axis (at batch 64 of the MNIST preset: 18 ms -> 5 ms); and where()
-        # to track an index costs NumPy more than the two passes together. maximum() keeps a NaN, as
-        # torch's max_pool2d does.
-        best, grew = views[0], []
-        for v in views[1:]:
-            grew.append(v > best)
-            best = xp.maximum(best, v)
-        self._cache = (grew, out, tuple(x.shape))
-        return best if grew else xp.asarray(best, copy=True)  # never a view of the input
+        out = self.compute_output_shape(x.shape)[2:]
+        y, state = backend.dispatch("max_pool2d", max_pool2d, x, self.kernel_size, self.stride, out)
+        self._cache = (state, tuple(x.shape))
+        return y
 
     def backward(self, dy):
         if not self.input_grad:
             return None
-        xp = array_namespace(dy)
-        grew, out, shape = self._cache
-        # The first maximum is at the last position where the running maximum grew (strictly), else at 0.
-        firsts, later = [], None
-        for g in reversed(grew):
-            firsts.append(g if later is None else xp.logical_and(g, xp.logical_not(later)))
-            later = g if later is None else xp.logical_or(later, g)
-        cols = xp.reshape(dy, (dy.shape[0], 1, *dy.shape[1:]))  # (N, 1, C, OH, OW)
-        if later is not None:  # the window's kh*kw pieces at once: one cast and one product, into the cast's
-            # fresh memory (NumPy, the preset at batch 64: 0.6 ms; a new product array 3.6 ms, page-faulted in)
-            firsts.append(xp.logical_not(later))
-            cols = mul_(xp.astype(xp.stack(firsts[::-1], axis=1), dy.dtype), cols)
-        return fast_col2im(cols, self.kernel_size, self.stride, shape[2:])
+        state, shape = self._cache
+        return backend.dispatch("max_pool2d_backward", max_pool2d_backward, dy, state, self.kernel_size,
+                                self.stride, shape)
+
+
+def max_pool2d(x, kernel, stride, out):
+    """``(y, grew)``: the maximum of each window of ``x`` (N, C, H, W), and where the running maximum grew
+    (what :func:`max_pool2d_backward` needs)."""
+    xp = array_namespace(x)
+    views = windows(x, kernel, stride, out)
+    # A running maximum over the views, keeping where it grew: one compare and one maximum per window
+    # position over (N, C, OH, OW). Stacking the views instead copied the input, then max and argmax
+    # each reduced over a strided axis (at batch 64 of the MNIST preset: 18 ms -> 5 ms); and where()
+    # to track an index costs NumPy more than the two passes together. maximum() keeps a NaN, as
+    # torch's max_pool2d does.
+    best, grew = views[0], []
+    for v in views[1:]:
+        grew.append(v > best)
+        best = xp.maximum(best, v)
+    return (best if grew else xp.asarray(best, copy=True)), grew  # never a view of the input
+
+
+def max_pool2d_backward(dy, grew, kernel, stride, shape):
+    """The input's gradient (``shape``): each window's ``dy`` to its first maximum."""
+    xp = array_namespace(dy)
+    # The first maximum is at the last position where the running maximum grew (strictly), else at 0.
+    firsts, later = [], None
+    for g in reversed(grew):
+        firsts.append(g if later is None else xp.logical_and(g, xp.logical_not(later)))
+        later = g if later is None else xp.logical_or(later, g)
+    cols = xp.reshape(dy, (dy.shape[0], 1, *dy.shape[1:]))  # (N, 1, C, OH, OW)
+    if later is not None:  # the window's kh*kw pieces at once: one cast and one product, into the cast's
+        # fresh memory (NumPy, the preset at batch 64: 0.6 ms; a new product array 3.6 ms, page-faulted in)
+        firsts.append(xp.logical_not(later))
+        cols = mul_(xp.astype(xp.stack(firsts[::-1], axis=1), dy.dtype), cols)
+    return fast_col2im(cols, kernel, stride, shape[2:])
 
 
 @register_layer

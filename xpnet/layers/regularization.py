@@ -57,13 +57,13 @@ class Dropout(Layer):
         if not training or self.p == 0.0:
             self._mask = None
             return x
-        self._mask = self._stream.mask(x, x.shape, self.p)
-        return x * self._mask
+        y, self._mask = backend.dispatch("dropout", dropout, x, self._stream.uniform(x, x.shape), self.p)
+        return y
 
     def backward(self, dy):
         if not self.input_grad:
             return None
-        return dy if self._mask is None else dy * self._mask
+        return dy if self._mask is None else backend.dispatch("dropout_backward", dropout_backward, dy, self._mask)
 
     def rng_state(self) -> dict:
         """``{"key": int, "counter": int}``: the random stream and how many masks it has drawn (JSON)."""
@@ -102,14 +102,17 @@ class MaskStream:
     def mask(self, like, shape, p: float):
         """The next mask of ``shape``: 0 with probability ``p``, else ``1 / (1 - p)``, in ``like``'s dtype and
         on its device (keeping the scale, the backward is one product)."""
+        return array_namespace(like).astype(self.uniform(like, shape) >= p, like.dtype) * (1.0 / (1.0 - p))
+
+    def uniform(self, like, shape):
+        """The next draw of the stream: uniform numbers in [0, 1) of ``shape`` on ``like``'s device, float32
+        whatever ``like``'s dtype (the mask needs only the comparison, and both dtypes get the same masks)."""
         if self.key is None:
             raise RuntimeError(f"{self.owner}: the layer has no random stream yet; build it first "
                                f"(layer.build(device, rng)) or put it in a Sequential, which does")
-        xp = array_namespace(like)
-        # float32 whatever the dtype: the mask needs only the comparison, and both dtypes get the same masks
         u = backend.random_uniform(backend.device_of(like), self.key, self.counter, shape, "float32")
         self.counter += 1
-        return xp.astype(u >= p, like.dtype) * (1.0 / (1.0 - p))
+        return u
 
     def state(self) -> dict:
         return {"key": self.key, "counter": self.counter}
@@ -125,6 +128,18 @@ class MaskStream:
                 raise ValueError(f"{where}: {name} must be an int "
                                  f"{'in [0, 2**63)' if limit else '>= 0'}, got {value!r}")
         self.key, self.counter = key, counter
+
+
+def dropout(x, u, p: float):
+    """``(x * mask, mask)`` with ``mask = [u >= p] / (1 - p)`` in x's dtype, for uniform numbers ``u`` of x's
+    shape. The mask keeps its 1/(1-p) so that the backward pass is one product."""
+    mask = array_namespace(x).astype(u >= p, x.dtype) * (1.0 / (1.0 - p))
+    return x * mask, mask
+
+
+def dropout_backward(dy, mask):
+    """``dy * mask``."""
+    return dy * mask
 
 
 def _stream_key(rng) -> int:
