@@ -13,6 +13,8 @@ backward, clipping, AdamW at the step's learning rate.
   show what fit's own bookkeeping costs;
 - ``xpnet:numpy:threads`` (``--threads`` above 1 on the CPU): ``fit(distributed=Threads(threads))``, each
   thread its share of the 12 windows with one BLAS thread;
+- ``xpnet:<backend>@baseline`` (``--baseline DIR``): ``xpnet:<backend>`` run from another xpnet checkout (the
+  commit before a change): before and after, interleaved in one run;
 - ``pytorch``: ``tests/torch_gpt.py``, the PyTorch reference GPT (``torch.nn`` modules,
   ``scaled_dot_product_attention``) and its training rule, in an eager loop;
 - ``nanogpt`` (``--nanogpt DIR``, CPU only): nanoGPT's own ``train.py`` from a checkout of it (with
@@ -36,13 +38,16 @@ high-water mark once data, libraries and weights are loaded, and reports ``VmHWM
 resident memory a pass adds at its peak (Linux only). ``--device cuda`` runs xpnet on CuPy (or ``--backend
 torch``) against the PyTorch reference on CUDA (AdamW fused, as nanoGPT takes it there), the windows gathered
 on the GPU, each pass ending with a synchronization; peak memory is then the growth of each library's memory
-pool over one pass (CuPy's ``total_bytes()``, torch's ``max_memory_reserved``).
+pool over one pass (CuPy's ``total_bytes()``, torch's ``max_memory_reserved``). A ``fit`` runner's pass includes
+fit putting the training ids on the device as int64 (7.7 MiB for tiny Shakespeare), which the other runners
+do before the pass.
 
 ``--layers`` times each layer's forward and backward pass (and the loss and the optimizer) of xpnet's step in
 this process instead, to show where a step's time goes.
 
     python benchmarks/bench_gpt.py --threads 2                              # xpnet numpy vs PyTorch
     python benchmarks/bench_gpt.py --threads 2 --backend numpy,torch --loop --nanogpt ../nanoGPT --json gpt.json
+    python benchmarks/bench_gpt.py --threads 1 --baseline ../xpnet-main     # before and after a change
     python benchmarks/bench_gpt.py --threads 1 --layers                     # where xpnet's step goes
     python benchmarks/bench_gpt.py --device cuda --json bench-gpt.json      # ci/gpu.sh's step
 
@@ -74,6 +79,7 @@ NANOGPT_COMMAND = ("train.py config/train_shakespeare_char.py --device=cpu --com
                    "--block_size=64 --batch_size=12 --n_layer=4 --n_head=4 --n_embd=128 --max_iters=2000 "
                    "--lr_decay_iters=2000 --dropout=0.0")
 """The issue's reference command (nanoGPT's README's CPU run at the baby size); a pass replaces --max_iters."""
+NANOGPT_FILES = (("train.py",), ("data", "shakespeare_char", "train.bin"))
 
 
 def parse_args(argv=None):
@@ -105,9 +111,10 @@ def parse_args(argv=None):
         p.error("--nanogpt runs nanoGPT's CPU command: leave it out with --device cuda")
     if args.baseline and not os.path.isfile(os.path.join(args.baseline, "xpnet", "__init__.py")):
         p.error(f"--baseline {args.baseline}: no xpnet/__init__.py there; give the root of an xpnet checkout")
-    if args.nanogpt and not os.path.isfile(os.path.join(args.nanogpt, "train.py")):
-        p.error(f"--nanogpt {args.nanogpt}: no train.py there; give the folder of a nanoGPT checkout whose "
-                f"data/shakespeare_char/ is prepared (python data/shakespeare_char/prepare.py)")
+    if args.nanogpt and not all(os.path.isfile(os.path.join(args.nanogpt, *f)) for f in NANOGPT_FILES):
+        p.error(f"--nanogpt {args.nanogpt}: no {' or '.join(os.path.join(*f) for f in NANOGPT_FILES)} there; give the "
+                f"folder of a nanoGPT checkout whose data/shakespeare_char/ is prepared (python "
+                f"data/shakespeare_char/prepare.py there)")
     return args
 
 
