@@ -35,8 +35,9 @@ def _bounds(batch: int, step: int) -> list[tuple[int, int]]:
 
 
 def im2col_chunk(x, sample_elements: int) -> int:
-    """Samples per chunk: as many as keep the columns in the cache (:func:`.protocol.cache_sized_chunk`)."""
-    return cache_sized_chunk(sample_elements, x.shape[0])
+    """Samples per chunk: as many as keep the columns in each thread's share of the cache
+    (:func:`.protocol.cache_sized_chunk`: 4 MiB of float32 on one thread, 2 MiB each on two, ...)."""
+    return cache_sized_chunk(sample_elements * threads(), x.shape[0])
 
 
 def im2col(x, kernel, stride, out):
