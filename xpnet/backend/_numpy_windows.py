@@ -212,5 +212,9 @@ def max_pool2d_backward(dy, state, kernel, stride, shape):
 
 
 def _pool_step(x) -> int:
-    """Samples per chunk of a pooling: ~2**18 input numbers (1 MiB in float32)."""
+    """Samples per chunk of a pooling: ~2**18 input numbers (1 MiB in float32) on several threads; the whole
+    batch on one (as the generic lines: fewer NumPy calls, which threads of ``distributed=Threads`` queue
+    for, under the GIL)."""
+    if threads() == 1:
+        return max(1, x.shape[0])
     return max(1, min(x.shape[0], 2**18 // max(1, math.prod(x.shape[1:]))))
