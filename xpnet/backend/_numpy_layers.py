@@ -30,8 +30,11 @@ def floats(*arrays) -> bool:
 
 
 def _runs(size: int) -> list[tuple[int, int]]:
-    """Runs of a flat pass: a few per thread (a thread the OS sets aside holds up less), none short."""
-    return chunks(size, min(4 * threads(), size // MIN_RUN))
+    """Runs of a flat pass: a few per thread (a thread the OS sets aside holds up less), none short; one
+    on one thread (each run is a NumPy call more, which threads of ``distributed=Threads`` queue for: the
+    GIL)."""
+    n = threads()
+    return [(0, size)] if n == 1 else chunks(size, min(4 * n, size // MIN_RUN))
 
 
 def _elementwise(fn, *arrays) -> None:

@@ -35,8 +35,9 @@ def _bounds(batch: int, step: int) -> list[tuple[int, int]]:
 
 
 def im2col_chunk(x, sample_elements: int) -> int:
-    """Samples per chunk: as many as keep the columns in the cache (:func:`.protocol.cache_sized_chunk`)."""
-    return cache_sized_chunk(sample_elements, x.shape[0])
+    """Samples per chunk: as many as keep the columns in each thread's share of the cache
+    (:func:`.protocol.cache_sized_chunk`: 4 MiB of float32 on one thread, 2 MiB each on two, ...)."""
+    return cache_sized_chunk(sample_elements * threads(), x.shape[0])
 
 
 def im2col(x, kernel, stride, out):
@@ -211,5 +212,9 @@ def max_pool2d_backward(dy, state, kernel, stride, shape):
 
 
 def _pool_step(x) -> int:
-    """Samples per chunk of a pooling: ~2**18 input numbers (1 MiB in float32)."""
+    """Samples per chunk of a pooling: ~2**18 input numbers (1 MiB in float32) on several threads; the whole
+    batch on one (as the generic lines: fewer NumPy calls, which threads of ``distributed=Threads`` queue
+    for, under the GIL)."""
+    if threads() == 1:
+        return max(1, x.shape[0])
     return max(1, min(x.shape[0], 2**18 // max(1, math.prod(x.shape[1:]))))
