@@ -1,30 +1,26 @@
 """Optimizers: ``step(params, grads)`` updates every parameter from its gradient, written once.
 
-``params`` is a mutable mapping ``name -> array`` (``model.parameters()``) and ``grads`` the matching
+``params`` is a mutable mapping ``name -> array`` (``model.parameters()``), ``grads`` the matching
 ``model.gradients()``. The standard does not promise that ``p -= u`` mutates ``p`` (array API 2024.12,
-gh-895; on an immutable library it only rebinds a local name), so the generic path stores the new
-array back under its key. Where the array is writeable (NumPy, CuPy, PyTorch) it is updated in place
-instead, and so is the optimizer state (``inplace``'s ``add_``, ``mul_``, ``div_``, chained as
-torch.optim chains ``mul_`` / ``add_`` / ``addcdiv_``): a step allocates one or two gradient-sized
-temporaries at a time (one more for an L2 ``weight_decay``) and no new state, and computes the same
-operations in the same order as the expressions in the docstrings, so on NumPy the same bits.
-Optimizer state lives on the device, as ``state[param name][slot]`` with torch.optim's slot names
-(``momentum_buffer``, ``exp_avg``, ``exp_avg_sq``, ``square_avg``); :meth:`Optimizer.state_dict` copies
-it to the host for a checkpoint and :meth:`Optimizer.load_state_dict` puts it back on the parameters'
-device.
-
-On a GPU a model's flat parameter buffer is stepped at once, with the same arithmetic (:mod:`xpnet.flatstate`);
-on a CPU, for plain dicts of arrays and on JAX, each array is stepped on its own.
+gh-895), so the generic path stores the new array back under its key; where the array is writeable
+(NumPy, CuPy, PyTorch) it and the optimizer state are updated in place (``inplace``'s ``add_``, ``mul_``,
+``div_``, chained as torch.optim chains them): the same operations in the same order as the docstrings'
+expressions, so on NumPy the same bits, with one or two gradient-sized temporaries and no new state.
+State lives on the device as ``state[param name][slot]`` with torch.optim's slot names
+(``momentum_buffer``, ``exp_avg``, ``exp_avg_sq``, ``square_avg``); :meth:`Optimizer.state_dict` copies it
+to the host, :meth:`Optimizer.load_state_dict` (checked by :mod:`xpnet.optimstate`) puts it back. On a GPU a
+model's flat parameter buffer is stepped at once, same arithmetic (:mod:`xpnet.flatstate`); on a CPU,
+for plain dicts of arrays and on JAX, each array on its own.
 """
 
 from __future__ import annotations
 
 import math
 
-from . import backend, flatstate
+from . import backend, flatstate, optimstate
 from .backend import namespace as array_namespace
 from .inplace import add_, div_, mul_
-from .arguments import check_number, is_count
+from .arguments import check_number
 from .clipping import clip_grad_norm
 
 DECAY_ON = ("all", "matrices")  # weight_decay_on's choices
@@ -136,39 +132,7 @@ class Optimizer:
         ``ValueError`` naming what does not fit (another optimizer class, an unknown slot or parameter,
         a shape); nothing is changed then.
         """
-        owner = f"{type(self).__name__}.load_state_dict"
-        if state.get("class") != type(self).__name__:
-            raise ValueError(f"{owner}: the state is of a {state.get('class')!r} optimizer, not a "
-                             f"{type(self).__name__}")
-        try:
-            fresh = type(self)(**state.get("config", {}))  # the constructor checks every value
-        except (TypeError, ValueError) as exc:
-            raise ValueError(f"{owner}: bad config {state.get('config')!r}: {exc}") from None
-        counters = dict(state.get("counters", {}))
-        if set(counters) != set(self.counters) or not all(
-                is_count(v) for v in counters.values()):
-            raise ValueError(f"{owner}: counters {counters!r}, expected non-negative ints {list(self.counters)}")
-        loaded: dict = {}
-        for key, host in state.get("state", {}).items():
-            slot, _, name = key.partition("/")
-            if slot not in fresh.slots() or name not in params:
-                raise ValueError(f"{owner}: state {key!r} is not '<slot>/<parameter>' with a slot of "
-                                 f"{fresh!r}: {list(fresh.slots())}, and a parameter of the model "
-                                 f"({', '.join(params)})")
-            p = params[name]
-            if tuple(host.shape) != tuple(p.shape):
-                raise ValueError(f"{owner}: state {key!r} has shape {tuple(host.shape)}, its parameter "
-                                 f"{tuple(p.shape)}")
-            dev = backend.device_of(p)
-            if host.dtype.name not in ("float32", "float64") or dev.dtype(host.dtype.name) != p.dtype:
-                raise ValueError(f"{owner}: state {key!r} is {host.dtype}, its parameter {p.dtype}")
-            # a copy of its own: steps update the state in place, and asarray may share the host memory
-            with dev.context():
-                loaded.setdefault(name, {})[slot] = dev.xp.asarray(dev.asarray(host, host.dtype.name), copy=True)
-        for name, slots in loaded.items():  # half a state (m without v) is no state a step can go on from
-            if set(slots) != set(fresh.slots()):
-                raise ValueError(f"{owner}: the state of {name} has {sorted(slots)}, but every parameter "
-                                 f"{fresh!r} has stepped has {sorted(fresh.slots())}")
+        fresh, counters, loaded = optimstate.checked(self, state, params)
         self.__dict__.update({k: getattr(fresh, k) for k in fresh.get_config()})
         self.__dict__.update(counters)
         self.state = loaded

@@ -29,8 +29,8 @@ PRESETS = {
     "tutorial": {"hidden": (200,), "activation": "sigmoid", "loss": "mse", "optimizer": "sgd", "lr": 0.1,
                  "batch_size": 1, "scale": "tutorial", "schedule": "constant"},
 }
-CNN_DROPOUT = (0.25, 0.5)
-GPT_ONLY = ("steps", "block_size", "n_layer", "n_head", "n_embd", "eval_interval", "eval_iters")  # cli/gpt.py's  # the cnn preset's dropout after its pooling and after its dense layer
+CNN_DROPOUT = (0.25, 0.5)  # the cnn preset's dropout after its pooling and after its dense layer
+GPT_ONLY = ("steps", "block_size", "n_layer", "n_head", "n_embd", "eval_interval", "eval_iters")  # cli/gpt.py's
 
 
 def tutorial_normal(shape, rng, device, dtype="float32"):
