@@ -7,7 +7,7 @@ An MNIST-sized MLP step (784-256-10, ReLU, softmax cross-entropy, SGD: forward, 
 batch 128 and 1024 on synthetic data, the configurations interleaved in one process, ms a step:
 
 * ``blas``: every product on BLAS's threads (as NumPy runs them);
-* ``split 2**25`` (the default): products of 2**25 multiply-adds or more on the pool, smaller on BLAS's threads;
+* ``split 2**25`` (the default until the GPT measured its products slower on the pool; now 2**26): products of 2**25 multiply-adds or more on the pool, smaller on BLAS's threads;
 * ``split 2**22``: from 2**22 on the pool, and from 2**18 (where OpenBLAS starts its threads) on one BLAS thread.
 
     python benchmarks/blas_threads.py                  # 2 threads (OPENBLAS_NUM_THREADS), 8 rounds

@@ -59,8 +59,10 @@ def _contiguous(*arrays) -> bool:
 # Dense products (75 M at batch 64), whose BLAS threads would spin for ~0.1 s after each call (OpenBLAS) and
 # take a core from the pool's next region. Smaller ones stay with BLAS's own threads: waking a pool thread
 # costs more than a short product gains (an MNIST MLP step at batch 128, its 784x256 products 26 M each:
-# 0.78 ms on BLAS's threads, 1.25 ms with them on the pool or on one BLAS thread; quiet 2-core VM).
-SPLIT_MACS = 2**25
+# 0.78 ms on BLAS's threads, 1.25 ms with them on the pool or on one BLAS thread; quiet 2-core VM), and so
+# do the GPT preset's (768x128 by 128x512, 50 M: 0.76 ms on BLAS's two threads, 0.92 ms cut over the pool;
+# 2**25 put them on the pool and doubled its Dense layers' time, 15.5 -> 32.7 ms a step).
+SPLIT_MACS = 2**26
 
 
 def matmul(a, b):
