@@ -179,48 +179,36 @@ class Sequential:
             evaluate_train: bool = False):
         """Train; returns a :class:`~xpnet.callbacks.History` with per-epoch loss and accuracy.
 
-        ``X``/``y`` may be NumPy arrays or arrays of the model's backend. They are moved to the device
-        once; each epoch is shuffled by a permutation drawn on the host (from ``seed``), and batches are
-        gathered on the device. The loss is read back to the host only when it is reported. ``loss`` must
-        be given (a name such as ``"softmax_cross_entropy"`` or a :class:`~xpnet.losses.Loss`), except when
-        resuming (the checkpoint's is used); ``optimizer`` defaults to ``"sgd"`` (the checkpoint's, when
-        resuming).
+        ``X``/``y`` (NumPy arrays or arrays of the model's backend) move to the device once; each epoch is
+        shuffled by a permutation drawn on the host (from ``seed``) and batches are gathered on the device.
+        ``loss`` (a name such as ``"softmax_cross_entropy"`` or a :class:`~xpnet.losses.Loss`) must be given
+        unless resuming; ``optimizer`` defaults to ``"sgd"`` (when resuming, the checkpoint's).
 
-        ``checkpoint_dir``: write ``checkpoint_dir/last.npz`` (:mod:`xpnet.checkpoint`) at the end of every
-        epoch, after the callbacks: the weights, the optimizer's state, the schedule, the history, the
-        random state, and the state of the callbacks that have one (``EarlyStopping``'s patience count,
-        best value and best weights; ``ModelCheckpoint``'s best value; where ``CSVLogger``'s file had got
-        to). ``resume_from``: a checkpoint to go on from; ``epochs`` counts the total (Keras'
-        ``initial_epoch``), so a run stopped after epoch k and resumed, given the same callbacks in the
-        same order, ends with the weights, the history and the callbacks' files of one that never
-        stopped, bit for bit on the CPU (a callback state that no callback given takes, or the reverse,
-        is a warning). The returned history holds every epoch. The arguments and the data are checked
-        before the checkpoint is loaded. An optimizer of another class than the checkpoint's is a
-        ``ValueError``; of the same class, it takes the checkpoint's configuration and state (a warning
-        names what differed).
+        ``checkpoint_dir``: write ``checkpoint_dir/last.npz`` (:mod:`xpnet.checkpoint`) after every epoch's
+        callbacks: weights, optimizer state, schedule, history, random state and the callbacks' states
+        (``EarlyStopping``'s patience and best weights, ``ModelCheckpoint``'s best value, ``CSVLogger``'s
+        place). ``resume_from``: a checkpoint to go on from; ``epochs`` counts the total (Keras'
+        ``initial_epoch``), so a run stopped after epoch k and resumed with the same callbacks ends as one
+        that never stopped, bit for bit on the CPU, history and callbacks' files included. Arguments and
+        data are checked before the checkpoint is loaded; an optimizer of another class than the
+        checkpoint's is a ``ValueError``, of the same class it takes the checkpoint's configuration and
+        state (a warning names what differed).
 
         ``validation_split`` holds out the last fraction of the rows (before shuffling, as Keras) and
         reports ``val_`` metrics on them; ``validation_data=(X_val, y_val)`` gives them instead.
-        ``metrics`` lists what to report besides the loss: ``"accuracy"``, ``"top_5_accuracy"`` (any k),
-        :class:`~xpnet.metrics.TopKAccuracy` (default: accuracy for class targets). ``schedule`` (a name
-        or a :mod:`xpnet.schedules` object) sets the optimizer's ``lr`` per epoch or per step.
-        ``callbacks`` take :mod:`xpnet.callbacks` objects (``EarlyStopping``, ``ModelCheckpoint``, ...)
-        or plain functions ``f(epoch, logs)``.
-
-        ``check_every``: read the window's losses back from the device every this many steps (and at each
-        epoch's end); the progress bar, the callbacks' ``on_batch_end`` and the divergence check see them
-        then. Smaller reacts sooner to a NaN, larger waits on the GPU less often (default 50).
+        ``metrics``: ``"accuracy"``, ``"top_5_accuracy"`` (any k), :class:`~xpnet.metrics.TopKAccuracy`
+        (default: accuracy for class targets). ``schedule`` (a name or a :mod:`xpnet.schedules` object)
+        sets ``lr`` per epoch or per step. ``callbacks``: :mod:`xpnet.callbacks` objects or functions
+        ``f(epoch, logs)``. ``check_every``: read the losses back every this many steps and at each
+        epoch's end, for the progress bar, ``on_batch_end`` and the divergence check (default 50).
 
         ``distributed``: ``True`` (or an :class:`xpnet.distributed.Communicator`) trains data-parallel on
-        the ranks of an MPI job (``mpiexec -n N python script.py``): ``batch_size`` is the global batch,
-        split across the ranks, and N ranks end with the weights one process would have (see
-        :mod:`xpnet.distributed`). Needs ``pip install "xpnet[mpi]"``. On one machine's CPU,
-        ``distributed=xpnet.distributed.Threads(n)`` runs the same on ``n`` threads of this process, each with
-        one BLAS thread, so that NumPy's elementwise work uses every core too (no MPI needed).
-
-        ``X`` may be a source, :class:`xpnet.TextWindows` (no ``y``): ``steps_per_epoch`` steps an epoch, as
-        Keras' fit on an endless dataset; ``validation_steps`` batches of fixed windows for a source's
-        ``validation_data``; ``evaluate_train`` logs ``train_loss`` (see :func:`xpnet.train.fit`).
+        the ranks of an MPI job, ``batch_size`` being the global batch (``pip install "xpnet[mpi]"``);
+        ``xpnet.distributed.Threads(n)`` does the same on ``n`` threads of this process. N ranks end with
+        the weights one process would have (:mod:`xpnet.distributed`).
+        ``X`` may be a source, :class:`xpnet.TextWindows` (no ``y``): ``steps_per_epoch`` steps an epoch (Keras'
+        endless datasets), ``validation_steps`` batches of a source's ``validation_data``; ``evaluate_train`` logs
+        ``train_loss`` (see :func:`xpnet.train.fit`). Plain SGD on the CPU steps Dense layers inside backward.
         """
         try:
             return train.fit(self, X, y, loss=loss, optimizer=optimizer, epochs=epochs, batch_size=batch_size,
@@ -260,7 +248,8 @@ class Sequential:
     def evaluate(self, X, y=None, loss=None, batch_size: int = 1024, *, metrics=None, steps=None) -> dict:
         """``{"loss": float, "accuracy": float}`` on ``(X, y)`` (accuracy for classification targets).
 
-        ``metrics`` as in :meth:`fit` (e.g. ``["accuracy", "top_5_accuracy"]``). ``loss`` defaults to the one the model was trained with (``fit`` and ``load`` record it).
+        ``metrics`` as in :meth:`fit` (e.g. ``["accuracy", "top_5_accuracy"]``). ``loss`` defaults to the one
+        the model was trained with (``fit`` and ``load`` record it).
         ``X`` may be a :class:`xpnet.TextWindows` source, evaluated on ``steps`` (default 20) fixed batches.
         """
         if loss is None and self.loss is None:
