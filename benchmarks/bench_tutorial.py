@@ -258,6 +258,10 @@ def child_memory(args):
     runner = make_runner(args.child, args)
     X, T, _, _ = book_data(args, runner.dtype)
     limits = bench_mlp.limit_threads(args.threads)  # noqa: F841  (keeps the limits set)
+    # a few samples first, as the timed runs' warm-up: what a pass adds, not the libraries it loads on first
+    # use (fit's SciPy BLAS, 8.5 MiB once per process)
+    runner.reset(wih, who)
+    runner.train(X[:10], T[:10])
     runner.reset(wih, who)
     with bench_mlp.PeakRSS() as peak:
         runner.train(X, T)

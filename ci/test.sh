@@ -27,8 +27,9 @@ if [ "${XPNET_TEST_JAX:-0}" = 1 ]; then
 fi
 if [ "${XPNET_TEST_OPTIONAL:-0}" = 1 ]; then
     # The optional parts: ONNX export and ONNX Runtime (its tests compare the two), scikit-learn for
-    # xpnet.sklearn, matplotlib for History.plot / --plot. Without them their tests skip, with the reason.
-    "$venv/bin/python" -m pip install -q --disable-pip-version-check -e ".[onnx,sklearn,plot]" onnxruntime \
+    # xpnet.sklearn, matplotlib for History.plot / --plot, SciPy for NumPy's batch-1 SGD step. Without them their
+    # tests skip, with the reason (the SGD step runs through NumPy).
+    "$venv/bin/python" -m pip install -q --disable-pip-version-check -e ".[onnx,sklearn,plot,blas]" onnxruntime \
         || echo "ci/test.sh: the optional packages could not be installed; their tests are skipped"
     # The CuPy wheel alone (136 MB, about 7 s to fetch and install; no CUDA libraries, no driver here): the
     # laptop case, where `auto` must pick the CPU and say why, an explicit `cuda` must name the cause and

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import array_api_compat
 import numpy as np
 
@@ -10,6 +12,17 @@ import xpnet.backend._numpy_layers as _numpy_layers
 import xpnet.backend._numpy_sequence as _numpy_sequence
 import xpnet.backend._numpy_windows as _numpy_windows
 from .protocol import Backend
+
+
+@functools.cache
+def _blas_ger(dtype_char: str):
+    """SciPy's BLAS rank-1 update for float32 (``f``) or float64 (``d``), or ``None`` without SciPy (optional:
+    ``pip install "xpnet[blas]"``; ``xpnet info`` says whether it is there)."""
+    try:
+        from scipy.linalg import blas
+    except ImportError:
+        return None
+    return {"f": blas.sger, "d": blas.dger}[dtype_char]
 
 
 class NumPy(Backend):
@@ -53,6 +66,30 @@ class NumPy(Backend):
         if a.shape[0] != 1:
             return _numpy_layers.matmul(a.T, b)
         return np.dot(a.T, b)
+
+    def sgd_dense(self, W, b, x, dy, lr):
+        """Dense's SGD step in backward for one row (``x``: (1, in), ``dy``: (1, out)): ``W -= lr x^T dy`` as
+        one rank-1 update of ``W``, ``b -= lr dy`` with no reduction call (a one-row sum is the row).
+
+        With SciPy, BLAS's ``?ger`` on ``W``'s memory: one read and write of ``W`` (784x200 float32, one
+        thread: 17 us, against 57 us for the generic lines' ``dW``, ``lr dW`` and the add). Without it, the
+        outer product of the scaled row ``x^T (-lr dy)`` added to ``W`` (44 us). Either rounds as
+        ``(lr x_i) dy_j`` rather than ``lr (x_i dy_j)``: within float32 rounding of the generic lines (``b``'s
+        bits are theirs). More rows: ``None``, the generic lines (BLAS's ``gemm`` into ``W`` measured no faster
+        at 128 and 256 rows).
+        """
+        if x.shape[0] != 1 or W.dtype not in (np.float32, np.float64) or not W.flags.c_contiguous:
+            return None
+        ger = _blas_ger(W.dtype.char)
+        if ger is None:
+            W += np.dot(x.T, dy * -lr)
+        else:  # W.T is Fortran-ordered, so ?ger updates it where it lies (overwrite_a)
+            out = ger(-lr, dy[0], x[0], a=W.T, overwrite_a=True)
+            if not np.shares_memory(out, W):  # (f2py made a copy after all)
+                W[...] = out.T
+        if b is not None:
+            b += dy[0] * -lr
+        return W
 
     def scatter_add(self, ids, values, rows):
         """Embedding's gradient: ``out[r] = sum of values[i] where ids[i] == r``, ``out`` (rows, dim).

@@ -71,17 +71,18 @@ def random_uniform(dev, key: int, counter: int, shape, dtype: str = "float32"):
 
 
 _ROUTINES: dict = {}
-# What a backend may define in its own way: Dense's products (layers/core.py), the convolution layers'
-# windows and how many samples' columns Conv2D builds at once (layers/windows.py), the heavy passes of
-# Conv2D, MaxPool2D, ReLU and Dropout (NumPy: on all cores, backend/_numpy_windows.py, _numpy_layers.py),
-# the softmax cross-entropy on integer labels (losses.py), Embedding's gradient, a scatter-add of rows,
-# which the standard lacks (layers/sequence.py), whether an optimizer steps a model's flat buffer at once
-# or array by array (parameters.py), and the transformer's LayerNorm, GELU and attention softmax in fewer
-# passes (layers/sequence.py, activations.py, attention.py)
-ROUTINES = ("matmul", "matmul_tn", "im2col", "col2im", "im2col_chunk", "conv2d_forward", "conv2d_backward",
-            "max_pool2d", "max_pool2d_backward", "relu", "relu_backward", "dropout", "dropout_backward",
-            "softmax_cross_entropy", "softmax_cross_entropy_backward", "scatter_add", "step_at_once", "layer_norm",
-            "layer_norm_backward", "gelu", "gelu_backward", "attention_softmax", "attention_softmax_backward")
+# What a backend may define in its own way: Dense's products and its SGD step in backward (layers/core.py),
+# the convolution layers' windows and how many samples' columns Conv2D builds at once (layers/windows.py), the
+# heavy passes of Conv2D, MaxPool2D, ReLU and Dropout (NumPy: on all cores, backend/_numpy_windows.py,
+# _numpy_layers.py), the softmax cross-entropy on integer labels (losses.py), Embedding's gradient, a scatter-
+# add of rows, which the standard lacks (layers/sequence.py), whether an optimizer steps a model's flat buffer
+# at once or array by array (parameters.py), and the transformer's LayerNorm, GELU and attention softmax in
+# fewer passes (layers/sequence.py, activations.py, attention.py)
+ROUTINES = ("matmul", "matmul_tn", "sgd_dense", "im2col", "col2im", "im2col_chunk", "conv2d_forward",
+            "conv2d_backward", "max_pool2d", "max_pool2d_backward", "relu", "relu_backward", "dropout",
+            "dropout_backward", "softmax_cross_entropy", "softmax_cross_entropy_backward", "scatter_add",
+            "step_at_once", "layer_norm", "layer_norm_backward", "gelu", "gelu_backward", "attention_softmax",
+            "attention_softmax_backward")
 
 
 def routine(xp, name: str):

@@ -160,6 +160,7 @@ class Backend(abc.ABC):
     # its own and the layer runs its generic Array API lines. Signatures: those of the generic code.
     matmul: Callable[..., Any] | None = None
     matmul_tn: Callable[..., Any] | None = None
+    sgd_dense: Callable[..., Any] | None = None
     im2col: Callable[..., Any] | None = None
     col2im: Callable[..., Any] | None = None
     im2col_chunk: Callable[..., Any] | None = None

@@ -175,6 +175,16 @@ def _mpi_status() -> str:
     return f"{found} (the system's MPI)"
 
 
+def _scipy_status() -> str:
+    # (looked up, not imported: only the NumPy backend imports SciPy, when a step first needs it)
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return f"scipy {version('scipy')}"
+    except PackageNotFoundError:
+        return 'not installed: pip install "xpnet[blas]" (without it: the same step through NumPy, slower)'
+
+
 def cmd_info(args) -> int:
     import array_api_compat
 
@@ -188,6 +198,7 @@ def cmd_info(args) -> int:
     print(f"CUDA devices: {backend.cuda_devices()}")
     print(f"MPI (--distributed): {_mpi_status()}")
     print(f"CPU (--threads): {cpu_status()}")
+    print(f"SciPy BLAS (NumPy's SGD step at batch 1): {_scipy_status()}")
     try:
         chosen = str(backend.device(args.device, backend=args.backend))
     except (backend.DeviceUnavailableError, ValueError) as exc:

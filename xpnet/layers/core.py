@@ -22,6 +22,7 @@ from .. import backend
 from .. import init as initializers
 from ..arguments import check_count, is_count
 from ..backend import namespace as array_namespace
+from ..inplace import add_
 from .base import Layer, register_layer
 
 
@@ -36,6 +37,8 @@ class Dense(Layer):
 
         >>> layer = Dense(784, 200)        # params["W"]: (784, 200), params["b"]: (200,)
     """
+
+    sgd = None  # a plain SGD whose step backward takes on W and b itself: fit sets it (train/inbackward.py)
 
     def __init__(self, in_features: int, out_features: int, init="lecun_normal", bias: bool = True):
         super().__init__()
@@ -89,15 +92,20 @@ class Dense(Layer):
     def backward(self, dy):
         self.grads.clear()  # drop the last step's gradients first: the new ones can reuse their memory
         x = self._x  # (rows, in): every leading axis is summed over by the products and the bias sum
+        xp = array_namespace(dy)
         if dy.ndim > 2:
-            dy = array_namespace(dy).reshape(dy, (-1, self.out_features))
-        self.grads["W"] = _matmul_tn(x, dy)
-        if self.bias:
-            self.grads["b"] = array_namespace(dy).sum(dy, axis=0)
-        if not self.input_grad:
-            return None
-        dx = backend.dispatch("matmul", matmul, dy, self.params["W"].T)
-        return dx if len(self._shape) == 2 else array_namespace(dx).reshape(dx, self._shape)
+            dy = xp.reshape(dy, (-1, self.out_features))
+        # dx first: with the step taken here (below), W is about to move
+        dx = backend.dispatch("matmul", matmul, dy, self.params["W"].T) if self.input_grad else None
+        if self.sgd is None:
+            self.grads["W"] = _matmul_tn(x, dy)
+            if self.bias:
+                self.grads["b"] = xp.sum(dy, axis=0)
+        else:  # plain SGD's step taken here, without storing dW (fit sets self.sgd)
+            backend.dispatch("sgd_dense", sgd_dense, self.params["W"], self.params.get("b"), x, dy, self.sgd.lr)
+        if dx is None or len(self._shape) == 2:
+            return dx
+        return xp.reshape(dx, self._shape)
 
     def get_config(self):
         return {"in_features": self.in_features, "out_features": self.out_features,
@@ -200,6 +208,16 @@ def _matmul_tn(x, dy):
     if out is not None:
         return out
     return x.T * dy if x.shape[0] == 1 else x.T @ dy
+
+
+def sgd_dense(W, b, x, dy, lr: float):
+    """Plain SGD's step on a Dense layer inside its backward pass, ``W -= lr x^T dy`` and ``b -= lr sum_rows
+    dy`` (``b`` may be ``None``), in the parameters' memory (writeable arrays): the operations of
+    ``SGD.step`` on the gradients backward would have stored, so the same bits. The backend's own way where
+    it has one (NumPy: for one row, a BLAS rank-1 update and no reduction)."""
+    add_(W, _matmul_tn(x, dy) * (-lr))
+    if b is not None:
+        add_(b, array_namespace(dy).sum(dy, axis=0) * (-lr))
 
 
 def saved_by_name(name: str, layer: str = "Dense"):

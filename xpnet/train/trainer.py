@@ -20,7 +20,8 @@ from ..callbacks import state_finite
 from ..layers import Sigmoid, Softmax, sigmoid, softmax
 from ..arguments import check_count
 from ..validation import check_input_range, prepare_xy
-from .strategy import run as run_strategy
+from . import inbackward
+from .strategy import SingleProcess, run as run_strategy
 from .checks import ends_in
 from .data import EpochTotals, decision_threshold, read_back, shrinking_batches, uploading
 from .prepare import Training
@@ -79,6 +80,9 @@ def _train(model, X, y, *, strategy, epochs, check_every, **settings):
     strategy.start(model, run.optimizer, run.rows, run.first_epoch)
     cbs.on_train_begin()
     run.restore_callbacks()
+    # plain SGD steps the Dense layers inside backward, where it can; run.optimizer.step does the rest
+    stepping, grads = inbackward.take(model, run.optimizer, run.params, run.grads,
+                                      isinstance(strategy, SingleProcess))
     epoch = step = 0
     try:
         for epoch in range(run.first_epoch, epochs):
@@ -91,8 +95,8 @@ def _train(model, X, y, *, strategy, epochs, check_every, **settings):
                 run.set_lr(epoch, step)
                 lo, hi = strategy.shard(lo, hi)
                 _step(model, run, totals, order, step, lo, hi)
-                strategy.average_gradients(run.grads, hi - lo)
-                run.optimizer.step(run.params, run.grads)
+                strategy.average_gradients(grads, hi - lo)
+                run.optimizer.step(run.params, grads)
                 if len(totals.losses) == check_every or step == len(steps) - 1:
                     cbs.on_batch_end(step, totals.read_back(state_finite((run.params, model.buffers()))))
             cbs.on_epoch_end(epoch, _epoch_logs(model, run, strategy, totals, start))
@@ -107,6 +111,7 @@ def _train(model, X, y, *, strategy, epochs, check_every, **settings):
             f"{epoch + 1}, step {step + 1}): {exc}. Fix: a smaller batch size (--batch-size) or a smaller "
             f"network.") from exc
     finally:
+        inbackward.release(stepping)
         run.progress.close()  # a diverged or interrupted epoch leaves no bar behind
     cbs.on_train_end({k: v[-1] for k, v in run.history.history.items()})
     return run.history
