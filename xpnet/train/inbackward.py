@@ -24,7 +24,7 @@ from ..layers import Dense
 from ..optim import SGD
 
 
-def take(model, optimizer, params, grads, one_process: bool):
+def take_sgd(model, optimizer, params, grads, one_process: bool):
     """The Dense layers that step themselves from now on (their ``sgd`` set), and the gradients the
     optimizer still steps after backward (``grads`` less those layers')."""
     if not (one_process and _plain_sgd(optimizer)) or (params.flat is not None and params.flat.at_once):
@@ -37,7 +37,7 @@ def take(model, optimizer, params, grads, one_process: bool):
     return layers, (_Remaining(grads, taken) if taken else grads)
 
 
-def release(layers) -> None:
+def release_sgd(layers) -> None:
     """Back to gradients stored by backward and stepped by the optimizer (fit's end, however it ends)."""
     for layer in layers:
         layer.sgd = None

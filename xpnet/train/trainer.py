@@ -20,7 +20,7 @@ from ..callbacks import state_finite
 from ..layers import Sigmoid, Softmax, sigmoid, softmax
 from ..arguments import check_count
 from ..validation import check_input_range, prepare_xy
-from . import inbackward
+from .inbackward import release_sgd, take_sgd
 from .strategy import SingleProcess, run as run_strategy
 from .checks import ends_in
 from .data import EpochTotals, decision_threshold, read_back, shrinking_batches, uploading
@@ -81,8 +81,7 @@ def _train(model, X, y, *, strategy, epochs, check_every, **settings):
     cbs.on_train_begin()
     run.restore_callbacks()
     # plain SGD steps the Dense layers inside backward, where it can; run.optimizer.step does the rest
-    stepping, grads = inbackward.take(model, run.optimizer, run.params, run.grads,
-                                      isinstance(strategy, SingleProcess))
+    stepping, grads = take_sgd(model, run.optimizer, run.params, run.grads, isinstance(strategy, SingleProcess))
     epoch = step = 0
     try:
         for epoch in range(run.first_epoch, epochs):
@@ -111,7 +110,7 @@ def _train(model, X, y, *, strategy, epochs, check_every, **settings):
             f"{epoch + 1}, step {step + 1}): {exc}. Fix: a smaller batch size (--batch-size) or a smaller "
             f"network.") from exc
     finally:
-        inbackward.release(stepping)
+        release_sgd(stepping)
         run.progress.close()  # a diverged or interrupted epoch leaves no bar behind
     cbs.on_train_end({k: v[-1] for k, v in run.history.history.items()})
     return run.history
