@@ -260,3 +260,24 @@ def test_a_layer_of_your_own_tells_its_shapes_or_they_are_not_known():
     assert xpnet.layers.model_input_shape([Pick(), Dense(2, 1)]) is None  # not (2,): Pick takes 5 columns
     assert Doubler().compute_output_shape((None, 3, 4)) == (None, 3, 4)
     assert xpnet.layers.model_input_shape([Doubler(), Dense(2, 1)]) == (2,)
+
+
+@pytest.mark.parametrize("make, shape", [
+    (lambda: Dense(4, 3), (2, 4)), (lambda: ReLU(), (2, 4)),
+    (lambda: xpnet.Conv2D(1, 2, 3), (2, 1, 5, 5)), (lambda: xpnet.MaxPool2D(2), (2, 1, 4, 4))],
+    ids=["Dense", "ReLU", "Conv2D", "MaxPool2D"])
+def test_backward_frees_what_forward_kept_and_runs_once_per_forward(dev, make, shape):
+    """The heavy layers hand their activations to backward and drop them (PyTorch frees a graph's saved
+    tensors the same way): held into the next step they raised the CNN's peak memory above PyTorch's."""
+    layer = make()
+    layer.build(dev, host_rng(0))
+    x = dev.asarray(np.random.default_rng(0).normal(size=shape))
+    y = layer.forward(x, training=True)
+    kept = [k for k in ("_x", "_y", "_cache") if getattr(layer, k, None) is not None]
+    assert kept
+    layer.backward(y * 1.0)
+    assert all(getattr(layer, k) is None for k in kept)
+    with pytest.raises(RuntimeError, match=r"backward runs once after each forward.*call forward again"):
+        layer.backward(y * 1.0)
+    layer.forward(x, training=True)
+    layer.backward(y * 1.0)  # a forward again: a backward again

@@ -66,7 +66,7 @@ class ReLU(Layer):
         return self._y
 
     def backward(self, dy):
-        return backend.dispatch("relu_backward", relu_backward, dy, self._y)
+        return backend.dispatch("relu_backward", relu_backward, dy, self.saved("_y"))
 
 
 def relu(x):

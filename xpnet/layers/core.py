@@ -91,7 +91,7 @@ class Dense(Layer):
 
     def backward(self, dy):
         self.grads.clear()  # drop the last step's gradients first: the new ones can reuse their memory
-        x = self._x  # (rows, in): every leading axis is summed over by the products and the bias sum
+        x = self.saved("_x")  # (rows, in): every leading axis is summed over by the products and the bias sum
         xp = array_namespace(dy)
         if dy.ndim > 2:
             dy = xp.reshape(dy, (-1, self.out_features))

@@ -53,9 +53,9 @@ class MaxPool2D(_Pool2D):
         return y
 
     def backward(self, dy):
+        state, shape = self.saved("_cache")
         if not self.input_grad:
             return None
-        state, shape = self._cache
         return backend.dispatch("max_pool2d_backward", max_pool2d_backward, dy, state, self.kernel_size,
                                 self.stride, shape)
 
