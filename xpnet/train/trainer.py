@@ -95,7 +95,8 @@ def _train(model, X, y, *, strategy, epochs, check_every, **settings):
                 lo, hi = strategy.shard(lo, hi)
                 _step(model, run, totals, order, step, lo, hi)
                 strategy.average_gradients(grads, hi - lo)
-                run.optimizer.step(run.params, grads)
+                if grads:  # (none left where SGD stepped every layer inside backward)
+                    run.optimizer.step(run.params, grads)
                 if len(totals.losses) == check_every or step == len(steps) - 1:
                     cbs.on_batch_end(step, totals.read_back(state_finite((run.params, model.buffers()))))
             cbs.on_epoch_end(epoch, _epoch_logs(model, run, strategy, totals, start))
