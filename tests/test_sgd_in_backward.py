@@ -135,3 +135,15 @@ def test_a_schedule_reaches_the_step_taken_in_backward():
     want = _fit(_model(), StepAfter(0.3), 6, schedule="cosine")
     for name in want:
         np.testing.assert_array_equal(got[name], want[name], err_msg=name)
+
+
+def test_the_gradients_a_fit_did_not_store_are_named_when_asked_for():
+    model = _model()
+    _fit(model, xpnet.SGD(0.3), 5, epochs=1)
+    with pytest.raises(KeyError, match=r"0\.W: no gradient stored.*plain SGD's step inside backward"):
+        model.gradients()["0.W"]
+    with pytest.raises(KeyError, match=r"0\.W: no gradient stored"):
+        dict(model.gradients().items())
+    with pytest.raises(KeyError) as bare:
+        model.parameters()["9.W"]  # a name the model does not have: the plain KeyError
+    assert bare.value.args == ("9.W",)

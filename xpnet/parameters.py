@@ -33,7 +33,10 @@ class ParameterDict(MutableMapping):
 
     def __getitem__(self, key):
         layer, k = self._slots[key]
-        return getattr(layer, self._attr)[k]
+        try:
+            return getattr(layer, self._attr)[k]
+        except KeyError:
+            raise self._missing(key) from None
 
     def __setitem__(self, key, value):
         layer, k = self._slots[key]
@@ -53,7 +56,18 @@ class ParameterDict(MutableMapping):
     def items(self):
         # The Mapping mixin's view would look every key up again, per step and per parameter.
         attr = self._attr
-        return [(key, getattr(layer, attr)[k]) for key, (layer, k) in self._slots.items()]
+        try:
+            return [(key, getattr(layer, attr)[k]) for key, (layer, k) in self._slots.items()]
+        except KeyError:
+            raise self._missing(next(key for key, (layer, k) in self._slots.items()
+                                     if k not in getattr(layer, attr))) from None
+
+    def _missing(self, key) -> KeyError:
+        if self._attr != "grads":
+            return KeyError(key)
+        return KeyError(f"{key}: no gradient stored: backward has not run on this layer since it was built, or fit "
+                        f"applied plain SGD's step inside backward (it stores no Dense gradients on the CPU); call "
+                        f"model.forward(x, training=True) and model.backward(dy) for the gradients")
 
 
 class FlatParameters:
