@@ -85,7 +85,7 @@ class NumPy(Backend):
             W += np.dot(x.T, dy * -lr)
         else:  # W.T is Fortran-ordered, so ?ger updates it where it lies (overwrite_a)
             out = ger(-lr, dy[0], x[0], a=W.T, overwrite_a=True)
-            if not np.shares_memory(out, W):  # (f2py made a copy after all)
+            if not np.may_share_memory(out, W):  # (f2py made a copy after all; bounds only: cheap)
                 W[...] = out.T
         if b is not None:
             b += dy[0] * -lr

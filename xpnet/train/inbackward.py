@@ -29,11 +29,13 @@ def take_sgd(model, optimizer, params, grads, one_process: bool):
     optimizer still steps after backward (``grads`` less those layers')."""
     if not (one_process and _plain_sgd(optimizer)) or (params.flat is not None and params.flat.at_once):
         return [], grads
-    layers = [layer for layer in model.layers[model._first:] if type(layer) is Dense
-              and all(inplace.is_writeable_array(p) for p in layer.params.values())]  # (add_'s own test)
-    for layer in layers:
-        layer.sgd = optimizer
-    taken = {f"{i}.{k}" for i, layer in enumerate(model.layers) if layer in layers for k in layer.params}
+    layers, taken = [], set()
+    for i, layer in enumerate(model.layers):
+        if i >= model._first and type(layer) is Dense and all(inplace.is_writeable_array(p)  # (add_'s own test)
+                                                               for p in layer.params.values()):
+            layer.sgd = optimizer
+            layers.append(layer)
+            taken.update(f"{i}.{k}" for k in layer.params)
     return layers, (_Remaining(grads, taken) if taken else grads)
 
 
